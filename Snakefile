@@ -1,0 +1,92 @@
+# ntkrepro pipeline. Snakemake owns the DAG and the paths; every value lives in conf/ (Hydra).
+#
+#   snakemake reproduce-all --cores all                      # quick scale (the default)
+#   snakemake reproduce-all --cores all --config scale=smoke
+#   snakemake jacot2018 --cores 2                             # one paper
+#   snakemake -n reproduce-all --config scale=paper           # the full paper-scale DAG
+#
+# config keys (command line only): scale (smoke|quick|paper), results (root folder, default
+# "results"), data_cache (download cache, default "data_cache").
+from pathlib import Path
+
+SCALES = ("smoke", "quick", "paper")
+SCALE = config.get("scale", "quick")
+if SCALE not in SCALES:
+    raise ValueError(f"--config scale={SCALE!r}: expected one of {SCALES}")
+RESULTS_ROOT = config.get("results", "results")
+DATA_CACHE = config.get("data_cache", "data_cache")
+RESULTS = f"{RESULTS_ROOT}/{SCALE}"
+PAPERS = ["jacot2018", "hayou2020", "arora2019", "feng2020_deq", "golikov2022"]
+
+# Each experiments/<paper>/rules.smk appends its artifacts here: ARTIFACTS[paper] = [names].
+ARTIFACTS = {paper: [] for paper in PAPERS}
+
+
+def out(paper, artifact, name="metrics.json"):
+    """Deterministic output path of a stage: results/<scale>/<paper>/<artifact>/<name>."""
+    return f"{RESULTS}/{paper}/{artifact}/{name}"
+
+
+def stage_inputs(paper, artifact):
+    """A stage re-runs when its script or its experiment config changes."""
+    return [f"experiments/{paper}/{artifact}.py", f"conf/experiment/{paper}/{artifact}.yaml"]
+
+
+def stage_shell(paper, artifact):
+    """The command every stage rule runs (Hydra overrides only; values live in conf/)."""
+    return (
+        f"python experiments/{paper}/{artifact}.py scale={SCALE} results_root={RESULTS_ROOT} "
+        f"data_cache={DATA_CACHE} threads={{threads}} progress=false > {{log}} 2>&1"
+    )
+
+
+def register(paper, *artifacts):
+    ARTIFACTS[paper].extend(artifacts)
+
+
+for _paper in PAPERS:
+    if Path(f"experiments/{_paper}/rules.smk").exists():
+
+        include: f"experiments/{_paper}/rules.smk"
+
+
+def all_metrics(paper=None):
+    papers = [paper] if paper else PAPERS
+    return [out(p, a) for p in papers for a in ARTIFACTS[p]]
+
+
+rule reproduce_all:
+    """Every artifact of every paper at the chosen scale, and the report."""
+    input:
+        f"{RESULTS}/report.md",
+    default_target: True
+
+
+rule:
+    name:
+        "reproduce-all"
+    input:
+        rules.reproduce_all.input,
+
+
+rule report:
+    """The report: metrics.json files + claims registries -> report.md / report.html."""
+    input:
+        metrics=all_metrics(),
+        claims=expand("experiments/{paper}/claims.yaml", paper=[p for p in PAPERS if ARTIFACTS[p]]),
+    output:
+        md=f"{RESULTS}/report.md",
+        html=f"{RESULTS}/report.html",
+    log:
+        f"{RESULTS}/logs/report.log",
+    shell:
+        "python -m ntkrepro.report --results {RESULTS} --experiments experiments > {log} 2>&1"
+
+
+for _paper in PAPERS:
+
+    rule:
+        name:
+            _paper
+        input:
+            all_metrics(_paper),

@@ -1,0 +1,156 @@
+"""Structured config schema and value validation for every stage.
+
+The schema (registered in Hydra's ConfigStore as ``base_schema``) fixes the top-level keys and their
+types, so a typo such as ``sclae=paper`` or ``params.dpeth=3`` fails before any compute. Experiment
+parameters live under ``params``; their values are checked by :func:`validate` with one rule per key
+name (documented in ``RULES``), which keeps each experiment config free of boilerplate.
+
+Scale-dependent values are written ``${by_scale:<smoke>,<quick>,<paper>}`` in the YAML files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+SCALES = ("smoke", "quick", "paper")
+PRECISIONS = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be run; the message is one line."""
+
+
+@dataclass
+class ScaleConfig:
+    name: str = MISSING
+    allow_substitute: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Any = None
+    artifact_root: Any = None
+
+
+@dataclass
+class BaseConfig:
+    paper: str = MISSING
+    artifact: str = MISSING
+    seed: int = 0
+    precision: str = "float64"
+    results_root: str = "results"
+    out_dir: str = MISSING
+    data_cache: str = "data_cache"
+    threads: int = 0
+    progress: bool = True
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    data: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    unstated: dict[str, Any] = field(default_factory=dict)
+
+
+def _by_scale(smoke, quick, paper, *, _root_):
+    """``${by_scale:a,b,c}``: the value for the active ``scale.name``."""
+    return {"smoke": smoke, "quick": quick, "paper": paper}[_root_.scale.name]
+
+
+def register() -> None:
+    """Register the schema and the ``by_scale`` resolver (idempotent)."""
+    ConfigStore.instance().store(name="base_schema", node=BaseConfig)
+    if not OmegaConf.has_resolver("by_scale"):
+        OmegaConf.register_new_resolver("by_scale", _by_scale)
+
+
+register()
+
+
+def _nonneg(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def _pos(v):
+    return _nonneg(v) and v > 0
+
+
+def _pos_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _activation(v):
+    from ntkrepro.kernels.gaussian import get_activation
+
+    try:
+        get_activation(v)
+    except ValueError:
+        return False
+    return True
+
+
+# (pattern on the key name, check, what the value must be)
+RULES: list[tuple[str, Any, str]] = [
+    (r"^sigma_\w*2$|^ridge$|^beta$|^kappa$", _nonneg, "a finite number >= 0 (a variance)"),
+    (r"^(lr|learning_rate|lrs)$", _pos, "a positive number"),
+    (
+        r"^(depth|depths|width|widths|channels|n_train|n_test|steps|epochs|n_seeds|n_inits|"
+        r"n_samples|batch_size|n_draws|max_depth|filter_size|tile)$",
+        _pos_int,
+        "an integer >= 1",
+    ),
+    (r"^(activation|activations)$", _activation, "a registered activation"),
+]
+
+
+def _check(path: str, key: str, value) -> None:
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    for pattern, check, what in RULES:
+        if re.search(pattern, key):
+            for v in values:
+                if v is None:
+                    continue
+                if not check(v):
+                    raise ConfigError(f"config error: {path} = {v!r} must be {what}")
+            return
+
+
+def _walk(node, path: str) -> None:
+    if isinstance(node, (dict, DictConfig)):
+        for key, value in node.items():
+            sub = f"{path}.{key}"
+            if isinstance(value, (dict, DictConfig)):
+                _walk(value, sub)
+            else:
+                _check(sub, str(key), value)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value of a composed config; raise :class:`ConfigError` (one line) on the first bad one."""
+    if cfg.scale.name not in SCALES:
+        raise ConfigError(f"config error: scale.name = {cfg.scale.name!r}; expected one of {SCALES}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"config error: precision = {cfg.precision!r}; expected one of {PRECISIONS}")
+    if cfg.threads < 0:
+        raise ConfigError(f"config error: threads = {cfg.threads} must be >= 0")
+    _walk(cfg.params, "params")
+    if cfg.data is not None:
+        _walk(cfg.data, "data")
+
+
+def flatten(cfg, prefix: str = "") -> dict[str, Any]:
+    """Flatten a (resolved) config into ``{"a.b.c": value}`` (lists kept as values)."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,156 @@
+"""The reproduction report: built from ``metrics.json`` files and the claims registries only.
+
+    python -m ntkrepro.report --results results/quick --experiments experiments
+
+writes ``report.md`` and a self-contained ``report.html`` (figures embedded) into the results folder.
+No recomputation happens here; a claim that references a metric no stage produced is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ntkrepro.claims import STATUSES, ClaimError, ClaimResult, evaluate_all, load_records
+from ntkrepro.io import atomic_write_text
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _tol(c) -> str:
+    parts = [f"±{c.tolerance['abs']:g}" if "abs" in c.tolerance else "",
+             f"±{100 * c.tolerance['rel']:g}%" if "rel" in c.tolerance else ""]
+    return " or ".join(p for p in parts if p) or "—"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r.replace("|", "\\|") for r in row) + " |" for row in rows]
+    return out
+
+
+def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str:
+    papers = sorted({r.claim.paper for r in results} | {p for p, _ in records})
+    lines = [f"# ntkrepro reproduction report — scale `{scale}`", "",
+             f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the metrics.json files "
+             "and the claims registries (no recomputation).", "", "## Scoreboard", ""]
+    rows = []
+    for paper in papers:
+        counts = Counter(r.status for r in results if r.claim.paper == paper)
+        rows.append([paper, *[str(counts.get(s, 0)) for s in STATUSES]])
+    lines += _md_table(["paper", *STATUSES], rows)
+    for paper in papers:
+        lines += ["", f"## {paper}", "", "### Claims", ""]
+        rows = [[r.claim.id, r.claim.where, r.claim.statement or r.claim.metric, _fmt(r.claim.paper_value),
+                 _fmt(r.measured), _fmt(r.difference), _tol(r.claim), r.status, r.scale or "—",
+                 r.data or "—", r.detail or r.claim.tolerance_reason]
+                for r in results if r.claim.paper == paper]
+        lines += _md_table(["id", "where", "claim", "paper", "measured", "diff", "tolerance", "status",
+                            "scale", "data", "notes"], rows)
+        lines += ["", "### Artifacts", ""]
+        for (p, artifact), rec in sorted(records.items()):
+            if p != paper:
+                continue
+            folder = Path(rec["_path"]).parent
+            data = rec.get("data") or {}
+            subst = f" — **stand-in for {data['substituted_for']}**" if data.get("substituted_for") else ""
+            lines += [f"#### {artifact}", "",
+                      f"data: {data.get('name')} (source {data.get('source')}){subst}; sizes: "
+                      f"{rec.get('sizes')}; seeds: {rec.get('seeds')}; precision: {rec.get('precision')}; "
+                      f"runtime {rec.get('runtime_s')} s; commit {str(rec.get('git_commit'))[:10]}"
+                      f"{' (dirty)' if rec.get('git_dirty') else ''}; MLflow run "
+                      f"`{rec.get('mlflow_run_id')}`", ""]
+            for fig in rec.get("figures", []):
+                lines += [f"![{artifact}: {fig}]({folder.name}/{fig}.png)".replace(
+                    f"({folder.name}/", f"({paper}/{folder.name}/"), ""]
+            for table in rec.get("tables", []):
+                md = folder / f"{table}.md"
+                if md.exists():
+                    lines += [f"Table `{table}`:", "", md.read_text().strip(), ""]
+    unstated = [(p, a, k, v) for (p, a), rec in sorted(records.items())
+                for k, v in sorted((rec.get("unstated_settings") or {}).items())]
+    lines += ["", "## Settings the papers leave unstated", ""]
+    lines += _md_table(["paper", "artifact", "setting", "value chosen"],
+                       [[p, a, k, _fmt(v)] for p, a, k, v in unstated])
+    return "\n".join(lines) + "\n"
+
+
+def build_html(markdown: str, results_dir: Path) -> str:
+    """A self-contained HTML page: markdown tables and paragraphs, figures inlined as base64."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            cells = [[c.strip() for c in row.strip("|").split(" | ")] for row in table if "---|" not in row]
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                           for r in cells[1:])
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("!["):
+            src = line[line.index("(") + 1 : line.rindex(")")]
+            png = results_dir / src
+            if png.exists():
+                data = base64.b64encode(png.read_bytes()).decode()
+                alt = html.escape(line[2 : line.index("]")])
+                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+                            f"<figcaption>{alt}</figcaption></figure>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:640px}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" + \
+        "\n".join(body) + "</body></html>\n"
+
+
+def build(results_dir: Path, experiments_dir: Path) -> tuple[Path, Path]:
+    results_dir = Path(results_dir)
+    registries = sorted(Path(experiments_dir).glob("*/claims.yaml"))
+    results = evaluate_all(registries, results_dir)
+    records = load_records(results_dir)
+    scale = results_dir.name
+    md = build_markdown(results, records, scale)
+    md_path = atomic_write_text(results_dir / "report.md", md)
+    html_path = atomic_write_text(results_dir / "report.html", build_html(md, results_dir))
+    return md_path, html_path
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True, type=Path, help="results/<scale> folder")
+    parser.add_argument("--experiments", default=Path("experiments"), type=Path)
+    args = parser.parse_args(argv)
+    try:
+        md, html_path = build(args.results, args.experiments)
+    except ClaimError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {md} and {html_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
