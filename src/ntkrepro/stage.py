@@ -93,6 +93,28 @@ def data_record(data: Any) -> dict[str, Any]:
     return dict(data)
 
 
+def load_split(cfg, split: str, *, n: int | None = None):
+    """Load ``split`` ("train"/"test") of the experiment's dataset (``cfg.data``): the one way stages
+    read data. Stand-ins (``cfg.data.substitute``) are used only where the scale allows them; the
+    returned dataset's provenance records any substitution."""
+    from ntkrepro import data as data_mod
+
+    d = cfg.data
+    if d is None:
+        raise ValueError(f"experiment {cfg.paper}/{cfg.artifact} declares no data")
+    size = n if n is not None else d.get(f"n_{split}")
+    return data_mod.load(
+        d.name,
+        split,
+        n=size,
+        seed=cfg.seed,
+        preprocess=d.get("preprocess"),
+        classes=list(d.classes) if d.get("classes") is not None else None,
+        cache_dir=cfg.data_cache,
+        substitute=d.get("substitute") if cfg.scale.allow_substitute else None,
+    )
+
+
 def _set_threads(threads: int) -> None:
     """Cap XLA's CPU threads (must run before the first JAX computation)."""
     if threads > 0:

@@ -1,0 +1,97 @@
+"""Claim statuses from (claim, metrics.json) pairs, registry validation, and the report."""
+
+import json
+
+import pytest
+import yaml
+
+from ntkrepro.claims import ClaimError, evaluate, load_registry
+from ntkrepro.report import build
+
+
+def _registry(tmp_path, claims, paper="p"):
+    path = tmp_path / "experiments" / paper / "claims.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"paper": paper, "claims": claims}))
+    return path
+
+
+VALUE = {"id": "c1", "artifact": "a", "metric": "m", "paper_value": 1.0, "where": "Tab. 1",
+         "kind": "value", "tolerance": {"abs": 0.1}, "tolerance_reason": "seed noise",
+         "needs_scale": "quick"}
+
+
+def _record(value, scale="quick", substituted_for=None):
+    return {"paper": "p", "artifact": "a", "scale": scale, "metrics": {"m": value},
+            "data": {"name": "digits", "substituted_for": substituted_for}}
+
+
+@pytest.mark.parametrize(
+    "value,scale,subst,exact,status",
+    [
+        (1.05, "quick", None, False, "reproduced"),
+        (1.5, "quick", None, False, "deviates"),
+        (1.5, "quick", None, True, "contradicted"),
+        (1.05, "smoke", None, False, "not run at this scale"),
+        (1.05, "quick", "mnist", False, "data unavailable"),
+        (None, "quick", None, False, "not run at this scale"),
+    ],
+)
+def test_statuses(tmp_path, value, scale, subst, exact, status):
+    (claim,) = load_registry(_registry(tmp_path, [{**VALUE, "exact": exact}]))
+    result = evaluate(claim, _record(value, scale, subst))
+    assert result.status == status
+
+
+def test_relative_tolerance_and_difference(tmp_path):
+    (claim,) = load_registry(_registry(tmp_path, [{**VALUE, "tolerance": {"rel": 0.05}}]))
+    assert evaluate(claim, _record(1.04)).status == "reproduced"
+    res = evaluate(claim, _record(0.9))
+    assert res.status == "deviates"
+    assert res.difference == pytest.approx(-0.1)
+
+
+def test_ordering_claim(tmp_path):
+    claim = {**VALUE, "kind": "ordering", "paper_value": True, "tolerance": None}
+    claim.pop("tolerance_reason")
+    (c,) = load_registry(_registry(tmp_path, [claim]))
+    assert evaluate(c, _record(True)).status == "reproduced"
+    assert evaluate(c, _record(False)).status == "deviates"
+
+
+def test_missing_stage_is_not_run(tmp_path):
+    (claim,) = load_registry(_registry(tmp_path, [VALUE]))
+    assert evaluate(claim, None).status == "not run at this scale"
+
+
+def test_metric_no_stage_produced_fails_loudly(tmp_path):
+    (claim,) = load_registry(_registry(tmp_path, [{**VALUE, "metric": "nope"}]))
+    with pytest.raises(ClaimError, match="'nope'"):
+        evaluate(claim, _record(1.0))
+
+
+@pytest.mark.parametrize(
+    "bad,msg",
+    [({"kind": "guess"}, "kind"), ({"tolerance": None}, "tolerance"), ({"needs_scale": "huge"}, "needs_scale")],
+)
+def test_registry_validation(tmp_path, bad, msg):
+    with pytest.raises(ClaimError, match=msg):
+        load_registry(_registry(tmp_path, [{**VALUE, **bad}]))
+
+
+def test_duplicate_ids_rejected(tmp_path):
+    with pytest.raises(ClaimError, match="duplicate"):
+        load_registry(_registry(tmp_path, [VALUE, VALUE]))
+
+
+def test_report_lists_claims_and_artifacts(tmp_path):
+    _registry(tmp_path, [VALUE, {**VALUE, "id": "c2", "artifact": "b"}])
+    results = tmp_path / "results" / "quick"
+    rec = {**_record(1.02), "figures": [], "tables": [], "unstated_settings": {"n_points": 4}}
+    (results / "p" / "a").mkdir(parents=True)
+    (results / "p" / "a" / "metrics.json").write_text(json.dumps(rec))
+    md_path, html_path = build(results, tmp_path / "experiments")
+    md = md_path.read_text()
+    assert "| p | 1 | 0 | 0 | 1 | 0 |" in md  # c1 reproduced, c2 (stage b absent) not run
+    assert "n_points" in md
+    assert "<table>" in html_path.read_text()

@@ -1,0 +1,69 @@
+"""Config composition, the schema, the by_scale resolver, and one-line validation errors."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ntkrepro.config import ConfigError, flatten, validate
+from ntkrepro.stage import CONF_DIR
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+BASE = ["paper=testpaper", "artifact=a"]
+
+
+def test_defaults_and_out_dir():
+    cfg = _compose(BASE)
+    assert cfg.scale.name == "quick"
+    assert cfg.out_dir == "results/quick/testpaper/a"
+    assert cfg.tracking.uri == "sqlite:///results/mlflow/mlflow.db"
+    validate(cfg)
+
+
+@pytest.mark.parametrize("scale,expected", [("smoke", 1), ("quick", 2), ("paper", 3)])
+def test_by_scale_resolver(scale, expected):
+    cfg = _compose([*BASE, f"scale={scale}", "+params.width=${by_scale:1,2,3}"])
+    assert cfg.params.width == expected
+
+
+def test_unknown_top_level_key_is_rejected():
+    with pytest.raises(Exception, match="dpeth"):
+        _compose([*BASE, "dpeth=3"])
+
+
+def test_unknown_scale_is_rejected():
+    with pytest.raises(Exception, match="huge"):
+        _compose([*BASE, "scale=huge"])
+
+
+@pytest.mark.parametrize(
+    "override,fragment",
+    [
+        ("+params.sigma_w2=-1.0", "params.sigma_w2 = -1.0 must be a finite number >= 0"),
+        ("+params.depth=0", "params.depth = 0 must be an integer >= 1"),
+        ("+params.depths=[1,0]", "params.depths = 0 must be an integer >= 1"),
+        ("+params.widths=[10,2.5]", "params.widths = 2.5 must be an integer >= 1"),
+        ("+params.activation=swishy", "params.activation = 'swishy' must be a registered activation"),
+        ("+params.lr=0", "params.lr = 0 must be a positive number"),
+        ("precision=float16", "precision = 'float16'"),
+    ],
+)
+def test_bad_values_give_one_line_errors(override, fragment):
+    cfg = _compose([*BASE, override])
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_nested_params_are_validated():
+    cfg = _compose([*BASE, "+params.net.sigma_b2=-0.1"])
+    with pytest.raises(ConfigError, match="params.net.sigma_b2"):
+        validate(cfg)
+
+
+def test_flatten():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": [1, 2], "d": None}
