@@ -77,10 +77,14 @@ rule report:
     output:
         md=f"{RESULTS}/report.md",
         html=f"{RESULTS}/report.html",
+    params:
+        results=RESULTS,
     log:
         f"{RESULTS}/logs/report.log",
+    conda:
+        "environment.yml"
     shell:
-        "python -m ntkrepro.report --results {RESULTS} --experiments experiments > {log} 2>&1"
+        "python -m ntkrepro.report --results {params.results} --experiments experiments > {log} 2>&1"
 
 
 for _paper in PAPERS:
