@@ -36,6 +36,15 @@ def _tol(c) -> str:
     return " or ".join(p for p in parts if p) or "—"
 
 
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r.replace("|", "\\|") for r in row) + " |" for row in rows]
@@ -80,6 +89,18 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str
                 md = folder / f"{table}.md"
                 if md.exists():
                     lines += [f"Table `{table}`:", "", md.read_text().strip(), ""]
+    lines += ["", "## Provenance", ""]
+    lines += _md_table(["artifact", "commit", "dirty", "date", "host", "JAX", "backend / devices",
+                        "MLflow run"],
+                       [[f"{p}/{a}", str(rec.get("git_commit"))[:10], _fmt(rec.get("git_dirty")),
+                         str(rec.get("date")), str((rec.get("runtime") or {}).get("host")),
+                         str((rec.get("runtime") or {}).get("jax")),
+                         f"{(rec.get('runtime') or {}).get('jax_backend')}: "
+                         f"{(rec.get('runtime') or {}).get('jax_devices')}",
+                         f"`{rec.get('mlflow_run_id')}`"] for (p, a), rec in sorted(records.items())])
+    lines += ["", "Package versions at report time: " + ", ".join(
+        f"{name} {_version(name)}" for name in ("jax", "jaxlib", "numpy", "scipy", "hydra-core",
+                                               "snakemake", "mlflow", "matplotlib")) + "."]
     unstated = [(p, a, k, v) for (p, a), rec in sorted(records.items())
                 for k, v in sorted((rec.get("unstated_settings") or {}).items())]
     lines += ["", "## Settings the papers leave unstated", ""]
