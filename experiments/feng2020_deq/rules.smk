@@ -1,0 +1,46 @@
+# Feng & Kolter (DEQ-NTK): Fig. 1 (depth sweep), Table 1 (MNIST), Table 2 (CIFAR-10, CDEQ-NTK).
+# The Gram matrices of the tables are cached by ntkrepro.gram under results/cache/gram/ (shared by
+# any stage asking for the same kernel on the same data).
+register("feng2020_deq", "fig1", "table1", "table2")
+
+
+rule feng2020_deq_fig1:
+    input:
+        stage_inputs("feng2020_deq", "fig1"),
+    output:
+        out("feng2020_deq", "fig1"),
+        out("feng2020_deq", "fig1", "fig1.png"),
+        out("feng2020_deq", "fig1", "fig1_freeze.png"),
+    log:
+        out("feng2020_deq", "fig1", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("feng2020_deq", "fig1")
+
+
+rule feng2020_deq_table1:
+    input:
+        stage_inputs("feng2020_deq", "table1"),
+        "experiments/feng2020_deq/deq_eval.py",
+    output:
+        out("feng2020_deq", "table1"),
+        out("feng2020_deq", "table1", "table1.md"),
+    log:
+        out("feng2020_deq", "table1", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("feng2020_deq", "table1")
+
+
+rule feng2020_deq_table2:
+    input:
+        stage_inputs("feng2020_deq", "table2"),
+        "experiments/feng2020_deq/deq_eval.py",
+    output:
+        out("feng2020_deq", "table2"),
+        out("feng2020_deq", "table2", "table2.md"),
+    log:
+        out("feng2020_deq", "table2", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("feng2020_deq", "table2")

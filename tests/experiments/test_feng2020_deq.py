@@ -1,0 +1,143 @@
+"""Paper-specific math of the Feng & Kolter (DEQ-NTK) stages: Fig. 1's panel variances, ridge, CI,
+Gram spectrum statistics, freeze depth and claim metrics; the tables' cost extrapolation."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+STAGES = Path(__file__).resolve().parents[2] / "experiments" / "feng2020_deq"
+
+
+def _load(name):
+    if str(STAGES) not in sys.path:
+        sys.path.insert(0, str(STAGES))  # the stages import their sibling deq_eval.py
+    spec = importlib.util.spec_from_file_location(f"feng2020_deq_{name}", STAGES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fig1 = _load("fig1")
+deq_eval = _load("deq_eval")
+
+
+def test_panel_variances_follow_the_caption():
+    assert fig1.model_variances("ntk", sigma_w2=0.65, sigma_b2=0.35, deq_sigma_b2=0.1) == {
+        "sigma_w2": 0.65, "sigma_u2": 0.0, "sigma_b2": 0.35}
+    deq = fig1.model_variances("deq", sigma_w2=0.65, sigma_b2=0.35, deq_sigma_b2=0.1)
+    assert deq["sigma_u2"] == pytest.approx(0.25) and deq["sigma_b2"] == 0.1
+    assert sum(deq.values()) == pytest.approx(1.0)  # the DEQ-NTK initialization when the panel sums to 1
+    with pytest.raises(ValueError, match="negative"):
+        fig1.model_variances("deq", sigma_w2=0.9, sigma_b2=0.05, deq_sigma_b2=0.1)
+    with pytest.raises(ValueError, match="unknown model"):
+        fig1.model_variances("cntk", sigma_w2=0.5, sigma_b2=0.5, deq_sigma_b2=0.1)
+
+
+def test_tags():
+    assert fig1.panel_tag(0.65, 0.35) == "w65_b35"
+    assert deq_eval.setting_tag(sigma_w2=0.25, sigma_u2=0.25, sigma_b2=0.5) == "w25_u25_b50"
+    assert deq_eval.setting_tag(sigma_w2=0.65, sigma_u2=0.35) == "w65_u35"
+
+
+def test_ntk_ridge_is_eps_times_diagonal_over_n():
+    diag = np.array([2.0, 2.0, 2.0, 2.0])
+    assert fig1.ntk_ridge(diag, eps=0.5) == pytest.approx(0.5 * 2.0 / 4)
+
+
+def test_mean_ci_matches_scipy_t_interval():
+    values = np.array([40.0, 42.0, 45.0, 39.0, 41.0])
+    mean, lo, hi = fig1.mean_ci(values, level=0.95)
+    ref_lo, ref_hi = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    assert mean == pytest.approx(values.mean())
+    assert (lo, hi) == pytest.approx((ref_lo, ref_hi))
+    assert fig1.mean_ci([33.0] * 20, level=0.95) == (33.0, 33.0, 33.0)  # a singleton CI
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(0, 100), min_size=2, max_size=30), st.floats(0.5, 0.99))
+def test_mean_ci_is_symmetric_and_contains_the_mean(values, level):
+    mean, lo, hi = fig1.mean_ci(values, level=level)
+    assert lo <= mean + 1e-9 and mean <= hi + 1e-9
+    assert (mean - lo) == pytest.approx(hi - mean, abs=1e-9)
+
+
+def test_spectrum_stats_on_known_matrices():
+    n = 6
+    cond, erank = fig1.spectrum_stats(np.eye(n))
+    assert cond == pytest.approx(1.0) and erank == pytest.approx(n)
+    lam = np.array([4.0, 2.0, 1.0, 1.0])
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))
+    cond, erank = fig1.spectrum_stats(q @ np.diag(lam) @ q.T)
+    p = lam / lam.sum()
+    assert cond == pytest.approx(4.0) and erank == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    cond, erank = fig1.spectrum_stats(np.full((n, n), 3.0))  # frozen: constant matrix
+    assert erank == pytest.approx(1.0, abs=1e-6) and cond > 1e12
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 12), st.integers(0, 2**31 - 1))
+def test_effective_rank_between_one_and_rank(n, rank, seed):
+    a = np.random.default_rng(seed).standard_normal((n, min(rank, n)))
+    _, erank = fig1.spectrum_stats(a @ a.T)
+    assert 1.0 - 1e-9 <= erank <= min(rank, n) + 1e-6
+
+
+def test_half_drop_depth():
+    depths = [1, 2, 4, 8, 16]
+    assert fig1.half_drop_depth(depths, [50, 48, 40, 20, 10]) == 8.0  # drop 40: first <= 30
+    assert fig1.half_drop_depth(depths, [50, 49, 50, 51, 52]) is None
+
+
+def _summary(panel, model, accs, halfwidths):
+    return [{"panel": panel, "model": model, "depth": d, "test_acc_pct": a, "ci_halfwidth": h}
+            for d, a, h in zip([1, 10, 100, 200], accs, halfwidths, strict=True)]
+
+
+def test_fig1_claim_metrics_from_a_synthetic_sweep():
+    panels = [{"sigma_w2": 0.5, "sigma_b2": 0.5}, {"sigma_w2": 0.8, "sigma_b2": 0.2}]
+    rows = (_summary("w50_b50", "ntk", [45, 20, 10, 10], [2, 2, 0, 0])
+            + _summary("w50_b50", "deq", [45, 44, 44, 44], [2, 2, 2, 2])
+            + _summary("w80_b20", "ntk", [45, 40, 12, 10], [2, 2, 1, 0])
+            + _summary("w80_b20", "deq", [45, 46, 46, 46], [2, 2, 2, 2]))
+    spectrum = pd.DataFrame([
+        {"panel": t, "model": m, "depth": 200, "condition_number": 1.0, "effective_rank": e}
+        for t, m, e in [("w50_b50", "ntk", 1.0), ("w50_b50", "deq", 7.0),
+                        ("w80_b20", "ntk", 1.001), ("w80_b20", "deq", 9.0)]])
+    m = fig1._metrics(pd.DataFrame(rows), spectrum, {"w50_b50": 1e-14, "w80_b20": 3e-13}, panels,
+                      [1, 10, 100, 200])
+    assert m["ntk_accuracy_drops_all_panels"] is True
+    assert m["ntk_ci_singleton_deepest_all_panels"] is True
+    assert m["deq_accuracy_stable_all_panels"] is True
+    assert m["deq_beats_deepest_ntk_all_panels"] is True
+    assert m["ntk_half_drop_depth_w50_b50"] == 10.0 and m["ntk_half_drop_depth_w80_b20"] == 100.0
+    assert m["ntk_freeze_later_with_larger_sw2"] is True
+    assert m["ntk_effective_rank_deepest_max"] == pytest.approx(1.001)
+    assert m["deq_over_ntk_effective_rank_deepest_min"] == pytest.approx(7.0)
+    assert m["deq_iter_fixed_point_rel_err"] == 3e-13
+
+
+def test_gram_entries_count_by_brute_force():
+    n_train, n_test = 7, 3
+    upper = sum(1 for i in range(n_train) for j in range(n_train) if j >= i)
+    assert deq_eval.gram_entries(n_train, n_test) == upper + n_test * n_train
+
+
+def test_cost_extrapolation_scales_gram_by_entries_and_solve_cubically():
+    out = deq_eval.extrapolate_cpu_hours(gram_cpu_s=36.0, solve_cpu_s=3.6, n_train=1000, n_test=500,
+                                         full_n_train=10000, full_n_test=5000)
+    ratio = (10000 * 10001 / 2 + 5000 * 10000) / (1000 * 1001 / 2 + 500 * 1000)
+    assert out["gram_cpu_hours_full"] == pytest.approx(36.0 * ratio / 3600)
+    assert out["solve_cpu_hours_full"] == pytest.approx(3.6 * 1000 / 3600)
+    total = out["gram_cpu_hours_full"] + out["solve_cpu_hours_full"]
+    assert out["train_cpu_hours_full"] == pytest.approx(total)
+    assert math.isfinite(math.log10(out["train_cpu_hours_full"]))
