@@ -110,8 +110,12 @@ def load_split(cfg, split: str, *, n: int | None = None):
         seed=cfg.seed,
         preprocess=d.get("preprocess"),
         classes=list(d.classes) if d.get("classes") is not None else None,
+        balanced=bool(d.get("balanced", False)),
         cache_dir=cfg.data_cache,
-        substitute=d.get("substitute") if cfg.scale.allow_substitute else None,
+        substitute=d.get("substitute"),
+        allow_substitute=cfg.scale.allow_substitute,
+        options=d.get("options"),
+        dtype=np.float32 if cfg.precision == "float32" else np.float64,
     )
 
 
@@ -259,6 +263,12 @@ def _track(cfg, resolved, record, written, out_dir: Path, sweep, step_metrics) -
     )
 
 
+def _data_unavailable() -> type:
+    from ntkrepro.data import DataUnavailable
+
+    return DataUnavailable
+
+
 def main(run_fn: Callable[[Any], StageResult], *, experiment: str) -> None:
     """Hydra entry point of a stage script (supports ``-m`` sweeps and every Hydra override)."""
     import hydra
@@ -285,7 +295,7 @@ def main(run_fn: Callable[[Any], StageResult], *, experiment: str) -> None:
         except config_mod.ConfigError as err:
             print(str(err), file=sys.stderr)
             sys.exit(2)
-        except ValueError as err:
+        except (ValueError, _data_unavailable()) as err:
             # Bad input detected by the library before compute: one line, non-zero exit.
             if os.environ.get("NTKREPRO_TRACEBACK"):
                 traceback.print_exc()
