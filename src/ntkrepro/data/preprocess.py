@@ -37,15 +37,20 @@ def channel_stats(train_images: np.ndarray, *, pixel_max: float) -> tuple[np.nda
         chunk = train_images[start:start + STATS_CHUNK].reshape(-1, channels) / pixel_max
         squares += ((chunk - mean) ** 2).sum(axis=0)
     std = np.sqrt(squares / count)
-    if np.any(std == 0):
-        raise ValueError(f"standardize: channel(s) {np.flatnonzero(std == 0).tolist()} are constant "
+    constant = std <= 1e-12 * np.maximum(1.0, np.abs(mean))  # zero up to the rounding of the mean
+    if np.any(constant):
+        raise ValueError(f"standardize: channel(s) {np.flatnonzero(constant).tolist()} are constant "
                          "on the training split")
     return mean, std
 
 
 def _scale_to_unit(v: np.ndarray, axis) -> np.ndarray:
-    norms = np.sqrt(np.sum(v * v, axis=axis, keepdims=True))
-    return v / np.where(norms == 0, 1.0, norms)
+    """``v / ||v||`` along ``axis``, dividing by the largest entry first so that tiny vectors do not
+    underflow; zero vectors stay zero."""
+    scale = np.max(np.abs(v), axis=axis, keepdims=True)
+    u = v / np.where(scale == 0, 1.0, scale)
+    norms = np.sqrt(np.sum(u * u, axis=axis, keepdims=True))
+    return u / np.where(norms == 0, 1.0, norms)
 
 
 def unit_norm(x: np.ndarray) -> np.ndarray:
