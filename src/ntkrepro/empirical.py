@@ -1,0 +1,379 @@
+"""Empirical (finite-width) kernels: the empirical NTK, readout/output NNGP, Monte Carlo averages, kernel
+distance and velocity.
+
+Empirical NTK (Golikov et al. 2022 eq. 3): Theta_hat_{jj'}(x, x') = grad_theta f_j(x) . grad_theta f_j'(x'),
+over the trainable parameters only. Two implementations (survey sec. 5.2; Novak et al. 2022):
+- ``"jacobian"``: per-example Jacobians (one reverse pass per output), then their contraction;
+  cost O(m k [FP] + m^2 k^2 N) for the full k x k blocks (m^2 k N for their trace);
+- ``"ntvp"``: NTK-vector products: the rows of the second Jacobian come from VJPs, and each is pushed
+  through a JVP of the batched forward pass on the first inputs; cost O(m^2 k [FP]).
+``"auto"`` picks the cheaper one from a flop count of one forward pass ([FP], XLA's cost analysis)
+and the number of trainable parameters N. ``apply_fn`` must treat examples independently (batch-first,
+no batch statistics). For k outputs the kernel has the limit structure Theta (x) I_k: the default
+``outputs="trace"`` returns the (n1, n2) matrix (1/k) sum_j Theta_hat_jj; ``outputs="full"`` returns
+(n1, n2, k, k). An (n1 k) x (n2 k) matrix is never built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkrepro.nets.core import combine, partition
+
+IMPLEMENTATIONS = ("auto", "jacobian", "ntvp")
+OUTPUTS = ("trace", "full")
+KINDS = ("ntk", "nngp")
+BLOCK_BYTES = 2**28  # default budget for one block's Jacobian when batch_size is None
+
+Mask = Any  # a pytree of bools matching params, or a callable params -> such a pytree
+
+
+def _resolve_mask(mask: Mask | None, params) -> Any:
+    mask = mask(params) if callable(mask) else mask
+    if mask is None:
+        return None
+    if jax.tree.structure(mask) != jax.tree.structure(params):
+        raise ValueError("the trainable/readout mask must have the structure of params")
+    if not any(bool(m) for m in jax.tree.leaves(mask)):
+        raise ValueError("the mask selects no parameters")
+    return mask
+
+
+def _check_inputs(x1, x2) -> tuple[jax.Array, jax.Array | None]:
+    x1 = jnp.asarray(x1)
+    if x1.ndim < 2 or x1.shape[0] < 1:
+        raise ValueError(f"x1 must be batch-first (n >= 1, features...), got {x1.shape}")
+    if x2 is None:
+        return x1, None
+    x2 = jnp.asarray(x2)
+    if x2.ndim != x1.ndim or x2.shape[1:] != x1.shape[1:] or x2.shape[0] < 1:
+        raise ValueError(f"inconsistent input shapes: x1 {x1.shape} vs x2 {x2.shape} (trailing axes differ)")
+    return x1, x2
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+@partial(jax.jit, static_argnames=("apply_fn",))
+def _jacobian(apply_fn, theta, rest, xb):
+    """Per-example Jacobians: leaves of shape (b, k, *leaf_shape)."""
+
+    def f_one(t, xi):
+        return apply_fn(combine(t, rest), xi[None])[0]
+
+    return jax.vmap(jax.jacrev(f_one), in_axes=(None, 0))(theta, xb)
+
+
+@partial(jax.jit, static_argnames=("outputs",))
+def _contract(j1, j2, outputs):
+    """sum over parameters of J1 J2^T: (b1, b2) trace over outputs / k, or (b1, b2, k, k)."""
+    leaves1, leaves2 = jax.tree.leaves(j1), jax.tree.leaves(j2)
+    b1, k = leaves1[0].shape[:2]
+    b2 = leaves2[0].shape[0]
+    if outputs == "trace":
+        out = sum(a.reshape(b1, -1) @ b.reshape(b2, -1).T for a, b in zip(leaves1, leaves2, strict=True))
+        return out / k
+    return sum(jnp.einsum("ika,jla->ijkl", a.reshape(b1, k, -1), b.reshape(b2, k, -1))
+               for a, b in zip(leaves1, leaves2, strict=True))
+
+
+@partial(jax.jit, static_argnames=("apply_fn", "outputs"))
+def _ntvp(apply_fn, theta, rest, x1b, j2, outputs):
+    """Theta_hat(x1b, x2b) as JVPs of the batched forward on x1b along the rows of J(x2b)."""
+
+    def f(t):
+        return apply_fn(combine(t, rest), x1b)
+
+    def jvp_along(tangent):
+        return jax.jvp(f, (theta,), (tangent,))[1]  # (b1, k)
+
+    prods = jax.vmap(jax.vmap(jvp_along))(j2)  # (b2, k2, b1, k1)
+    if outputs == "trace":
+        return jnp.einsum("jkik->ij", prods) / prods.shape[1]
+    return jnp.transpose(prods, (2, 0, 3, 1))
+
+
+def _forward_flops(apply_fn, theta, rest, x_one) -> float | None:
+    """XLA's flop count of one single-example forward pass (None where the backend gives none)."""
+
+    def f_one(t, xi):
+        return apply_fn(combine(t, rest), xi[None])
+
+    try:
+        analysis = jax.jit(f_one).lower(theta, x_one).compile().cost_analysis()
+    except Exception:  # cost analysis is optional on some backends
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops is not None and flops > 0 else None
+
+
+def estimate_costs(apply_fn, params, x1, x2=None, *, trainable: Mask | None = None,
+                   outputs: str = "trace") -> dict[str, float]:
+    """Flop estimates of the two implementations (Golikov et al. 2022 sec. 5.2).
+
+    jacobian: (n1 + n2) k * 3 [FP] for the Jacobians + 2 n1 n2 k_c N for the contraction, where
+    k_c = k for the trace over outputs and k^2 for the full blocks; ntvp: n2 k * 3 [FP] for the VJPs +
+    n1 n2 k * 3 [FP] for the JVPs. [FP] = XLA's flop count of one single-example forward pass
+    (2 N if unavailable), N = number of trainable parameters.
+    """
+    _check_choice("outputs", outputs, OUTPUTS)
+    x1, x2 = _check_inputs(x1, x2)
+    mask = _resolve_mask(trainable, params)
+    theta, rest = partition(params, mask)
+    n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(theta))
+    k = int(jax.eval_shape(lambda p, x: apply_fn(p, x), params, x1[:1]).shape[-1])
+    fp = _forward_flops(apply_fn, theta, rest, x1[0]) or 2.0 * n_params
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    k_c = k if outputs == "trace" else k * k
+    return {
+        "jacobian": (n1 + n2) * k * 3.0 * fp + 2.0 * n1 * n2 * k_c * n_params,
+        "ntvp": n2 * k * 3.0 * fp + n1 * n2 * k * 3.0 * fp,
+        "forward_flops": fp,
+        "n_params": float(n_params),
+    }
+
+
+def _blocks(x: jax.Array, size: int) -> list[tuple[int, int, jax.Array]]:
+    """(start, stop, padded block) triples; the last block is padded with its last row (one compile)."""
+    out = []
+    for start in range(0, x.shape[0], size):
+        block = x[start:start + size]
+        stop = start + block.shape[0]
+        if block.shape[0] < size:
+            pad = jnp.repeat(block[-1:], size - block.shape[0], axis=0)
+            block = jnp.concatenate([block, pad], axis=0)
+        out.append((start, stop, block))
+    return out
+
+
+def empirical_ntk(
+    apply_fn: Callable,
+    params,
+    x1,
+    x2=None,
+    *,
+    implementation: str = "auto",
+    batch_size: int | None = None,
+    trainable: Mask | None = None,
+    outputs: str = "trace",
+) -> jax.Array:
+    """The empirical NTK Theta_hat(x1, x2) of ``apply_fn`` at ``params`` (survey eq. 3).
+
+    Args:
+        apply_fn: ``apply_fn(params, x) -> (n, k)``, examples independent.
+        params: parameter pytree.
+        x1, x2: batch-first inputs with equal trailing shapes; ``x2=None`` means x2 = x1 (only the
+            upper block triangle is computed).
+        implementation: ``"jacobian"``, ``"ntvp"`` or ``"auto"`` (cheaper by :func:`estimate_costs`).
+        batch_size: examples per block (rows and columns); default: as many as keep one block's
+            Jacobian under 256 MiB.
+        trainable: bool pytree (or ``params -> pytree`` callable, e.g. ``Network.trainable_mask``)
+            selecting the parameters that count; default all.
+        outputs: ``"trace"`` -> (n1, n2) = (1/k) sum_j Theta_hat_jj; ``"full"`` -> (n1, n2, k, k).
+
+    Returns:
+        The kernel matrix (float dtype of the parameters).
+    """
+    _check_choice("implementation", implementation, IMPLEMENTATIONS)
+    _check_choice("outputs", outputs, OUTPUTS)
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    x1, x2 = _check_inputs(x1, x2)
+    mask = _resolve_mask(trainable, params)
+    out_shape = jax.eval_shape(lambda p, x: apply_fn(p, x), params, x1[:1]).shape
+    if len(out_shape) != 2:
+        raise ValueError(f"apply_fn must return (n, k) outputs, got shape {out_shape}")
+    k = int(out_shape[1])
+    theta, rest = partition(params, mask)
+    if implementation == "auto":
+        costs = estimate_costs(apply_fn, params, x1, x2, trainable=mask, outputs=outputs)
+        implementation = "jacobian" if costs["jacobian"] <= costs["ntvp"] else "ntvp"
+    symmetric = x2 is None
+    x2 = x1 if symmetric else x2
+    n1, n2 = x1.shape[0], x2.shape[0]
+    if batch_size is None:
+        leaves = jax.tree.leaves(theta)
+        row_bytes = k * sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in leaves)
+        batch_size = max(1, BLOCK_BYTES // max(row_bytes, 1))
+    size = int(min(batch_size, max(n1, n2)))
+
+    rows, cols = _blocks(x1, size), _blocks(x2, size)
+    # Column Jacobians are kept only when there is a single column block (memory stays one block).
+    single_col = _jacobian(apply_fn, theta, rest, cols[0][2]) if len(cols) == 1 else None
+    result = None
+    for i, (r0, r1, xb1) in enumerate(rows):
+        j1 = _jacobian(apply_fn, theta, rest, xb1) if implementation == "jacobian" else None
+        for j, (c0, c1, xb2) in enumerate(cols):
+            if symmetric and j < i:
+                continue
+            if single_col is not None:
+                j2 = single_col
+            elif symmetric and j == i and j1 is not None:
+                j2 = j1
+            else:
+                j2 = _jacobian(apply_fn, theta, rest, xb2)
+            if implementation == "jacobian":
+                block = _contract(j1, j2, outputs)
+            else:
+                block = _ntvp(apply_fn, theta, rest, xb1, j2, outputs)
+            block = np.asarray(block)
+            if result is None:
+                result = np.zeros((n1, n2) + block.shape[2:], dtype=block.dtype)
+            result[r0:r1, c0:c1] = block[: r1 - r0, : c1 - c0]
+            if symmetric and j > i:
+                mirrored = np.swapaxes(block, 0, 1)
+                if outputs == "full":
+                    mirrored = np.swapaxes(mirrored, 2, 3)
+                result[c0:c1, r0:r1] = mirrored[: c1 - c0, : r1 - r0]
+    return jnp.asarray(result)
+
+
+def empirical_nngp(
+    apply_fn: Callable,
+    params,
+    x1,
+    x2=None,
+    *,
+    readout: Mask | None = None,
+    batch_size: int | None = None,
+    outputs: str = "trace",
+) -> jax.Array:
+    """A one-draw estimate of the NNGP kernel E[f(x1) f(x2)^T].
+
+    With ``readout`` (mask of a readout layer whose weights are N(0, 1) in the NTK parameterization,
+    e.g. ``Network.readout_mask``): the readout-features kernel, i.e. the gradient Gram of that layer
+    = E over the readout weights of f f^T given the hidden layers (low variance). Without it: the
+    output covariance f(x1) f(x2)^T of this draw (unbiased, rank one per output).
+    ``outputs`` as in :func:`empirical_ntk`.
+    """
+    _check_choice("outputs", outputs, OUTPUTS)
+    if readout is not None:
+        return empirical_ntk(apply_fn, params, x1, x2, implementation="jacobian", batch_size=batch_size,
+                             trainable=readout, outputs=outputs)
+    x1, x2 = _check_inputs(x1, x2)
+    f1 = apply_fn(params, x1)
+    f2 = f1 if x2 is None else apply_fn(params, x2)
+    if outputs == "trace":
+        return f1 @ f2.T / f1.shape[1]
+    return jnp.einsum("ik,jl->ijkl", f1, f2)
+
+
+@dataclass(frozen=True)
+class MonteCarloKernel:
+    """Mean and spread of M independent draws of an empirical kernel.
+
+    ``mean``, ``std`` (sample std over draws, ddof = 1; zeros when M = 1) have the kernel's shape;
+    ``samples`` (M, ...) is kept only when asked.
+    """
+
+    mean: jax.Array
+    std: jax.Array
+    n_samples: int
+    samples: jax.Array | None = None
+
+    @property
+    def stderr(self) -> jax.Array:
+        """Standard error of the mean over draws."""
+        return self.std / math.sqrt(self.n_samples)
+
+
+def monte_carlo_kernel(
+    init_fn: Callable,
+    apply_fn: Callable,
+    key,
+    x1,
+    x2=None,
+    *,
+    n_samples: int,
+    kind: str = "ntk",
+    trainable: Callable | None = None,
+    readout: Callable | None = None,
+    implementation: str = "auto",
+    batch_size: int | None = None,
+    outputs: str = "trace",
+    keep_samples: bool = False,
+) -> MonteCarloKernel:
+    """Average of ``n_samples`` empirical kernels over independent initializations (survey sec. 4.3).
+
+    Draw s uses ``jax.random.split(key, n_samples)[s]`` and ``init_fn(key_s, x1.shape)``, so the first m
+    draws are the same for every n_samples >= m. ``kind="ntk"`` averages :func:`empirical_ntk`
+    (``trainable``: a ``params -> mask`` callable such as ``Network.trainable_mask``); ``kind="nngp"``
+    averages :func:`empirical_nngp` (``readout``: ``params -> mask`` callable such as
+    ``Network.readout_mask``; None = output covariance). Mean and std are accumulated with Welford's
+    update, so memory does not grow with n_samples unless ``keep_samples``.
+    """
+    _check_choice("kind", kind, KINDS)
+    if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    x1, x2 = _check_inputs(x1, x2)
+    _check_choice("implementation", implementation, IMPLEMENTATIONS)
+    mean = m2 = None
+    kept = []
+    for s, key_s in enumerate(jax.random.split(key, int(n_samples)), start=1):
+        params = init_fn(key_s, x1.shape)
+        if kind == "ntk" and implementation == "auto":  # decided once: every draw has the same costs
+            costs = estimate_costs(apply_fn, params, x1, x2, trainable=trainable, outputs=outputs)
+            implementation = "jacobian" if costs["jacobian"] <= costs["ntvp"] else "ntvp"
+        if kind == "ntk":
+            sample = empirical_ntk(apply_fn, params, x1, x2, implementation=implementation,
+                                   batch_size=batch_size, trainable=trainable, outputs=outputs)
+        else:
+            sample = empirical_nngp(apply_fn, params, x1, x2, readout=readout, batch_size=batch_size,
+                                    outputs=outputs)
+        sample = np.asarray(sample)
+        if keep_samples:
+            kept.append(sample)
+        if mean is None:
+            mean, m2 = sample.copy(), np.zeros_like(sample)
+        else:
+            delta = sample - mean
+            mean += delta / s
+            m2 += delta * (sample - mean)
+    std = np.sqrt(m2 / (n_samples - 1)) if n_samples > 1 else np.zeros_like(mean)
+    return MonteCarloKernel(jnp.asarray(mean), jnp.asarray(std), int(n_samples),
+                            jnp.asarray(np.stack(kept)) if keep_samples else None)
+
+
+def kernel_distance(h1, h2) -> jax.Array:
+    """rho(H, H') = 1 - tr(H H'^T) / sqrt(tr(H H^T) tr(H' H'^T)) (survey eq. 148; 0 for equal directions)."""
+    h1, h2 = jnp.asarray(h1), jnp.asarray(h2)
+    if h1.shape != h2.shape:
+        raise ValueError(f"kernel_distance: shapes differ, {h1.shape} vs {h2.shape}")
+    n1, n2 = jnp.linalg.norm(h1.ravel()), jnp.linalg.norm(h2.ravel())
+    if not (float(n1) > 0 and float(n2) > 0):
+        raise ValueError("kernel_distance: a Gram matrix is zero (or not finite)")
+    return 1.0 - jnp.vdot(h1.ravel(), h2.ravel()) / (n1 * n2)
+
+
+def kernel_velocity(kernels, steps=None) -> jax.Array:
+    """Kernel distance between consecutive Gram matrices per unit of time (survey sec. 7; Fort et al. 2020).
+
+    Args:
+        kernels: (T, ...) stack of Gram matrices along training, T >= 2.
+        steps: (T,) increasing times of the kernels; default 0..T-1.
+
+    Returns:
+        (T - 1,) array rho(H_t, H_{t+1}) / (steps[t+1] - steps[t]).
+    """
+    kernels = jnp.asarray(kernels)
+    if kernels.ndim < 2 or kernels.shape[0] < 2:
+        raise ValueError(f"kernel_velocity needs a stack of at least two kernels, got shape {kernels.shape}")
+    steps = jnp.arange(kernels.shape[0]) if steps is None else jnp.asarray(steps)
+    if steps.shape != (kernels.shape[0],) or not bool(jnp.all(jnp.diff(steps) > 0)):
+        raise ValueError("steps must be strictly increasing with one entry per kernel")
+    dist = jnp.stack([kernel_distance(kernels[t], kernels[t + 1]) for t in range(kernels.shape[0] - 1)])
+    return dist / jnp.diff(steps)

@@ -1,0 +1,124 @@
+"""Convolutional nets in Arora et al. 2019's conventions (sec. 4.1 vanilla, 4.2 global average pooling).
+
+Images (n, P, Q, C0); filter q x q (q odd), stride 1, zero ("same") padding, no bias, no pooling
+except the final GAP. With L = depth - 1 convolution layers:
+    xt^(1) = W^(1) * x,
+    x^(h) = sqrt(c_sigma / (C q^2)) sigma(xt^(h)),   xt^(h+1) = W^(h+1) * x^(h),   h = 1..L,
+    vanilla: f = sum_{alpha, ij} W^(L+1)_{ij, alpha} x^(L)_{ij, alpha}   (W^(L+1) of shape P x Q x C x k),
+    GAP:     f = sum_alpha W^(L+1)_alpha mean_{ij} x^(L)_{ij, alpha},
+all weights N(0, 1); c_sigma = 1 / E[sigma(z)^2] (2 for ReLU). The readout keeps the 1/q^2 of x^(L)
+exactly as the paper writes it. The empirical NTK of this net converges to ``cntk(..., depth,
+readout, fix_first_last, filter_size)`` (the authors' code: no trace operator at the last layer;
+``fix_first_last`` drops the first and last layer's gradients).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ntkrepro.kernels.gaussian import Activation
+from ntkrepro.nets.core import (
+    Network,
+    check_frozen_layers,
+    check_input,
+    check_parameterization,
+    check_positive_int,
+    effective_weight,
+    init_weight,
+    readout_mask_fn,
+    resolve_activation,
+    trainable_mask_fn,
+    unit_second_moment,
+)
+
+READOUTS = ("vanilla", "gap")
+
+
+def cnn(
+    *,
+    depth: int,
+    channels: int,
+    out_dim: int = 1,
+    readout: str = "vanilla",
+    fix_first_last: bool = False,
+    filter_size: int = 3,
+    activation: str | Activation | Callable = "relu",
+    c_sigma: float | None = None,
+    parameterization: str = "ntk",
+    output_scale: float = 1.0,
+    frozen_layers: Sequence[int] = (),
+    dtype=jnp.float64,
+) -> Network:
+    """A CNN with ``depth - 1`` convolution layers of ``channels`` channels and a dense readout.
+
+    Args:
+        depth: weight layers including the readout = conv layers + 1 (Arora's table depth), >= 2.
+        channels: channels C of every convolution layer.
+        out_dim: number of outputs k.
+        readout: ``"vanilla"`` (flatten + dense) or ``"gap"`` (global average pooling + dense).
+        fix_first_last: freeze the first convolution and the readout (Arora sec. 4.2).
+        filter_size: odd filter side q.
+        activation: registered name, ``Activation`` or JAX callable.
+        c_sigma: post-activation normalization; default 1 / E[sigma(z)^2] of ``activation``.
+        parameterization: ``"ntk"`` or ``"standard"``.
+        output_scale: multiplier kappa of the output.
+        frozen_layers: further 1-based layer numbers to freeze.
+        dtype: parameter dtype; inputs are cast to it.
+    """
+    depth = check_positive_int("depth", depth, minimum=2)
+    channels = check_positive_int("channels", channels)
+    out_dim = check_positive_int("out_dim", out_dim)
+    q = check_positive_int("filter_size", filter_size)
+    if q % 2 == 0:
+        raise ValueError(f"filter_size must be odd (zero 'same' padding), got {q}")
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    check_parameterization(parameterization)
+    frozen = set(frozen_layers) | ({1, depth} if fix_first_last else set())
+    frozen = check_frozen_layers(sorted(frozen), depth)
+    phi = resolve_activation(activation)
+    c = unit_second_moment(activation) ** -1 if c_sigma is None else float(c_sigma)
+    if not (math.isfinite(c) and c > 0):
+        raise ValueError(f"c_sigma must be finite and > 0, got {c}")
+    post_scale = math.sqrt(c / (channels * q * q))  # scale of every weight that reads x^(h), h >= 1
+
+    def init_fn(key, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"cnn: input_shape must be (n, P, Q, C0), got {tuple(input_shape)}")
+        _, p_side, q_side, c0 = (int(s) for s in input_shape)
+        for name, size in (("P", p_side), ("Q", q_side), ("C0", c0)):
+            check_positive_int(f"input {name}", size)
+        keys = jax.random.split(key, depth)
+        params = [{"w": init_weight(keys[0], (q, q, c0, channels), 1.0, parameterization, dtype)}]
+        for h in range(1, depth - 1):
+            params.append({"w": init_weight(keys[h], (q, q, channels, channels), post_scale, parameterization,
+                                            dtype)})
+        readout_shape = (p_side, q_side, channels, out_dim) if readout == "vanilla" else (channels, out_dim)
+        params.append({"w": init_weight(keys[-1], readout_shape, post_scale, parameterization, dtype)})
+        return params
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, window_strides=(1, 1), padding="SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def apply_fn(params, x):
+        w_out = params[-1]["w"]
+        c0 = params[0]["w"].shape[2]
+        expected = (w_out.shape[0], w_out.shape[1], c0) if readout == "vanilla" else (None, None, c0)
+        check_input(x, expected, f"cnn ({readout} readout)")
+        h = conv(jnp.asarray(x, dtype), effective_weight(params[0]["w"], 1.0, parameterization))
+        for layer in params[1:-1]:
+            h = conv(phi(h), effective_weight(layer["w"], post_scale, parameterization))
+        w_eff = effective_weight(w_out, post_scale, parameterization)
+        if readout == "vanilla":
+            out = jnp.einsum("npqc,pqck->nk", phi(h), w_eff)
+        else:
+            out = jnp.mean(phi(h), axis=(1, 2)) @ w_eff
+        return output_scale * out
+
+    return Network(init_fn, apply_fn, trainable_mask_fn(depth, frozen), readout_mask_fn(depth), depth,
+                   out_dim)

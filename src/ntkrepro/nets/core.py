@@ -1,0 +1,168 @@
+"""Shared pieces of the finite-width networks: the ``Network`` container, parameter masks, scaled weights.
+
+Parameterizations (Jacot et al. 2018 sec. 2; Lee et al. 2019 appendix):
+- ``"ntk"``: every weight is stored ~ N(0, 1) and multiplied in the forward pass by its layer scale
+  (e.g. sqrt(sigma_w2 / fan_in)), so gradients carry the scale too;
+- ``"standard"``: the weight is stored ~ N(0, scale^2) and used as is.
+Both give the same function distribution at initialization; their gradients (hence NTKs) differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import integrate
+
+from ntkrepro.kernels.gaussian import Activation, get_activation
+
+PARAMETERIZATIONS = ("ntk", "standard")
+
+Params = Any  # a pytree of arrays: here a list with one dict of arrays per weight layer
+
+
+@dataclass(frozen=True)
+class Network:
+    """A finite-width network: pure functions plus the partition of its parameters.
+
+    Attributes:
+        init_fn: ``init_fn(key, input_shape) -> params``; ``input_shape`` is batch-first, the batch size
+            is ignored. ``params`` is a list with one dict of arrays per weight layer, readout last.
+        apply_fn: ``apply_fn(params, x) -> (n, out_dim)`` for batch-first ``x``; examples do not interact.
+        trainable_mask: ``trainable_mask(params)`` -> pytree of bools of the same structure, False for
+            frozen layers (excluded from gradients and from the empirical NTK).
+        readout_mask: ``readout_mask(params)`` -> bools marking the readout layer, for a net whose output
+            is linear in a readout layer with N(0, 1) weights (NTK parameterization), so that the
+            gradient Gram of that layer is the readout-features (conditional NNGP) kernel; ``None`` when
+            the output is not such a readout (the residual net).
+        depth: number of weight layers including the readout.
+        out_dim: number of outputs k.
+    """
+
+    init_fn: Callable[..., Params]
+    apply_fn: Callable[[Params, jax.Array], jax.Array]
+    trainable_mask: Callable[[Params], Params]
+    readout_mask: Callable[[Params], Params] | None
+    depth: int
+    out_dim: int
+
+
+def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
+    """Validate an integer hyperparameter (width, depth, channels ...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """Validate a variance or scale."""
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+def check_parameterization(parameterization: str) -> str:
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    return parameterization
+
+
+def check_frozen_layers(frozen_layers: Sequence[int], depth: int) -> frozenset[int]:
+    """Layers are numbered 1..depth (the readout is ``depth``); at least one must stay trainable."""
+    frozen = frozenset(int(i) for i in frozen_layers)
+    bad = sorted(i for i in frozen if not 1 <= i <= depth)
+    if bad:
+        raise ValueError(f"frozen_layers must lie in 1..{depth} (the depth), got {bad}")
+    if len(frozen) == depth:
+        raise ValueError("frozen_layers freezes every layer: nothing left to train")
+    return frozen
+
+
+def resolve_activation(activation: str | Activation | Callable) -> Callable:
+    """The elementwise function of a registered activation name, an ``Activation`` or a JAX callable."""
+    if isinstance(activation, (str, Activation)):
+        return get_activation(activation).fn
+    if callable(activation):
+        return activation
+    raise ValueError(f"activation must be a registered name, an Activation or a callable, got {activation!r}")
+
+
+def unit_second_moment(activation: str | Activation | Callable) -> float:
+    """E[phi(z)^2], z ~ N(0, 1): closed form for registered activations, adaptive quadrature otherwise."""
+    if isinstance(activation, (str, Activation)):
+        k, _ = get_activation(activation).expectations(1.0, 1.0, 1.0)
+        return float(k)
+    fn = resolve_activation(activation)
+
+    def integrand(z):
+        return float(fn(jnp.asarray(z))) ** 2 * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
+
+    # Split at 0, where the usual activations have their kink.
+    return integrate.quad(integrand, -np.inf, 0.0)[0] + integrate.quad(integrand, 0.0, np.inf)[0]
+
+
+def init_weight(key, shape, scale: float, parameterization: str, dtype) -> jax.Array:
+    """An N(0, 1) weight (NTK parameterization) or an N(0, scale^2) weight (standard)."""
+    w = jax.random.normal(key, shape, dtype)
+    return w if parameterization == "ntk" else scale * w
+
+
+def effective_weight(w: jax.Array, scale: float, parameterization: str) -> jax.Array:
+    """The weight as used in the forward pass: scale * w in the NTK parameterization, w otherwise."""
+    return scale * w if parameterization == "ntk" else w
+
+
+def layer_masks(num_layers: int, selected: frozenset[int], value_if_selected: bool) -> Callable:
+    """A mask function over the list-of-layers params: ``value_if_selected`` on the selected layers."""
+
+    def mask(params: Params) -> Params:
+        if len(params) != num_layers:
+            raise ValueError(f"expected params of {num_layers} layers, got {len(params)}")
+        return [
+            jax.tree.map(lambda _, i=i: (i + 1 in selected) == value_if_selected, layer)
+            for i, layer in enumerate(params)
+        ]
+
+    return mask
+
+
+def trainable_mask_fn(depth: int, frozen: frozenset[int]) -> Callable:
+    """True for every leaf of a trainable layer, False for frozen layers (1-based numbering)."""
+    return layer_masks(depth, frozen, value_if_selected=False)
+
+
+def readout_mask_fn(depth: int) -> Callable:
+    """True exactly on the leaves of the readout (last) layer."""
+    return layer_masks(depth, frozenset({depth}), value_if_selected=True)
+
+
+def partition(params: Params, mask: Params | None) -> tuple[Params, Params]:
+    """Split ``params`` into (selected, rest) by a bool mask; the missing leaves become ``None``."""
+    if mask is None:
+        return params, jax.tree.map(lambda _: None, params)
+    selected = jax.tree.map(lambda m, p: p if m else None, mask, params)
+    rest = jax.tree.map(lambda m, p: None if m else p, mask, params)
+    return selected, rest
+
+
+def combine(selected: Params, rest: Params) -> Params:
+    """Inverse of :func:`partition`."""
+    return jax.tree.map(lambda a, b: b if a is None else a, selected, rest, is_leaf=lambda v: v is None)
+
+
+def check_input(x: jax.Array, expected_trailing: tuple, what: str) -> None:
+    """Raise a one-line ValueError when ``x`` is not batch-first with the expected trailing shape.
+
+    ``None`` in ``expected_trailing`` matches any size.
+    """
+    shape = tuple(x.shape)
+    ok = len(shape) == len(expected_trailing) + 1 and all(
+        e is None or s == e for s, e in zip(shape[1:], expected_trailing, strict=True)
+    )
+    if not ok:
+        want = "(n, " + ", ".join("*" if e is None else str(e) for e in expected_trailing) + ")"
+        raise ValueError(f"{what}: input of shape {shape} does not match the expected {want}")
