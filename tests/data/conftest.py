@@ -39,7 +39,7 @@ def http_server(tmp_path, monkeypatch):
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield Server(root, f"http://127.0.0.1:{httpd.server_port}/", requests)
     httpd.shutdown()

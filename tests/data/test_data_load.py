@@ -1,0 +1,173 @@
+"""``load``: seeded subsets, classes, CIFAR-2, substitution, synthetic sets and bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from fake_datasets import fake_mnist_files
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ntkrepro.data import REGISTRY, DataUnavailable, load, select_subset
+
+
+def _rows_of(raw_images, subset_x):
+    """Position of each subset image in the raw split (every fake image is distinct)."""
+    flat = raw_images.reshape(len(raw_images), -1)
+    return [int(np.flatnonzero((flat == x.reshape(-1)).all(axis=1))[0]) for x in subset_x]
+
+
+def test_seeded_subsets_are_deterministic_and_real_examples(fake_mnist, tmp_path):
+    a = load("mnist", "train", n=9, seed=5, cache_dir=tmp_path)
+    b = load("mnist", "train", n=9, seed=5, cache_dir=tmp_path)
+    c = load("mnist", "train", n=9, seed=6, cache_dir=tmp_path)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.provenance.indices_sha256 == b.provenance.indices_sha256 != c.provenance.indices_sha256
+    rows = _rows_of(fake_mnist.train_images, a.x[..., 0])
+    assert len(set(rows)) == 9
+    np.testing.assert_array_equal(a.y, fake_mnist.train_labels[rows])
+    bigger = load("mnist", "train", n=20, seed=5, cache_dir=tmp_path)
+    np.testing.assert_array_equal(bigger.x[:9], a.x)  # nested subsets
+    assert a.provenance.n == 9 and a.provenance.seed == 5
+
+
+def test_n_larger_than_the_split_fails_before_any_download(serve, http_server, tmp_path):
+    _, files = fake_mnist_files()
+    spec = serve("mnist", files, image_shape=(6, 5, 1))
+    REGISTRY["mnist"] = replace(spec, sizes={"train": 40, "test": 12})
+    with pytest.raises(ValueError, match="n=41 exceeds the 40 examples of mnist/train"):
+        load("mnist", "train", n=41, cache_dir=tmp_path)
+    assert http_server.requests == []
+    # after a class filter the limit is known only once the labels are read
+    with pytest.raises(ValueError, match="n=5 exceeds the 4 available examples"):
+        load("mnist", "train", n=5, classes=[3], cache_dir=tmp_path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=4, max_size=60).filter(lambda v: len(set(v)) == 4),
+       st.integers(1, 60), st.integers(0, 2**31))
+def test_balanced_subsets_have_equal_class_counts(labels, n, seed):
+    labels = np.asarray(labels)
+    per_class = np.bincount(labels, minlength=4)
+    counts_needed = n // 4 + (n % 4 > 0)
+    if n > len(labels) or counts_needed > per_class.min():
+        with pytest.raises(ValueError):
+            select_subset(labels, n, seed=seed, split="train", balanced=True, num_classes=4)
+        return
+    pick = select_subset(labels, n, seed=seed, split="train", balanced=True, num_classes=4)
+    counts = np.bincount(labels[pick], minlength=4)
+    assert len(set(pick.tolist())) == n and counts.sum() == n and counts.max() - counts.min() <= 1
+
+
+def test_classes_are_relabelled_in_the_order_given(fake_mnist, tmp_path):
+    data = load("mnist", "test", classes=[7, 2], cache_dir=tmp_path)
+    raw = fake_mnist.test_labels
+    assert data.num_classes == 2 and len(data) == np.isin(raw, [7, 2]).sum()
+    rows = _rows_of(fake_mnist.test_images, data.x[..., 0])
+    np.testing.assert_array_equal(np.where(raw[rows] == 7, 0, 1), data.y)
+    assert data.provenance.classes == (7, 2)
+
+
+def test_cifar2_is_the_first_two_cifar10_classes(fake_cifar, tmp_path):
+    train = load("cifar2", "train", cache_dir=tmp_path)
+    keep = np.isin(fake_cifar.train_labels, [0, 1])
+    assert train.num_classes == 2 and train.x.shape == (keep.sum(), 32, 32, 3)
+    np.testing.assert_array_equal(train.x, fake_cifar.train_images[keep])
+    np.testing.assert_array_equal(train.y, fake_cifar.train_labels[keep])
+    assert train.provenance.name == "cifar2"
+    # cifar2 shares cifar10's archive and cache folder
+    assert load("cifar10", "test", cache_dir=tmp_path).provenance.source == "cache"
+
+
+def test_substitution_is_recorded_and_can_be_forbidden(fake_mnist, tmp_path):
+    subst = load("mnist", "train", n=30, substitute="digits", cache_dir=tmp_path, allow_download=False)
+    assert subst.provenance.name == "digits" and subst.provenance.substituted_for == "mnist"
+    assert subst.provenance.source == "bundled" and subst.x.shape == (30, 8, 8, 1)
+    with pytest.raises(DataUnavailable, match="stand-in digits not allowed"):
+        load("mnist", "train", substitute="digits", allow_substitute=False, cache_dir=tmp_path,
+             allow_download=False)
+    real = load("mnist", "train", n=30, substitute="digits", cache_dir=tmp_path)
+    assert real.provenance.name == "mnist" and real.provenance.substituted_for is None
+
+
+def test_stand_in_for_a_two_class_set_keeps_two_classes(tmp_path):
+    data = load("cifar2", "test", substitute="digits", cache_dir=tmp_path, allow_download=False)
+    digits = load("digits", "test")
+    assert data.num_classes == 2 and set(data.y.tolist()) == {0, 1}
+    np.testing.assert_array_equal(data.x, digits.x[np.isin(digits.y, [0, 1])])
+    assert data.provenance.substituted_for == "cifar2"
+
+
+def test_circle_grid_and_random_angles():
+    grid = load("circle", "train", n=8, options={"grid": True})
+    np.testing.assert_allclose(grid.y, -np.pi + 2 * np.pi * np.arange(8) / 8)
+    np.testing.assert_allclose(grid.x, np.stack([np.cos(grid.y), np.sin(grid.y)], axis=1))
+    test = load("circle", "test", n=8, options={"grid": True})
+    np.testing.assert_allclose(test.y, grid.y + np.pi / 8)
+    rand = load("circle", "train", n=200, seed=4)
+    np.testing.assert_allclose(np.linalg.norm(rand.x, axis=1), 1.0)
+    np.testing.assert_allclose(np.arctan2(rand.x[:, 1], rand.x[:, 0]), rand.y, atol=1e-12)
+    assert rand.y.min() >= -np.pi and rand.y.max() < np.pi and rand.num_classes is None
+    np.testing.assert_array_equal(rand.x, load("circle", "train", n=200, seed=4).x)
+    assert not np.array_equal(rand.x, load("circle", "test", n=200, seed=4).x)
+
+
+def test_gaussian_moments_and_targets():
+    n, d = 4000, 3
+    data = load("gaussian", "train", n=n, options={"dim": d}, seed=1)
+    assert data.x.shape == (n, d) and (data.y == 0).all()
+    # mean 0 and covariance I within 5 standard errors
+    assert np.abs(data.x.mean(axis=0)).max() < 5 / np.sqrt(n)
+    assert np.abs(np.cov(data.x.T) - np.eye(d)).max() < 5 * np.sqrt(2 / n)
+    sign = load("gaussian", "test", n=50, options={"dim": d, "target": "sign"})
+    assert sign.num_classes == 2
+    np.testing.assert_array_equal(sign.y, (sign.x[:, 0] > 0).astype(int))
+    prod = load("gaussian", "train", n=20, options={"dim": (2, 2, 1), "target": "product"})
+    assert prod.x.shape == (20, 2, 2, 1)
+    np.testing.assert_allclose(prod.y, prod.x[:, 0, 0, 0] * prod.x[:, 0, 1, 0] * prod.x[:, 1, 0, 0]
+                               * prod.x[:, 1, 1, 0])
+    custom = load("gaussian", "train", n=20, options={"dim": 2, "target": lambda x: x[:, 1] ** 2})
+    np.testing.assert_allclose(custom.y, custom.x[:, 1] ** 2)
+
+
+def test_gaussian_linear_teacher_is_shared_by_train_and_test():
+    opts = {"dim": 5, "target": "linear"}
+    train = load("gaussian", "train", n=40, options=opts, seed=2)
+    test = load("gaussian", "test", n=10, options=opts, seed=2)
+    w, *_ = np.linalg.lstsq(train.x, train.y, rcond=None)
+    np.testing.assert_allclose(test.x @ w, test.y, atol=1e-10)
+    other = load("gaussian", "train", n=40, options=opts, seed=3)
+    assert train.provenance.sha256 != other.provenance.sha256
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "imagenet"}, "unknown dataset 'imagenet'"),
+    ({"split": "val"}, "split must be one of"),
+    ({"n": 0}, "n must be a positive integer"),
+    ({"n": 2.5}, "n must be a positive integer"),
+    ({"n": True}, "n must be a positive integer"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"preprocess": "zca"}, "preprocess must be None or one of"),
+    ({"classes": [1, 1]}, "classes must be distinct"),
+    ({"classes": [10]}, r"classes \[10\] out of range for digits"),
+    ({"dtype": np.int32}, "dtype must be a float dtype"),
+    ({"substitute": "cifar10x"}, "unknown dataset 'cifar10x'"),
+    ({"substitute": "digits"}, "'digits' cannot stand in for 'digits'"),
+    ({"options": {"dim": 2}}, "options apply to synthetic datasets only"),
+    ({"path": "/tmp"}, "path= applies to file datasets"),
+    ({"n": 1348}, "n=1348 exceeds the 1347 examples of digits/train"),
+    ({"name": "gaussian", "n": None}, "synthetic dataset gaussian needs n"),
+    ({"name": "gaussian", "n": 3, "options": {}}, "option dim must be"),
+    ({"name": "gaussian", "n": 3, "options": {"dim": 2, "target": "cube"}}, "target must be None"),
+    ({"name": "gaussian", "n": 3, "options": {"dim": 2}, "preprocess": "standardize"},
+     "applies to image datasets; gaussian is not one"),
+    ({"name": "circle", "n": 3, "options": {"grids": True}}, r"unknown option\(s\) \['grids'\]"),
+    ({"name": "circle", "n": 3, "balanced": True}, "do not apply to synthetic"),
+])
+def test_bad_input_is_a_one_line_value_error(kwargs, message):
+    args = {"name": "digits", "split": "train"} | kwargs
+    with pytest.raises(ValueError, match=message) as info:
+        load(args.pop("name"), args.pop("split"), **args)
+    assert "\n" not in str(info.value)
