@@ -129,8 +129,9 @@ def select_subset(labels: np.ndarray, n: int | None, *, seed: int, split: str, b
     """Positions of a seeded random subset of size ``n`` (all positions, in order, when n is None).
 
     The draw uses ``numpy.random.default_rng([seed, split_id])``; without ``balanced`` the subset of
-    size m is a prefix of the subset of size m' > m. ``balanced``: ``n // k`` examples per class, one
-    more for ``n % k`` classes chosen at random, shuffled together."""
+    size m is a prefix of the subset of size m' > m. ``balanced``: ``n // k`` examples per class
+    (labels 0..k-1, ``k = num_classes`` or ``max(labels) + 1``), one more for ``n % k`` classes chosen
+    at random, shuffled together."""
     total = len(labels)
     if n is None:
         return np.arange(total)
@@ -139,6 +140,7 @@ def select_subset(labels: np.ndarray, n: int | None, *, seed: int, split: str, b
     rng = np.random.default_rng([seed, SPLIT_IDS[split]])
     if not balanced:
         return rng.permutation(total)[:n]
+    num_classes = num_classes or int(labels.max()) + 1
     counts = np.full(num_classes, n // num_classes)
     counts[rng.permutation(num_classes)[: n % num_classes]] += 1
     chosen = []
