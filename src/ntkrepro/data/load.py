@@ -131,7 +131,7 @@ def select_subset(labels: np.ndarray, n: int | None, *, seed: int, split: str, b
     The draw uses ``numpy.random.default_rng([seed, split_id])``; without ``balanced`` the subset of
     size m is a prefix of the subset of size m' > m. ``balanced``: ``n // k`` examples per class
     (labels 0..k-1, ``k = num_classes`` or ``max(labels) + 1``), one more for ``n % k`` classes chosen
-    at random, shuffled together."""
+    at random among those with examples to spare, shuffled together."""
     total = len(labels)
     if n is None:
         return np.arange(total)
@@ -141,15 +141,16 @@ def select_subset(labels: np.ndarray, n: int | None, *, seed: int, split: str, b
     if not balanced:
         return rng.permutation(total)[:n]
     num_classes = num_classes or int(labels.max()) + 1
+    members = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    sizes = np.array([len(m) for m in members])
     counts = np.full(num_classes, n // num_classes)
-    counts[rng.permutation(num_classes)[: n % num_classes]] += 1
-    chosen = []
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        if counts[c] > len(members):
-            raise ValueError(f"a balanced subset of n={n} needs {counts[c]} examples of class {c}, "
-                             f"only {len(members)} available")
-        chosen.append(rng.choice(members, size=counts[c], replace=False))
+    spare = np.flatnonzero(sizes > counts)
+    if (sizes < counts).any() or len(spare) < n % num_classes:
+        raise ValueError(f"a balanced subset of n={n} needs {n // num_classes} examples of each of "
+                         f"{num_classes} classes (one more in {n % num_classes}); "
+                         f"class sizes {sizes.tolist()}")
+    counts[rng.permutation(spare)[: n % num_classes]] += 1
+    chosen = [rng.choice(m, size=k, replace=False) for m, k in zip(members, counts, strict=True)]
     return rng.permutation(np.concatenate(chosen))
 
 
