@@ -124,7 +124,7 @@ def test_gaussian_moments_and_targets():
     sign = load("gaussian", "test", n=50, options={"dim": d, "target": "sign"})
     assert sign.num_classes == 2
     np.testing.assert_array_equal(sign.y, (sign.x[:, 0] > 0).astype(int))
-    prod = load("gaussian", "train", n=20, options={"dim": (2, 2, 1), "target": "product"})
+    prod = load("gaussian", "train", n=20, options={"dim": [2, 2, 1], "target": "product"})
     assert prod.x.shape == (20, 2, 2, 1)
     np.testing.assert_allclose(prod.y, prod.x[:, 0, 0, 0] * prod.x[:, 0, 1, 0] * prod.x[:, 1, 0, 0]
                                * prod.x[:, 1, 1, 0])

@@ -7,7 +7,7 @@ value follows from the seed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ def circle(split: str, n: int, seed: int, options: Mapping[str, Any]):
 def check_gaussian_options(options: Mapping[str, Any]) -> None:
     _check_options("gaussian", options, ("dim", "target"))
     dim = options.get("dim")
-    dims = (dim,) if isinstance(dim, int) else tuple(dim) if isinstance(dim, (list, tuple)) else None
+    dims = (dim,) if isinstance(dim, int) else tuple(dim) if isinstance(dim, Sequence) else None
     if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
         raise ValueError(f"gaussian: option dim must be a positive int or a shape tuple, got {dim!r}")
     target = options.get("target")
@@ -54,7 +54,7 @@ def check_gaussian_options(options: Mapping[str, Any]) -> None:
 
 
 def gaussian(split: str, n: int, seed: int, options: Mapping[str, Any]):
-    """Inputs ``x ~ N(0, I)`` of shape ``(n, *dim)`` (``dim`` an int for vectors, a tuple for images).
+    """Inputs ``x ~ N(0, I)`` of shape ``(n, *dim)`` (``dim`` an int for vectors, a sequence for images).
 
     ``target``: None -> ``y = 0``; ``"sign"`` -> class ``1[x_1 > 0]`` (2 classes); ``"linear"`` ->
     ``y = <w, x> / sqrt(d)`` with ``w ~ N(0, I)`` shared by both splits; ``"product"`` -> ``y =
