@@ -27,13 +27,22 @@ def _snakemake(*args):
     return _run([str(BIN / "snakemake"), *args])
 
 
-@pytest.mark.e2e
-def test_smoke_pipeline_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole pipeline at smoke scale, once per test module, into a temporary folder."""
     assert DECLARED, "no experiment configs found"
-    results = tmp_path / "results"
+    tmp = tmp_path_factory.mktemp("smoke")
+    results = tmp / "results"
     proc = _snakemake("reproduce-all", "--cores", "2", "--config", "scale=smoke",
-                      f"results={results}", f"data_cache={tmp_path / 'data'}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+                      f"results={results}", f"data_cache={tmp / 'data'}")
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted(results.glob("smoke/**/*.log")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + logs
+    return results
+
+
+@pytest.mark.e2e
+def test_every_declared_artifact_is_produced_and_tracked(smoke_run):
+    results = smoke_run
     uri = f"sqlite:///{results}/mlflow/mlflow.db"
     for paper, artifact in DECLARED:
         metrics = results / "smoke" / paper / artifact / "metrics.json"
@@ -44,9 +53,26 @@ def test_smoke_pipeline_end_to_end(tmp_path):
             assert (metrics.parent / f"{fig}.png").exists() and (metrics.parent / f"{fig}.pdf").exists()
         runs = tracking.search_runs(uri, paper, f"tags.artifact = '{artifact}' and tags.scale = 'smoke'")
         assert [r.info.run_id for r in runs] == [record["mlflow_run_id"]], (paper, artifact)
-    report = (results / "smoke" / "report.md").read_text()
+
+
+@pytest.mark.e2e
+def test_report_built_from_smoke_results(smoke_run):
+    report = (smoke_run / "smoke" / "report.md").read_text()
     assert "## Scoreboard" in report
-    assert (results / "smoke" / "report.html").exists()
+    for paper in {p for p, _ in DECLARED}:
+        assert f"## {paper}" in report
+    assert (smoke_run / "smoke" / "report.html").read_text().startswith("<!doctype html>")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.stem)
+def test_notebooks_execute_on_smoke_outputs(smoke_run, notebook, tmp_path):
+    env = {**ENV, "NTKREPRO_RESULTS": str(smoke_run / "smoke"),
+           "NTKREPRO_MLFLOW_URI": f"sqlite:///{smoke_run}/mlflow/mlflow.db"}
+    proc = subprocess.run([str(BIN / "jupytext"), "--to", "ipynb", "--execute", "--output",
+                           str(tmp_path / f"{notebook.stem}.ipynb"), str(notebook)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_dry_run_lists_every_declared_artifact_at_paper_scale(tmp_path):
@@ -57,6 +83,6 @@ def test_dry_run_lists_every_declared_artifact_at_paper_scale(tmp_path):
 
 
 def test_hyphenated_target_and_bad_scale(tmp_path):
-    assert _snakemake("-n", "reproduce-all", f"--config", f"results={tmp_path}").returncode == 0
+    assert _snakemake("-n", "reproduce-all", "--config", f"results={tmp_path}").returncode == 0
     bad = _snakemake("-n", "reproduce-all", "--config", "scale=huge")
     assert bad.returncode != 0 and "scale='huge'" in (bad.stdout + bad.stderr)
