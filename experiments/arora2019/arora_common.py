@@ -1,0 +1,72 @@
+"""Shared by the Arora et al. 2019 stages: image downsampling for the reduced scales, the cached CNTK
+Gram of a training + test set, kernel regression with the paper's labels (Sec. 5.1: one-hot shifted to
+0.9 / -0.1, exact solve, argmax), log-log slopes, and the paper's values for figure markers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ntkrepro.claims import load_registry
+from ntkrepro.gram import compute_gram
+from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
+
+READOUTS = ("vanilla", "gap")
+
+
+def downsample(x: np.ndarray, factor: int) -> np.ndarray:
+    """Average-pool images (n, H, W, C) over non-overlapping ``factor`` x ``factor`` windows."""
+    if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+        raise ValueError(f"downsample factor must be a positive integer, got {factor!r}")
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"downsample expects images (n, H, W, C), got shape {x.shape}")
+    n, h, w, c = x.shape
+    if h % factor or w % factor:
+        raise ValueError(f"downsample factor {factor} does not divide the image size {h}x{w}")
+    if factor == 1:
+        return x
+    return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4)).astype(x.dtype)
+
+
+def kernel_kwargs(*, depth: int, readout: str, filter_size: int) -> dict:
+    """The CNTK of Table 1: vanilla as Sec. 4.1, GAP with the first and last layer fixed (Sec. 4.2)."""
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    return {"depth": int(depth), "readout": readout, "fix_first_last": readout == "gap",
+            "filter_size": int(filter_size)}
+
+
+def cntk_blocks(x_train, x_test, *, cfg, depth: int, readout: str, filter_size: int, tile: int):
+    """(K(train, train), K(test, train)) of the CNTK, float64, via the cached tiled Gram engine."""
+    common = dict(kernel="cntk", kernel_kwargs=kernel_kwargs(depth=depth, readout=readout,
+                                                            filter_size=filter_size),
+                  cache_root=f"{cfg.results_root}/cache", tile=tile, progress=cfg.progress)
+    k_train = compute_gram(np.asarray(x_train), **common).ntk
+    k_test = compute_gram(np.asarray(x_test), np.asarray(x_train), **common).ntk
+    return np.asarray(k_train, dtype=np.float64), np.asarray(k_test, dtype=np.float64)
+
+
+def regression_accuracy(k_train, k_test, y_train, y_test, *, num_classes: int, ridge: float,
+                        label_pos: float, label_neg: float) -> float:
+    """Test accuracy (percent) of kernel regression on one-hot targets shifted to (label_pos, label_neg)."""
+    targets = one_hot_shifted(np.asarray(y_train), num_classes, pos=label_pos, neg=label_neg)
+    pred = kernel_regression(np.asarray(k_train, dtype=np.float64), targets,
+                             np.asarray(k_test, dtype=np.float64), ridge=ridge)
+    return 100.0 * float(accuracy(np.asarray(pred), np.asarray(y_test)))
+
+
+def loglog_slope(x, y) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of log y against log x."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.size < 2 or np.any(x <= 0) or np.any(y <= 0):
+        raise ValueError("loglog_slope needs >= 2 matching positive values")
+    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+    return float(slope), float(intercept)
+
+
+def paper_values(artifact: str) -> dict:
+    """The published value of each metric of ``artifact`` (from claims.yaml; figure markers only)."""
+    path = Path(__file__).with_name("claims.yaml")
+    return {c.metric: c.paper_value for c in load_registry(path) if c.artifact == artifact}

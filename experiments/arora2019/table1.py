@@ -1,0 +1,218 @@
+"""Arora et al. 2019, Table 1: CNTK-V / CNTK-GAP kernel regression (full training set and the "-2K"
+subset, read off the same Gram) and SGD-trained CNN-V / CNN-GAP (best over a grid), against depth."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import numpy as np
+import pandas as pd
+from arora_common import (
+    READOUTS,
+    cntk_blocks,
+    downsample,
+    paper_values,
+    regression_accuracy,
+)
+from scipy.stats import spearmanr
+
+from ntkrepro.data import select_subset
+from ntkrepro.empirical import empirical_ntk
+from ntkrepro.nets import cnn
+from ntkrepro.plotting import figure
+from ntkrepro.progress import progress
+from ntkrepro.regression import one_hot_shifted
+from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.train import TrainingDiverged, train
+
+TABLE_DEPTHS = (3, 4, 6, 11, 21)
+SHORT = {"vanilla": "v", "gap": "gap"}
+COLUMNS = [("cnn_v", "CNN-V"), ("cntk_v", "CNTK-V"), ("cntk_v_2k", "CNTK-V-2K"),
+           ("cnn_gap", "CNN-GAP"), ("cntk_gap", "CNTK-GAP"), ("cntk_gap_2k", "CNTK-GAP-2K")]
+
+
+def cnn_learning_rate(net, params, probe, lr_units: float) -> float:
+    """``lr_units`` / mean_i Theta_hat(x_i, x_i): the initial empirical NTK's diagonal on ``probe`` (per
+    output) bounds lambda_max(Theta_batch) / batch, so lr_units < 2 keeps SGD on the mean square loss
+    stable in the kernel regime."""
+    theta = np.asarray(empirical_ntk(net.apply_fn, params, probe, trainable=net.trainable_mask))
+    return float(lr_units / np.mean(np.diag(theta)))
+
+
+def train_cnn(x_tr, t_tr, x_te, t_te, *, depth, readout, channels, lr_units, kappa, c, filter_size,
+              key) -> dict:
+    """One SGD run of Table 1's CNN (square loss, constant learning rate); final-epoch accuracies."""
+    dtype = x_tr.dtype
+    net = cnn(depth=depth, channels=channels, out_dim=t_tr.shape[1], readout=readout,
+              fix_first_last=readout == "gap", filter_size=filter_size, output_scale=kappa, dtype=dtype)
+    init_key, sgd_key = jax.random.split(key)
+    params = net.init_fn(init_key, x_tr.shape)
+    eta = cnn_learning_rate(net, params, x_tr[: c.lr_probe], lr_units)
+    steps = c.epochs * (len(x_tr) // c.batch_size)
+    row = {"readout": readout, "depth": depth, "channels": channels, "lr_units": lr_units,
+           "kappa": kappa, "learning_rate": eta, "steps": steps}
+    try:
+        result = train(net.apply_fn, params, x_tr, t_tr, steps=steps, learning_rate=eta, loss="mse",
+                       batch_size=c.batch_size, key=sgd_key, trainable=net.trainable_mask,
+                       x_test=x_te, y_test=t_te)
+    except TrainingDiverged as err:
+        return {**row, "diverged_at": err.step, "train_acc": np.nan, "test_acc": np.nan,
+                "loss_curve": err.history["loss"]}
+    final = result.evals[-1]
+    return {**row, "diverged_at": None, "train_acc": 100 * final["train_accuracy"],
+            "test_acc": 100 * final["test_accuracy"], "train_loss": final["train_loss"],
+            "loss_curve": result.history["loss"]}
+
+
+def _mean_gain(cells: dict, better: str, worse: str):
+    """Mean over the depths where both columns were measured of column ``better`` minus ``worse``."""
+    pairs = [(cells[(better, d)], cells[(worse, d)]) for d in TABLE_DEPTHS
+             if (better, d) in cells and (worse, d) in cells]
+    return float(np.mean([a - b for a, b in pairs])) if pairs else None
+
+
+def summarize(cells: dict) -> dict:
+    """Table 1's metrics and the text's claims from ``cells[(column, depth)] = accuracy (%)``."""
+    metrics = {f"acc_{col}_d{d}": cells.get((col, d)) for col, _ in COLUMNS for d in TABLE_DEPTHS}
+    kernels = {(col, d): v for (col, d), v in cells.items() if col in ("cntk_v", "cntk_gap")}
+    if kernels:
+        (best_col, best_d), best = max(kernels.items(), key=lambda kv: kv[1])
+        metrics.update(best_kernel_acc=best, best_kernel_depth=best_d,
+                       best_kernel_is_gap=best_col == "cntk_gap")
+    else:
+        metrics.update(best_kernel_acc=None, best_kernel_depth=None, best_kernel_is_gap=None)
+    vanilla = {d: v for (col, d), v in cells.items() if col == "cntk_v"}
+    metrics["best_depth_cntk_v"] = max(vanilla, key=vanilla.get) if vanilla else None
+    gap = {d: v for (col, d), v in cells.items() if col == "cntk_gap"}
+    metrics["best_depth_cntk_gap"] = max(gap, key=gap.get) if gap else None
+    metrics["gap_gain_cntk"] = _mean_gain(cells, "cntk_gap", "cntk_v")
+    metrics["gap_gain_cntk_2k"] = _mean_gain(cells, "cntk_gap_2k", "cntk_v_2k")
+    metrics["gap_gain_cnn"] = _mean_gain(cells, "cnn_gap", "cnn_v")
+    common = [d for d in TABLE_DEPTHS if ("cntk_v", d) in cells and ("cntk_gap", d) in cells]
+    metrics["gap_beats_vanilla_cntk"] = (
+        all(cells[("cntk_gap", d)] > cells[("cntk_v", d)]
+            and cells[("cntk_gap_2k", d)] > cells[("cntk_v_2k", d)] for d in common)
+        if common else None)
+    cnns = [v for (col, _), v in cells.items() if col.startswith("cnn")]
+    metrics["cnn_minus_cntk_best"] = (max(cnns) - max(kernels.values())) if cnns and kernels else None
+    full = [(col, d) for col, d in kernels]
+    metrics["rank_corr_2k_full"] = (
+        float(spearmanr([cells[c] for c in full], [cells[(c[0] + "_2k", c[1])] for c in full])[0])
+        if len(full) >= 3 else None)
+    for readout in READOUTS:
+        col = f"cntk_{SHORT[readout]}"
+        depths = [d for d in TABLE_DEPTHS if (col, d) in cells]
+        metrics[f"rank_corr_2k_full_{readout}"] = (
+            float(spearmanr([cells[(col, d)] for d in depths], [cells[(col + "_2k", d)] for d in depths])[0])
+            if len(depths) >= 3 else None)
+    return metrics
+
+
+def _figure(cells: dict, paper: dict, data_label: str):
+    fig, axes = figure(1, 3, height=2.5)
+    colors = {"cntk": "C0", "cntk_2k": "C1", "cnn": "C2"}
+    for ax, readout in zip(axes[0, :2], READOUTS, strict=True):
+        s = SHORT[readout]
+        for kind, label in (("cntk", "CNTK"), ("cntk_2k", "CNTK-2K"), ("cnn", "CNN")):
+            col = f"{kind.split('_')[0]}_{s}" + ("_2k" if kind.endswith("2k") else "")
+            depths = [d for d in TABLE_DEPTHS if (col, d) in cells]
+            if depths:
+                ax.plot(depths, [cells[(col, d)] for d in depths], "o-", color=colors[kind],
+                        label=f"{label} (ours)")
+            ref = [paper.get(f"acc_{col}_d{d}") for d in TABLE_DEPTHS]
+            ax.plot(TABLE_DEPTHS, ref, "x--", color=colors[kind], alpha=0.6, label=f"{label} (paper)")
+        ax.set_xscale("log")
+        ax.set_xticks(TABLE_DEPTHS, [str(d) for d in TABLE_DEPTHS])
+        ax.set_xlabel("depth")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{'vanilla' if readout == 'vanilla' else 'GAP'} ({data_label})")
+    axes[0, 0].legend(fontsize=5, ncol=2)
+    ax = axes[0, 2]
+    for readout, marker in (("vanilla", "o"), ("gap", "s")):
+        col = f"cntk_{SHORT[readout]}"
+        depths = [d for d in TABLE_DEPTHS if (col, d) in cells]
+        ax.scatter([cells[(col, d)] for d in depths], [cells[(col + "_2k", d)] for d in depths],
+                   marker=marker, label=f"CNTK-{'V' if readout == 'vanilla' else 'GAP'}")
+        for d in depths:
+            ax.annotate(str(d), (cells[(col, d)], cells[(col + "_2k", d)]), fontsize=5)
+    ax.set_xlabel("full training set (%)")
+    ax.set_ylabel("subset (%)")
+    ax.set_title("subset vs full (labels: depth)")
+    ax.legend()
+    return fig
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
+    x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
+    y_tr, y_te = np.asarray(train_set.y), np.asarray(test_set.y)
+    k = train_set.num_classes
+    subset = select_subset(y_tr, p.subset.n_train, seed=p.subset.seed, split="train", balanced=True,
+                           num_classes=k)
+    reg = dict(num_classes=k, ridge=p.ridge, label_pos=p.label_pos, label_neg=p.label_neg)
+
+    cells, kernel_rows = {}, []
+    jobs = [(readout, d) for readout in READOUTS for d in p[readout].depths]
+    for readout, depth in progress(jobs, desc="CNTK Grams", enabled=cfg.progress):
+        k_tr, k_te = cntk_blocks(x_tr, x_te, cfg=cfg, depth=depth, readout=readout,
+                                 filter_size=p.filter_size, tile=p.gram_tile)
+        col = f"cntk_{SHORT[readout]}"
+        cells[(col, depth)] = regression_accuracy(k_tr, k_te, y_tr, y_te, **reg)
+        cells[(col + "_2k", depth)] = regression_accuracy(k_tr[np.ix_(subset, subset)], k_te[:, subset],
+                                                          y_tr[subset], y_te, **reg)
+        kernel_rows.append({"readout": readout, "depth": depth, "acc_full": cells[(col, depth)],
+                            "acc_subset": cells[(col + "_2k", depth)],
+                            "cond_train_gram": float(np.linalg.cond(k_tr))})
+
+    c = p.cnn
+    t_tr = np.asarray(one_hot_shifted(y_tr, k, pos=p.label_pos, neg=p.label_neg), dtype=x_tr.dtype)
+    t_te = np.asarray(one_hot_shifted(y_te, k, pos=p.label_pos, neg=p.label_neg), dtype=x_tr.dtype)
+    grid = list(itertools.product(READOUTS, c.depths, c.channels, c.lrs, c.kappa))
+    runs, step_metrics = [], {}
+    for i, (readout, depth, channels, lr_units, kappa) in enumerate(
+            progress(grid, desc="CNN grid", enabled=cfg.progress)):
+        key = jax.random.fold_in(jax.random.PRNGKey(c.seed), i)
+        r = train_cnn(x_tr, t_tr, x_te, t_te, depth=depth, readout=readout, channels=channels,
+                      lr_units=float(lr_units), kappa=float(kappa), c=c, filter_size=p.filter_size, key=key)
+        curve = r.pop("loss_curve")
+        stride = max(1, len(curve) // 200)
+        step_metrics[f"cnn_loss_{SHORT[readout]}_d{depth}_c{channels}_lr{lr_units:g}_k{kappa:g}"] = [
+            (int(s), float(curve[s])) for s in range(0, len(curve), stride)]
+        runs.append(r)
+    grid_table = pd.DataFrame(runs)
+    for readout in READOUTS:
+        for depth in c.depths:
+            sel = grid_table[(grid_table.readout == readout) & (grid_table.depth == depth)]
+            best = sel.test_acc.max()
+            if np.isfinite(best):  # every run of this cell diverged: the cell stays unmeasured
+                cells[(f"cnn_{SHORT[readout]}", depth)] = float(best)
+
+    metrics = summarize(cells)
+    metrics["cnn_runs_diverged"] = int(grid_table.diverged_at.notna().sum())
+    table = pd.DataFrame([{"depth": d, **{name: cells.get((col, d)) for col, name in COLUMNS}}
+                          for d in TABLE_DEPTHS])
+    prov = train_set.provenance
+    data_label = prov.name + (f", stand-in for {prov.substituted_for}" if prov.substituted_for else "")
+    side = x_tr.shape[1]
+    return StageResult(
+        metrics=metrics,
+        data=prov,
+        sizes={"n_train": len(x_tr), "n_test": len(x_te), "n_subset": len(subset),
+               "image": f"{side}x{x_tr.shape[2]}x{x_tr.shape[3]}", "downsample": p.downsample,
+               "cnn_grid_runs": len(grid)},
+        seeds=[cfg.seed, p.subset.seed, c.seed],
+        tables={"table1": table, "cnn_grid": grid_table, "kernels": pd.DataFrame(kernel_rows)},
+        figures={"table1": _figure(cells, paper_values("table1"), data_label)},
+        step_metrics=step_metrics,
+        notes=[f"test data: {test_set.provenance}",
+               f"'-2K' columns: class-balanced subset of {len(subset)} of the {len(x_tr)} training "
+               f"images (seed {p.subset.seed}), read off the full Gram",
+               "CNN cells: best final-epoch test accuracy over the grid (as the paper: best over "
+               "hyperparameters, selected on the test set)"],
+    )
+
+
+if __name__ == "__main__":
+    main(run, experiment="arora2019/table1")

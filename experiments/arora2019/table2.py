@@ -1,0 +1,133 @@
+"""Arora et al. 2019, Table 2: on CIFAR-2, kernel regression with the exact CNTK (vanilla, GAP) against
+"random features" - the empirical NTK of a randomly initialized CNN of the same architecture (median
+over independent draws) - against depth."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pandas as pd
+from arora_common import READOUTS, cntk_blocks, downsample, paper_values, regression_accuracy
+
+from ntkrepro.empirical import empirical_ntk
+from ntkrepro.nets import cnn
+from ntkrepro.plotting import band, figure
+from ntkrepro.progress import progress
+from ntkrepro.stage import StageResult, load_split, main
+
+TABLE_DEPTHS = (3, 4, 6, 11, 21)
+SHORT = {"vanilla": "v", "gap": "gap"}
+
+
+def random_feature_gram(x_all, n_train: int, *, depth, readout, channels, filter_size, key):
+    """(K(train, train), K(all, train) rows of the test points) of one draw of the empirical NTK of
+    Table 1's CNN; for GAP only the middle layers' gradients count (first and last layer fixed)."""
+    net = cnn(depth=depth, channels=channels, out_dim=1, readout=readout,
+              fix_first_last=readout == "gap", filter_size=filter_size, dtype=x_all.dtype)
+    params = net.init_fn(key, x_all.shape)
+    gram = np.asarray(empirical_ntk(net.apply_fn, params, x_all, x_all[:n_train],
+                                    trainable=net.trainable_mask), dtype=np.float64)
+    return gram[:n_train], gram[n_train:]
+
+
+def relative_error(k_hat, k) -> float:
+    """||K_hat - K||_F / ||K||_F."""
+    return float(np.linalg.norm(k_hat - k) / np.linalg.norm(k))
+
+
+def summarize(cells: dict) -> dict:
+    """Table 2's metrics from ``cells[(column, depth)] = accuracy (%)`` (RF columns: the median)."""
+    metrics = {f"acc_{col}_d{d}": cells.get((col, d))
+               for col in ("rf_v", "cntk_v", "rf_gap", "cntk_gap") for d in TABLE_DEPTHS}
+    gaps = {s: [cells[(f"cntk_{s}", d)] - cells[(f"rf_{s}", d)] for d in TABLE_DEPTHS
+                if (f"cntk_{s}", d) in cells and (f"rf_{s}", d) in cells] for s in ("v", "gap")}
+    both = gaps["v"] + gaps["gap"]
+    metrics["exact_beats_rf"] = all(g > 0 for g in both) if both else None
+    metrics["exact_minus_rf_v"] = float(np.mean(gaps["v"])) if gaps["v"] else None
+    metrics["exact_minus_rf_gap"] = float(np.mean(gaps["gap"])) if gaps["gap"] else None
+    early = [cells[("rf_gap", d)] for d in TABLE_DEPTHS if d <= 11 and ("rf_gap", d) in cells]
+    metrics["rf_gap_max_acc_upto_d11"] = max(early) if early else None
+    return metrics
+
+
+def _figure(rows: pd.DataFrame, paper: dict, data_label: str):
+    fig, axes = figure(1, 2, height=2.4)
+    for ax, readout in zip(axes[0], READOUTS, strict=True):
+        s = SHORT[readout]
+        sel = rows[rows.readout == readout].sort_values("depth")
+        ax.plot(sel.depth, sel.acc_exact, "o-", color="C0", label="exact CNTK (ours)")
+        band(ax, sel.depth.to_numpy(), sel.acc_rf_median.to_numpy(), sel.acc_rf_q25.to_numpy(),
+             sel.acc_rf_q75.to_numpy(), color="C3", label="random features, median, IQR (ours)")
+        ax.plot(TABLE_DEPTHS, [paper.get(f"acc_cntk_{s}_d{d}") for d in TABLE_DEPTHS], "x--",
+                color="C0", alpha=0.6, label="exact CNTK (paper)")
+        ax.plot(TABLE_DEPTHS, [paper.get(f"acc_rf_{s}_d{d}") for d in TABLE_DEPTHS], "x--",
+                color="C3", alpha=0.6, label="random features (paper)")
+        ax.axhline(50.0, color="grey", linewidth=0.6)
+        ax.set_xscale("log")
+        ax.set_xticks(TABLE_DEPTHS, [str(d) for d in TABLE_DEPTHS])
+        ax.set_xlabel("depth")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"CNTK-{'V' if readout == 'vanilla' else 'GAP'} ({data_label})")
+    axes[0, 1].legend(fontsize=5)
+    return fig
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
+    x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
+    y_tr, y_te = np.asarray(train_set.y), np.asarray(test_set.y)
+    x_all = np.concatenate([x_tr, x_te])
+    n = len(x_tr)
+    reg = dict(num_classes=train_set.num_classes, ridge=p.ridge, label_pos=p.label_pos,
+               label_neg=p.label_neg)
+
+    cells, rows, draws = {}, [], []
+    jobs = [(d, r) for d in p.depths for r in READOUTS]
+    for depth, readout in progress(jobs, desc="exact and random-feature kernels", enabled=cfg.progress):
+        s = SHORT[readout]
+        k_tr, k_te = cntk_blocks(x_tr, x_te, cfg=cfg, depth=depth, readout=readout,
+                                 filter_size=p.filter_size, tile=p.gram_tile)
+        exact = regression_accuracy(k_tr, k_te, y_tr, y_te, **reg)
+        accs, errors = [], []
+        for draw in range(p.n_draws):
+            key = jax.random.fold_in(jax.random.fold_in(
+                jax.random.fold_in(jax.random.PRNGKey(p.seed), depth), READOUTS.index(readout)), draw)
+            rf_tr, rf_te = random_feature_gram(x_all, n, depth=depth, readout=readout,
+                                               channels=p.channels, filter_size=p.filter_size, key=key)
+            accs.append(regression_accuracy(rf_tr, rf_te, y_tr, y_te, **reg))
+            errors.append(relative_error(np.concatenate([rf_tr, rf_te]), np.concatenate([k_tr, k_te])))
+            draws.append({"readout": readout, "depth": depth, "draw": draw, "acc_rf": accs[-1],
+                          "rel_kernel_error": errors[-1]})
+        cells[(f"cntk_{s}", depth)] = exact
+        cells[(f"rf_{s}", depth)] = float(np.median(accs))
+        rows.append({"readout": readout, "depth": depth, "acc_exact": exact,
+                     "acc_rf_median": float(np.median(accs)), "acc_rf_q25": float(np.quantile(accs, 0.25)),
+                     "acc_rf_q75": float(np.quantile(accs, 0.75)), "acc_rf_min": min(accs),
+                     "acc_rf_max": max(accs), "rel_kernel_error_median": float(np.median(errors))})
+    rows = pd.DataFrame(rows)
+    metrics = summarize(cells)
+    for r in rows.itertuples():
+        metrics[f"rf_rel_kernel_error_{SHORT[r.readout]}_d{r.depth}"] = r.rel_kernel_error_median
+    table = pd.DataFrame([{"depth": d, "RF from Vanilla CNTK": cells.get(("rf_v", d)),
+                           "Vanilla CNTK": cells.get(("cntk_v", d)),
+                           "RF for CNTK-GAP": cells.get(("rf_gap", d)),
+                           "CNTK-GAP": cells.get(("cntk_gap", d))}
+                          for d in TABLE_DEPTHS])
+    prov = train_set.provenance
+    data_label = prov.name + (f", stand-in for {prov.substituted_for}" if prov.substituted_for else "")
+    return StageResult(
+        metrics=metrics,
+        data=prov,
+        sizes={"n_train": n, "n_test": len(x_te), "image": "x".join(map(str, x_tr.shape[1:])),
+               "downsample": p.downsample, "channels": p.channels, "n_draws": p.n_draws},
+        seeds=[cfg.seed, p.seed],
+        tables={"table2": table, "kernels": rows, "draws": pd.DataFrame(draws)},
+        figures={"table2": _figure(rows, paper_values("table2"), data_label)},
+        notes=[f"test data: {test_set.provenance}",
+               f"random features: empirical NTK of {p.channels}-channel CNNs, {p.n_draws} draws, median"],
+    )
+
+
+if __name__ == "__main__":
+    main(run, experiment="arora2019/table2")
