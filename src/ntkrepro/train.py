@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import jax
@@ -115,6 +116,42 @@ def _prepare_targets(y, k: int, loss: str, n: int, what: str) -> jax.Array:
     return y
 
 
+def _loss_fn(loss: str) -> Callable:
+    return square_loss if loss == "mse" else cross_entropy_loss
+
+
+@partial(jax.jit, static_argnames=("apply_fn", "loss"))
+def _full_loss(theta, rest, xs, ys, *, apply_fn, loss):
+    return _loss_fn(loss)(apply_fn(combine(theta, rest), xs), ys)
+
+
+@partial(jax.jit, static_argnames=("apply_fn", "loss", "learning_rate", "batch_size"))
+def _run_chunk(theta, rest, steps_chunk, xs, ys, key, *, apply_fn, loss, learning_rate, batch_size):
+    """``len(steps_chunk)`` GD/SGD updates in one scan; returns (theta, (losses, learning rates)).
+
+    Module-level and keyed on static hyperparameters, so repeated runs (seeds) reuse the compilation.
+    """
+    n = xs.shape[0]
+
+    def batch_at(step):
+        if batch_size is None:
+            return xs, ys
+        per_epoch = n // batch_size
+        perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
+        idx = jax.lax.dynamic_slice(perm, ((step % per_epoch) * batch_size,), (batch_size,))
+        return xs[idx], ys[idx]
+
+    def one_step(th, step):
+        xb, yb = batch_at(step)
+        value, grads = jax.value_and_grad(
+            lambda t: _loss_fn(loss)(apply_fn(combine(t, rest), xb), yb))(th)
+        eta = learning_rate(step) if callable(learning_rate) else jnp.asarray(learning_rate)
+        th = jax.tree.map(lambda p, g: (p - eta * g).astype(p.dtype), th, grads)
+        return th, (value, eta)
+
+    return jax.lax.scan(one_step, theta, steps_chunk)
+
+
 def train(
     apply_fn: Callable,
     params,
@@ -148,7 +185,8 @@ def train(
         key: PRNG key for SGD (required when ``batch_size`` is set).
         trainable: bool mask pytree or ``params -> mask`` callable; frozen leaves are never updated.
         on_step: ``on_step(step, metrics)`` for every step (``loss``, ``learning_rate``), plus the
-            evaluation metrics at evaluation steps; at ``step == steps`` only the final evaluation.
+            evaluation metrics at evaluation steps; at ``step == steps`` the final evaluation, with
+            ``loss`` = the final full-batch training loss.
         eval_every: evaluate at steps 0, eval_every, 2 eval_every, ... and after the last update:
             ``train_loss`` (full batch), ``test_loss``, ``kernel_distance`` to the initial empirical NTK
             on ``kernel_inputs``, and ``train_accuracy`` / ``test_accuracy`` (:func:`accuracy`) for
@@ -184,31 +222,17 @@ def train(
     for name, value in (("eval_every", eval_every), ("chunk_size", chunk_size)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    schedule = learning_rate if callable(learning_rate) else constant_schedule(learning_rate)
-    loss_fn = square_loss if loss == "mse" else cross_entropy_loss
+    if not callable(learning_rate):
+        _check_learning_rate(learning_rate)
+        learning_rate = float(learning_rate)
     mask = trainable(params) if callable(trainable) else trainable
     theta, rest = partition(params, mask)
+    static = {"apply_fn": apply_fn, "loss": loss}
+    chunk_static = {**static, "learning_rate": learning_rate, "batch_size": batch_size}
 
-    def batch_at(step, xs, ys):
-        if batch_size is None:
-            return xs, ys
-        per_epoch = n // batch_size
-        perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
-        idx = jax.lax.dynamic_slice(perm, ((step % per_epoch) * batch_size,), (batch_size,))
-        return xs[idx], ys[idx]
+    def full_loss(th, xs, ys):
+        return _full_loss(th, rest, xs, ys, **static)
 
-    def one_step(th, step, xs, ys):
-        xb, yb = batch_at(step, xs, ys)
-        value, grads = jax.value_and_grad(lambda t: loss_fn(apply_fn(combine(t, rest), xb), yb))(th)
-        eta = schedule(step)
-        th = jax.tree.map(lambda p, g: (p - eta * g).astype(p.dtype), th, grads)
-        return th, (value, eta)
-
-    @jax.jit
-    def run_chunk(th, steps_chunk, xs, ys):
-        return jax.lax.scan(lambda c, s: one_step(c, s, xs, ys), th, steps_chunk)
-
-    full_loss = jax.jit(lambda th, xs, ys: loss_fn(apply_fn(combine(th, rest), xs), ys))
     kernel0 = (None if kernel_inputs is None else
                empirical_ntk(apply_fn, params, kernel_inputs, trainable=mask))
 
@@ -239,7 +263,8 @@ def train(
         eval_now = eval_every is not None and start % eval_every == 0
         if eval_now:
             evals.append(evaluate(theta, start))
-        new_theta, (losses, etas) = run_chunk(theta, jnp.arange(start, stop), x, y)
+        new_theta, (losses, etas) = _run_chunk(theta, rest, jnp.arange(start, stop), x, y, key,
+                                               **chunk_static)
         losses, etas = np.asarray(losses), np.asarray(etas)
         bad = np.flatnonzero(~np.isfinite(losses))
         last = stop if bad.size == 0 else start + int(bad[0]) + 1
@@ -261,5 +286,5 @@ def train(
         raise TrainingDiverged(steps, frozen_history(), evals)
     evals.append(final)
     if on_step is not None:
-        on_step(steps, {k_: v for k_, v in final.items() if k_ != "step"})
+        on_step(steps, {"loss": final["train_loss"], **{k_: v for k_, v in final.items() if k_ != "step"}})
     return TrainResult(combine(theta, rest), frozen_history(), evals)

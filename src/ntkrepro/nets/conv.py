@@ -28,7 +28,7 @@ from ntkrepro.nets.core import (
     check_parameterization,
     check_positive_int,
     effective_weight,
-    init_weight,
+    init_layers,
     readout_mask_fn,
     resolve_activation,
     trainable_mask_fn,
@@ -92,14 +92,11 @@ def cnn(
         _, p_side, q_side, c0 = (int(s) for s in input_shape)
         for name, size in (("P", p_side), ("Q", q_side), ("C0", c0)):
             check_positive_int(f"input {name}", size)
-        keys = jax.random.split(key, depth)
-        params = [{"w": init_weight(keys[0], (q, q, c0, channels), 1.0, parameterization, dtype)}]
-        for h in range(1, depth - 1):
-            params.append({"w": init_weight(keys[h], (q, q, channels, channels), post_scale, parameterization,
-                                            dtype)})
         readout_shape = (p_side, q_side, channels, out_dim) if readout == "vanilla" else (channels, out_dim)
-        params.append({"w": init_weight(keys[-1], readout_shape, post_scale, parameterization, dtype)})
-        return params
+        specs = ([{"w": ((q, q, c0, channels), 1.0)}]
+                 + [{"w": ((q, q, channels, channels), post_scale)} for _ in range(depth - 2)]
+                 + [{"w": (readout_shape, post_scale)}])
+        return init_layers(key, specs, parameterization, dtype)
 
     def conv(x, w):
         return jax.lax.conv_general_dilated(x, w, window_strides=(1, 1), padding="SAME",

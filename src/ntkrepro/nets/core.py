@@ -9,8 +9,10 @@ Both give the same function distribution at initialization; their gradients (hen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -105,10 +107,35 @@ def unit_second_moment(activation: str | Activation | Callable) -> float:
     return integrate.quad(integrand, -np.inf, 0.0)[0] + integrate.quad(integrand, 0.0, np.inf)[0]
 
 
-def init_weight(key, shape, scale: float, parameterization: str, dtype) -> jax.Array:
-    """An N(0, 1) weight (NTK parameterization) or an N(0, scale^2) weight (standard)."""
-    w = jax.random.normal(key, shape, dtype)
-    return w if parameterization == "ntk" else scale * w
+def init_layers(key, specs: Sequence[dict[str, tuple[tuple[int, ...], float]]], parameterization: str,
+                dtype) -> list[dict[str, jax.Array]]:
+    """Parameters from per-layer specs ``{name: (shape, scale)}``: N(0, 1) entries (NTK parameterization)
+    or N(0, scale^2) (standard), cut in spec order from one flat N(0, 1) draw whose length is rounded up
+    to a power of two (so nets of similar size share one compiled draw). Traceable: ``init_fn`` can be
+    jitted or vmapped over keys."""
+    frozen_specs = tuple(tuple((name, tuple(int(s) for s in shape), float(scale))
+                               for name, (shape, scale) in layer.items()) for layer in specs)
+    total = sum(math.prod(shape) for layer in frozen_specs for _, shape, _ in layer)
+    flat = _standard_normal(key, 1 << max(total - 1, 0).bit_length(), jnp.dtype(dtype))
+    return _cut_layers(flat, frozen_specs, parameterization)
+
+
+@partial(jax.jit, static_argnames=("size", "dtype"))
+def _standard_normal(key, size: int, dtype) -> jax.Array:
+    return jax.random.normal(key, (size,), dtype)
+
+
+@partial(jax.jit, static_argnames=("specs", "parameterization"))
+def _cut_layers(flat, specs, parameterization):
+    params, offset = [], 0
+    for layer in specs:
+        params.append({})
+        for name, shape, scale in layer:
+            size = math.prod(shape)
+            w = flat[offset:offset + size].reshape(shape)
+            params[-1][name] = w if parameterization == "ntk" else scale * w
+            offset += size
+    return params
 
 
 def effective_weight(w: jax.Array, scale: float, parameterization: str) -> jax.Array:

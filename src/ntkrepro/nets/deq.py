@@ -32,7 +32,7 @@ from ntkrepro.nets.core import (
     check_parameterization,
     check_positive_int,
     effective_weight,
-    init_weight,
+    init_layers,
     readout_mask_fn,
     trainable_mask_fn,
 )
@@ -84,18 +84,12 @@ def deq_net(
         if len(input_shape) != 2:
             raise ValueError(f"deq_net: input_shape must be (n, d), got {tuple(input_shape)}")
         d = check_positive_int("input dimension", input_shape[-1])
-        keys = jax.random.split(key, depth)
-        fan_out_first = width if depth > 1 else out_dim
-        params = [{"w": init_weight(keys[0], (d, fan_out_first), 1.0, parameterization, dtype)}]
+        specs = [{"w": ((d, width if depth > 1 else out_dim), 1.0)}]
         for h in range(2, depth + 1):
             fan_out = width if h < depth else out_dim
-            kw, ku, kb = jax.random.split(keys[h - 1], 3)
-            params.append({
-                "w": init_weight(kw, (width, fan_out), w_scale, parameterization, dtype),
-                "u": init_weight(ku, (d, fan_out), u_scale, parameterization, dtype),
-                "b": init_weight(kb, (fan_out,), b_scale, parameterization, dtype),
-            })
-        return params
+            specs.append({"w": ((width, fan_out), w_scale), "u": ((d, fan_out), u_scale),
+                          "b": ((fan_out,), b_scale)})
+        return init_layers(key, specs, parameterization, dtype)
 
     def apply_fn(params, x):
         check_input(x, (params[0]["w"].shape[0],), "deq_net")

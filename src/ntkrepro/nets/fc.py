@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 
 from ntkrepro.kernels.gaussian import Activation
@@ -26,7 +25,7 @@ from ntkrepro.nets.core import (
     check_parameterization,
     check_positive_int,
     effective_weight,
-    init_weight,
+    init_layers,
     readout_mask_fn,
     resolve_activation,
     trainable_mask_fn,
@@ -76,15 +75,13 @@ def fc(
         d = check_positive_int("input dimension", input_shape[-1])
         fan_ins = [d] + [width] * (depth - 1)
         fan_outs = [width] * (depth - 1) + [out_dim]
-        params = []
-        for key_l, fan_in, fan_out in zip(jax.random.split(key, depth), fan_ins, fan_outs, strict=True):
-            kw, kb = jax.random.split(key_l)
-            layer = {"w": init_weight(kw, (fan_in, fan_out), math.sqrt(sigma_w2 / fan_in), parameterization,
-                                      dtype)}
+        specs = []
+        for fan_in, fan_out in zip(fan_ins, fan_outs, strict=True):
+            layer = {"w": ((fan_in, fan_out), math.sqrt(sigma_w2 / fan_in))}
             if use_bias:
-                layer["b"] = init_weight(kb, (fan_out,), bias_scale, parameterization, dtype)
-            params.append(layer)
-        return params
+                layer["b"] = ((fan_out,), bias_scale)
+            specs.append(layer)
+        return init_layers(key, specs, parameterization, dtype)
 
     def apply_fn(params, x):
         check_input(x, (params[0]["w"].shape[0],), "fc")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 
 from ntkrepro.kernels.gaussian import Activation
@@ -25,7 +24,7 @@ from ntkrepro.nets.core import (
     check_parameterization,
     check_positive_int,
     effective_weight,
-    init_weight,
+    init_layers,
     resolve_activation,
     trainable_mask_fn,
 )
@@ -81,16 +80,13 @@ def resnet(
         if len(input_shape) != 2:
             raise ValueError(f"resnet: input_shape must be (n, d), got {tuple(input_shape)}")
         d = check_positive_int("input dimension", input_shape[-1])
-        params = []
-        for layer_no, key_l in enumerate(jax.random.split(key, depth), start=1):
-            fan_in = d if layer_no == 1 else width
-            kw, kb = jax.random.split(key_l)
-            layer = {"w": init_weight(kw, (fan_in, width), math.sqrt(sigma_w2 / fan_in), parameterization,
-                                      dtype)}
+        specs = []
+        for fan_in in [d] + [width] * (depth - 1):
+            layer = {"w": ((fan_in, width), math.sqrt(sigma_w2 / fan_in))}
             if use_bias:
-                layer["b"] = init_weight(kb, (width,), bias_scale, parameterization, dtype)
-            params.append(layer)
-        return params
+                layer["b"] = ((width,), bias_scale)
+            specs.append(layer)
+        return init_layers(key, specs, parameterization, dtype)
 
     def dense(layer, h):
         w = layer["w"]
