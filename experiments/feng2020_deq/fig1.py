@@ -238,13 +238,14 @@ def _accuracy_figure(summary, panels):
 
 def _freeze_figure(spectrum, panels):
     fig, axes = figure(1, 2, height=2.4)
-    for q in panels:
+    for i, q in enumerate(panels):
         tag = panel_tag(q["sigma_w2"], q["sigma_b2"])
         for model, style in (("ntk", "-"), ("deq", "--")):
             s = spectrum[(spectrum.panel == tag) & (spectrum.model == model)].sort_values("depth")
             label = f"{model.upper()} $\\sigma_W^2$={q['sigma_w2']:g}"
-            axes[0, 0].loglog(s.depth, s.condition_number.replace(np.inf, np.nan), style, label=label)
-            axes[0, 1].loglog(s.depth, s.effective_rank, style, label=label)
+            kw = dict(linestyle=style, color=f"C{i}", label=label)
+            axes[0, 0].loglog(s.depth, s.condition_number.replace(np.inf, np.nan), **kw)
+            axes[0, 1].loglog(s.depth, s.effective_rank, **kw)
     axes[0, 0].set_ylabel("condition number of train Gram")
     axes[0, 1].set_ylabel("effective rank of train Gram")
     for ax in axes[0]:
