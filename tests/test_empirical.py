@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
 import ntkrepro  # noqa: F401  (x64)
+from ntkrepro import empirical
 from ntkrepro.empirical import (
     empirical_nngp,
     empirical_ntk,
@@ -67,6 +68,19 @@ def test_empirical_ntk_equals_brute_force(name):
     got = empirical_ntk(net.apply_fn, params, x1, implementation="jacobian", batch_size=2, trainable=mask,
                         outputs="full")
     np.testing.assert_allclose(got, sym, **tol)
+
+
+def test_recomputed_column_jacobians_give_the_same_kernel(monkeypatch):
+    """Above the column-cache budget the column Jacobians are recomputed per row block."""
+    net = cnn(depth=3, channels=3)
+    shape = (5, 4, 4, 2)
+    params = net.init_fn(jax.random.PRNGKey(0), shape)
+    x = jax.random.normal(jax.random.PRNGKey(1), shape)
+    cached = empirical_ntk(net.apply_fn, params, x, implementation="jacobian", batch_size=2)
+    monkeypatch.setattr(empirical, "COLUMN_CACHE_BYTES", 0)
+    for implementation in ("jacobian", "ntvp"):
+        recomputed = empirical_ntk(net.apply_fn, params, x, implementation=implementation, batch_size=2)
+        np.testing.assert_allclose(recomputed, cached, rtol=1e-10, atol=1e-12 * float(jnp.abs(cached).max()))
 
 
 def test_frozen_layers_change_the_kernel_by_their_gradient_gram():

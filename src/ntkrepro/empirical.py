@@ -32,6 +32,7 @@ IMPLEMENTATIONS = ("auto", "jacobian", "ntvp")
 OUTPUTS = ("trace", "full")
 KINDS = ("ntk", "nngp")
 BLOCK_BYTES = 2**28  # default budget for one block's Jacobian when batch_size is None
+COLUMN_CACHE_BYTES = 2**31  # Jacobians of all column blocks are kept when they fit in this budget
 
 Mask = Any  # a pytree of bools matching params, or a callable params -> such a pytree
 
@@ -179,7 +180,8 @@ def empirical_ntk(
             upper block triangle is computed).
         implementation: ``"jacobian"``, ``"ntvp"`` or ``"auto"`` (cheaper by :func:`estimate_costs`).
         batch_size: examples per block (rows and columns); default: as many as keep one block's
-            Jacobian under 256 MiB.
+            Jacobian under 256 MiB. The column blocks' Jacobians are kept between row blocks when all
+            of them fit in 2 GiB, and recomputed otherwise.
         trainable: bool pytree (or ``params -> pytree`` callable, e.g. ``Network.trainable_mask``)
             selecting the parameters that count; default all.
         outputs: ``"trace"`` -> (n1, n2) = (1/k) sum_j Theta_hat_jj; ``"full"`` -> (n1, n2, k, k).
@@ -205,27 +207,34 @@ def empirical_ntk(
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2.shape[0]
+    row_bytes = k * sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(theta))
     if batch_size is None:
-        leaves = jax.tree.leaves(theta)
-        row_bytes = k * sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in leaves)
         batch_size = max(1, BLOCK_BYTES // max(row_bytes, 1))
     size = int(min(batch_size, max(n1, n2)))
 
     rows, cols = _blocks(x1, size), _blocks(x2, size)
-    # Column Jacobians are kept only when there is a single column block (memory stays one block).
-    single_col = _jacobian(apply_fn, theta, rest, cols[0][2]) if len(cols) == 1 else None
+    # Column Jacobians are computed once and kept when they fit in COLUMN_CACHE_BYTES (otherwise they are
+    # recomputed per row block: for conv nets a Jacobian costs far more than its contraction).
+    keep_columns = len(cols) * size * row_bytes <= COLUMN_CACHE_BYTES
+    column_cache: dict[int, Any] = {}
+
+    def column_jacobian(j):
+        if j in column_cache:
+            return column_cache[j]
+        jac = _jacobian(apply_fn, theta, rest, cols[j][2])
+        if keep_columns or len(cols) == 1:
+            column_cache[j] = jac
+        return jac
+
     result = None
     for i, (r0, r1, xb1) in enumerate(rows):
-        j1 = _jacobian(apply_fn, theta, rest, xb1) if implementation == "jacobian" else None
-        for j, (c0, c1, xb2) in enumerate(cols):
+        j1 = None
+        if implementation == "jacobian":
+            j1 = column_jacobian(i) if symmetric else _jacobian(apply_fn, theta, rest, xb1)
+        for j, (c0, c1, _) in enumerate(cols):
             if symmetric and j < i:
                 continue
-            if single_col is not None:
-                j2 = single_col
-            elif symmetric and j == i and j1 is not None:
-                j2 = j1
-            else:
-                j2 = _jacobian(apply_fn, theta, rest, xb2)
+            j2 = j1 if symmetric and j == i and j1 is not None else column_jacobian(j)
             if implementation == "jacobian":
                 block = _contract(j1, j2, outputs)
             else:
@@ -265,8 +274,12 @@ def empirical_nngp(
         return empirical_ntk(apply_fn, params, x1, x2, implementation="jacobian", batch_size=batch_size,
                              trainable=readout, outputs=outputs)
     x1, x2 = _check_inputs(x1, x2)
-    f1 = apply_fn(params, x1)
-    f2 = f1 if x2 is None else apply_fn(params, x2)
+    return _output_covariance(apply_fn, params, x1, x1 if x2 is None else x2, outputs)
+
+
+@partial(jax.jit, static_argnames=("apply_fn", "outputs"))
+def _output_covariance(apply_fn, params, x1, x2, outputs):
+    f1, f2 = apply_fn(params, x1), apply_fn(params, x2)
     if outputs == "trace":
         return f1 @ f2.T / f1.shape[1]
     return jnp.einsum("ik,jl->ijkl", f1, f2)
