@@ -4,57 +4,365 @@ For (u, v) ~ N(0, [[s11, s12], [s12, s22]]) an activation provides, elementwise 
     k    = E[phi(u) phi(v)]
     kdot = E[phi'(u) phi'(v)]
 (Jacot et al. 2018 eq. for Sigma/Sigmadot; Arora et al. 2019 eqs. 12-13; Cho & Saul 2009 for ReLU.)
+
+Closed forms: ReLU-like slope pairs (ReLU, leaky ReLU, identity, the normalized ReLU of Feng & Kolter)
+by the arc-cosine kernels of degree 1 and 0; erf by Williams (1997). Every other activation (any JAX
+callable; tanh, elu, softplus, sigmoid, silu, gelu are registered) uses :func:`polar_expectations`:
+a product quadrature of the 2-D Gaussian in polar coordinates of the whitened variables, split at the
+angles where u = 0 or v = 0, so that a kink of phi at 0 (ELU, ReLU-like) falls on an arc boundary and
+the rule converges spectrally instead of at the algebraic rate of plain Gauss-Hermite.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import jax
 import jax.numpy as jnp
+import mpmath
+import numpy as np
+from jax import lax
+
+RADIAL_NODES = 40
+ANGULAR_NODES = 32
 
 
 @dataclass(frozen=True)
 class Activation:
-    """An activation phi with its derivative and (optionally) closed-form Gaussian expectations.
+    """An activation phi with its derivatives and Gaussian expectations.
 
-    ``expectations(s11, s12, s22) -> (k, kdot)`` works elementwise on broadcastable arrays.
+    Attributes:
+        name: registry name (with its parameter, e.g. ``"leaky_relu:0.1"``).
+        fn, deriv: phi and phi' (elementwise JAX functions); ``deriv2`` is phi'' (None where it is a
+            distribution, e.g. ReLU-like).
+        expectations: ``(s11, s12, s22) -> (k, kdot)`` elementwise on broadcastable arrays.
+        second_moment: ``q -> E[phi(sqrt(q) Z)^2]``, Z ~ N(0, 1), elementwise.
+        has_closed_form: whether ``expectations`` is exact (else quadrature, accuracy ~1e-10).
+        mp_expectations: the closed form in mpmath (scalar ``(s11, s12, s22) -> (k, kdot)``) for
+            high-precision recursions, or None.
     """
 
     name: str
     fn: Callable
     deriv: Callable
     expectations: Callable
+    second_moment: Callable = field(default=None, compare=False)
+    has_closed_form: bool = False
+    deriv2: Callable | None = field(default=None, compare=False)
+    mp_expectations: Callable | None = field(default=None, compare=False)
 
 
-def _relu_expectations(s11, s12, s22):
-    """Arc-cosine kernels of degree 1 and 0 (Cho & Saul 2009; Arora et al. 2019 sec. 4)."""
+# ---------------------------------------------------------------- quadrature rules
+
+
+@functools.cache
+def half_line_gauss_rule(num_nodes: int, power: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss rule for the weight r^power exp(-r^2/2) on [0, inf) (Golub-Welsch from exact moments).
+
+    The moments 2^((k+p-1)/2) Gamma((k+p+1)/2) are Cholesky-factored in mpmath at high precision (the
+    Hankel matrix is badly conditioned), the Jacobi matrix is diagonalized in float64.
+    Returns (nodes, weights) with sum(weights) = integral of the weight.
+    """
+    n = num_nodes
+    with mpmath.workdps(40 + 3 * n):
+        moments = [mpmath.power(2, mpmath.mpf(k + power - 1) / 2)
+                   * mpmath.gamma(mpmath.mpf(k + power + 1) / 2) for k in range(2 * n + 1)]
+        hankel = mpmath.matrix(n + 1, n + 1)
+        for i in range(n + 1):
+            for j in range(n + 1):
+                hankel[i, j] = moments[i + j]
+        upper = mpmath.cholesky(hankel).T
+        alpha = [upper[0, 1] / upper[0, 0]]
+        alpha += [upper[j, j + 1] / upper[j, j] - upper[j - 1, j] / upper[j - 1, j - 1] for j in range(1, n)]
+        beta = [upper[j + 1, j + 1] / upper[j, j] for j in range(n - 1)]
+        alpha = np.array([float(a) for a in alpha])
+        beta = np.array([float(b) for b in beta])
+        mass = float(moments[0])
+    jacobi = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    nodes, vectors = np.linalg.eigh(jacobi)
+    return nodes, mass * vectors[0] ** 2
+
+
+def gaussian_mean(g: Callable, q, *, num_nodes: int = 64):
+    """E[g(sqrt(q) Z)], Z ~ N(0, 1), elementwise in q >= 0, for g smooth except possibly at 0.
+
+    The half-line rule on each side of 0 makes a kink of g at 0 harmless.
+    """
+    q = jnp.asarray(q, jnp.result_type(q, float))
+    nodes, weights = half_line_gauss_rule(num_nodes, 0)
+    nodes = jnp.asarray(nodes, q.dtype)
+    weights = jnp.asarray(weights / math.sqrt(2 * math.pi), q.dtype)
+    z = jnp.sqrt(jnp.maximum(q, 0.0))[..., None] * nodes
+    return jnp.sum(weights * (g(z) + g(-z)), axis=-1)
+
+
+def _correlation(s11, s12, s22):
+    """c = s12 / sqrt(s11 s22) clipped to [-1, 1] (0 where a variance vanishes) and sqrt(s11 s22)."""
     norm = jnp.sqrt(s11 * s22)
     safe = jnp.where(norm > 0, norm, 1.0)
-    lam = jnp.clip(s12 / safe, -1.0, 1.0)
+    return jnp.where(norm > 0, jnp.clip(s12 / safe, -1.0, 1.0), 0.0), norm
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "deriv", "radial_nodes", "angular_nodes"))
+def polar_expectations(fn: Callable, deriv: Callable, s11, s12, s22, *,
+                       radial_nodes: int = RADIAL_NODES, angular_nodes: int = ANGULAR_NODES):
+    """(E[phi(u)phi(v)], E[phi'(u)phi'(v)]) by quadrature in polar coordinates, kinks of phi at 0 exact.
+
+    Whitened: u = sqrt(s11) r cos(t), v = sqrt(s22) r cos(t - psi), psi = arccos(c). The integrand is
+    smooth in r on every ray (r e^{-r^2/2} Gauss rule on [0, inf)) and smooth in t between the four
+    angles where u or v changes sign, which bound the arcs of Gauss-Legendre rules. The arcs at
+    t + pi give (-u, -v), so two arcs are evaluated for both signs.
+    """
+    dtype = jnp.result_type(s11, s12, s22, float)
+    s11, s12, s22 = jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in (s11, s12, s22)))
+    c, _ = _correlation(s11, s12, s22)
+    psi = jnp.arccos(c)
+    root11, root22 = jnp.sqrt(jnp.maximum(s11, 0.0)), jnp.sqrt(jnp.maximum(s22, 0.0))
+    radii, radial_w = (jnp.asarray(a, dtype) for a in half_line_gauss_rule(radial_nodes, 1))
+    legendre_x, legendre_w = np.polynomial.legendre.leggauss(angular_nodes)
+    unit_x = jnp.asarray((legendre_x + 1.0) / 2.0, dtype)
+    unit_w = jnp.asarray(legendre_w / 2.0, dtype)
+    # arc 1: t in [-pi/2, psi - pi/2] (u >= 0 >= v); arc 2: t in [psi - pi/2, pi/2] (u, v >= 0)
+    starts = (-jnp.pi / 2 + 0.0 * psi, psi - jnp.pi / 2)
+    lengths = (psi, jnp.pi - psi)
+
+    def ray_sums(theta):
+        a = (root11 * jnp.cos(theta))[..., None] * radii
+        b = (root22 * jnp.cos(theta - psi))[..., None] * radii
+        k = fn(a) * fn(b) + fn(-a) * fn(-b)
+        kdot = deriv(a) * deriv(b) + deriv(-a) * deriv(-b)
+        return jnp.sum(radial_w * k, axis=-1), jnp.sum(radial_w * kdot, axis=-1)
+
+    def body(i, acc):
+        k_acc, kdot_acc = acc
+        for start, length in zip(starts, lengths, strict=True):
+            k, kdot = ray_sums(start + length * unit_x[i])
+            k_acc = k_acc + length * unit_w[i] * k
+            kdot_acc = kdot_acc + length * unit_w[i] * kdot
+        return k_acc, kdot_acc
+
+    zero = jnp.zeros_like(s11)
+    k, kdot = lax.fori_loop(0, angular_nodes, body, (zero, zero))
+    return k / (2 * jnp.pi), kdot / (2 * jnp.pi)
+
+
+# ---------------------------------------------------------------- closed forms
+
+
+def _arccos_kernels(s11, s12, s22):
+    """Arc-cosine kernels: E[relu(u)relu(v)] and P(u > 0, v > 0) (Cho & Saul 2009; Arora eqs. 12-13)."""
+    lam, norm = _correlation(s11, s12, s22)
     theta = jnp.arccos(lam)
     k = norm * (lam * (jnp.pi - theta) + jnp.sqrt(1.0 - lam**2)) / (2.0 * jnp.pi)
-    kdot = (jnp.pi - theta) / (2.0 * jnp.pi)
-    return jnp.where(norm > 0, k, 0.0), kdot
+    return jnp.where(norm > 0, k, 0.0), (jnp.pi - theta) / (2.0 * jnp.pi), theta
 
 
-RELU = Activation(
-    name="relu",
-    fn=lambda x: jnp.maximum(x, 0.0),
-    deriv=lambda x: (x > 0).astype(x.dtype),
-    expectations=_relu_expectations,
+def _relu_like_expectations(neg_slope: float, pos_slope: float):
+    """phi(x) = pos_slope x (x > 0), neg_slope x (x <= 0) = b relu(x) - a relu(-x).
+
+    E[phi phi] = (a^2 + b^2) J(s12) - 2ab J(-s12) with J the degree-1 arc-cosine kernel;
+    E[phi' phi'] = ((a^2 + b^2)(pi - theta) + 2ab theta) / (2 pi).
+    """
+    a, b = neg_slope, pos_slope
+
+    def expectations(s11, s12, s22):
+        k_same, _, theta = _arccos_kernels(s11, s12, s22)
+        k_flip, _, _ = _arccos_kernels(s11, -s12, s22)
+        k = (a * a + b * b) * k_same - 2.0 * a * b * k_flip
+        kdot = ((a * a + b * b) * (jnp.pi - theta) + 2.0 * a * b * theta) / (2.0 * jnp.pi)
+        return k, kdot
+
+    def mp_expectations(s11, s12, s22):
+        s11, s12, s22 = (mpmath.mpf(v) for v in (s11, s12, s22))
+        norm = mpmath.sqrt(s11 * s22)
+        lam = max(min(s12 / norm, mpmath.mpf(1)), mpmath.mpf(-1)) if norm > 0 else mpmath.mpf(0)
+        theta = mpmath.acos(lam)
+        root = mpmath.sqrt(1 - lam**2)
+        j_same = norm * (lam * (mpmath.pi - theta) + root) / (2 * mpmath.pi)
+        j_flip = norm * (-lam * theta + root) / (2 * mpmath.pi)
+        k = (a * a + b * b) * j_same - 2 * a * b * j_flip
+        kdot = ((a * a + b * b) * (mpmath.pi - theta) + 2 * a * b * theta) / (2 * mpmath.pi)
+        return k, kdot
+
+    return expectations, mp_expectations
+
+
+def relu_like(neg_slope: float, pos_slope: float, *, name: str | None = None) -> Activation:
+    """The piecewise-linear activation with slopes (neg_slope, pos_slope) (Hayou Def. 1), closed form."""
+    a, b = float(neg_slope), float(pos_slope)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"relu_like slopes must be finite, got ({neg_slope}, {pos_slope})")
+    expectations, mp_expectations = _relu_like_expectations(a, b)
+    return Activation(
+        name=name or f"relu_like:{a:g},{b:g}",
+        fn=lambda x: jnp.where(x > 0, b * x, a * x),
+        deriv=lambda x: jnp.where(x > 0, b, a).astype(jnp.result_type(x, float)),
+        expectations=expectations,
+        second_moment=lambda q: (a * a + b * b) * jnp.asarray(q) / 2.0,
+        has_closed_form=True,
+        mp_expectations=mp_expectations,
+    )
+
+
+def _erf_expectations(s11, s12, s22):
+    """Williams (1997): E erf(u)erf(v) = (2/pi) arcsin(2 s12 / sqrt((1 + 2 s11)(1 + 2 s22)));
+    E erf'(u)erf'(v) = (4/pi) det(I + 2 Sigma)^(-1/2)."""
+    denom = (1.0 + 2.0 * s11) * (1.0 + 2.0 * s22)
+    k = (2.0 / jnp.pi) * jnp.arcsin(jnp.clip(2.0 * s12 / jnp.sqrt(denom), -1.0, 1.0))
+    kdot = (4.0 / jnp.pi) / jnp.sqrt(denom - 4.0 * s12**2)
+    return k, kdot
+
+
+def _erf_mp_expectations(s11, s12, s22):
+    s11, s12, s22 = (mpmath.mpf(v) for v in (s11, s12, s22))
+    denom = (1 + 2 * s11) * (1 + 2 * s22)
+    return (2 / mpmath.pi) * mpmath.asin(2 * s12 / mpmath.sqrt(denom)), (4 / mpmath.pi) / mpmath.sqrt(
+        denom - 4 * s12**2)
+
+
+ERF = Activation(
+    name="erf",
+    fn=jax.scipy.special.erf,
+    deriv=lambda x: (2.0 / jnp.sqrt(jnp.pi)) * jnp.exp(-x * x),
+    expectations=_erf_expectations,
+    second_moment=lambda q: (2.0 / jnp.pi) * jnp.arcsin(2.0 * jnp.asarray(q) / (1.0 + 2.0 * jnp.asarray(q))),
+    has_closed_form=True,
+    deriv2=lambda x: (-4.0 / jnp.sqrt(jnp.pi)) * x * jnp.exp(-x * x),
+    mp_expectations=_erf_mp_expectations,
 )
 
-_REGISTRY: dict[str, Activation] = {"relu": RELU}
+RELU = relu_like(0.0, 1.0, name="relu")
+IDENTITY = relu_like(1.0, 1.0, name="identity")
 
 
-def get_activation(spec: str | Activation) -> Activation:
-    """Look up an activation by name (or pass an :class:`Activation` through)."""
+# ---------------------------------------------------------------- numerical activations
+
+
+def _elementwise_grad(fn: Callable) -> Callable:
+    return jnp.vectorize(jax.grad(lambda x: fn(x)))
+
+
+def from_callable(fn: Callable, *, name: str | None = None, deriv: Callable | None = None,
+                  deriv2: Callable | None = None, radial_nodes: int = RADIAL_NODES,
+                  angular_nodes: int = ANGULAR_NODES) -> Activation:
+    """An activation given as a JAX function; expectations by :func:`polar_expectations`.
+
+    ``deriv`` / ``deriv2`` default to JAX autodiff of ``fn``. Accurate (~1e-10) for phi smooth except
+    possibly at 0 and of at most exponential growth, at moderate variances (s11, s22 <~ 10).
+    """
+    if not callable(fn):
+        raise ValueError(f"activation must be a registered name or a callable, got {fn!r}")
+    deriv = deriv or _elementwise_grad(fn)
+    deriv2 = deriv2 or _elementwise_grad(deriv)
+
+    def expectations(s11, s12, s22):
+        return polar_expectations(fn, deriv, s11, s12, s22,
+                                  radial_nodes=radial_nodes, angular_nodes=angular_nodes)
+
+    return Activation(
+        name=name or getattr(fn, "__name__", "callable"),
+        fn=fn,
+        deriv=deriv,
+        expectations=expectations,
+        second_moment=lambda q: gaussian_mean(lambda z: fn(z) ** 2, q),
+        has_closed_form=False,
+        deriv2=deriv2,
+    )
+
+
+def _elu(alpha: float) -> Activation:
+    return from_callable(
+        lambda x: jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0))),
+        name="elu" if alpha == 1.0 else f"elu:{alpha:g}",
+        deriv=lambda x: jnp.where(x > 0, 1.0, alpha * jnp.exp(jnp.minimum(x, 0.0))),
+        deriv2=lambda x: jnp.where(x > 0, 0.0, alpha * jnp.exp(jnp.minimum(x, 0.0))),
+    )
+
+
+def _sigmoid_deriv(x):
+    s = jax.nn.sigmoid(x)
+    return s * (1.0 - s)
+
+
+def _std_normal_pdf(x):
+    return jnp.exp(-x * x / 2.0) / jnp.sqrt(2.0 * jnp.pi)
+
+
+def _std_normal_cdf(x):
+    return 0.5 * jax.scipy.special.erfc(-x / jnp.sqrt(2.0))
+
+
+_FIXED: dict[str, Callable[[], Activation]] = {
+    "relu": lambda: RELU,
+    "identity": lambda: IDENTITY,
+    "normalized_relu": lambda: relu_like(0.0, math.sqrt(2.0), name="normalized_relu"),
+    "erf": lambda: ERF,
+    "tanh": lambda: from_callable(
+        jnp.tanh, name="tanh", deriv=lambda x: 1.0 - jnp.tanh(x) ** 2,
+        deriv2=lambda x: -2.0 * jnp.tanh(x) * (1.0 - jnp.tanh(x) ** 2)),
+    "softplus": lambda: from_callable(jax.nn.softplus, name="softplus", deriv=jax.nn.sigmoid,
+                                      deriv2=_sigmoid_deriv),
+    "sigmoid": lambda: from_callable(jax.nn.sigmoid, name="sigmoid", deriv=_sigmoid_deriv),
+    "silu": lambda: from_callable(
+        lambda x: x * jax.nn.sigmoid(x), name="silu",
+        deriv=lambda x: jax.nn.sigmoid(x) + x * _sigmoid_deriv(x)),
+    "gelu": lambda: from_callable(
+        lambda x: x * _std_normal_cdf(x), name="gelu",
+        deriv=lambda x: _std_normal_cdf(x) + x * _std_normal_pdf(x),
+        deriv2=lambda x: (2.0 - x * x) * _std_normal_pdf(x)),
+}
+# name -> (constructor, default parameters; None = required)
+_PARAMETRIC: dict[str, tuple[Callable[..., Activation], tuple]] = {
+    "leaky_relu": (lambda slope: relu_like(slope, 1.0, name=f"leaky_relu:{slope:g}"), (0.01,)),
+    "relu_like": (relu_like, (None, None)),
+    "elu": (_elu, (1.0,)),
+}
+KNOWN = sorted([*_FIXED, *_PARAMETRIC])
+
+
+@functools.cache
+def _build(name: str, params: tuple) -> Activation:
+    if name in _FIXED:
+        return _FIXED[name]()
+    return _PARAMETRIC[name][0](*params)
+
+
+def _parse(spec: str) -> Activation:
+    """'name' or 'name:p1,p2' -> a cached Activation (equal specs give the same object, so jit caches hit)."""
+    name, _, args = spec.partition(":")
+    name = name.strip()
+    if name in _FIXED and not args:
+        return _build(name, ())
+    if name in _PARAMETRIC:
+        _, defaults = _PARAMETRIC[name]
+        try:
+            values = tuple(float(a) for a in args.split(",")) if args else ()
+        except ValueError:
+            raise ValueError(f"activation {spec!r}: parameters must be numbers") from None
+        if len(values) not in (0, len(defaults)) or (not values and None in defaults):
+            raise ValueError(f"activation {spec!r}: {name} takes {len(defaults)} parameter(s)")
+        return _build(name, values or defaults)
+    raise ValueError(
+        f"unknown activation {spec!r}; known: {', '.join(KNOWN)} "
+        "(parameters after a colon: 'leaky_relu:0.1', 'elu:1.0', 'relu_like:0.1,1'), or pass a callable"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _wrap_callable(fn: Callable) -> Activation:
+    return from_callable(fn)
+
+
+def get_activation(spec: str | Activation | Callable) -> Activation:
+    """Look up an activation by name (``"relu"``, ``"leaky_relu:0.1"``, ...), pass an
+    :class:`Activation` through, or wrap a JAX callable (:func:`from_callable`)."""
     if isinstance(spec, Activation):
         return spec
-    try:
-        return _REGISTRY[spec]
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {spec!r}; known: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    if isinstance(spec, str):
+        return _parse(spec)
+    if callable(spec):
+        return _wrap_callable(spec)
+    raise ValueError(f"activation must be a name, an Activation or a callable, got {spec!r}")

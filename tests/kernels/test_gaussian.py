@@ -1,0 +1,204 @@
+"""Gaussian expectations: closed forms vs Monte Carlo and quadrature, quadrature vs closed forms and
+scipy adaptive quadrature (kinked ELU included), registry and bad input."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import integrate, special, stats
+
+import ntkrepro  # noqa: F401  (x64)
+from ntkrepro.kernels.gaussian import (
+    KNOWN,
+    from_callable,
+    gaussian_mean,
+    get_activation,
+    half_line_gauss_rule,
+    polar_expectations,
+)
+
+COVARIANCES = [(1.0, 0.3, 2.0), (0.5, -0.45, 0.7), (3.0, 2.9, 3.0), (2.0, 2.0, 2.0), (4.0, -1.5, 1.5)]
+
+NUMPY_FNS = {
+    "relu": (lambda x: np.maximum(x, 0), lambda x: (x > 0) * 1.0),
+    "leaky_relu:0.2": (lambda x: np.where(x > 0, x, 0.2 * x), lambda x: np.where(x > 0, 1.0, 0.2)),
+    "relu_like:-0.5,2": (lambda x: np.where(x > 0, 2 * x, -0.5 * x), lambda x: np.where(x > 0, 2.0, -0.5)),
+    "normalized_relu": (lambda x: math.sqrt(2) * np.maximum(x, 0), lambda x: math.sqrt(2) * (x > 0)),
+    "identity": (lambda x: x, lambda x: np.ones_like(x)),
+    "erf": (special.erf, lambda x: 2 / math.sqrt(math.pi) * np.exp(-x * x)),
+    "tanh": (np.tanh, lambda x: 1 - np.tanh(x) ** 2),
+    "elu": (lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+            lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0)))),
+    "softplus": (lambda x: np.logaddexp(0, x), special.expit),
+    "sigmoid": (special.expit, lambda x: special.expit(x) * (1 - special.expit(x))),
+    "silu": (lambda x: x * special.expit(x), lambda x: special.expit(x) * (1 + x * (1 - special.expit(x)))),
+    "gelu": (lambda x: x * special.ndtr(x),
+             lambda x: special.ndtr(x) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)),
+}
+CLOSED = ["relu", "leaky_relu:0.2", "relu_like:-0.5,2", "normalized_relu", "identity", "erf"]
+
+
+def _expect(name, cov):
+    k, kdot = get_activation(name).expectations(*(jnp.asarray(v) for v in cov))
+    return float(k), float(kdot)
+
+
+def _dblquad(g, s11, s12, s22):
+    """E[g(u, v)] by scipy adaptive quadrature in Cholesky coordinates, split along the lines u = 0 and
+    v = 0 (so that kinks at 0 lie on region boundaries); 1-D quad when the covariance is singular."""
+    if s12 * s12 >= s11 * s22 * (1 - 1e-15):
+        f = lambda z: g(math.sqrt(s11) * z, math.sqrt(s22) * z * np.sign(s12)) * stats.norm.pdf(z)
+        return sum(integrate.quad(f, lo, hi, epsabs=1e-14, epsrel=1e-13)[0] for lo, hi in ((-12, 0), (0, 12)))
+    a, c, s = math.sqrt(s11), s12 / math.sqrt(s11), math.sqrt(s22 - s12**2 / s11)  # v = c z1 + s z2
+    f = lambda z2, z1: g(a * z1, c * z1 + s * z2) * np.exp(-(z1 * z1 + z2 * z2) / 2) / (2 * math.pi)
+    split = lambda z1: -c * z1 / s
+    total = 0.0
+    for lo, hi in ((-11, 0), (0, 11)):
+        total += integrate.dblquad(f, lo, hi, lambda z1: -11, split, epsabs=1e-14, epsrel=1e-12)[0]
+        total += integrate.dblquad(f, lo, hi, split, lambda z1: 11, epsabs=1e-14, epsrel=1e-12)[0]
+    return total
+
+
+@pytest.mark.parametrize("name", CLOSED)
+def test_closed_forms_match_monte_carlo(name):
+    rng = np.random.default_rng(0)
+    fn, deriv = NUMPY_FNS[name]
+    for s11, s12, s22 in COVARIANCES[:3]:
+        z = rng.standard_normal((2, 400_000))
+        u = math.sqrt(s11) * z[0]
+        v = s12 / math.sqrt(s11) * z[0] + math.sqrt(s22 - s12**2 / s11) * z[1]
+        k, kdot = _expect(name, (s11, s12, s22))
+        for exact, samples in ((k, fn(u) * fn(v)), (kdot, deriv(u) * deriv(v))):
+            stderr = samples.std() / math.sqrt(samples.size)
+            assert abs(exact - samples.mean()) < 5 * stderr + 1e-12
+
+
+@pytest.mark.parametrize("name", ["relu_like:-0.5,2", "erf"])
+def test_closed_forms_match_adaptive_quadrature(name):
+    fn, deriv = NUMPY_FNS[name]
+    for cov in COVARIANCES[:2]:
+        k, kdot = _expect(name, cov)
+        assert k == pytest.approx(_dblquad(lambda u, v: fn(u) * fn(v), *cov), rel=1e-9, abs=1e-11)
+        assert kdot == pytest.approx(_dblquad(lambda u, v: deriv(u) * deriv(v), *cov), rel=1e-9, abs=1e-11)
+
+
+@pytest.mark.parametrize("name", ["tanh", "elu", "softplus", "gelu"])
+def test_numerical_expectations_match_adaptive_quadrature(name):
+    """The kink-aware polar rule reaches ~1e-11 also for ELU (kink at 0)."""
+    fn, deriv = NUMPY_FNS[name]
+    for cov in (COVARIANCES[0], COVARIANCES[2], COVARIANCES[4]):
+        k, kdot = _expect(name, cov)
+        assert k == pytest.approx(_dblquad(lambda u, v: fn(u) * fn(v), *cov), rel=1e-10, abs=1e-11)
+        if name in ("tanh", "elu"):
+            exact = _dblquad(lambda u, v: deriv(u) * deriv(v), *cov)
+            assert kdot == pytest.approx(exact, rel=1e-10, abs=1e-11)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "silu"])
+def test_numerical_expectations_match_monte_carlo(name):
+    rng = np.random.default_rng(1)
+    fn, deriv = NUMPY_FNS[name]
+    s11, s12, s22 = COVARIANCES[1]
+    z = rng.standard_normal((2, 400_000))
+    u = math.sqrt(s11) * z[0]
+    v = s12 / math.sqrt(s11) * z[0] + math.sqrt(s22 - s12**2 / s11) * z[1]
+    k, kdot = _expect(name, (s11, s12, s22))
+    for exact, samples in ((k, fn(u) * fn(v)), (kdot, deriv(u) * deriv(v))):
+        assert abs(exact - samples.mean()) < 5 * samples.std() / math.sqrt(samples.size)
+
+
+cov_strategy = st.tuples(
+    st.floats(0.05, 6.0), st.floats(-0.999, 0.999), st.floats(0.05, 6.0)
+).map(lambda t: (t[0], t[1] * math.sqrt(t[0] * t[2]), t[2]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(cov=cov_strategy, slopes=st.tuples(st.floats(-2, 2), st.floats(-2, 2)))
+def test_polar_quadrature_reproduces_closed_forms(cov, slopes):
+    """Two independent algorithms: the polar quadrature of a callable vs the arc-cosine / Williams forms."""
+    relu_like = get_activation(f"relu_like:{slopes[0]!r},{slopes[1]!r}")
+    for closed in (relu_like, get_activation("erf")):
+        k, kdot = closed.expectations(*(jnp.asarray(v) for v in cov))
+        kq, kdotq = polar_expectations(closed.fn, closed.deriv, *(jnp.asarray(v) for v in cov))
+        scale = math.sqrt(cov[0] * cov[2]) * (1 + max(abs(s) for s in slopes) ** 2)
+        assert float(kq) == pytest.approx(float(k), abs=1e-11 * scale)
+        assert float(kdotq) == pytest.approx(float(kdot), abs=1e-11 * (1 + max(abs(s) for s in slopes) ** 2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(cov=cov_strategy, scale=st.floats(0.1, 10.0))
+def test_closed_form_invariances(cov, scale):
+    s11, s12, s22 = (jnp.asarray(v) for v in cov)
+    relu = get_activation("relu")
+    k, kdot = relu.expectations(s11, s12, s22)
+    k_swap, kdot_swap = relu.expectations(s22, s12, s11)
+    k_scaled, kdot_scaled = relu.expectations(scale * s11, scale * s12, scale * s22)
+    assert float(k_swap) == pytest.approx(float(k), rel=1e-12, abs=1e-15)
+    assert float(k_scaled) == pytest.approx(scale * float(k), rel=1e-11, abs=1e-14)  # degree-1 homogeneous
+    assert float(kdot_scaled) == pytest.approx(float(kdot), rel=1e-11)
+    assert 0.0 <= float(kdot) <= 0.5 and float(k) >= 0.0
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu:0.2", "erf", "identity", "tanh", "elu", "gelu"])
+def test_second_moment_matches_expectation_on_the_diagonal_and_quad(name):
+    act = get_activation(name)
+    fn = NUMPY_FNS[name][0]
+    for q in (0.3, 1.0, 4.0):
+        integrand = lambda z, q=q: fn(math.sqrt(q) * z) ** 2 * stats.norm.pdf(z)
+        exact = sum(integrate.quad(integrand, lo, hi, epsabs=1e-14)[0] for lo, hi in ((-12, 0), (0, 12)))
+        assert float(act.second_moment(q)) == pytest.approx(exact, rel=1e-11)
+        assert float(act.expectations(jnp.asarray(q), jnp.asarray(q), jnp.asarray(q))[0]) == pytest.approx(
+            exact, rel=1e-10)
+
+
+def test_gaussian_mean_and_half_line_rule_are_exact_on_known_integrals():
+    assert float(gaussian_mean(lambda z: z**4, 2.0)) == pytest.approx(3 * 2.0**2, rel=1e-13)
+    assert float(gaussian_mean(lambda z: jnp.maximum(z, 0.0), 2.0)) == pytest.approx(
+        math.sqrt(2.0 / (2 * math.pi)), rel=1e-13)
+    nodes, weights = half_line_gauss_rule(12, 1)
+    for k in range(0, 23):  # degree 2n - 1 exactness of r^k against r e^{-r^2/2}
+        exact = 2 ** (k / 2) * math.gamma(k / 2 + 1)
+        assert np.sum(weights * nodes**k) == pytest.approx(exact, rel=1e-12)
+
+
+def test_float32_agrees_with_float64():
+    for name in ("relu", "erf", "tanh"):
+        act = get_activation(name)
+        cov64 = [jnp.asarray(v, jnp.float64) for v in COVARIANCES[0]]
+        k64, kdot64 = act.expectations(*cov64)
+        k32, kdot32 = act.expectations(*(v.astype(jnp.float32) for v in cov64))
+        assert k32.dtype == jnp.float32 and kdot32.dtype == jnp.float32
+        assert float(k32) == pytest.approx(float(k64), rel=2e-6)
+        assert float(kdot32) == pytest.approx(float(kdot64), rel=2e-6)
+
+
+def test_expectations_broadcast_over_arrays():
+    s11 = jnp.array([1.0, 2.0])[:, None]
+    s22 = jnp.array([1.0, 0.5, 3.0])[None, :]
+    s12 = 0.3 * jnp.sqrt(s11 * s22)
+    for name in ("relu", "tanh"):
+        k, kdot = get_activation(name).expectations(s11, s12, s22)
+        assert k.shape == kdot.shape == (2, 3)
+        assert float(k[1, 2]) == pytest.approx(_expect(name, (2.0, float(s12[1, 2]), 3.0))[0], rel=1e-13)
+
+
+def test_registry_names_parameters_and_callables():
+    assert set(KNOWN) >= {"relu", "leaky_relu", "erf", "identity", "tanh", "elu", "softplus", "sigmoid",
+                          "silu", "gelu"}
+    assert get_activation("leaky_relu") is get_activation("leaky_relu:0.01")  # Hayou's default slope
+    act = get_activation("relu")
+    assert get_activation(act) is act and act.has_closed_form and not get_activation("tanh").has_closed_form
+    custom = from_callable(lambda x: jnp.sin(x), name="sin")
+    k, kdot = custom.expectations(jnp.asarray(1.0), jnp.asarray(0.5), jnp.asarray(1.0))
+    # E sin(u) sin(v) = e^{-(s11 + s22)/2} sinh(s12); E cos cos = e^{-(s11 + s22)/2} cosh(s12)
+    assert float(k) == pytest.approx(math.exp(-1) * math.sinh(0.5), rel=1e-12)
+    assert float(kdot) == pytest.approx(math.exp(-1) * math.cosh(0.5), rel=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["swish_typo", "leaky_relu:abc", "relu_like:0.1", "elu:1,2", 3.0, None])
+def test_bad_activation_specs_raise(spec):
+    with pytest.raises(ValueError):
+        get_activation(spec)
