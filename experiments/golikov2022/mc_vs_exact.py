@@ -1,0 +1,488 @@
+"""Golikov et al. 2022, sec. 4.3 (with sec. 8.2): Monte Carlo estimates of the NTK against the exact kernel.
+
+Theta_hat^(M) = mean of M empirical NTKs (eq. 3) of width-n nets over independent initializations. It
+converges to the limit Theta as n -> inf for any M, and to E Theta_hat as M -> inf at fixed n; E Theta_hat
+= Theta + O(1/n) (sec. 8.2, after eq. 157), exactly Theta with one hidden layer (the first layer's
+covariance x.x'/d is deterministic, eqs. 56-58). Measured on digits for FC and CNN nets, ReLU and erf:
+
+- grid (widths x sample counts M): relative error ||Theta_hat^(M) - Theta||_F / ||Theta||_F on the train
+  Gram, and the test accuracy of kernel regression with Theta_hat^(M) in place of Theta. The draws at one
+  width are split into disjoint consecutive groups of M; each group is one Monte Carlo estimate. Curves:
+  root-mean-square over groups; bands: the 10-90% range over groups.
+- bias probe (a narrow width, the net's depth and the one-hidden-layer control): many draws in groups.
+  The Frobenius error is dominated by the draw-to-draw fluctuation of the kernel's overall scale
+  (O(sqrt(depth/n)), common to every entry), which hides an O(1/n) bias unless M >> n. The bias is
+  therefore measured on the kernel's shape s(K) = mean off-diagonal / mean diagonal entry, in which the
+  scale cancels: delta = s(E Theta_hat) / s(Theta) - 1, estimated from all draws, with a t-statistic
+  over the groups. delta != 0 proves E Theta_hat != Theta: a bias that no number of samples removes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ntkrepro.empirical import monte_carlo_kernel
+from ntkrepro.kernels.conv import cntk
+from ntkrepro.kernels.fc import fc_kernels
+from ntkrepro.nets import cnn, fc
+from ntkrepro.nets.core import unit_second_moment
+from ntkrepro.plotting import band, figure
+from ntkrepro.progress import progress
+from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
+from ntkrepro.stage import StageResult, load_split, main
+
+ARCHS = ("fc", "cnn")
+PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+# ---------------------------------------------------------------- models
+
+
+def c_sigma(activation: str) -> float:
+    """1 / E[phi(z)^2], z ~ N(0, 1): the weight variance that keeps the second moment (He's 2 for ReLU;
+    Arora et al.'s c_sigma, which the CNN uses too)."""
+    return 1.0 / unit_second_moment(activation)
+
+
+def make_network(arch: str, *, depth: int, width: int, activation: str, readout: str, dtype):
+    """The finite-width net of ``arch`` (FC: sigma_w2 = c_sigma, no bias; CNN: Arora's conventions)."""
+    if arch == "fc":
+        return fc(depth=depth, width=width, activation=activation, sigma_w2=c_sigma(activation), dtype=dtype)
+    if arch == "cnn":
+        return cnn(depth=depth, channels=width, activation=activation, readout=readout, dtype=dtype)
+    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+
+
+def net_inputs(arch: str, images: np.ndarray) -> np.ndarray:
+    """FC nets read flattened images, CNNs the (n, H, W, C) images."""
+    return images.reshape(len(images), -1) if arch == "fc" else images
+
+
+def exact_ntk(arch: str, x1, x2=None, *, depth: int, activation: str, readout: str) -> np.ndarray:
+    """The limit NTK matching :func:`make_network` (float64)."""
+    if arch == "fc":
+        k = fc_kernels(x1, x2, depth=depth, activation=activation, sigma_w2=c_sigma(activation), sigma_b2=0.0)
+    elif arch == "cnn":
+        k = cntk(x1, x2, depth=depth, readout=readout, activation=activation)
+    else:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    return np.asarray(k.ntk, dtype=np.float64)
+
+
+@functools.partial(jax.jit, static_argnames=("init_fn", "apply_fn"))
+def _ntk_draws(keys, x, *, init_fn, apply_fn):
+    def one(key):
+        params = init_fn(key, x.shape)
+        jac = jax.vmap(jax.jacrev(lambda p, xi: apply_fn(p, xi[None])[0]), in_axes=(None, 0))(params, x)
+        leaves = [leaf.reshape(x.shape[0], leaf.shape[1], -1) for leaf in jax.tree.leaves(jac)]
+        return sum(jnp.einsum("ikp,jkp->ij", a, a) for a in leaves) / leaves[0].shape[1]
+
+    return jax.vmap(one)(keys)
+
+
+def ntk_draws(net, keys, x) -> np.ndarray:
+    """Empirical NTKs Theta_hat(x, x) of ``net`` initialized with each key, (len(keys), n, n).
+
+    The Jacobian contraction of ``ntkrepro.empirical.empirical_ntk`` (all parameters, trace over outputs),
+    vmapped over draws: thousands of tiny nets cost little more than one. Key s of
+    ``jax.random.split(key, N)`` gives the same draw as ``monte_carlo_kernel(..., key, n_samples=N)``.
+    """
+    return np.asarray(_ntk_draws(keys, jnp.asarray(x), init_fn=net.init_fn, apply_fn=net.apply_fn),
+                      dtype=np.float64)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def relative_error(estimate, exact) -> float:
+    """||estimate - exact||_F / ||exact||_F."""
+    exact = np.asarray(exact, dtype=np.float64)
+    return float(np.linalg.norm(np.asarray(estimate, dtype=np.float64) - exact) / np.linalg.norm(exact))
+
+
+def group_means(samples: np.ndarray, size: int) -> np.ndarray:
+    """Means of the disjoint consecutive groups of ``size`` draws, (len(samples) // size, ...)."""
+    count = len(samples) // size
+    if size < 1 or count < 1:
+        raise ValueError(f"group size {size} needs 1..{len(samples)} draws per group")
+    return samples[: count * size].reshape(count, size, *samples.shape[1:]).mean(axis=1)
+
+
+def kernel_shape(k) -> float:
+    """s(K) = mean off-diagonal entry / mean diagonal entry of a square Gram (invariant to K's scale)."""
+    k = np.asarray(k, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] < 2:
+        raise ValueError(f"kernel_shape needs a square Gram of at least 2 points, got shape {k.shape}")
+    n = k.shape[0]
+    diag = np.trace(k)
+    return float((k.sum() - diag) / (n * (n - 1)) / (diag / n))
+
+
+def squared_bias_estimate(sum_dev: np.ndarray, sum_sq_norms: float, count: int) -> float:
+    """Unbiased estimate of ||E Theta_hat - Theta||_F^2 from ``count`` draws with deviations d_i:
+    the U-statistic mean_{i != j} <d_i, d_j> = (||sum d_i||^2 - sum ||d_i||^2) / (count (count - 1))."""
+    if count < 2:
+        raise ValueError("the squared-bias estimate needs at least 2 draws")
+    return float((np.sum(np.asarray(sum_dev) ** 2) - sum_sq_norms) / (count * (count - 1)))
+
+
+def t_statistic(values) -> float:
+    """mean / (sample std / sqrt(count)) of independent replicate estimates (inf if they all agree)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        raise ValueError("a t-statistic needs at least 2 replicates")
+    se = v.std(ddof=1) / math.sqrt(v.size)
+    return float(v.mean() / se) if se > 0 else math.copysign(math.inf, v.mean())
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log y against log x."""
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def rms(values) -> float:
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+# ---------------------------------------------------------------- computations
+
+
+def _key(seed: int, *labels) -> jax.Array:
+    """A PRNG key per (arch, activation, depth, width, ...): every draw derives from the config seed."""
+    key = jax.random.PRNGKey(seed)
+    for label in labels:
+        key = jax.random.fold_in(key, label if isinstance(label, int) else zlib.crc32(label.encode()) % 2**31)
+    return key
+
+
+def _regression_accuracy(k_all, n_train, targets, y_test, ridge_rel) -> float:
+    k_train, k_test = k_all[:n_train], k_all[n_train:]
+    ridge = ridge_rel * float(np.mean(np.diag(k_train)))
+    pred = kernel_regression(k_train, targets, k_test, ridge=ridge)
+    return float(accuracy(np.asarray(pred), y_test))
+
+
+def grid_rows(samples, exact_all, *, n_train, sample_counts, targets, y_test, ridge_rel) -> list[dict]:
+    """Error and accuracy of every group of M draws, for each M (one row per group)."""
+    rows = []
+    exact_train = exact_all[:n_train]
+    for m in sample_counts:
+        for g, mean in enumerate(group_means(samples, m)):
+            rows.append({"M": m, "group": g, "error": relative_error(mean[:n_train], exact_train),
+                         "accuracy": _regression_accuracy(mean, n_train, targets, y_test, ridge_rel)})
+    return rows
+
+
+def bias_probe(net, key, x, exact, *, n_groups, group_size, batch, checkpoints) -> dict:
+    """``n_groups`` x ``group_size`` draws of Theta_hat(x, x), streamed in batches.
+
+    Returns per group and checkpoint M the relative Frobenius error and the shape s of the group's
+    running mean (``error``, ``shape``: (n_groups, len(checkpoints))), the shape of each group's full
+    mean (``group_shapes``) and of the pooled mean (``pooled_shape``), the U-statistic estimate of the
+    squared Frobenius bias and the mean squared deviation of one draw (``bias2``, ``mse1``).
+    """
+    total = n_groups * group_size
+    keys = jax.random.split(key, total)
+    norm = np.linalg.norm(exact)
+    errors = np.zeros((n_groups, len(checkpoints)))
+    shapes = np.zeros((n_groups, len(checkpoints)))
+    group_shapes = np.zeros(n_groups)
+    sum_all = np.zeros_like(exact)
+    sum_sq = 0.0
+    for g in range(n_groups):
+        running = np.zeros_like(exact)
+        for start in range(0, group_size, batch):
+            stop = min(start + batch, group_size)
+            draws = ntk_draws(net, keys[g * group_size + start: g * group_size + stop], x)
+            dev = draws - exact
+            sum_sq += float(np.sum(dev**2))
+            cumulative = running + np.cumsum(draws, axis=0)
+            for c, m in enumerate(checkpoints):
+                if start < m <= stop:
+                    mean = cumulative[m - start - 1] / m
+                    errors[g, c] = np.linalg.norm(mean - exact) / norm
+                    shapes[g, c] = kernel_shape(mean)
+            running = cumulative[-1]
+        sum_all += running
+        group_shapes[g] = kernel_shape(running / group_size)
+    return {
+        "error": errors,
+        "shape": shapes,
+        "group_shapes": group_shapes,
+        "pooled_shape": kernel_shape(sum_all / total),
+        "bias2": squared_bias_estimate(sum_all - total * exact, sum_sq, total) / norm**2,
+        "mse1": sum_sq / total / norm**2,
+    }
+
+
+def summarize_probe(probe: dict, exact_shape: float) -> dict:
+    """delta = s(mean)/s(Theta) - 1 (pooled draws), its t-statistic over groups, the Frobenius bias."""
+    deltas = probe["group_shapes"] / exact_shape - 1.0
+    bias2 = probe["bias2"]
+    return {
+        "shape_bias": probe["pooled_shape"] / exact_shape - 1.0,
+        "shape_bias_se": float(deltas.std(ddof=1) / math.sqrt(deltas.size)),
+        "shape_bias_t": t_statistic(deltas),
+        "frobenius_bias": math.sqrt(max(bias2, 0.0)),
+        "bias_share_m1": max(bias2, 0.0) / probe["mse1"],
+    }
+
+
+# ---------------------------------------------------------------- stage
+
+
+def _combos(p):
+    return [(arch, act) for arch in p.archs for act in p.activations]
+
+
+def check_params(p) -> None:
+    """One-line ValueError for settings the config schema does not cover, before any compute."""
+    bad_arch = [a for a in p.archs if a not in ARCHS]
+    if bad_arch:
+        raise ValueError(f"params.archs: unknown {bad_arch}; expected a subset of {ARCHS}")
+    if p.net_precision not in PRECISIONS:
+        raise ValueError(f"params.net_precision must be one of {tuple(PRECISIONS)}, got {p.net_precision!r}")
+    if min(p.n_samples) != 1:
+        raise ValueError("params.n_samples must include M = 1 (the single-draw error and its width slope)")
+    if p.n_reps < 2:
+        raise ValueError(f"params.n_reps must be >= 2 (groups at the largest M), got {p.n_reps}")
+    if p.ridge_rel < 0:
+        raise ValueError(f"params.ridge_rel must be >= 0, got {p.ridge_rel}")
+    if p.depth <= p.control_depth or p.control_depth < 2:
+        raise ValueError(f"need 2 <= control_depth < depth, got control_depth={p.control_depth}, "
+                         f"depth={p.depth}")
+    for arch in p.archs:
+        q = p[arch].bias_probe
+        for name in ("width", "n_points", "n_groups", "group_size", "batch"):
+            if not isinstance(q[name], int) or q[name] < 1:
+                raise ValueError(f"params.{arch}.bias_probe.{name} must be an integer >= 1, got {q[name]!r}")
+        if q.n_groups < 2 or q.group_size < 2 or q.n_points < 2:
+            raise ValueError(f"params.{arch}.bias_probe needs n_groups, group_size and n_points >= 2")
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    check_params(p)
+    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    n_train = len(train.y)
+    images = np.concatenate([np.asarray(train.x), np.asarray(test.x)]).astype(np.float64)
+    targets = one_hot_shifted(np.asarray(train.y), train.num_classes, pos=p.label_pos, neg=p.label_neg)
+    y_test = np.asarray(test.y)
+    net_dtype = PRECISIONS[p.net_precision]
+    sample_counts = sorted(int(m) for m in p.n_samples)
+    draws_per_width = p.n_reps * sample_counts[-1]
+
+    grid, exact_acc, jobs = [], {}, []
+    for arch, act in _combos(p):
+        jobs += [(arch, act, w) for w in p[arch].widths]
+    exact_cache = {}
+    for arch, act, width in progress(jobs, desc="mc grid", enabled=cfg.progress):
+        x = net_inputs(arch, images)
+        if (arch, act) not in exact_cache:
+            exact_cache[arch, act] = exact_ntk(arch, x, x[:n_train], depth=p.depth, activation=act,
+                                               readout=p.cnn.readout)
+            exact_acc[arch, act] = _regression_accuracy(exact_cache[arch, act], n_train, targets, y_test,
+                                                        p.ridge_rel)
+        net = make_network(arch, depth=p.depth, width=width, activation=act, readout=p.cnn.readout,
+                           dtype=net_dtype)
+        mc = monte_carlo_kernel(net.init_fn, net.apply_fn, _key(cfg.seed, arch, act, p.depth, width),
+                                x.astype(net_dtype), x[:n_train].astype(net_dtype),
+                                n_samples=draws_per_width, keep_samples=True)
+        samples = np.asarray(mc.samples, dtype=np.float64)
+        for row in grid_rows(samples, exact_cache[arch, act], n_train=n_train, sample_counts=sample_counts,
+                             targets=targets, y_test=y_test, ridge_rel=p.ridge_rel):
+            grid.append({"arch": arch, "activation": act, "width": width, **row})
+    grid = pd.DataFrame(grid)
+
+    probe_rows, bias_rows, probes = [], [], {}
+    probe_jobs = [(arch, act, depth) for arch, act in _combos(p) for depth in (p.control_depth, p.depth)]
+    x_probe = images[:n_train]
+    for arch, act, depth in progress(probe_jobs, desc="bias probe", enabled=cfg.progress):
+        q = p[arch].bias_probe
+        x = net_inputs(arch, x_probe[: q.n_points])
+        exact = exact_ntk(arch, x, depth=depth, activation=act, readout=p.cnn.readout)
+        net = make_network(arch, depth=depth, width=q.width, activation=act, readout=p.cnn.readout,
+                           dtype=net_dtype)
+        checkpoints = [m for m in _powers_of_two(q.group_size)]
+        probe = bias_probe(net, _key(cfg.seed, "probe", arch, act, depth, q.width), x.astype(net_dtype),
+                           exact, n_groups=q.n_groups, group_size=q.group_size, batch=q.batch,
+                           checkpoints=checkpoints)
+        exact_shape = kernel_shape(exact)
+        probes[arch, act, depth] = (probe, checkpoints, exact_shape)
+        summary = summarize_probe(probe, exact_shape)
+        bias_rows.append({"arch": arch, "activation": act, "depth": depth, "width": q.width,
+                          "draws": q.n_groups * q.group_size, "exact_shape": exact_shape, **summary})
+        for c, m in enumerate(checkpoints):
+            errs, shape_dev = probe["error"][:, c], probe["shape"][:, c] / exact_shape - 1.0
+            probe_rows.append({"arch": arch, "activation": act, "depth": depth, "width": q.width, "M": m,
+                               "error_rms": rms(errs), "error_q10": np.quantile(errs, 0.1),
+                               "error_q90": np.quantile(errs, 0.9), "shape_dev_rms": rms(shape_dev),
+                               "shape_dev_q10": np.quantile(np.abs(shape_dev), 0.1),
+                               "shape_dev_q90": np.quantile(np.abs(shape_dev), 0.9)})
+    bias = pd.DataFrame(bias_rows)
+    probe_table = pd.DataFrame(probe_rows)
+
+    combos = _combos(p)
+    summary, metrics = summarize_grid(grid, exact_acc)
+    metrics.update(bias_metrics(bias, depth=p.depth, control_depth=p.control_depth,
+                                t_threshold=p.bias_t_threshold, share_threshold=p.bias_share_threshold))
+    figures = {
+        "mc_error_vs_width": _plot_vs(summary, combos, x="width", lines="M", value="error", logy=True,
+                                      reference_slope=-0.5),
+        "mc_error_vs_samples": _plot_vs(summary, combos, x="M", lines="width", value="error", logy=True,
+                                        reference_slope=-0.5),
+        "mc_accuracy_vs_width": _plot_vs(summary, combos, x="width", lines="M", value="accuracy", logy=False,
+                                         exact=exact_acc),
+        "mc_bias": _plot_bias(probe_table, bias, combos, p.depth, p.control_depth),
+    }
+    return StageResult(
+        metrics=metrics,
+        data=train.provenance,
+        sizes={"n_train": n_train, "n_test": len(y_test), "depth": p.depth, "control_depth": p.control_depth,
+               "n_samples": sample_counts, "draws_per_width": draws_per_width,
+               "net_precision": p.net_precision,
+               **{f"widths_{arch}": list(p[arch].widths) for arch in p.archs},
+               **{f"probe_draws_{arch}": p[arch].bias_probe.n_groups * p[arch].bias_probe.group_size
+                  for arch in p.archs}},
+        seeds=[cfg.seed],
+        tables={"mc_grid_summary": summary, "mc_bias": bias, "mc_bias_probe": probe_table},
+        figures=figures,
+        notes=[f"exact-kernel test accuracy {arch}/{act}: {acc:.3f}"
+               for (arch, act), acc in exact_acc.items()],
+    )
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    return [2**k for k in range(int(math.log2(limit)) + 1)] + ([limit] if limit & (limit - 1) else [])
+
+
+def summarize_grid(grid: pd.DataFrame, exact_acc: dict) -> tuple[pd.DataFrame, dict]:
+    """Per (arch, activation, width, M): RMS / 10-90% of the error and mean / 10-90% of the accuracy over
+    groups; metrics: slopes against width and M, and the orderings the claims check."""
+    rows = []
+    for (arch, act, width, m), g in grid.groupby(["arch", "activation", "width", "M"]):
+        rows.append({"arch": arch, "activation": act, "width": width, "M": m, "groups": len(g),
+                     "error": rms(g.error), "error_q10": g.error.quantile(0.1),
+                     "error_q90": g.error.quantile(0.9), "accuracy": g.accuracy.mean(),
+                     "accuracy_q10": g.accuracy.quantile(0.1), "accuracy_q90": g.accuracy.quantile(0.9),
+                     "accuracy_exact": exact_acc[arch, act]})
+    summary = pd.DataFrame(rows)
+    metrics = {}
+    decreasing_in_width, decreasing_in_m = True, True
+    for (arch, act), s in summary.groupby(["arch", "activation"]):
+        tag = f"{arch}_{act}"
+        m_values = sorted(s.M.unique())
+        widths = sorted(s.width.unique())
+        for m in m_values:
+            by_width = s[s.M == m].sort_values("width")
+            slope = loglog_slope(by_width.width, by_width.error) if len(widths) > 1 else math.nan
+            if m == m_values[0]:
+                metrics[f"err_slope_width_m{m}_{tag}"] = slope
+            if m == m_values[-1]:
+                metrics[f"err_slope_width_m{m}_{tag}"] = slope
+            decreasing_in_width &= bool(slope < 0)
+        slopes_m = []
+        for w in widths:
+            by_m = s[s.width == w].sort_values("M")
+            slopes_m.append(loglog_slope(by_m.M, by_m.error) if len(m_values) > 1 else math.nan)
+        metrics[f"err_slope_samples_max_{tag}"] = float(np.max(slopes_m))
+        decreasing_in_m &= bool(np.all(np.asarray(slopes_m) < 0))
+        narrow = s[s.width == widths[0]].set_index("M")
+        metrics[f"acc_exact_{tag}"] = exact_acc[arch, act]
+        metrics[f"acc_gap_m{m_values[0]}_{tag}"] = exact_acc[arch, act] - narrow.accuracy[m_values[0]]
+        metrics[f"acc_gap_m{m_values[-1]}_{tag}"] = exact_acc[arch, act] - narrow.accuracy[m_values[-1]]
+    metrics["error_decreases_with_width"] = decreasing_in_width
+    metrics["error_decreases_with_samples"] = decreasing_in_m
+    first, last = (f"m{m}" for m in (summary.M.min(), summary.M.max()))
+    metrics["accuracy_gap_shrinks_with_samples"] = all(
+        metrics[f"acc_gap_{last}_{arch}_{act}"] < metrics[f"acc_gap_{first}_{arch}_{act}"]
+        for arch, act in summary[["arch", "activation"]].drop_duplicates().itertuples(index=False))
+    return summary, metrics
+
+
+def bias_metrics(bias: pd.DataFrame, *, depth: int, control_depth: int, t_threshold: float,
+                 share_threshold: float) -> dict:
+    """Per (arch, activation): shape bias and t at both depths, the M = 1 bias share at ``depth``; the
+    orderings: bias detected (t >= threshold) at ``depth``, not at ``control_depth`` (|t| < threshold),
+    variance dominating one draw's error (bias share < ``share_threshold``)."""
+    metrics, control_ok, variance_dominates = {}, True, True
+    for row in bias.itertuples(index=False):
+        tag = f"{row.arch}_{row.activation}_depth{row.depth}"
+        metrics[f"shape_bias_{tag}"] = row.shape_bias
+        metrics[f"shape_bias_t_{tag}"] = row.shape_bias_t
+        metrics[f"frobenius_bias_{tag}"] = row.frobenius_bias
+        if row.depth == depth:
+            metrics[f"bias_share_m1_{row.arch}_{row.activation}"] = row.bias_share_m1
+            metrics[f"bias_detected_{row.arch}_{row.activation}"] = bool(row.shape_bias_t >= t_threshold)
+            variance_dominates &= bool(row.bias_share_m1 < share_threshold)
+        if row.depth == control_depth:
+            control_ok &= bool(abs(row.shape_bias_t) < t_threshold)
+    metrics["control_depth_unbiased"] = control_ok
+    metrics["variance_dominates_m1"] = variance_dominates
+    return metrics
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _plot_vs(summary, combos, *, x, lines, value, logy, reference_slope=None, exact=None):
+    fig, axes = figure(1, len(combos), height=2.6)
+    for (arch, act), ax in zip(combos, np.atleast_1d(axes).reshape(-1), strict=True):
+        s = summary[(summary.arch == arch) & (summary.activation == act)]
+        for level, g in s.groupby(lines):
+            g = g.sort_values(x)
+            band(ax, g[x], g[value], g[f"{value}_q10"], g[f"{value}_q90"], label=f"{lines}={level}",
+                 marker="o", markersize=2.5)
+        ax.set_xscale("log", base=2)
+        if logy:
+            ax.set_yscale("log")
+        if reference_slope is not None:
+            x0 = float(s[x].min())
+            y0 = float(s[s[x] == x0][value].max())
+            xs = np.array([x0, float(s[x].max())])
+            ax.plot(xs, y0 * (xs / x0) ** reference_slope, "k--", linewidth=0.8,
+                    label=f"slope {reference_slope:g}")
+        if exact is not None:
+            ax.axhline(exact[arch, act], color="black", linestyle="--", linewidth=0.8, label="exact kernel")
+        ax.set_title(f"{arch.upper()} {act}")
+        ax.set_xlabel("width n" if x == "width" else "samples M")
+        ax.set_ylabel("relative error" if value == "error" else "test accuracy")
+        ax.legend(fontsize=5)
+    return fig
+
+
+def _plot_bias(probe_table, bias, combos, depth, control_depth):
+    fig, axes = figure(2, len(combos), height=2.4)
+    axes = np.asarray(axes).reshape(2, len(combos))
+    for col, (arch, act) in enumerate(combos):
+        top, bottom = axes[0, col], axes[1, col]
+        for d in (control_depth, depth):
+            g = probe_table[(probe_table.arch == arch) & (probe_table.activation == act)
+                            & (probe_table.depth == d)].sort_values("M")
+            line = band(top, g.M, g.error_rms, g.error_q10, g.error_q90, label=f"depth {d}")
+            top.plot(g.M, g.error_rms.iloc[0] / np.sqrt(g.M), ":", color=line.get_color(), linewidth=0.8)
+            line = band(bottom, g.M, g.shape_dev_rms, g.shape_dev_q10, g.shape_dev_q90, label=f"depth {d}")
+            row = bias[(bias.arch == arch) & (bias.activation == act) & (bias.depth == d)].iloc[0]
+            bottom.axhline(abs(row.shape_bias), color=line.get_color(), linestyle="--", linewidth=0.8,
+                           label=f"|delta| all draws ({row.shape_bias:+.3f}, t={row.shape_bias_t:.1f})")
+        width = int(bias[(bias.arch == arch) & (bias.activation == act)].width.iloc[0])
+        top.set_title(f"{arch.upper()} {act}, width {width}")
+        for ax in (top, bottom):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("samples M")
+            ax.legend(fontsize=5)
+        top.set_ylabel("relative error (dotted: M^-1/2)")
+        bottom.set_ylabel("|s(mean)/s(exact) - 1|")
+    return fig
+
+
+if __name__ == "__main__":
+    main(run, experiment="golikov2022/mc_vs_exact")

@@ -1,0 +1,35 @@
+# Golikov et al. 2022 (NTK survey): Gram-construction cost (sec. 9, 5.1) and Monte Carlo vs exact
+# kernels (sec. 4.3). Both stages compute their own kernels (timings must not come from a cache; the
+# Monte Carlo draws are the measurement), so no shared Gram rule.
+register("golikov2022", "gram_cost", "mc_vs_exact")
+
+
+rule golikov2022_gram_cost:
+    input:
+        stage_inputs("golikov2022", "gram_cost"),
+    output:
+        out("golikov2022", "gram_cost"),
+        out("golikov2022", "gram_cost", "gram_cost.png"),
+        out("golikov2022", "gram_cost", "timings.csv"),
+    log:
+        out("golikov2022", "gram_cost", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("golikov2022", "gram_cost")
+
+
+rule golikov2022_mc_vs_exact:
+    input:
+        stage_inputs("golikov2022", "mc_vs_exact"),
+    output:
+        out("golikov2022", "mc_vs_exact"),
+        out("golikov2022", "mc_vs_exact", "mc_error_vs_width.png"),
+        out("golikov2022", "mc_vs_exact", "mc_error_vs_samples.png"),
+        out("golikov2022", "mc_vs_exact", "mc_accuracy_vs_width.png"),
+        out("golikov2022", "mc_vs_exact", "mc_bias.png"),
+        out("golikov2022", "mc_vs_exact", "mc_bias.csv"),
+    log:
+        out("golikov2022", "mc_vs_exact", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("golikov2022", "mc_vs_exact")
