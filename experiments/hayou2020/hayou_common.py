@@ -1,0 +1,235 @@
+"""Shared by the Hayou et al. 2020 stages: depth grids, the input pairs of the kernel checks, the exact
+limits of the (normalized) NTKs, rate diagnostics of an error curve, and the paper's values for markers.
+
+Rate diagnostics. An error e(L) is classified from its deepest decades (L_max/100, L_max/10, L_max):
+* ``1/L``: L e(L) has settled: it moves by less than ``settle`` (relative) over the last decade;
+* ``log(L)/L``: L e(L) keeps growing by the same amount per decade (the last two increments agree within
+  ``log_match``) and that amount is not negligible (more than ``settle`` of L e(L));
+* ``L^-1/2``: the log-log slope over the last decade is -1/2 within ``slope_tol``.
+A Theta(1/L) claim is checked as "1/L"; a Theta(log L / L) claim as "log(L)/L".
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from deep_kernels import (
+    chi1,
+    eoc_point,
+    ffnn_eoc,
+    general_recursion,
+    relu_like_rho,
+    relu_resnet,
+    variance_fixed_point,
+)
+
+from ntkrepro.claims import load_registry
+
+
+def paper_values(artifact: str) -> dict:
+    """The published value of each metric of ``artifact`` (from claims.yaml; figure markers only)."""
+    path = Path(__file__).with_name("claims.yaml")
+    return {c.metric: c.paper_value for c in load_registry(path) if c.artifact == artifact}
+
+
+def depth_grid(max_depth: int, per_decade: int) -> np.ndarray:
+    """Depths 1..max_depth, about ``per_decade`` per decade, always containing max_depth / 10^k."""
+    if max_depth < 1 or per_decade < 1:
+        raise ValueError(f"max_depth and per_decade must be >= 1, got {max_depth}, {per_decade}")
+    decades = math.log10(max_depth)
+    grid = np.round(np.logspace(0, decades, max(2, int(per_decade * decades) + 1))).astype(int)
+    anchors = [max_depth // 10**k for k in range(int(decades) + 1) if max_depth % 10**k == 0]
+    return np.unique(np.concatenate([grid, anchors, [1, max_depth]]))
+
+
+def first_layer_covariance(pair, *, sigma_w2: float, sigma_b2: float) -> tuple[float, float, float]:
+    """Sigma^1 = sigma_b2 + sigma_w2 x.x'/d for a pair given as {norm2: [|x|^2/d, |x'|^2/d], cos: c}."""
+    n1, n2 = (float(v) for v in pair["norm2"])
+    c = float(pair["cos"])
+    if n1 <= 0 or n2 <= 0 or not -1 < c < 1:
+        raise ValueError(f"input pair needs positive norms and -1 < cos < 1, got {dict(pair)}")
+    return sigma_b2 + sigma_w2 * n1, sigma_b2 + sigma_w2 * c * math.sqrt(n1 * n2), sigma_b2 + sigma_w2 * n2
+
+
+def value_at(depths: np.ndarray, values: np.ndarray, depth: int) -> float:
+    idx = np.flatnonzero(depths == depth)
+    if idx.size == 0:
+        raise ValueError(f"depth {depth} is not on the grid")
+    return float(values[idx[0]])
+
+
+def loglog_slope(depths, errors, lo: int, hi: int) -> float:
+    """Least-squares slope of log|e| against log L over lo <= L <= hi."""
+    depths, errors = np.asarray(depths, float), np.abs(np.asarray(errors, float))
+    keep = (depths >= lo) & (depths <= hi) & (errors > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(depths[keep]), np.log(errors[keep]), 1)[0])
+
+
+def exponential_rate(depths, errors, lo: int, hi: int) -> float:
+    """Least-squares gamma of |e| ~ exp(-gamma L) over lo <= L <= hi."""
+    depths, errors = np.asarray(depths, float), np.abs(np.asarray(errors, float))
+    keep = (depths >= lo) & (depths <= hi) & (errors > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(-np.polyfit(depths[keep], np.log(errors[keep]), 1)[0])
+
+
+def rate_diagnostics(
+    depths, errors, *, ref: float, settle: float = 0.01, log_match: float = 0.1, slope_tol: float = 0.05
+) -> dict:
+    """Classify the decay of ``errors`` (signed) over the last two decades of ``depths`` (see module doc).
+
+    Returns ``L_err`` (L e at L_max), ``drift`` (relative change of L e over the last decade),
+    ``increment_ratio`` (last / previous per-decade increment of L e), ``log_coefficient`` (A in
+    L e = A ln L + B from the last decade), ``slope`` (log-log slope over the last decade), and the
+    booleans ``is_inv_L``, ``is_log_over_L``, ``is_inv_sqrt_L``; ``vanishes`` when |e| stays below
+    1e-12 ``ref`` (zero to round-off; ``ref`` is the size of the limit).
+    """
+    depths = np.asarray(depths)
+    errors = np.asarray(errors, dtype=float)
+    top = int(depths.max())
+    if top % 100 or top < 100:
+        raise ValueError(f"the deepest depth must be a multiple of 100 (>= 100), got {top}")
+    l0, l1, l2 = top // 100, top // 10, top
+    s0, s1, s2 = (d * value_at(depths, errors, d) for d in (l0, l1, l2))
+    vanishes = bool(np.max(np.abs(errors)) <= 1e-12 * abs(ref))
+    drift = abs(s2 - s1) / abs(s2) if s2 != 0 else float("nan")
+    inc1, inc0 = s2 - s1, s1 - s0
+    ratio = inc1 / inc0 if inc0 != 0 else float("nan")
+    slope = loglog_slope(depths, errors, l1, l2)
+    return {
+        "L_err": s2,
+        "drift": drift,
+        "increment_ratio": ratio,
+        "log_coefficient": inc1 / math.log(10.0),
+        "slope": slope,
+        "vanishes": vanishes,
+        "is_inv_L": bool(not vanishes and drift < settle),
+        "is_log_over_L": bool(not vanishes and drift >= settle and abs(ratio - 1.0) < log_match),
+        "is_inv_sqrt_L": bool(not vanishes and abs(slope + 0.5) < slope_tol),
+    }
+
+
+def rate_label(diag: dict) -> str:
+    """A short name of the measured decay class."""
+    if diag["vanishes"]:
+        return "0 (exact at every depth)"
+    for key, label in (("is_inv_L", "1/L"), ("is_log_over_L", "log(L)/L"), ("is_inv_sqrt_L", "L^-1/2")):
+        if diag[key]:
+            return label
+    return f"L^{diag['slope']:.2f} (none of 1/L, log(L)/L, L^-1/2)"
+
+
+# ------------------------------------------------------------ the kernel cases of Fig. 1 and the theorems
+# Limits of the normalized kernels (x != x'), from App. Lemmas 5-6 (a_l = lambda_l a_(l-1) + b_l with
+# lambda_l = 1 - alpha/l + ..., b_l -> b gives a_l / l -> b / (1 + alpha)):
+#   FFNN on the EOC, ReLU-like: f'(c_l) = 1 - 3/l, b = q = sqrt(Sigma^1(x,x) Sigma^1(x',x'))  -> q/4;
+#   FFNN on the EOC, smooth phi: f'(c_l) = 1 - 2/l, b = q* (fixed-point variance)            -> q*/3;
+#   ReLU ResNet (Thm. 2), K/(L P_L): lambda_l = 1 - 3/l, b = q sigma_w2/2 / (1 + sigma_w2/2) -> b/4,
+#     diagonal (lambda_l = 1) -> b with q = Sigma^1(x,x);
+#   scaled ReLU ResNet (Prop. 3), K/(P_L ln L): diagonal -> (sigma_w2/2) Sigma^1(x,x) (sum of
+#     (sigma_w2/2)/(l + sigma_w2/2)), off-diagonal -> (sigma_w2/2) q / 4 (lambda_l = 1 - 3/(l ln l)).
+# The lambda claims measure K/(L q) at the deepest depth, independently of these formulas.
+
+
+def eoc_case(activation: str, *, sigma_b2: float, pairs, depths, progress=None) -> dict:
+    """Thm. 1: K^L / L of a FFNN on the EOC for each input pair; errors to the limits above."""
+    point = eoc_point(activation, sigma_b2=sigma_b2)
+    relu_like = relu_like_rho(activation) is not None
+    runs = []
+    for pair in pairs:
+        s11, s12, s22 = first_layer_covariance(pair, sigma_w2=point.sigma_w2, sigma_b2=point.sigma_b2)
+        run = ffnn_eoc(activation, point=point, sigma1=(s11, s12, s22), depths=depths, progress=progress)
+        q_off = math.sqrt(s11 * s22) if relu_like else point.q
+        q11, q22 = (s11, s22) if relu_like else (point.q, point.q)
+        runs.append(
+            {
+                "pair": dict(pair),
+                "run": run,
+                "q_off": q_off,
+                "off_err": run.k12 / depths - q_off / (4.0 if relu_like else 3.0),
+                "diag_err": np.maximum(np.abs(run.k11 / depths - q11), np.abs(run.k22 / depths - q22)),
+                "lambda_at_max": float(run.k12[-1] / depths[-1] / q_off),
+            }
+        )
+    return {"activation": activation, "point": point, "relu_like": relu_like, "runs": runs}
+
+
+def resnet_case(*, sigma_w2: float, branch_scale: str, pairs, depths, progress=None) -> dict:
+    """Thm. 2 / Prop. 3: normalized K_res^L of a ReLU ResNet (sigma_b = 0) and errors to the limits above.
+
+    ``standard``: K / alpha_L with the paper's alpha_L = L (1 + sigma_w2/2)^(L-1);
+    ``scaled``: K / (P_L ln L) (the paper's alpha_L = L^(1 + sigma_w2/2) is checked separately)."""
+    alpha = sigma_w2 / 2.0
+    runs = []
+    for pair in pairs:
+        s11, s12, s22 = first_layer_covariance(pair, sigma_w2=sigma_w2, sigma_b2=0.0)
+        run = relu_resnet(
+            sigma_w2=sigma_w2,
+            branch_scale=branch_scale,
+            sigma1=(s11, s12, s22),
+            depths=depths,
+            progress=progress,
+        )
+        q = math.sqrt(s11 * s22)
+        if branch_scale == "standard":
+            norm, diag_lim, off_lim = depths.astype(float), alpha / (1 + alpha), alpha / (1 + alpha) / 4
+        else:
+            norm = np.log(np.maximum(depths, 2).astype(float))
+            diag_lim, off_lim = alpha, alpha / 4
+        log_k11 = np.log(run.k11) + run.log_p
+        runs.append(
+            {
+                "pair": dict(pair),
+                "run": run,
+                "q_off": q,
+                "off_err": run.k12 / norm - off_lim * q,
+                "diag_err": run.k11 / norm - diag_lim * s11,
+                "diag_limit_over_paper": float(run.k11[-1] / norm[-1] / s11)
+                if branch_scale == "standard"
+                else None,
+                "lambda_at_max": float(run.k12[-1] / math.sqrt(run.k11[-1] * run.k22[-1])),
+                "log_k11": log_k11,
+            }
+        )
+    return {"sigma_w2": sigma_w2, "branch_scale": branch_scale, "runs": runs}
+
+
+def phase_case(activation: str, *, sigma_w2: float, sigma_b2: float, pairs, depth: int) -> dict:
+    """Prop. 2: K^L in the ordered or chaotic phase (general float64 recursion), with the fixed point
+    q*, chi_1 and, when chi_1 < 1, the constant limit lambda = q* / (1 - chi_1) of every entry."""
+    q = variance_fixed_point(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    chi = chi1(activation, sigma_w2=sigma_w2, q=q)
+    runs = [
+        general_recursion(
+            activation,
+            sigma_w2=sigma_w2,
+            sigma_b2=sigma_b2,
+            sigma1=first_layer_covariance(pair, sigma_w2=sigma_w2, sigma_b2=sigma_b2),
+            depth=depth,
+        )
+        for pair in pairs
+    ]
+    limit = q / (1.0 - chi) if chi < 1 else float("nan")
+    err = (
+        np.max(
+            [np.maximum.reduce([np.abs(r[k] - limit) for k in ("k11", "k12", "k22")]) for r in runs], axis=0
+        )
+        if chi < 1
+        else None
+    )
+    return {
+        "activation": activation,
+        "sigma_w2": sigma_w2,
+        "sigma_b2": sigma_b2,
+        "q": q,
+        "chi1": chi,
+        "limit": limit,
+        "runs": runs,
+        "err": err,
+        "depths": np.arange(1, depth + 1),
+    }
