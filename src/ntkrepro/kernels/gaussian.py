@@ -100,10 +100,17 @@ def gaussian_mean(g: Callable, q, *, num_nodes: int = 64):
 
 
 def _correlation(s11, s12, s22):
-    """c = s12 / sqrt(s11 s22) clipped to [-1, 1] (0 where a variance vanishes) and sqrt(s11 s22)."""
+    """c = s12 / sqrt(s11 s22) clipped to [-1, 1] (0 where a variance vanishes) and sqrt(s11 s22).
+
+    |c| within 8 ulps of 1 is snapped to +-1: arccos amplifies a rounding error e of c near 1 to
+    sqrt(2e) (~1e-8), so an input paired with itself (c = 1 up to rounding of x.x) would otherwise
+    be off by that much; the snap changes any result by at most the same amount.
+    """
     norm = jnp.sqrt(s11 * s22)
     safe = jnp.where(norm > 0, norm, 1.0)
-    return jnp.where(norm > 0, jnp.clip(s12 / safe, -1.0, 1.0), 0.0), norm
+    c = jnp.clip(s12 / safe, -1.0, 1.0)
+    c = jnp.where(1.0 - jnp.abs(c) <= 8 * jnp.finfo(c.dtype).eps, jnp.sign(c), c)
+    return jnp.where(norm > 0, c, 0.0), norm
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "deriv", "radial_nodes", "angular_nodes"))

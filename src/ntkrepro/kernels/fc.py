@@ -1,0 +1,244 @@
+"""NNGP and NTK of fully connected networks at infinite width, every depth in one pass.
+
+Convention (Hayou et al. 2020 eq. 10 and Lemma 2; Lee et al. 2018), NTK parameterization,
+``depth`` = number of weight layers including the readout:
+    Sigma_1 = sigma_b2 + sigma_w2 x.x'/d,          K_1 = Sigma_1,
+    Sigma_l = sigma_b2 + sigma_w2 E[phi(u)phi(v)],  Sigmadot_l = sigma_w2 E[phi'(u)phi'(v)],
+    K_l = Sigmadot_l K_{l-1} + Sigma_l,             (u, v) ~ N(0, Sigma_{l-1} on {x, x'}).
+``nngp`` is Sigma_depth (the covariance of the output), ``ntk`` is K_depth.
+
+Converters to the other conventions of the papers live here: :func:`jacot_to_fc` (Jacot et al.
+2018, beta) and :func:`arora_to_fc` (Arora et al. 2019 eqs. 6-7, c_sigma).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ntkrepro.kernels.gaussian import Activation, get_activation
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["nngp", "ntk"], meta_fields=[])
+@dataclass(frozen=True)
+class Kernels:
+    """NNGP and NTK Gram matrices, shape (n1, n2), or (depth, n1, n2) for all depths 1..depth."""
+
+    nngp: jax.Array
+    ntk: jax.Array
+
+
+# ---------------------------------------------------------------- input checks (before any compute)
+
+
+def _is_traced(a) -> bool:
+    return isinstance(a, jax.core.Tracer)
+
+
+def default_dtype():
+    """float64 when JAX's x64 mode is on (ntkrepro turns it on at import), else float32."""
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+def check_inputs(x1, x2=None, *, dtype=None):
+    """Validate (n, d) inputs: 2-D, non-empty, same feature dim, finite. Returns them as arrays of dtype."""
+    dtype = dtype or default_dtype()
+    if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    arrays = []
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            arrays.append(None)
+            continue
+        shape = jnp.shape(x)
+        if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
+            raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {shape}")
+        if not _is_traced(x) and not np.all(np.isfinite(np.asarray(x))):
+            raise ValueError(f"{name} contains NaN or inf")
+        arrays.append(jnp.asarray(x, dtype))
+    if x2 is not None and jnp.shape(x1)[1] != jnp.shape(x2)[1]:
+        raise ValueError(f"feature dims differ: x1 has {jnp.shape(x1)[1]}, x2 has {jnp.shape(x2)[1]}")
+    return arrays[0], arrays[1]
+
+
+def check_variances(**variances) -> None:
+    """Every variance must be a finite number >= 0."""
+    for name, v in variances.items():
+        if _is_traced(v):
+            continue
+        value = float(v)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite variance >= 0, got {v}")
+
+
+def check_depth(depth) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    return int(depth)
+
+
+# ---------------------------------------------------------------- pairs of inputs
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Which (i, j) entries a recursion carries: the full (n1, n2) grid (``rows`` None), or, for a Gram
+    of one input set, the upper triangle i <= j as a flat vector (half the elementwise work).
+
+    ``left(d1)`` / ``right(d2)`` broadcast the per-input diagonals against the carried entries;
+    ``to_matrix`` turns carried entries (with any leading axes) back into (..., n1, n2). The triangle
+    indices are passed into jit as arguments (:func:`triangle`), never baked in as constants.
+    """
+
+    n1: int
+    n2: int
+    rows: jax.Array | None = None
+    cols: jax.Array | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        return self.rows is not None
+
+    def cross(self, gram):
+        return gram[self.rows, self.cols] if self.symmetric else gram
+
+    def left(self, d1):
+        return d1[self.rows] if self.symmetric else d1[:, None]
+
+    def right(self, d2):
+        return d2[self.cols] if self.symmetric else d2[None, :]
+
+    def to_matrix(self, carried):
+        if not self.symmetric:
+            return carried
+        full = jnp.zeros((*carried.shape[:-1], self.n1, self.n1), carried.dtype)
+        return full.at[..., self.rows, self.cols].set(carried).at[..., self.cols, self.rows].set(carried)
+
+
+def triangle(n: int, symmetric: bool):
+    """Upper-triangle (rows, cols) index arrays for a symmetric Gram of n inputs, else (None, None)."""
+    if not symmetric:
+        return None, None
+    rows, cols = np.triu_indices(n)
+    index = np.int32 if n * n < 2**31 else np.int64
+    return jnp.asarray(rows, index), jnp.asarray(cols, index)
+
+
+def input_gram(x1, x2, pairs: Pairs):
+    """(x1.x1 diagonal, x2.x2 diagonal, carried x1.x2 entries) in full float precision."""
+    other = x1 if x2 is None else x2
+    gram = jnp.matmul(x1, other.T, precision=lax.Precision.HIGHEST)
+    d1 = jnp.diagonal(gram) if x2 is None else jnp.sum(x1 * x1, axis=-1)  # Gram: diagonal bit-identical
+    d2 = d1 if x2 is None else jnp.sum(x2 * x2, axis=-1)
+    return d1, d2, pairs.cross(gram)
+
+
+def gaussian_layer(activation: Activation, pairs: Pairs, d1, d2, cross):
+    """One nonlinearity: (E phi phi on the two diagonals, E phi phi and E phi' phi' on the pairs)."""
+    k, kdot = activation.expectations(pairs.left(d1), cross, pairs.right(d2))
+    k1 = activation.expectations(d1, d1, d1)[0]
+    k2 = k1 if pairs.symmetric else activation.expectations(d2, d2, d2)[0]
+    return k1, k2, k, kdot
+
+
+# ---------------------------------------------------------------- the FC recursion
+
+
+@functools.partial(jax.jit, static_argnames=("depth", "activation", "all_depths"))
+def _fc(x1, x2, rows, cols, sigma_w2, sigma_b2, *, depth, activation, all_depths):
+    pairs = Pairs(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0], rows, cols)
+    dim = x1.shape[1]
+    g1, g2, g12 = input_gram(x1, x2, pairs)
+    d1 = sigma_b2 + sigma_w2 * g1 / dim
+    d2 = sigma_b2 + sigma_w2 * g2 / dim
+    nngp = sigma_b2 + sigma_w2 * g12 / dim
+
+    def layer(carry, _):
+        d1, d2, nngp, ntk = carry
+        k1, k2, k, kdot = gaussian_layer(activation, pairs, d1, d2, nngp)
+        nngp_next = sigma_b2 + sigma_w2 * k
+        ntk_next = sigma_w2 * kdot * ntk + nngp_next
+        carry = (sigma_b2 + sigma_w2 * k1, sigma_b2 + sigma_w2 * k2, nngp_next, ntk_next)
+        return carry, (nngp_next, ntk_next) if all_depths else None
+
+    (_, _, nngp_last, ntk_last), stacked = lax.scan(layer, (d1, d2, nngp, nngp), None, length=depth - 1)
+    if all_depths:
+        nngp_all = jnp.concatenate([nngp[None], stacked[0]])
+        ntk_all = jnp.concatenate([nngp[None], stacked[1]])
+        return Kernels(pairs.to_matrix(nngp_all), pairs.to_matrix(ntk_all))
+    return Kernels(pairs.to_matrix(nngp_last), pairs.to_matrix(ntk_last))
+
+
+def fc_kernels(x1, x2=None, *, depth: int, activation="relu", sigma_w2: float = 2.0,
+               sigma_b2: float = 0.0, all_depths: bool = False, dtype=None) -> Kernels:
+    """NNGP and NTK of a depth-``depth`` fully connected net (Hayou Lemma 2; module docstring).
+
+    Args:
+        x1, x2: inputs (n1, d), (n2, d); x2 None means the Gram of x1 (upper triangle computed).
+        depth: weight layers including the readout (>= 1).
+        activation: a name, an :class:`~ntkrepro.kernels.gaussian.Activation`, or a JAX callable.
+        sigma_w2, sigma_b2: weight and bias variances.
+        all_depths: return arrays with a leading axis over depths 1..depth (one recursion).
+        dtype: float64 (default) or float32.
+    Returns:
+        :class:`Kernels` with ``nngp`` and ``ntk`` of shape (n1, n2) or (depth, n1, n2).
+    """
+    depth = check_depth(depth)
+    act = get_activation(activation)
+    check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    x1, x2 = check_inputs(x1, x2, dtype=dtype)
+    rows, cols = triangle(x1.shape[0], x2 is None)
+    return _fc(x1, x2, rows, cols, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
+               depth=depth, activation=act, all_depths=bool(all_depths))
+
+
+# ---------------------------------------------------------------- other papers' conventions
+
+
+def jacot_to_fc(*, beta: float) -> dict:
+    """Jacot et al. 2018: Sigma(1) = x.x'/n0 + beta^2, Sigma(l+1) = E[sigma sigma] + beta^2,
+    Theta(l+1) = Theta(l) Sigmadot(l+1) + Sigma(l+1), Theta(L) for L weight layers.
+
+    This is the Hayou recursion with sigma_w2 = 1, sigma_b2 = beta^2 and the same depth L, with no
+    rescaling of either kernel (the gradient w.r.t. b carries the factor beta, giving beta^2).
+    """
+    check_variances(beta_squared=float(beta) ** 2)
+    return {"sigma_w2": 1.0, "sigma_b2": float(beta) ** 2}
+
+
+def arora_to_fc(x, *, activation="relu"):
+    """Arora et al. 2019 eqs. 6-7: Sigma(0) = x.x' (no 1/d, no bias), Sigma(h) = c_sigma E[sigma sigma],
+    Sigmadot(h) = c_sigma E[sigma' sigma'], Theta(h) = Theta(h-1) Sigmadot(h) + Sigma(h), with
+    c_sigma = 1 / E[sigma(z)^2], L hidden layers and readout L+1 (design depth = L + 1).
+
+    Equals the Hayou recursion with sigma_w2 = c_sigma, sigma_b2 = 0 on the inputs rescaled by
+    sqrt(d / c_sigma) (so that Sigma_1 = x.x'): then Sigma_{h+1} = Sigma(h) and K_{L+1} = Theta(L)
+    exactly, for any activation. Returns (rescaled x, hyperparameters for :func:`fc_kernels`).
+    """
+    act = get_activation(activation)
+    c_sigma = 1.0 / float(act.second_moment(1.0))
+    x = jnp.asarray(x)
+    return x * jnp.sqrt(x.shape[-1] / c_sigma), {"sigma_w2": c_sigma, "sigma_b2": 0.0}
+
+
+def jacot_fc_kernels(x1, x2=None, *, depth: int, beta: float, activation="relu",
+                     all_depths: bool = False, dtype=None) -> Kernels:
+    """NNGP Sigma(L) and NTK Theta(L) in Jacot et al.'s convention (:func:`jacot_to_fc`), L = depth."""
+    return fc_kernels(x1, x2, depth=depth, activation=activation, all_depths=all_depths, dtype=dtype,
+                      **jacot_to_fc(beta=beta))
+
+
+def arora_fc_kernels(x1, x2=None, *, depth: int, activation="relu", all_depths: bool = False,
+                     dtype=None) -> Kernels:
+    """NNGP Sigma(L) and NTK Theta(L) in Arora et al.'s convention (:func:`arora_to_fc`), L = depth - 1."""
+    check_inputs(x1, x2, dtype=dtype)
+    x1_scaled, params = arora_to_fc(x1, activation=activation)
+    x2_scaled = None if x2 is None else arora_to_fc(x2, activation=activation)[0]
+    return fc_kernels(x1_scaled, x2_scaled, depth=depth, activation=activation, all_depths=all_depths,
+                      dtype=dtype, **params)
