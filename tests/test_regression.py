@@ -1,0 +1,111 @@
+"""Kernel regression: exact solves vs numpy, multi-output = Theta (x) I_k, CG vs Cholesky, the singular-
+matrix policy, label encoding and metrics."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ntkrepro  # noqa: F401  (x64)
+from ntkrepro.regression import accuracy, kernel_regression, mse, one_hot_shifted, solve
+
+
+def _pd_kernel(n, seed, d=None):
+    """An RBF Gram (positive definite for distinct points) and a test block."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n + 3, 2))
+    sq = np.sum((x[:, None] - x[None]) ** 2, -1)
+    k = np.exp(-sq / 2)
+    return k[:n, :n], k[n:, :n]
+
+
+def test_interpolates_training_targets_and_matches_numpy():
+    k, k_test = _pd_kernel(8, 0)
+    y = np.random.default_rng(1).normal(size=(8, 3))
+    np.testing.assert_allclose(kernel_regression(k, y, k), y, atol=1e-8)
+    np.testing.assert_allclose(kernel_regression(k, y, k_test), k_test @ np.linalg.solve(k, y), rtol=1e-9)
+
+
+def test_multi_output_equals_kronecker_formulation():
+    """Solving with k right-hand sides is the (n k, n k) system with Theta (x) I_k (survey sec. 5.1)."""
+    k, k_test = _pd_kernel(5, 2)
+    y = np.random.default_rng(3).normal(size=(5, 4))
+    big = np.kron(k, np.eye(4))
+    big_test = np.kron(k_test, np.eye(4))
+    expected = (big_test @ np.linalg.solve(big + 0.1 * np.eye(20), y.reshape(-1))).reshape(3, 4)
+    np.testing.assert_allclose(kernel_regression(k, y, k_test, ridge=0.1), expected, rtol=1e-10)
+    one_column = kernel_regression(k, y[:, 2], k_test, ridge=0.1)
+    assert one_column.shape == (3,)
+    np.testing.assert_allclose(one_column, expected[:, 2], rtol=1e-10)
+
+
+def test_cg_solver_matches_cholesky():
+    k, k_test = _pd_kernel(30, 4)
+    y = np.random.default_rng(5).normal(size=(30, 2))
+    exact = kernel_regression(k, y, k_test, ridge=1e-3)
+    iterative = kernel_regression(k, y, k_test, ridge=1e-3, solver="cg", tol=1e-12)
+    np.testing.assert_allclose(iterative, exact, rtol=1e-7, atol=1e-9)
+
+
+def test_singular_matrix_raises_or_follows_the_jitter_policy():
+    x = np.random.default_rng(6).normal(size=(6, 2))
+    k = x @ x.T  # rank 2 < 6
+    k[0, 0] -= 1e-3  # make it indefinite, not just singular
+    y = np.ones(6)
+    with pytest.raises(ValueError, match="not positive definite"):
+        kernel_regression(k, y, k)
+    with pytest.warns(RuntimeWarning, match="used ridge"):
+        pred = kernel_regression(k, y, k, jitter=1e-2)
+    used = 1e-2 * np.mean(np.diag(k))
+    np.testing.assert_allclose(pred, k @ np.linalg.solve(k + used * np.eye(6), y), rtol=1e-8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), ridge=st.floats(1e-6, 10.0), perm_seed=st.integers(0, 100))
+def test_solution_solves_the_system_and_is_permutation_equivariant(seed, ridge, perm_seed):
+    k, k_test = _pd_kernel(7, seed)
+    y = np.random.default_rng(seed + 1).normal(size=(7, 2))
+    alpha = np.asarray(solve(k, y, ridge=ridge))
+    np.testing.assert_allclose((k + ridge * np.eye(7)) @ alpha, y, atol=1e-8 * (1 + np.abs(y).max()))
+    p = np.random.default_rng(perm_seed).permutation(7)
+    np.testing.assert_allclose(kernel_regression(k[np.ix_(p, p)], y[p], k_test[:, p], ridge=ridge),
+                               kernel_regression(k, y, k_test, ridge=ridge), rtol=1e-8, atol=1e-10)
+
+
+def test_one_hot_shifted():
+    t = np.asarray(one_hot_shifted(np.array([2, 0]), 3))
+    np.testing.assert_allclose(t, [[-0.1, -0.1, 0.9], [0.9, -0.1, -0.1]])
+    np.testing.assert_allclose(one_hot_shifted(np.array([1]), 2, pos=1.0, neg=-1.0), [[-1.0, 1.0]])
+    for bad in (np.array([3]), np.array([-1]), np.array([0.5]), np.array([[0]])):
+        with pytest.raises(ValueError):
+            one_hot_shifted(bad, 3)
+    with pytest.raises(ValueError):
+        one_hot_shifted(np.array([0]), 0)
+
+
+def test_accuracy_and_mse():
+    scores = jnp.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.4]])
+    assert accuracy(scores, np.array([1, 0, 0])) == pytest.approx(2 / 3)
+    assert accuracy(np.array([0.5, -0.2, 0.1]), np.array([1, 0, 0])) == pytest.approx(2 / 3)
+    assert accuracy(np.array([0.5, -0.2]), np.array([1, -1])) == 1.0
+    assert mse(np.array([1.0, 2.0]), np.array([0.0, 0.0])) == pytest.approx(2.5)
+    with pytest.raises(ValueError):
+        accuracy(scores, np.array([1, 0]))
+    with pytest.raises(ValueError):
+        accuracy(np.array([0.5, 0.1]), np.array([2, 0]))
+    with pytest.raises(ValueError):
+        mse(np.ones(2), np.ones(3))
+
+
+@pytest.mark.parametrize("args,kwargs,match", [
+    ((np.eye(3), np.ones(2), np.eye(3)), {}, "y_train"),
+    ((np.ones((3, 2)), np.ones(3), np.eye(3)), {}, "square"),
+    ((np.eye(3), np.ones(3), np.ones((2, 4))), {}, "k_test"),
+    ((np.eye(3), np.array([1.0, np.nan, 0.0]), np.eye(3)), {}, "NaN"),
+    ((np.eye(3), np.ones(3), np.eye(3)), {"ridge": -1.0}, "ridge"),
+    ((np.eye(3), np.ones(3), np.eye(3)), {"solver": "lu"}, "solver"),
+])
+def test_bad_input(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kernel_regression(*args, **kwargs)
