@@ -1,0 +1,151 @@
+"""Golikov et al. 2022, sec. 9 (Figs. 5-8) and sec. 5.1: Gram-construction time of this project's exact
+kernels on this machine against the number of inputs m and the image side d, with fitted exponents.
+
+Expected: 2 in m for every kernel (all pairs); in d, 4 for CNTK-GAP (the d^2 x d^2 pixel covariance of
+every pair, O(m^2 d^4)) and 2 for CNTK-vanilla (without pooling only the d^2 diagonal pixel blocks are
+needed, O(m^2 d^2), sec. 5.1). Each time is the best of ``repeats`` calls after one warm-up call that
+compiles the computation for those shapes, so compilation is excluded. The exponent is the least-squares
+slope of log time against log size over the ``fit_top`` largest sizes (fixed per-call costs bend the
+smallest sizes). Inputs are synthetic N(0, 1) vectors / images: the cost does not depend on the values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+import pandas as pd
+
+from ntkrepro.kernels.conv import cntk
+from ntkrepro.kernels.fc import fc_kernels
+from ntkrepro.plotting import figure, loglog_with_fit
+from ntkrepro.progress import progress
+from ntkrepro.stage import StageResult, main
+
+KERNELS = ("fc", "cntk_v", "cntk_gap")
+AXES = ("m", "d")
+
+
+def gram_fn(kernel: str, *, depth: int) -> Callable:
+    """x -> the NTK Gram of x for ``kernel`` (FC on (m, d) vectors, CNTK on (m, H, W, C) images)."""
+    if kernel == "fc":
+        return lambda x: fc_kernels(x, depth=depth).ntk
+    if kernel in ("cntk_v", "cntk_gap"):
+        readout = "vanilla" if kernel == "cntk_v" else "gap"
+        return lambda x: cntk(x, depth=depth, readout=readout).ntk
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+
+
+def time_compiled(fn: Callable, x, *, repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Best wall time of ``repeats`` calls of ``fn(x)`` after one untimed warm-up call (compilation)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    jax.block_until_ready(fn(x))
+    best = np.inf
+    for _ in range(repeats):
+        start = clock()
+        jax.block_until_ready(fn(x))
+        best = min(best, clock() - start)
+    return float(best)
+
+
+def fit_power_law(sizes, seconds, *, top: int) -> tuple[float, float, np.ndarray]:
+    """(exponent, log prefactor, sizes used) of seconds ~ exp(log prefactor) size^exponent, fitted by least
+    squares in log-log over the ``top`` largest sizes."""
+    order = np.argsort(np.asarray(sizes, dtype=float))
+    sizes = np.asarray(sizes, dtype=float)[order]
+    seconds = np.asarray(seconds, dtype=float)[order]
+    if top < 2 or len(sizes) < top:
+        raise ValueError(f"a power-law fit over the top {top} sizes needs >= 2 and at most {len(sizes)} sizes")
+    used = sizes[-top:]
+    slope, intercept = np.polyfit(np.log(used), np.log(seconds[-top:]), 1)
+    return float(slope), float(intercept), used
+
+
+def timing_jobs(p) -> list[dict]:
+    """Every (kernel, axis, size) to time, with its input shape."""
+    jobs = [{"kernel": "fc", "axis": "m", "size": m, "shape": (m, p.fc_input_dim)} for m in p.fc.m_values]
+    for kernel in ("cntk_v", "cntk_gap"):
+        q = p[kernel]
+        jobs += [{"kernel": kernel, "axis": "m", "size": m, "shape": (m, q.side_for_m, q.side_for_m, p.channels)}
+                 for m in q.m_values]
+        jobs += [{"kernel": kernel, "axis": "d", "size": side, "shape": (q.m_for_d, side, side, p.channels)}
+                 for side in q.d_values]
+    return jobs
+
+
+def check_params(p) -> None:
+    """One-line ValueError for settings the schema does not cover, before any compute."""
+    for kernel in KERNELS:
+        for axis, key in (("m", "m_values"), ("d", "d_values")):
+            values = p[kernel].get(key)
+            if values is None:
+                continue
+            if len(values) < p.fit_top or len(set(values)) != len(values):
+                raise ValueError(f"params.{kernel}.{key} needs >= fit_top={p.fit_top} distinct sizes, "
+                                 f"got {list(values)}")
+    if p.fit_top < 2:
+        raise ValueError(f"params.fit_top must be >= 2, got {p.fit_top}")
+    if p.repeats < 1:
+        raise ValueError(f"params.repeats must be >= 1, got {p.repeats}")
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    check_params(p)
+    rng = np.random.default_rng(cfg.seed)
+    dtype = np.float32 if cfg.precision == "float32" else np.float64
+    rows = []
+    for job in progress(timing_jobs(p), desc="gram timings", enabled=cfg.progress):
+        x = rng.standard_normal(job["shape"]).astype(dtype)
+        seconds = time_compiled(gram_fn(job["kernel"], depth=p.depth), x, repeats=p.repeats)
+        rows.append({"kernel": job["kernel"], "axis": job["axis"], "size": job["size"],
+                     "shape": "x".join(map(str, job["shape"])), "seconds": seconds})
+    timings = pd.DataFrame(rows)
+
+    metrics, fits = {}, []
+    fig, axes = figure(1, 2)
+    for ax, axis in zip(axes.reshape(-1), AXES, strict=True):
+        for kernel, group in timings[timings.axis == axis].groupby("kernel", sort=False):
+            exponent, log_prefactor, used = fit_power_law(group["size"], group["seconds"], top=p.fit_top)
+            metrics[f"{kernel}_exponent_{axis}"] = exponent
+            fits.append({"kernel": kernel, "axis": axis, "exponent": exponent,
+                         "fit_sizes": ",".join(f"{s:g}" for s in used)})
+            loglog_with_fit(ax, group["size"], group["seconds"], slope=exponent, intercept=log_prefactor,
+                            label=kernel, fit_label=f"{kernel} fit: {exponent:.2f}", marker="o", markersize=3)
+        ax.set_xlabel("number of inputs m" if axis == "m" else "image side d")
+        ax.set_ylabel("Gram time (s)")
+        ax.legend(fontsize=6)
+    axes.reshape(-1)[0].set_title("time vs m (CNTK images side " +
+                                  "/".join(str(p[k].side_for_m) for k in ("cntk_v", "cntk_gap")) + ")")
+    axes.reshape(-1)[1].set_title("time vs image side d (fixed m)")
+    metrics.update(extrapolations(timings, metrics, p))
+    return StageResult(
+        metrics=metrics,
+        data={"name": "gaussian (synthetic timing inputs)", "source": "synthetic", "sha256": None,
+              "substituted_for": None},
+        sizes={"depth": p.depth, "fc_input_dim": p.fc_input_dim, "channels": p.channels,
+               "repeats": p.repeats, "fit_top": p.fit_top, "backend": jax.default_backend(),
+               "threads": cfg.threads},
+        seeds=[cfg.seed],
+        tables={"timings": timings, "exponents": pd.DataFrame(fits)},
+        figures={"gram_cost": fig},
+        notes=["times: best of repeats after a warm-up (compile) call; threads as in sizes (0 = all cores)"],
+    )
+
+
+def extrapolations(timings: pd.DataFrame, metrics: dict, p) -> dict:
+    """CNTK-GAP time extrapolated from the largest measurement with the fitted exponents to
+    m = ``p.extrapolate.m`` images of side ``p.extrapolate.side`` (the survey's sec. 9 extrapolation
+    to ImageNet-sized m; not comparable in absolute terms: other net, other device)."""
+    g = timings[(timings.kernel == "cntk_gap") & (timings.axis == "d")].sort_values("size").iloc[-1]
+    m0, side0 = p.cntk_gap.m_for_d, float(g["size"])
+    seconds = g["seconds"] * (p.extrapolate.m / m0) ** metrics["cntk_gap_exponent_m"] * (
+        p.extrapolate.side / side0) ** metrics["cntk_gap_exponent_d"]
+    return {"cntk_gap_extrapolated_seconds": float(seconds)}
+
+
+if __name__ == "__main__":
+    main(run, experiment="golikov2022/gram_cost")

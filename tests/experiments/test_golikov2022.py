@@ -1,0 +1,351 @@
+"""Paper-specific math of the Golikov et al. 2022 stages: Monte Carlo vs exact kernel metrics (errors,
+groups, kernel shape, U-statistic bias, t-statistic, slopes, the streamed bias probe, the batched draws)
+and the Gram-cost timing and exponent fit."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+from scipy import stats
+
+from ntkrepro.empirical import empirical_ntk, monte_carlo_kernel
+
+STAGES = Path(__file__).resolve().parents[2] / "experiments" / "golikov2022"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"golikov2022_{name}", STAGES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mc = _load("mc_vs_exact")
+gram_cost = _load("gram_cost")
+
+finite = st.floats(-10, 10, allow_nan=False, allow_subnormal=False)
+
+
+# ---------------------------------------------------------------- mc_vs_exact: metrics
+
+
+def test_relative_error_known_value():
+    exact = np.array([[3.0, 0.0], [0.0, 4.0]])
+    assert mc.relative_error(exact + np.array([[0.0, 0.0], [0.0, 1.0]]), exact) == pytest.approx(1 / 5)
+    assert mc.relative_error(exact, exact) == 0.0
+
+
+def test_group_means_are_disjoint_consecutive_groups():
+    samples = np.arange(10.0)[:, None] * np.ones((1, 2))
+    np.testing.assert_allclose(mc.group_means(samples, 3), [[1.0, 1.0], [4.0, 4.0], [7.0, 7.0]])
+    np.testing.assert_allclose(mc.group_means(samples, 10), [[4.5, 4.5]])
+    with pytest.raises(ValueError, match="group size"):
+        mc.group_means(samples, 11)
+
+
+def test_kernel_shape_known_value():
+    k = np.array([[2.0, 1.0, 0.0], [1.0, 2.0, 1.0], [0.0, 1.0, 2.0]])
+    # off-diagonal mean 4/6, diagonal mean 2
+    assert mc.kernel_shape(k) == pytest.approx((4 / 6) / 2)
+    with pytest.raises(ValueError, match="square"):
+        mc.kernel_shape(np.ones((2, 3)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 6), st.floats(0.01, 100.0), st.integers(0, 2**31 - 1))
+def test_kernel_shape_is_scale_invariant(n, scale, seed):
+    a = np.random.default_rng(seed).standard_normal((n, n + 1))
+    k = a @ a.T + np.eye(n)
+    assert mc.kernel_shape(scale * k) == pytest.approx(mc.kernel_shape(k), rel=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 7), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_squared_bias_estimate_is_the_pairwise_u_statistic(count, size, seed):
+    rng = np.random.default_rng(seed)
+    dev = rng.standard_normal((count, size, size))
+    brute = np.mean([np.sum(dev[i] * dev[j]) for i in range(count) for j in range(count) if i != j])
+    estimate = mc.squared_bias_estimate(dev.sum(0), float(np.sum(dev**2)), count)
+    assert estimate == pytest.approx(brute, rel=1e-9, abs=1e-12)
+
+
+def test_squared_bias_estimate_is_unbiased_where_the_plug_in_is_not():
+    rng = np.random.default_rng(0)
+    bias = np.array([0.3, -0.4])  # ||b||^2 = 0.25
+    estimates, plug_in = [], []
+    for _ in range(4000):
+        dev = bias + rng.standard_normal((5, 2))
+        estimates.append(mc.squared_bias_estimate(dev.sum(0), float(np.sum(dev**2)), 5))
+        plug_in.append(float(np.sum(dev.mean(0) ** 2)))
+    se = np.std(estimates) / math.sqrt(len(estimates))
+    assert abs(np.mean(estimates) - 0.25) < 4 * se
+    assert np.mean(plug_in) == pytest.approx(0.25 + 2 / 5, abs=0.05)  # + tr(Cov)/N
+    with pytest.raises(ValueError, match="2 draws"):
+        mc.squared_bias_estimate(np.zeros(2), 0.0, 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(finite, min_size=2, max_size=12).filter(lambda v: np.std(v) > 1e-3))
+def test_t_statistic_matches_scipy(values):
+    assert mc.t_statistic(values) == pytest.approx(stats.ttest_1samp(values, 0.0).statistic, rel=1e-9)
+
+
+def test_t_statistic_of_identical_values_and_bad_input():
+    assert mc.t_statistic([2.0, 2.0, 2.0]) == math.inf
+    with pytest.raises(ValueError, match="2 replicates"):
+        mc.t_statistic([1.0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(-3, 3), st.floats(0.1, 10.0))
+def test_loglog_slope_recovers_a_power_law(exponent, prefactor):
+    x = np.array([4.0, 8.0, 16.0, 32.0])
+    assert mc.loglog_slope(x, prefactor * x**exponent) == pytest.approx(exponent, abs=1e-9)
+
+
+def test_c_sigma_keeps_the_second_moment():
+    assert mc.c_sigma("relu") == pytest.approx(2.0)
+    assert mc.c_sigma("erf") == pytest.approx(1.0 / ((2 / np.pi) * np.arcsin(2 / 3)))
+
+
+def test_powers_of_two_end_at_the_limit():
+    assert mc._powers_of_two(8) == [1, 2, 4, 8]
+    assert mc._powers_of_two(12) == [1, 2, 4, 8, 12]
+
+
+# ---------------------------------------------------------------- mc_vs_exact: draws and the bias probe
+
+
+def _tiny(arch, depth=3):
+    net = mc.make_network(arch, depth=depth, width=3, activation="relu", readout="gap", dtype=np.float32)
+    shape = (5, 3) if arch == "fc" else (4, 3, 3, 1)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    return net, x
+
+
+@pytest.mark.parametrize("arch", ["fc", "cnn"])
+def test_ntk_draws_equal_the_library_monte_carlo_draws(arch):
+    net, x = _tiny(arch)
+    key = jax.random.PRNGKey(3)
+    draws = mc.ntk_draws(net, jax.random.split(key, 4), x)
+    library = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, n_samples=4, keep_samples=True,
+                                 implementation="ntvp")
+    np.testing.assert_allclose(draws, np.asarray(library.samples), rtol=2e-4, atol=2e-5)
+    params = net.init_fn(jax.random.split(key, 4)[1], x.shape)
+    np.testing.assert_allclose(draws[1], np.asarray(empirical_ntk(net.apply_fn, params, x)), rtol=2e-4,
+                               atol=2e-5)
+
+
+def test_bias_probe_streaming_equals_the_direct_computation():
+    net, x = _tiny("fc")
+    exact = np.eye(5) + 0.5
+    key = jax.random.PRNGKey(7)
+    n_groups, group_size, checkpoints = 2, 6, [1, 2, 4, 6]
+    probe = mc.bias_probe(net, key, x, exact, n_groups=n_groups, group_size=group_size, batch=4,
+                          checkpoints=checkpoints)
+    draws = mc.ntk_draws(net, jax.random.split(key, n_groups * group_size), x).reshape(n_groups, group_size, 5, 5)
+    norm = np.linalg.norm(exact)
+    for g in range(n_groups):
+        for c, m in enumerate(checkpoints):
+            mean = draws[g, :m].mean(0)
+            assert probe["error"][g, c] == pytest.approx(np.linalg.norm(mean - exact) / norm, rel=1e-9)
+            assert probe["shape"][g, c] == pytest.approx(mc.kernel_shape(mean), rel=1e-9)
+        assert probe["group_shapes"][g] == pytest.approx(mc.kernel_shape(draws[g].mean(0)), rel=1e-9)
+    flat = draws.reshape(-1, 5, 5)
+    dev = flat - exact
+    assert probe["pooled_shape"] == pytest.approx(mc.kernel_shape(flat.mean(0)), rel=1e-9)
+    assert probe["bias2"] == pytest.approx(
+        mc.squared_bias_estimate(dev.sum(0), float(np.sum(dev**2)), len(flat)) / norm**2, rel=1e-9)
+    assert probe["mse1"] == pytest.approx(np.mean(np.sum(dev**2, axis=(1, 2))) / norm**2, rel=1e-9)
+
+
+def test_summarize_probe():
+    probe = {"group_shapes": np.array([0.9, 1.1, 1.0, 1.2]), "pooled_shape": 1.05, "bias2": 0.04,
+             "mse1": 0.5}
+    s = mc.summarize_probe(probe, exact_shape=1.0)
+    deltas = np.array([-0.1, 0.1, 0.0, 0.2])
+    assert s["shape_bias"] == pytest.approx(0.05)
+    assert s["shape_bias_se"] == pytest.approx(deltas.std(ddof=1) / 2)
+    assert s["shape_bias_t"] == pytest.approx(stats.ttest_1samp(deltas, 0.0).statistic)
+    assert s["frobenius_bias"] == pytest.approx(0.2)
+    assert s["bias_share_m1"] == pytest.approx(0.08)
+    assert mc.summarize_probe({**probe, "bias2": -0.01}, 1.0)["bias_share_m1"] == 0.0
+
+
+def test_one_hidden_layer_mean_kernel_is_the_limit():
+    """The control's premise (survey eqs. 56-58): at depth 2, E Theta_hat = Theta at any width (width 3)."""
+    x = np.random.default_rng(2).standard_normal((4, 3))
+    net = mc.make_network("fc", depth=2, width=3, activation="erf", readout="gap", dtype=np.float64)
+    draws = mc.ntk_draws(net, jax.random.split(jax.random.PRNGKey(0), 20000), x)
+    exact = mc.exact_ntk("fc", x, depth=2, activation="erf", readout="gap")
+    se = draws.std(0) / math.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(0) - exact) < 4.5 * se)
+
+
+# ---------------------------------------------------------------- mc_vs_exact: grid summaries and claims
+
+
+def _synthetic_grid(error_of):
+    rows = []
+    for arch, act in (("fc", "relu"), ("cnn", "erf")):
+        for width in (8, 16, 32):
+            for m in (1, 2, 4):
+                for g in range(3):
+                    rows.append({"arch": arch, "activation": act, "width": width, "M": m, "group": g,
+                                 "error": error_of(width, m), "accuracy": 0.9 - 0.1 / m})
+    return pd.DataFrame(rows), {("fc", "relu"): 0.9, ("cnn", "erf"): 0.9}
+
+
+def test_summarize_grid_slopes_and_orderings():
+    grid, exact_acc = _synthetic_grid(lambda n, m: (n * m) ** -0.5)
+    summary, metrics = mc.summarize_grid(grid, exact_acc)
+    assert metrics["err_slope_width_m1_fc_relu"] == pytest.approx(-0.5)
+    assert metrics["err_slope_width_m4_cnn_erf"] == pytest.approx(-0.5)
+    assert metrics["err_slope_samples_max_fc_relu"] == pytest.approx(-0.5)
+    assert metrics["error_decreases_with_width"] and metrics["error_decreases_with_samples"]
+    assert metrics["acc_gap_m1_fc_relu"] == pytest.approx(0.1)
+    assert metrics["acc_gap_m4_fc_relu"] == pytest.approx(0.025)
+    assert metrics["accuracy_gap_shrinks_with_samples"]
+    assert set(summary.groups) == {3}
+
+
+def test_summarize_grid_detects_a_width_floor():
+    grid, exact_acc = _synthetic_grid(lambda n, m: 0.1 * m**-0.5 if n < 32 else 0.2)
+    _, metrics = mc.summarize_grid(grid, exact_acc)
+    assert not metrics["error_decreases_with_width"]
+    assert metrics["error_decreases_with_samples"] is False  # width 32 does not improve with M
+
+
+def test_bias_metrics_thresholds():
+    bias = pd.DataFrame([
+        {"arch": "fc", "activation": "relu", "depth": 2, "shape_bias": 0.001, "shape_bias_t": 0.5,
+         "frobenius_bias": 0.0, "bias_share_m1": 0.0},
+        {"arch": "fc", "activation": "relu", "depth": 3, "shape_bias": 0.03, "shape_bias_t": 4.0,
+         "frobenius_bias": 0.02, "bias_share_m1": 0.01},
+        {"arch": "fc", "activation": "erf", "depth": 2, "shape_bias": -0.01, "shape_bias_t": -3.5,
+         "frobenius_bias": 0.0, "bias_share_m1": 0.0},
+        {"arch": "fc", "activation": "erf", "depth": 3, "shape_bias": 0.01, "shape_bias_t": 2.0,
+         "frobenius_bias": 0.01, "bias_share_m1": 0.6},
+    ])
+    m = mc.bias_metrics(bias, depth=3, control_depth=2, t_threshold=3.0, share_threshold=0.5)
+    assert m["bias_detected_fc_relu"] and not m["bias_detected_fc_erf"]
+    assert not m["control_depth_unbiased"]  # |t| = 3.5 at depth 2 for erf
+    assert not m["variance_dominates_m1"]  # erf share 0.6
+    assert m["shape_bias_t_fc_relu_depth3"] == 4.0
+
+
+def _params(**changes):
+    base = {"archs": ["fc"], "net_precision": "float32", "n_samples": [1, 2], "n_reps": 2, "ridge_rel": 0.0,
+            "depth": 3, "control_depth": 2,
+            "fc": {"bias_probe": {"width": 4, "n_points": 5, "n_groups": 2, "group_size": 4, "batch": 2}}}
+    base.update(changes)
+    return OmegaConf.create(base)
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"archs": ["rnn"]}, "unknown"),
+    ({"net_precision": "float16"}, "net_precision"),
+    ({"n_samples": [2, 4]}, "M = 1"),
+    ({"n_reps": 1}, "n_reps"),
+    ({"ridge_rel": -1.0}, "ridge_rel"),
+    ({"control_depth": 3}, "control_depth"),
+    ({"fc": {"bias_probe": {"width": 4, "n_points": 5, "n_groups": 1, "group_size": 4, "batch": 2}}}, ">= 2"),
+])
+def test_check_params_rejects_bad_settings(changes, match):
+    mc.check_params(_params())
+    with pytest.raises(ValueError, match=match):
+        mc.check_params(_params(**changes))
+
+
+# ---------------------------------------------------------------- gram_cost
+
+
+def test_time_compiled_excludes_the_warm_up_call():
+    calls = []
+
+    def fn(x):
+        calls.append(x)
+        if len(calls) == 1:
+            time.sleep(0.3)  # "compilation"
+        return np.zeros(1)
+
+    seconds = gram_cost.time_compiled(fn, 1, repeats=2)
+    assert len(calls) == 3 and seconds < 0.1
+
+
+def test_time_compiled_takes_the_best_repeat():
+    ticks = iter([0.0, 5.0, 10.0, 12.0, 20.0, 23.0])  # repeats of 5, 2, 3 seconds
+    assert gram_cost.time_compiled(lambda x: x, np.zeros(1), repeats=3, clock=lambda: next(ticks)) == 2.0
+    with pytest.raises(ValueError, match="repeats"):
+        gram_cost.time_compiled(lambda x: x, 0, repeats=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.5, 5.0), st.floats(1e-6, 1.0))
+def test_fit_power_law_uses_the_largest_sizes(exponent, prefactor):
+    sizes = np.array([64.0, 8.0, 16.0, 32.0])  # unsorted on purpose
+    seconds = prefactor * sizes**exponent
+    seconds[sizes == 8.0] = 1.0  # a fixed overhead at the smallest size must not enter the fit
+    slope, log_prefactor, used = gram_cost.fit_power_law(sizes, seconds, top=3)
+    assert slope == pytest.approx(exponent, rel=1e-9)
+    assert log_prefactor == pytest.approx(math.log(prefactor), abs=1e-8)
+    np.testing.assert_array_equal(used, [16.0, 32.0, 64.0])
+    with pytest.raises(ValueError, match="top"):
+        gram_cost.fit_power_law(sizes, seconds, top=5)
+
+
+def _gram_params(**changes):
+    base = {"depth": 2, "fc_input_dim": 5, "channels": 1, "repeats": 1, "fit_top": 2,
+            "fc": {"m_values": [3, 4]},
+            "cntk_v": {"side_for_m": 4, "m_values": [2, 3], "m_for_d": 2, "d_values": [3, 4]},
+            "cntk_gap": {"side_for_m": 3, "m_values": [2, 3], "m_for_d": 1, "d_values": [3, 5]},
+            "extrapolate": {"m": 100, "side": 10}}
+    base.update(changes)
+    return OmegaConf.create(base)
+
+
+def test_timing_jobs_shapes():
+    jobs = gram_cost.timing_jobs(_gram_params())
+    shapes = {(j["kernel"], j["axis"], j["size"]): j["shape"] for j in jobs}
+    assert shapes[("fc", "m", 4)] == (4, 5)
+    assert shapes[("cntk_v", "m", 3)] == (3, 4, 4, 1)
+    assert shapes[("cntk_gap", "d", 5)] == (1, 5, 5, 1)
+    assert len(jobs) == 2 + 4 + 4
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"fit_top": 3}, "fit_top"),
+    ({"fc": {"m_values": [3, 3]}}, "distinct"),
+    ({"repeats": 0}, "repeats"),
+])
+def test_gram_check_params(changes, match):
+    gram_cost.check_params(_gram_params())
+    with pytest.raises(ValueError, match=match):
+        gram_cost.check_params(_gram_params(**changes))
+
+
+def test_gram_fn_fc_is_the_fc_ntk():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    from ntkrepro.kernels.fc import fc_kernels
+
+    np.testing.assert_allclose(gram_cost.gram_fn("fc", depth=2)(x), fc_kernels(x, depth=2).ntk)
+    with pytest.raises(ValueError, match="kernel"):
+        gram_cost.gram_fn("rbf", depth=2)
+
+
+def test_extrapolation_uses_both_exponents():
+    timings = pd.DataFrame([{"kernel": "cntk_gap", "axis": "d", "size": 5, "seconds": 2.0},
+                            {"kernel": "cntk_gap", "axis": "d", "size": 3, "seconds": 1.0}])
+    out = gram_cost.extrapolations(timings, {"cntk_gap_exponent_m": 2.0, "cntk_gap_exponent_d": 4.0},
+                                   _gram_params())
+    assert out["cntk_gap_extrapolated_seconds"] == pytest.approx(2.0 * (100 / 1) ** 2 * (10 / 5) ** 4)
