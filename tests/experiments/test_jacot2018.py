@@ -1,0 +1,248 @@
+"""Paper-specific math of the Jacot et al. 2018 stages, each against an independent reference: the
+paper's network and kernel convention (a hand-written forward pass and recursion), the GD stepper
+(``ntkrepro.train.train`` and the exact linear-model dynamics), the NTK row (``empirical_ntk``), the
+limiting Gaussian (matrix exponential of the block ODE), kernel PCA and the Fig. 1-3 metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import linalg, stats
+
+STAGES = Path(__file__).resolve().parents[2] / "experiments" / "jacot2018"
+
+
+def _load(name):
+    if str(STAGES) not in sys.path:
+        sys.path.insert(0, str(STAGES))  # the stages import their sibling jacot_common.py
+    spec = importlib.util.spec_from_file_location(f"jacot2018_{name}", STAGES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load("jacot_common")
+fig1 = _load("fig1")
+fig2 = _load("fig2")
+fig3 = _load("fig3")
+
+from ntkrepro.empirical import empirical_ntk  # noqa: E402
+from ntkrepro.kernels.fc import jacot_fc_kernels  # noqa: E402
+from ntkrepro.train import train  # noqa: E402
+
+BETA = 0.1
+
+
+def jacot_forward(params, x, *, beta):
+    """Sec. 2 read literally: a~(l+1) = W(l) a(l) / sqrt(n_l) + beta b(l), ReLU between layers."""
+    a = np.asarray(x, dtype=np.float64)
+    for i, layer in enumerate(params):
+        if i > 0:
+            a = np.maximum(a, 0.0)
+        w = np.asarray(layer["w"])
+        a = a @ w / math.sqrt(w.shape[0]) + beta * np.asarray(layer["b"])
+    return a
+
+
+def jacot_recursion(x1, x2, *, depth, beta):
+    """Sec. 3-4 recursions with the ReLU arc-cosine formulas (Cho & Saul 2009), in numpy."""
+    n0 = x1.shape[1]
+    s12 = x1 @ x2.T / n0 + beta**2
+    s11 = np.sum(x1 * x1, axis=1) / n0 + beta**2
+    s22 = np.sum(x2 * x2, axis=1) / n0 + beta**2
+    theta = s12.copy()
+    for _ in range(depth - 1):
+        norm = np.sqrt(np.outer(s11, s22))
+        c = np.clip(s12 / norm, -1.0, 1.0)
+        angle = np.arccos(c)
+        sigma = norm * (np.sin(angle) + (np.pi - angle) * c) / (2 * np.pi) + beta**2
+        sigma_dot = (np.pi - angle) / (2 * np.pi)
+        theta = theta * sigma_dot + sigma
+        s12, s11, s22 = sigma, s11 / 2 + beta**2, s22 / 2 + beta**2
+    return s12, theta
+
+
+def test_net_is_jacots_parameterization():
+    net = common.jacot_net(depth=3, width=7, beta=BETA)
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    params = net.init_fn(common.init_key(0, 1), x.shape)
+    np.testing.assert_allclose(np.asarray(net.apply_fn(params, x)), jacot_forward(params, x, beta=BETA),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_limit_kernels_follow_the_papers_recursion():
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.standard_normal((6, 3)), rng.standard_normal((4, 3))
+    for depth in (1, 2, 4):
+        sigma, theta = jacot_recursion(x1, x2, depth=depth, beta=BETA)
+        k = jacot_fc_kernels(x1, x2, depth=depth, beta=BETA)
+        np.testing.assert_allclose(np.asarray(k.nngp), sigma, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(k.ntk), theta, rtol=1e-10)
+
+
+def test_ntk_row_equals_the_empirical_ntk():
+    net = common.jacot_net(depth=4, width=16, beta=BETA)
+    x0 = np.array([[1.0, 0.0]])
+    grid = common.circle_points(np.linspace(-np.pi, np.pi, 9))
+    params = net.init_fn(common.init_key(3, 16, 0), x0.shape)
+    row = common.ntk_row_fn(net.apply_fn)(params, x0, grid)
+    reference = empirical_ntk(net.apply_fn, params, x0, grid, implementation="jacobian")[0]
+    np.testing.assert_allclose(np.asarray(row), np.asarray(reference), rtol=1e-10)
+
+
+def test_gd_stepper_matches_the_library_training_loop():
+    net = common.jacot_net(depth=3, width=12, beta=BETA)
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((8, 2)), rng.standard_normal((8, 1))
+    params = net.init_fn(common.init_key(4), x.shape)
+    mine = common.gd_stepper(net.apply_fn, learning_rate=1.0, steps=25)(params, x, y)
+    reference = train(net.apply_fn, params, x, y, steps=25, learning_rate=1.0).params
+    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+
+
+def test_gd_on_the_mean_loss_runs_the_flow_of_theta_over_n():
+    """Depth 1 (a linear model) is exactly its kernel dynamics: r_t = (I - Theta/N)^t r_0 at lr 1."""
+    net = common.jacot_net(depth=1, width=1, beta=BETA)
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((6, 3)), rng.standard_normal((6, 1))
+    params = net.init_fn(common.init_key(5), x.shape)
+    theta = x @ x.T / 3 + BETA**2
+    r0 = np.asarray(net.apply_fn(params, x)) - y
+    trained = common.gd_stepper(net.apply_fn, learning_rate=1.0, steps=7)(params, x, y)
+    expected = np.linalg.matrix_power(np.eye(6) - theta / 6, 7) @ r0
+    np.testing.assert_allclose(np.asarray(net.apply_fn(trained, x)) - y, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_gd_stepper_rejects_bad_settings():
+    with pytest.raises(ValueError, match="steps"):
+        common.gd_stepper(lambda p, x: x, learning_rate=1.0, steps=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        common.gd_stepper(lambda p, x: x, learning_rate=-1.0, steps=3)
+
+
+def _block_ode_gaussian(theta_all, sigma_all, n_test, y, t):
+    """Independent reference: f = [f(x); f(X)] obeys df/dt = -(1/N) Theta[:, X] (f(X) - y), solved by the
+    matrix exponential of the augmented linear system; f_0 ~ N(0, Sigma)."""
+    m = theta_all.shape[0]
+    n = m - n_test
+    a = np.zeros((m + 1, m + 1))
+    a[:m, n_test:m] = -theta_all[:, n_test:] / n
+    a[:m, m] = theta_all[:, n_test:] @ y / n
+    flow = linalg.expm(t * a)
+    linear, offset = flow[:m, :m], flow[:m, m]
+    cov = linear @ sigma_all @ linear.T
+    return offset[:n_test], np.diag(cov)[:n_test]
+
+
+@pytest.mark.parametrize("t", [3.0, 40.0])
+def test_limiting_gaussian_matches_the_block_ode(t):
+    x_train = common.circle_points([-2.0, -0.4, 1.1])
+    x_test = common.circle_points(np.linspace(-3.0, 3.0, 5))
+    y = x_train[:, 0] * x_train[:, 1]
+    k = jacot_fc_kernels(np.concatenate([x_test, x_train]), depth=3, beta=BETA)
+    theta, sigma = np.asarray(k.ntk), np.asarray(k.nngp)
+    nt = len(x_test)
+    mean, var = fig2.limiting_gaussian(theta[:nt, nt:], theta[nt:, nt:], np.diag(sigma)[:nt],
+                                       sigma[:nt, nt:], sigma[nt:, nt:], y, t=t)
+    ref_mean, ref_var = _block_ode_gaussian(theta, sigma, nt, y, t)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(var, ref_var, rtol=1e-8, atol=1e-12)
+
+
+def test_converged_limit_interpolates_the_training_points():
+    x_train = common.circle_points([-2.0, 0.3, 2.2])
+    y = np.array([0.3, -0.2, 0.5])
+    k = jacot_fc_kernels(x_train, depth=4, beta=BETA)
+    mean, var = fig2.limiting_gaussian(k.ntk, k.ntk, np.diag(np.asarray(k.nngp)), k.nngp, k.nngp, y, t=np.inf)
+    np.testing.assert_allclose(mean, y, atol=1e-9)
+    np.testing.assert_allclose(var, 0.0, atol=1e-9)
+
+
+def test_limiting_gaussian_rejects_repeated_training_points():
+    x = common.circle_points([0.5, 0.5])
+    k = jacot_fc_kernels(x, depth=2, beta=BETA)
+    with pytest.raises(ValueError, match="positive definite"):
+        fig2.limiting_gaussian(k.ntk, k.ntk, np.diag(np.asarray(k.nngp)), k.nngp, k.nngp, np.zeros(2), t=5.0)
+
+
+def test_percentiles_and_fraction_inside_by_monte_carlo():
+    mean, var = np.array([0.0, 1.0, -2.0]), np.array([1.0, 0.25, 4.0])
+    q10, q50, q90 = fig2.gaussian_percentiles(mean, var)
+    np.testing.assert_allclose(q10, stats.norm.ppf(0.1, mean, np.sqrt(var)))
+    np.testing.assert_allclose(q50, mean)
+    samples = np.random.default_rng(6).normal(mean, np.sqrt(var), size=(20000, 3))
+    assert fig2.fraction_inside(samples, q10, q90) == pytest.approx(0.8, abs=0.01)
+
+
+def test_kernel_pca_recovers_a_known_spectrum():
+    n = 6
+    q, _ = np.linalg.qr(np.random.default_rng(7).standard_normal((n, n)))
+    lam = np.array([0.5, 0.2, 0.1, 0.05, 0.01, 0.001])
+    gram = n * (q * lam) @ q.T
+    values, comps = fig3.kernel_pca(gram, k=3)
+    np.testing.assert_allclose(values, lam[:3], rtol=1e-12)
+    for c, v in zip(comps, q[:, :3].T, strict=True):
+        np.testing.assert_allclose(np.abs(c), np.sqrt(n) * np.abs(v), rtol=1e-10)
+        assert c[np.argmax(np.abs(c))] > 0
+    with pytest.raises(ValueError, match="k must"):
+        fig3.kernel_pca(gram, k=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=3, max_value=12), st.integers(min_value=0, max_value=2**31 - 1))
+def test_kernel_pca_components_are_orthonormal_in_the_empirical_norm(n, seed):
+    a = np.random.default_rng(seed).standard_normal((n, n + 2))
+    values, comps = fig3.kernel_pca(a @ a.T, k=n)
+    np.testing.assert_allclose(comps @ comps.T / n, np.eye(n), atol=1e-8)
+    assert np.all(np.diff(values) <= 1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=2, max_value=20), st.integers(min_value=0, max_value=2**31 - 1),
+       st.floats(min_value=-3, max_value=3, allow_nan=False))
+def test_residual_decomposition(n, seed, c):
+    rng = np.random.default_rng(seed)
+    direction = rng.standard_normal(n)
+    direction *= math.sqrt(n) / np.linalg.norm(direction)  # unit empirical norm
+    r = rng.standard_normal((3, n))
+    g, h = fig3.decompose_residual(r, direction)
+    np.testing.assert_allclose(g**2 + h**2, np.sum(r * r, axis=1) / n, rtol=1e-10)  # Pythagoras
+    g_pure, h_pure = fig3.decompose_residual(c * direction, direction)
+    np.testing.assert_allclose(g_pure, [abs(c)], atol=1e-12)
+    np.testing.assert_allclose(h_pure, [0.0], atol=1e-12)
+
+
+def test_straight_line_metrics_on_an_exact_exponential():
+    t = np.arange(0, 1001, 50)
+    pred = 0.5 * np.exp(-0.003 * t)
+    assert fig3.fitted_rate(t, pred) == pytest.approx(0.003, rel=1e-10)
+    assert fig3.log_deviation(pred, pred) == pytest.approx(0.0, abs=1e-12)
+    assert fig3.log_deviation(2 * pred, pred) == pytest.approx(math.log(2))
+
+
+def test_fig1_metrics_on_known_samples():
+    limit = np.array([1.0, 2.0, 3.0])
+    samples = np.array([[1.1, 2.0, 3.0], [0.9, 2.0, 3.0]])
+    assert fig1.relative_spread(samples, limit) == pytest.approx(np.std([1.1, 0.9], ddof=1) / 3 / 2)
+    assert fig1.mean_relative_error(samples, limit) == pytest.approx(0.0, abs=1e-15)
+    assert fig1.inflation(samples, samples + 0.2, limit) == pytest.approx(0.1)
+    assert fig1.mean_relative_error(samples + 1.0, limit) == pytest.approx(math.sqrt(3) / math.sqrt(14))
+
+
+def test_init_keys_are_distinct_and_reproducible():
+    keys = [tuple(np.asarray(jax.random.key_data(common.init_key(0, w, i))).tolist())
+            for w in (50, 1000) for i in range(3)]
+    assert len(set(keys)) == len(keys)
+    assert np.array_equal(jax.random.key_data(common.init_key(0, 50, 1)),
+                          jax.random.key_data(common.init_key(0, 50, 1)))
+    assert jnp.asarray(jax.random.key_data(common.init_key(1, 50, 1))).tolist() != list(keys[1])
