@@ -177,8 +177,11 @@ def _relu_like_expectations(neg_slope: float, pos_slope: float):
 
     def expectations(s11, s12, s22):
         k_same, _, theta = _arccos_kernels(s11, s12, s22)
-        k_flip, _, _ = _arccos_kernels(s11, -s12, s22)
-        k = (a * a + b * b) * k_same - 2.0 * a * b * k_flip
+        if a == 0.0 or b == 0.0:  # ReLU: skip the flipped kernel (half the work in every recursion)
+            k = (a * a + b * b) * k_same
+        else:
+            k_flip, _, _ = _arccos_kernels(s11, -s12, s22)
+            k = (a * a + b * b) * k_same - 2.0 * a * b * k_flip
         kdot = ((a * a + b * b) * (jnp.pi - theta) + 2.0 * a * b * theta) / (2.0 * jnp.pi)
         return k, kdot
 
