@@ -62,15 +62,17 @@ def relu_like_rho(activation: Activation | str) -> float | None:
     return 2 * a * b / (a * a + b * b)
 
 
-def second_moment(activation, q: float) -> float:
-    """E[phi(sqrt(q) Z)^2], Z ~ N(0, 1)."""
-    return float(get_activation(activation).second_moment(jnp.asarray(q, jnp.float64)))
+def second_moment(activation, q):
+    """E[phi(sqrt(q) Z)^2], Z ~ N(0, 1) (a float for a scalar q, else an array)."""
+    out = np.asarray(get_activation(activation).second_moment(jnp.asarray(q, jnp.float64)))
+    return float(out) if out.ndim == 0 else out
 
 
-def derivative_moment(activation, q: float) -> float:
-    """E[phi'(sqrt(q) Z)^2]."""
+def derivative_moment(activation, q):
+    """E[phi'(sqrt(q) Z)^2] (a float for a scalar q, else an array)."""
     act = get_activation(activation)
-    return float(gaussian_mean(lambda z: act.deriv(z) ** 2, jnp.asarray(q, jnp.float64)))
+    out = np.asarray(gaussian_mean(lambda z: act.deriv(z) ** 2, jnp.asarray(q, jnp.float64)))
+    return float(out) if out.ndim == 0 else out
 
 
 def chi1(activation, *, sigma_w2: float, q: float) -> float:
@@ -85,9 +87,10 @@ def variance_fixed_point(
     sigma_b2: float,
     q0: float = 1.0,
     tol: float = 1e-15,
-    max_iter: int = 100_000,
+    max_iter: int = 5000,
 ) -> float:
-    """q = sigma_b2 + sigma_w2 E[phi(sqrt(q) Z)^2] by iterating the variance map from q0."""
+    """q = sigma_b2 + sigma_w2 E[phi(sqrt(q) Z)^2] by iterating the variance map from q0; ValueError when
+    it has not converged after ``max_iter`` layers (Softplus at sigma_w2 = 2: q grows without bound)."""
     q = float(q0)
     for _ in range(max_iter):
         new = sigma_b2 + sigma_w2 * second_moment(activation, q)
@@ -126,6 +129,14 @@ def eoc_point(activation: str, *, sigma_b2: float) -> EOCPoint:
         act = get_activation(activation)
         a, b = float(act.deriv(jnp.asarray(-1.0))), float(act.deriv(jnp.asarray(1.0)))
         return EOCPoint(act.name, 2.0 / (a * a + b * b), 0.0, 1.0)
+
+    if sigma_b2 == 0:  # q* = 0: the limit q -> 0 of the curve, sigma_w^2 = 1 / phi'(0)^2 (needs phi(0) = 0)
+        if float(get_activation(activation).fn(jnp.asarray(0.0))) != 0.0:
+            raise ValueError(
+                f"{activation}: phi(0) != 0, so q = 0 is no fixed point and sigma_b2 = 0 has no EOC"
+            )
+        slope0 = float(get_activation(activation).deriv(jnp.asarray(0.0)))
+        return EOCPoint(activation, 1.0 / slope0**2, 0.0, 0.0)
 
     def excess(q):
         return q - second_moment(activation, q) / derivative_moment(activation, q) - sigma_b2

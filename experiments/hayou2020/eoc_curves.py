@@ -1,0 +1,169 @@
+"""Hayou et al. 2020, Sec. 4.1 and 6.2: Edge-of-Chaos curves (sigma_b, sigma_w) of ReLU, leaky ReLU,
+Tanh and ELU, whether Softplus and Sigmoid have one, and chi_1 at every (sigma_b, sigma_w) the paper
+uses (are they on the EOC?).
+
+The curve is parameterized by the fixed-point variance q > 0 (Sec. 4.1): sigma_w^2 = 1 / E[phi'(sqrt(q) Z)^2],
+sigma_b^2 = q - sigma_w^2 E[phi(sqrt(q) Z)^2], kept where sigma_b^2 >= 0. At a given (sigma_b, sigma_w): q*
+is the fixed point of the variance map (from q = 1), chi_1 = sigma_w^2 E[phi'(sqrt(q*) Z)^2], and the depth
+scale of the ordered/chaotic behaviour is xi = 1 / |log chi_1|.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from deep_kernels import (
+    chi1,
+    derivative_moment,
+    eoc_point,
+    relu_like_rho,
+    second_moment,
+    variance_fixed_point,
+)
+from scipy import optimize
+
+from ntkrepro.plotting import figure
+from ntkrepro.stage import StageResult, main
+
+
+def eoc_curve(activation: str, q_grid: np.ndarray) -> pd.DataFrame:
+    """(q, sigma_b, sigma_w) on the EOC for the q of ``q_grid`` with sigma_b^2 >= 0."""
+    q = np.asarray(q_grid, dtype=float)
+    sw2 = 1.0 / derivative_moment(activation, q)
+    sb2 = q - sw2 * second_moment(activation, q)
+    keep = sb2 >= 0
+    return pd.DataFrame(
+        {"activation": activation, "q": q[keep], "sigma_b": np.sqrt(sb2[keep]), "sigma_w": np.sqrt(sw2[keep])}
+    )
+
+
+def _tag(name: str) -> str:
+    return name.replace(":", "_").replace(".", "p")
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    q_grid = np.logspace(math.log10(p.q_min), math.log10(p.q_max), int(p.n_q))
+    metrics: dict = {}
+    curves = []
+    for act in p.activations:
+        if relu_like_rho(act) is not None:
+            point = eoc_point(act, sigma_b2=0.0)
+            curves.append(
+                pd.DataFrame(
+                    [
+                        {
+                            "activation": act,
+                            "q": float("nan"),
+                            "sigma_b": 0.0,
+                            "sigma_w": math.sqrt(point.sigma_w2),
+                        }
+                    ]
+                )
+            )
+            metrics[f"eoc_{_tag(act)}_sigma_w"] = math.sqrt(point.sigma_w2)
+            continue
+        curve = eoc_curve(act, q_grid)
+        curves.append(curve)
+        metrics[f"eoc_{_tag(act)}_exists"] = bool(len(curve) > 0)
+        if len(curve):
+            start = curve.iloc[0]
+            metrics[f"eoc_{_tag(act)}_sigma_w_at_smallest_sigma_b"] = float(start.sigma_w)
+            metrics[f"eoc_{_tag(act)}_smallest_sigma_b"] = float(start.sigma_b)
+    curve_table = pd.concat(curves, ignore_index=True)
+
+    rows = []
+    for pt in p.paper_points:
+        act, sb = pt.activation, float(pt.sigma_b)
+        sw = (
+            float(pt.sigma_w)
+            if pt.sigma_w is not None
+            else math.sqrt(eoc_point(act, sigma_b2=sb**2).sigma_w2)
+        )
+        try:
+            q = variance_fixed_point(act, sigma_w2=sw**2, sigma_b2=sb**2)
+        except ValueError:  # no finite fixed point reached: the variance grows with depth
+            q = float("inf")
+        chi = chi1(act, sigma_w2=sw**2, q=q) if math.isfinite(q) else float("nan")
+        if not math.isfinite(q):
+            phase = "no fixed point (variance grows with depth)"
+        else:
+            phase = "EOC" if abs(chi - 1) < p.eoc_tol else ("ordered" if chi < 1 else "chaotic")
+        depth_scale = (
+            1.0 / abs(math.log(chi)) if math.isfinite(chi) and abs(chi - 1) > 1e-12 else float("inf")
+        )
+        row = {
+            "name": pt.name,
+            "activation": act,
+            "sigma_b": sb,
+            "sigma_w": sw,
+            "q_star": q,
+            "chi1": chi,
+            "phase": phase,
+            "depth_scale": depth_scale,
+        }
+        if relu_like_rho(act) is None:
+            try:  # the EOC point at this sigma_b, and the sigma_b whose EOC point has this sigma_w
+                row["eoc_sigma_w_at_this_sigma_b"] = math.sqrt(eoc_point(act, sigma_b2=sb**2).sigma_w2)
+                row["eoc_sigma_b_for_this_sigma_w"] = _eoc_sigma_b_for(act, sw)
+            except ValueError:  # phi(0) != 0: no EOC point at sigma_b = 0
+                pass
+        rows.append(row)
+        metrics[f"chi1_{pt.name}"] = chi if math.isfinite(chi) else None
+        metrics[f"depth_scale_{pt.name}"] = row["depth_scale"] if math.isfinite(row["depth_scale"]) else None
+        for key in ("eoc_sigma_w_at_this_sigma_b", "eoc_sigma_b_for_this_sigma_w"):
+            if key in row:
+                metrics[f"{key}_{pt.name}"] = row[key]
+    points = pd.DataFrame(rows)
+    return StageResult(
+        metrics=metrics,
+        sizes={"n_q": int(p.n_q), "q_range": [float(p.q_min), float(p.q_max)]},
+        tables={"eoc_points": points, "eoc_curves": curve_table},
+        figures={"eoc_curves": _figure(curve_table, points)},
+    )
+
+
+def _eoc_sigma_b_for(activation: str, sigma_w: float) -> float:
+    """The sigma_b whose EOC point has this sigma_w (nan if none with sigma_b^2 in [0, 4])."""
+
+    def gap(sb2):
+        return eoc_point(activation, sigma_b2=sb2).sigma_w2 - sigma_w**2
+
+    if gap(0.0) > 0 or gap(4.0) < 0:
+        return float("nan")
+    return math.sqrt(optimize.brentq(gap, 0.0, 4.0, xtol=1e-14))
+
+
+def _figure(curves: pd.DataFrame, points: pd.DataFrame):
+    fig, axes = figure(1, 2, height=2.6)
+    ax, ax_wide = axes[0]
+    for act, curve in curves.groupby("activation", sort=False):
+        style = {"marker": "o", "linestyle": "none"} if len(curve) == 1 else {}
+        for target in (ax, ax_wide):
+            target.plot(curve.sigma_b, curve.sigma_w, label=act, **style)
+    for r in points.itertuples():
+        for target in (ax, ax_wide):
+            target.plot(r.sigma_b, r.sigma_w, marker="x", color="black", linestyle="none")
+        ax.annotate(
+            f"{r.name}: chi1={r.chi1:.4f}",
+            (r.sigma_b, r.sigma_w),
+            fontsize=5,
+            xytext=(3, -8),
+            textcoords="offset points",
+        )
+    ax.set(
+        xlim=(-0.02, 0.5),
+        ylim=(0.9, 1.6),
+        xlabel="sigma_b",
+        ylabel="sigma_w",
+        title="EOC near the paper's points (x)",
+    )
+    ax_wide.set(xscale="symlog", yscale="log", xlabel="sigma_b", ylabel="sigma_w", title="whole range")
+    ax.legend(fontsize=6)
+    return fig
+
+
+if __name__ == "__main__":
+    main(run, experiment="hayou2020/eoc_curves")
