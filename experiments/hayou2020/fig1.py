@@ -1,0 +1,151 @@
+"""Hayou et al. 2020, Fig. 1: |K^L/alpha_L - AK^inf| against depth L for (a) ReLU, ELU and Tanh on the EOC
+(alpha_L = L), (b) ReLU and ELU in the ordered phase (alpha_L = 1, limit q*/(1 - chi_1)), (c) ReLU ResNets
+with several sigma_w (alpha_L = L (1 + sigma_w^2/2)^(L-1)), each from one exact recursion over all depths
+(``deep_kernels``), with log-log (a, c) or log-linear (b) slopes fitted over the stated depth ranges."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hayou_common import (
+    depth_grid,
+    eoc_case,
+    exponential_rate,
+    first_layer_covariance,
+    loglog_slope,
+    paper_values,
+    phase_case,
+    resnet_case,
+)
+
+from ntkrepro.plotting import figure
+from ntkrepro.progress import progress
+from ntkrepro.stage import StageResult, main
+
+
+def _tag(value: float) -> str:
+    return f"{value:g}".replace(".", "p")
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    depths = depth_grid(int(p.max_depth), int(p.per_decade))
+    lo, hi = int(p.fit_range[0]), int(p.fit_range[1])
+    if not (1 <= lo < hi <= depths[-1]):
+        raise ValueError(f"params.fit_range {list(p.fit_range)} must lie in [1, max_depth={depths[-1]}]")
+    pairs = [dict(p.pair)]
+    metrics: dict = {"fit_lo": lo, "fit_hi": hi}
+    panels: dict = {"a": [], "b": [], "c": []}
+
+    for case_cfg in progress(list(p.eoc), desc="(a) EOC", enabled=cfg.progress):
+        case = eoc_case(case_cfg.activation, sigma_b2=float(case_cfg.sigma_b2), pairs=pairs, depths=depths)
+        run_ = case["runs"][0]
+        err = np.abs(run_["off_err"]) / run_["q_off"]
+        metrics[f"fig1a_{case['activation']}_slope"] = loglog_slope(depths, err, lo, hi)
+        panels["a"].append((case["activation"], err))
+
+    for case_cfg in p.ordered:
+        case = phase_case(
+            case_cfg.activation,
+            sigma_w2=float(case_cfg.sigma_w2),
+            sigma_b2=float(case_cfg.sigma_b2),
+            pairs=pairs,
+            depth=int(p.ordered_depth),
+        )
+        l_axis, err = case["depths"], case["err"] / case["limit"]
+        end = int(l_axis[np.flatnonzero(err > 1e3 * np.finfo(float).eps)[-1]])
+        start = int(p.ordered_fit_start)
+        mid = (start + end) // 2
+        first, second = exponential_rate(l_axis, err, start, mid), exponential_rate(l_axis, err, mid, end)
+        name = f"fig1b_{case['activation']}"
+        metrics[f"{name}_exponential"] = bool(second > 0 and second >= 0.75 * first)
+        metrics[f"{name}_rate"] = second
+        metrics[f"{name}_minus_log_chi1"] = -math.log(case["chi1"])
+        panels["b"].append((case, err, (mid, end, second)))
+
+    slopes = []
+    for sw2 in progress(list(p.resnet_sigma_w2), desc="(c) ResNets", enabled=cfg.progress):
+        case = resnet_case(sigma_w2=float(sw2), branch_scale="standard", pairs=pairs, depths=depths)
+        run_ = case["runs"][0]
+        err = np.abs(run_["off_err"]) / run_["q_off"]
+        slope = loglog_slope(depths, err, lo, hi)
+        metrics[f"fig1c_resnet_sw2_{_tag(float(sw2))}_slope"] = slope
+        slopes.append(slope)
+        panels["c"].append((float(sw2), err))
+    metrics["fig1c_resnet_slope_max_dev_from_minus_1"] = float(max(abs(s + 1) for s in slopes))
+    metrics["fig1c_resnet_slope_spread"] = float(max(slopes) - min(slopes))
+
+    s11, s12, s22 = first_layer_covariance(pairs[0], sigma_w2=1.0, sigma_b2=0.0)
+    return StageResult(
+        metrics=metrics,
+        sizes={"max_depth": int(depths[-1]), "n_depths": len(depths), "ordered_depth": int(p.ordered_depth)},
+        figures={"fig1": _figure(depths, panels, lo, hi, paper_values(cfg.artifact))},
+        arrays={
+            "depths": depths,
+            **{f"a_{name}": err for name, err in panels["a"]},
+            **{f"c_sw2_{_tag(sw2)}": err for sw2, err in panels["c"]},
+        },
+        notes=[
+            f"input pair: |x|^2/d = {s11:g}, {s22:g}, cosine {s12 / math.sqrt(s11 * s22):g}; errors are "
+            "relative to q (the scale of K/alpha_L)"
+        ],
+    )
+
+
+def _figure(depths, panels, lo, hi, published):
+    fig, axes = figure(1, 3, height=2.6)
+    ax_a, ax_b, ax_c = axes[0]
+    keep = (depths >= lo) & (depths <= hi)
+    for name, err in panels["a"]:
+        line = ax_a.loglog(depths, err, label=name)[0]
+        slope, icpt = np.polyfit(np.log(depths[keep]), np.log(err[keep]), 1)
+        ax_a.loglog(
+            depths[keep],
+            np.exp(icpt) * depths[keep] ** slope,
+            ":",
+            color=line.get_color(),
+            label=f"fit {slope:.2f}",
+        )
+    for sw2, err in panels["c"]:
+        line = ax_c.loglog(depths, err, label=f"sigma_w^2={sw2:g}")[0]
+        slope, icpt = np.polyfit(np.log(depths[keep]), np.log(err[keep]), 1)
+        ax_c.loglog(
+            depths[keep],
+            np.exp(icpt) * depths[keep] ** slope,
+            ":",
+            color=line.get_color(),
+            label=f"fit {slope:.2f}",
+        )
+    paper_slope = published.get("fig1a_relu_slope")
+    if paper_slope is not None:
+        for ax, ref in ((ax_a, panels["a"][0][1]), (ax_c, panels["c"][0][1])):
+            anchor = np.flatnonzero(depths == lo)[0]
+            ax.loglog(
+                depths[keep],
+                ref[anchor] * (depths[keep] / lo) ** paper_slope,
+                "--",
+                color="black",
+                linewidth=0.8,
+                label=f"paper: L^{paper_slope:g}",
+            )
+    for case, err, (mid, end, rate) in panels["b"]:
+        line = ax_b.semilogy(case["depths"], err, label=f"{case['activation']} (chi1={case['chi1']:.3f})")[0]
+        window = (case["depths"] >= mid) & (case["depths"] <= end)
+        ax_b.semilogy(
+            case["depths"][window],
+            err[mid - 1] * np.exp(-rate * (case["depths"][window] - mid)),
+            ":",
+            color=line.get_color(),
+            label=f"exp(-{rate:.3f} L)",
+        )
+    ax_a.set(xlabel="depth L", ylabel="|K^L/L - AK^inf| / q", title="(a) Edge of Chaos")
+    ax_b.set(xlabel="depth L", ylabel="sup |K^L - lambda| / lambda", title="(b) ordered phase")
+    ax_c.set(xlabel="depth L", ylabel="|K^L/alpha_L - AK^inf| / q", title="(c) ReLU ResNet")
+    for ax in (ax_a, ax_b, ax_c):
+        ax.legend(fontsize=5)
+    return fig
+
+
+if __name__ == "__main__":
+    main(run, experiment="hayou2020/fig1")
