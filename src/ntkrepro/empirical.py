@@ -5,8 +5,8 @@ Empirical NTK (Golikov et al. 2022 eq. 3): Theta_hat_{jj'}(x, x') = grad_theta f
 over the trainable parameters only. Two implementations (survey sec. 5.2; Novak et al. 2022):
 - ``"jacobian"``: per-example Jacobians (one reverse pass per output), then their contraction;
   cost O(m k [FP] + m^2 k^2 N) for the full k x k blocks (m^2 k N for their trace);
-- ``"ntvp"``: NTK-vector products: the rows of the second Jacobian come from VJPs, and each is pushed
-  through a JVP of the batched forward pass on the first inputs; cost O(m^2 k [FP]).
+- ``"ntvp"``: NTK-vector products: for each pair of examples, VJPs of f(x') with the k unit cotangents
+  pushed through a JVP of f(x), vmapped over the pairs; cost O(m^2 k [FP]).
 ``"auto"`` picks the cheaper one from a flop count of one forward pass ([FP], XLA's cost analysis)
 and the number of trainable parameters N. ``apply_fn`` must treat examples independently (batch-first,
 no batch statistics). For k outputs the kernel has the limit structure Theta (x) I_k: the default
@@ -89,19 +89,26 @@ def _contract(j1, j2, outputs):
 
 
 @partial(jax.jit, static_argnames=("apply_fn", "outputs"))
-def _ntvp(apply_fn, theta, rest, x1b, j2, outputs):
-    """Theta_hat(x1b, x2b) as JVPs of the batched forward on x1b along the rows of J(x2b)."""
+def _ntvp(apply_fn, theta, rest, x1b, x2b, outputs):
+    """Theta_hat(x1b, x2b) by NTK-vector products per pair of examples: for each x' a VJP of f(x') with
+    each output's unit cotangent, pushed through a JVP of f(x) (Novak et al. 2022), vmapped over pairs."""
 
-    def f(t):
-        return apply_fn(combine(t, rest), x1b)
+    def f_one(t, xi):
+        return apply_fn(combine(t, rest), xi[None])[0]
 
-    def jvp_along(tangent):
-        return jax.jvp(f, (theta,), (tangent,))[1]  # (b1, k)
+    def pair(a, b):
+        k = jax.eval_shape(f_one, theta, b).shape[0]
+        _, vjp_b = jax.vjp(lambda t: f_one(t, b), theta)
 
-    prods = jax.vmap(jax.vmap(jvp_along))(j2)  # (b2, k2, b1, k1)
+        def column(cotangent):
+            return jax.jvp(lambda t: f_one(t, a), (theta,), vjp_b(cotangent))[1]
+
+        return jax.vmap(column, out_axes=1)(jnp.eye(k, dtype=x2b.dtype))  # (k1, k2)
+
+    blocks = jax.vmap(jax.vmap(pair, in_axes=(0, None)), in_axes=(None, 0))(x1b, x2b)  # (b2, b1, k, k)
     if outputs == "trace":
-        return jnp.einsum("jkik->ij", prods) / prods.shape[1]
-    return jnp.transpose(prods, (2, 0, 3, 1))
+        return jnp.einsum("jikk->ij", blocks) / blocks.shape[-1]
+    return jnp.transpose(blocks, (1, 0, 2, 3))
 
 
 def _forward_flops(apply_fn, theta, rest, x_one) -> float | None:
@@ -213,8 +220,8 @@ def empirical_ntk(
     size = int(min(batch_size, max(n1, n2)))
 
     rows, cols = _blocks(x1, size), _blocks(x2, size)
-    # Column Jacobians are computed once and kept when they fit in COLUMN_CACHE_BYTES (otherwise they are
-    # recomputed per row block: for conv nets a Jacobian costs far more than its contraction).
+    # Jacobian contraction: column Jacobians are computed once and kept when they fit in COLUMN_CACHE_BYTES
+    # (otherwise recomputed per row block: for conv nets a Jacobian costs far more than its contraction).
     keep_columns = len(cols) * size * row_bytes <= COLUMN_CACHE_BYTES
     column_cache: dict[int, Any] = {}
 
@@ -231,14 +238,13 @@ def empirical_ntk(
         j1 = None
         if implementation == "jacobian":
             j1 = column_jacobian(i) if symmetric else _jacobian(apply_fn, theta, rest, xb1)
-        for j, (c0, c1, _) in enumerate(cols):
+        for j, (c0, c1, xb2) in enumerate(cols):
             if symmetric and j < i:
                 continue
-            j2 = j1 if symmetric and j == i and j1 is not None else column_jacobian(j)
             if implementation == "jacobian":
-                block = _contract(j1, j2, outputs)
+                block = _contract(j1, j1 if symmetric and j == i else column_jacobian(j), outputs)
             else:
-                block = _ntvp(apply_fn, theta, rest, xb1, j2, outputs)
+                block = _ntvp(apply_fn, theta, rest, xb1, xb2, outputs)
             block = np.asarray(block)
             if result is None:
                 result = np.zeros((n1, n2) + block.shape[2:], dtype=block.dtype)
