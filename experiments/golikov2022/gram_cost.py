@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -28,13 +29,13 @@ KERNELS = ("fc", "cntk_v", "cntk_gap")
 AXES = ("m", "d")
 
 
-def gram_fn(kernel: str, *, depth: int) -> Callable:
+def gram_fn(kernel: str, *, depth: int, dtype=jnp.float32) -> Callable:
     """x -> the NTK Gram of x for ``kernel`` (FC on (m, d) vectors, CNTK on (m, H, W, C) images)."""
     if kernel == "fc":
-        return lambda x: fc_kernels(x, depth=depth).ntk
+        return lambda x: fc_kernels(x, depth=depth, dtype=dtype).ntk
     if kernel in ("cntk_v", "cntk_gap"):
         readout = "vanilla" if kernel == "cntk_v" else "gap"
-        return lambda x: cntk(x, depth=depth, readout=readout).ntk
+        return lambda x: cntk(x, depth=depth, readout=readout, dtype=dtype).ntk
     raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
@@ -58,7 +59,8 @@ def fit_power_law(sizes, seconds, *, top: int) -> tuple[float, float, np.ndarray
     sizes = np.asarray(sizes, dtype=float)[order]
     seconds = np.asarray(seconds, dtype=float)[order]
     if top < 2 or len(sizes) < top:
-        raise ValueError(f"a power-law fit over the top {top} sizes needs >= 2 and at most {len(sizes)} sizes")
+        raise ValueError(f"a power-law fit over the top {top} sizes needs top >= 2 and at most "
+                         f"{len(sizes)} (the number of sizes)")
     used = sizes[-top:]
     slope, intercept = np.polyfit(np.log(used), np.log(seconds[-top:]), 1)
     return float(slope), float(intercept), used
@@ -69,7 +71,8 @@ def timing_jobs(p) -> list[dict]:
     jobs = [{"kernel": "fc", "axis": "m", "size": m, "shape": (m, p.fc_input_dim)} for m in p.fc.m_values]
     for kernel in ("cntk_v", "cntk_gap"):
         q = p[kernel]
-        jobs += [{"kernel": kernel, "axis": "m", "size": m, "shape": (m, q.side_for_m, q.side_for_m, p.channels)}
+        side = q.side_for_m
+        jobs += [{"kernel": kernel, "axis": "m", "size": m, "shape": (m, side, side, p.channels)}
                  for m in q.m_values]
         jobs += [{"kernel": kernel, "axis": "d", "size": side, "shape": (q.m_for_d, side, side, p.channels)}
                  for side in q.d_values]
@@ -79,7 +82,7 @@ def timing_jobs(p) -> list[dict]:
 def check_params(p) -> None:
     """One-line ValueError for settings the schema does not cover, before any compute."""
     for kernel in KERNELS:
-        for axis, key in (("m", "m_values"), ("d", "d_values")):
+        for key in ("m_values", "d_values"):
             values = p[kernel].get(key)
             if values is None:
                 continue
@@ -96,11 +99,11 @@ def run(cfg) -> StageResult:
     p = cfg.params
     check_params(p)
     rng = np.random.default_rng(cfg.seed)
-    dtype = np.float32 if cfg.precision == "float32" else np.float64
+    dtype = jnp.float32 if cfg.precision == "float32" else jnp.float64
     rows = []
     for job in progress(timing_jobs(p), desc="gram timings", enabled=cfg.progress):
         x = rng.standard_normal(job["shape"]).astype(dtype)
-        seconds = time_compiled(gram_fn(job["kernel"], depth=p.depth), x, repeats=p.repeats)
+        seconds = time_compiled(gram_fn(job["kernel"], depth=p.depth, dtype=dtype), x, repeats=p.repeats)
         rows.append({"kernel": job["kernel"], "axis": job["axis"], "size": job["size"],
                      "shape": "x".join(map(str, job["shape"])), "seconds": seconds})
     timings = pd.DataFrame(rows)

@@ -8,7 +8,7 @@ covariance x.x'/d is deterministic, eqs. 56-58). Measured on digits for FC and C
 - grid (widths x sample counts M): relative error ||Theta_hat^(M) - Theta||_F / ||Theta||_F on the train
   Gram, and the test accuracy of kernel regression with Theta_hat^(M) in place of Theta. The draws at one
   width are split into disjoint consecutive groups of M; each group is one Monte Carlo estimate. Curves:
-  root-mean-square over groups; bands: the 10-90% range over groups.
+  median over groups (robust to the rare huge draws of narrow ReLU nets); bands: the 10-90% range.
 - bias probe (a narrow width, the net's depth and the one-hidden-layer control): many draws in groups.
   The Frobenius error is dominated by the draw-to-draw fluctuation of the kernel's overall scale
   (O(sqrt(depth/n)), common to every entry), which hides an O(1/n) bias unless M >> n. The bias is
@@ -65,15 +65,17 @@ def net_inputs(arch: str, images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1) if arch == "fc" else images
 
 
-def exact_ntk(arch: str, x1, x2=None, *, depth: int, activation: str, readout: str) -> np.ndarray:
-    """The limit NTK matching :func:`make_network` (float64)."""
+def exact_ntks(arch: str, x1, x2=None, *, depths, activation: str, readout: str) -> dict[int, np.ndarray]:
+    """The limit NTKs matching :func:`make_network` at each of ``depths`` (float64): {depth: (n1, n2)}.
+    FC: every depth from one recursion; CNN: one ``cntk`` call per depth."""
     if arch == "fc":
-        k = fc_kernels(x1, x2, depth=depth, activation=activation, sigma_w2=c_sigma(activation), sigma_b2=0.0)
-    elif arch == "cnn":
-        k = cntk(x1, x2, depth=depth, readout=readout, activation=activation)
-    else:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
-    return np.asarray(k.ntk, dtype=np.float64)
+        k = fc_kernels(x1, x2, depth=max(depths), activation=activation, sigma_w2=c_sigma(activation),
+                       sigma_b2=0.0, all_depths=True, dtype=jnp.float64)
+        return {d: np.asarray(k.ntk[d - 1], dtype=np.float64) for d in depths}
+    if arch == "cnn":
+        return {d: np.asarray(cntk(x1, x2, depth=d, readout=readout, activation=activation,
+                                   dtype=jnp.float64).ntk, dtype=np.float64) for d in depths}
+    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
 
 
 @functools.partial(jax.jit, static_argnames=("init_fn", "apply_fn"))
@@ -279,46 +281,46 @@ def run(cfg) -> StageResult:
     sample_counts = sorted(int(m) for m in p.n_samples)
     draws_per_width = p.n_reps * sample_counts[-1]
 
-    grid, exact_acc, jobs = [], {}, []
-    for arch, act in _combos(p):
-        jobs += [(arch, act, w) for w in p[arch].widths]
-    exact_cache = {}
-    for arch, act, width in progress(jobs, desc="mc grid", enabled=cfg.progress):
+    combos = _combos(p)
+    exact_all, exact_acc = {}, {}
+    for arch, act in progress(combos, desc="exact kernels", enabled=cfg.progress):
         x = net_inputs(arch, images)
-        if (arch, act) not in exact_cache:
-            exact_cache[arch, act] = exact_ntk(arch, x, x[:n_train], depth=p.depth, activation=act,
-                                               readout=p.cnn.readout)
-            exact_acc[arch, act] = _regression_accuracy(exact_cache[arch, act], n_train, targets, y_test,
-                                                        p.ridge_rel)
+        exact_all[arch, act] = exact_ntks(arch, x, x[:n_train], depths=(p.control_depth, p.depth),
+                                          activation=act, readout=p.cnn.readout)
+        exact_acc[arch, act] = _regression_accuracy(exact_all[arch, act][p.depth], n_train, targets, y_test,
+                                                    p.ridge_rel)
+
+    grid = []
+    jobs = [(arch, act, w) for arch, act in combos for w in p[arch].widths]
+    for arch, act, width in progress(jobs, desc="mc grid", enabled=cfg.progress):
+        x = net_inputs(arch, images).astype(net_dtype)
         net = make_network(arch, depth=p.depth, width=width, activation=act, readout=p.cnn.readout,
                            dtype=net_dtype)
-        mc = monte_carlo_kernel(net.init_fn, net.apply_fn, _key(cfg.seed, arch, act, p.depth, width),
-                                x.astype(net_dtype), x[:n_train].astype(net_dtype),
-                                n_samples=draws_per_width, keep_samples=True)
+        mc = monte_carlo_kernel(net.init_fn, net.apply_fn, _key(cfg.seed, arch, act, p.depth, width), x,
+                                x[:n_train], n_samples=draws_per_width, keep_samples=True)
         samples = np.asarray(mc.samples, dtype=np.float64)
-        for row in grid_rows(samples, exact_cache[arch, act], n_train=n_train, sample_counts=sample_counts,
-                             targets=targets, y_test=y_test, ridge_rel=p.ridge_rel):
+        for row in grid_rows(samples, exact_all[arch, act][p.depth], n_train=n_train,
+                             sample_counts=sample_counts, targets=targets, y_test=y_test,
+                             ridge_rel=p.ridge_rel):
             grid.append({"arch": arch, "activation": act, "width": width, **row})
     grid = pd.DataFrame(grid)
 
-    probe_rows, bias_rows, probes = [], [], {}
-    probe_jobs = [(arch, act, depth) for arch, act in _combos(p) for depth in (p.control_depth, p.depth)]
-    x_probe = images[:n_train]
+    probe_rows, bias_rows = [], []
+    probe_jobs = [(arch, act, depth) for arch, act in combos for depth in (p.control_depth, p.depth)]
     for arch, act, depth in progress(probe_jobs, desc="bias probe", enabled=cfg.progress):
         q = p[arch].bias_probe
-        x = net_inputs(arch, x_probe[: q.n_points])
-        exact = exact_ntk(arch, x, depth=depth, activation=act, readout=p.cnn.readout)
+        x = net_inputs(arch, images[: q.n_points]).astype(net_dtype)  # the first train points
+        exact = exact_all[arch, act][depth][: q.n_points, : q.n_points]
         net = make_network(arch, depth=depth, width=q.width, activation=act, readout=p.cnn.readout,
                            dtype=net_dtype)
-        checkpoints = [m for m in _powers_of_two(q.group_size)]
-        probe = bias_probe(net, _key(cfg.seed, "probe", arch, act, depth, q.width), x.astype(net_dtype),
-                           exact, n_groups=q.n_groups, group_size=q.group_size, batch=q.batch,
+        checkpoints = _powers_of_two(q.group_size)
+        probe = bias_probe(net, _key(cfg.seed, "probe", arch, act, depth, q.width), x, exact,
+                           n_groups=q.n_groups, group_size=q.group_size, batch=q.batch,
                            checkpoints=checkpoints)
         exact_shape = kernel_shape(exact)
-        probes[arch, act, depth] = (probe, checkpoints, exact_shape)
-        summary = summarize_probe(probe, exact_shape)
         bias_rows.append({"arch": arch, "activation": act, "depth": depth, "width": q.width,
-                          "draws": q.n_groups * q.group_size, "exact_shape": exact_shape, **summary})
+                          "draws": q.n_groups * q.group_size, "exact_shape": exact_shape,
+                          **summarize_probe(probe, exact_shape)})
         for c, m in enumerate(checkpoints):
             errs, shape_dev = probe["error"][:, c], probe["shape"][:, c] / exact_shape - 1.0
             probe_rows.append({"arch": arch, "activation": act, "depth": depth, "width": q.width, "M": m,
@@ -329,8 +331,7 @@ def run(cfg) -> StageResult:
     bias = pd.DataFrame(bias_rows)
     probe_table = pd.DataFrame(probe_rows)
 
-    combos = _combos(p)
-    summary, metrics = summarize_grid(grid, exact_acc)
+    summary, metrics = summarize_grid(grid, exact_acc, seed=cfg.seed)
     metrics.update(bias_metrics(bias, depth=p.depth, control_depth=p.control_depth,
                                 t_threshold=p.bias_t_threshold, share_threshold=p.bias_share_threshold))
     figures = {
@@ -363,13 +364,26 @@ def _powers_of_two(limit: int) -> list[int]:
     return [2**k for k in range(int(math.log2(limit)) + 1)] + ([limit] if limit & (limit - 1) else [])
 
 
-def summarize_grid(grid: pd.DataFrame, exact_acc: dict) -> tuple[pd.DataFrame, dict]:
-    """Per (arch, activation, width, M): RMS / 10-90% of the error and mean / 10-90% of the accuracy over
-    groups; metrics: slopes against width and M, and the orderings the claims check."""
+def bootstrap_slope_se(errors_by_width: dict, *, n_boot: int, seed: int) -> float:
+    """Standard error of the log-log slope of the median error against width, by resampling the draws of
+    every width with replacement (``errors_by_width``: width -> single-draw errors)."""
+    rng = np.random.default_rng(seed)
+    widths = sorted(errors_by_width)
+    slopes = [loglog_slope(widths, [np.median(rng.choice(errors_by_width[w], len(errors_by_width[w])))
+                                    for w in widths]) for _ in range(n_boot)]
+    return float(np.std(slopes, ddof=1))
+
+
+def summarize_grid(grid: pd.DataFrame, exact_acc: dict, *, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Per (arch, activation, width, M): median (``error``), RMS and 10-90% range of the error and mean /
+    10-90% of the accuracy over groups; metrics: slopes of the median error against width and M, and the
+    orderings the claims check. The median, not the RMS: at small widths a rare draw whose kernel scale is
+    several times too large (ReLU: the scale is a product of per-layer chi-square-like factors) dominates
+    a mean over a few dozen draws; both scale as n^-1/2 once the fluctuations are Gaussian."""
     rows = []
     for (arch, act, width, m), g in grid.groupby(["arch", "activation", "width", "M"]):
         rows.append({"arch": arch, "activation": act, "width": width, "M": m, "groups": len(g),
-                     "error": rms(g.error), "error_q10": g.error.quantile(0.1),
+                     "error": g.error.median(), "error_rms": rms(g.error), "error_q10": g.error.quantile(0.1),
                      "error_q90": g.error.quantile(0.9), "accuracy": g.accuracy.mean(),
                      "accuracy_q10": g.accuracy.quantile(0.1), "accuracy_q90": g.accuracy.quantile(0.9),
                      "accuracy_exact": exact_acc[arch, act]})
@@ -385,6 +399,10 @@ def summarize_grid(grid: pd.DataFrame, exact_acc: dict) -> tuple[pd.DataFrame, d
             slope = loglog_slope(by_width.width, by_width.error) if len(widths) > 1 else math.nan
             if m == m_values[0]:
                 metrics[f"err_slope_width_m{m}_{tag}"] = slope
+                single = grid[(grid.arch == arch) & (grid.activation == act) & (grid.M == m)]
+                metrics[f"err_slope_width_m{m}_se_{tag}"] = (
+                    bootstrap_slope_se({w: g.error.to_numpy() for w, g in single.groupby("width")},
+                                       n_boot=200, seed=seed) if len(widths) > 1 else math.nan)
             if m == m_values[-1]:
                 metrics[f"err_slope_width_m{m}_{tag}"] = slope
             decreasing_in_width &= bool(slope < 0)

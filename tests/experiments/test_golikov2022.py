@@ -153,7 +153,8 @@ def test_bias_probe_streaming_equals_the_direct_computation():
     n_groups, group_size, checkpoints = 2, 6, [1, 2, 4, 6]
     probe = mc.bias_probe(net, key, x, exact, n_groups=n_groups, group_size=group_size, batch=4,
                           checkpoints=checkpoints)
-    draws = mc.ntk_draws(net, jax.random.split(key, n_groups * group_size), x).reshape(n_groups, group_size, 5, 5)
+    keys = jax.random.split(key, n_groups * group_size)
+    draws = mc.ntk_draws(net, keys, x).reshape(n_groups, group_size, 5, 5)
     norm = np.linalg.norm(exact)
     for g in range(n_groups):
         for c, m in enumerate(checkpoints):
@@ -182,14 +183,31 @@ def test_summarize_probe():
     assert mc.summarize_probe({**probe, "bias2": -0.01}, 1.0)["bias_share_m1"] == 0.0
 
 
-def test_one_hidden_layer_mean_kernel_is_the_limit():
+@pytest.mark.parametrize(("arch", "shape", "draws"), [("fc", (4, 3), 20000), ("cnn", (3, 3, 3, 1), 8000)])
+def test_one_hidden_layer_mean_kernel_is_the_limit(arch, shape, draws):
     """The control's premise (survey eqs. 56-58): at depth 2, E Theta_hat = Theta at any width (width 3)."""
-    x = np.random.default_rng(2).standard_normal((4, 3))
-    net = mc.make_network("fc", depth=2, width=3, activation="erf", readout="gap", dtype=np.float64)
-    draws = mc.ntk_draws(net, jax.random.split(jax.random.PRNGKey(0), 20000), x)
-    exact = mc.exact_ntk("fc", x, depth=2, activation="erf", readout="gap")
-    se = draws.std(0) / math.sqrt(len(draws))
-    assert np.all(np.abs(draws.mean(0) - exact) < 4.5 * se)
+    x = np.random.default_rng(2).standard_normal(shape)
+    net = mc.make_network(arch, depth=2, width=3, activation="erf", readout="gap", dtype=np.float64)
+    samples = mc.ntk_draws(net, jax.random.split(jax.random.PRNGKey(0), draws), x)
+    exact = mc.exact_ntks(arch, x, depths=(2,), activation="erf", readout="gap")[2]
+    se = samples.std(0) / math.sqrt(len(samples))
+    assert np.all(np.abs(samples.mean(0) - exact) < 4.5 * se)
+
+
+def test_exact_ntks_match_single_depth_calls():
+    from ntkrepro.kernels.conv import cntk
+    from ntkrepro.kernels.fc import fc_kernels
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5))
+    both = mc.exact_ntks("fc", x, x[:2], depths=(2, 3), activation="relu", readout="gap")
+    for d in (2, 3):
+        np.testing.assert_allclose(both[d], fc_kernels(x, x[:2], depth=d, sigma_w2=2.0).ntk, rtol=1e-12)
+    images = rng.standard_normal((2, 4, 4, 1))
+    both = mc.exact_ntks("cnn", images, depths=(2, 3), activation="relu", readout="vanilla")
+    for d in (2, 3):
+        np.testing.assert_allclose(both[d], cntk(images, depth=d, readout="vanilla", dtype=np.float64).ntk,
+                                   rtol=1e-12)
 
 
 # ---------------------------------------------------------------- mc_vs_exact: grid summaries and claims
@@ -338,7 +356,8 @@ def test_gram_fn_fc_is_the_fc_ntk():
     x = np.random.default_rng(0).standard_normal((3, 4))
     from ntkrepro.kernels.fc import fc_kernels
 
-    np.testing.assert_allclose(gram_cost.gram_fn("fc", depth=2)(x), fc_kernels(x, depth=2).ntk)
+    np.testing.assert_allclose(gram_cost.gram_fn("fc", depth=2, dtype=np.float64)(x), fc_kernels(x, depth=2).ntk,
+                               rtol=1e-12)
     with pytest.raises(ValueError, match="kernel"):
         gram_cost.gram_fn("rbf", depth=2)
 
