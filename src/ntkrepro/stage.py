@@ -20,6 +20,7 @@ stderr and in ``metrics.json`` (``tracking_error``).
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import socket
@@ -161,6 +162,7 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
 
     config_mod.validate(cfg)
     _set_threads(cfg.threads)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing noise in every stage log
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
