@@ -246,3 +246,24 @@ def test_init_keys_are_distinct_and_reproducible():
     assert np.array_equal(jax.random.key_data(common.init_key(0, 50, 1)),
                           jax.random.key_data(common.init_key(0, 50, 1)))
     assert jnp.asarray(jax.random.key_data(common.init_key(1, 50, 1))).tolist() != list(keys[1])
+
+
+def _compose(artifact, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose("config", overrides=[f"experiment=jacot2018/{artifact}", "scale=smoke", *overrides])
+
+
+@pytest.mark.parametrize(("module", "artifact", "override", "message"), [
+    (fig1, "fig1", "params.widths=[100]", "two widths"),
+    (fig1, "fig1", "params.x0=[1.0,0.0,0.0]", "x0"),
+    (fig2, "fig2", "params.train_angles=[0.5,0.5,1.0,2.0]", "distinct"),
+    (fig2, "fig2", "params.target=sine", "target"),
+    (fig3, "fig3", "params.record_every=7", "multiple"),
+    (fig3, "fig3", "params.depth=7", "max_depth_table"),
+])
+def test_stages_reject_bad_settings_before_compute(module, artifact, override, message):
+    with pytest.raises(ValueError, match=message):
+        module.run(_compose(artifact, override))
