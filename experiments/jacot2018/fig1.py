@@ -49,6 +49,8 @@ def run(cfg) -> StageResult:
         raise ValueError(f"params.widths needs at least two widths to compare, got {widths}")
     if len(p.x0) != 2:
         raise ValueError(f"params.x0 must be a point of the plane (2 numbers), got {list(p.x0)}")
+    if p.n_grid < 2:
+        raise ValueError(f"params.n_grid must be >= 2 (a curve over the circle), got {p.n_grid}")
     if p.n_inits < 2:
         raise ValueError(f"params.n_inits must be >= 2 (a spread needs two inits), got {p.n_inits}")
     dtype = np.float32 if cfg.precision == "float32" else np.float64

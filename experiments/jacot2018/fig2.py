@@ -64,6 +64,8 @@ def run(cfg) -> StageResult:
     widths = sorted(int(w) for w in p.widths)
     if p.target not in TARGETS:
         raise ValueError(f"params.target must be one of {sorted(TARGETS)}, got {p.target!r}")
+    if p.n_grid < 2:
+        raise ValueError(f"params.n_grid must be >= 2 (a curve over the circle), got {p.n_grid}")
     if p.n_inits < 2:
         raise ValueError(f"params.n_inits must be >= 2 (a spread needs two inits), got {p.n_inits}")
     if len(set(np.round(np.mod(p.train_angles, 2 * np.pi), 12))) != len(p.train_angles):

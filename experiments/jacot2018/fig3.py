@@ -68,6 +68,8 @@ def fitted_rate(times: np.ndarray, g_norm: np.ndarray) -> float:
 def run(cfg) -> StageResult:
     p = cfg.params
     widths = sorted(int(w) for w in p.widths)
+    if p.n_trials < 1:
+        raise ValueError(f"params.n_trials must be >= 1, got {p.n_trials}")
     if p.n_components < 3:
         raise ValueError(f"params.n_components must be >= 3 (Fig. 3 uses f(2) and f(3)), got {p.n_components}")
     if p.depth > p.max_depth_table:
