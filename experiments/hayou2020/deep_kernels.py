@@ -21,7 +21,7 @@ gamma = 1 - c and both maps are written so that every quantity is computed relat
   f'' over [c, 1]) are interpolated once by Chebyshev polynomials in sigma, from Gauss-Legendre sums
   of f'' evaluated by ``ntkrepro.kernels.gaussian.polar_expectations`` (~1e-14 relative). Before
   that map applies, the variance must sit at its fixed point: the first layers run the general 2x2
-  recursion (float64, the activation's Gaussian expectations) until it does.
+  recursion (float64, ``ntkrepro.kernels.fc.fc_kernels``) until it does.
 
 Everything is normalized so nothing overflows: ResNet kernels are carried divided by
 P_l = prod_{k<=l} (1 + a_k^2 sigma_w2 / 2) (the growth of the variance), with log P_l returned.
@@ -40,6 +40,7 @@ import numpy as np
 from jax import lax
 from scipy import optimize
 
+from ntkrepro.kernels.fc import fc_kernels
 from ntkrepro.kernels.gaussian import Activation, gaussian_mean, get_activation, polar_expectations
 
 CHEB_DEGREE = 48
@@ -53,10 +54,7 @@ SERIES_THETA = 0.05  # below it, sin t - t cos t by its series (relative error <
 def relu_like_rho(activation: Activation | str) -> float | None:
     """rho = 2ab / (a^2 + b^2) for a ReLU-like phi (slopes a for x < 0, b for x > 0); None otherwise."""
     act = get_activation(activation)
-    if not (
-        act.name in ("relu", "identity", "normalized_relu")
-        or act.name.startswith(("leaky_relu", "relu_like"))
-    ):
+    if not (act.name in ("relu", "identity", "normalized_relu") or act.name.startswith(("leaky_relu", "relu_like"))):
         return None
     a, b = float(act.deriv(jnp.asarray(-1.0))), float(act.deriv(jnp.asarray(1.0)))
     return 2 * a * b / (a * a + b * b)
@@ -132,9 +130,7 @@ def eoc_point(activation: str, *, sigma_b2: float) -> EOCPoint:
 
     if sigma_b2 == 0:  # q* = 0: the limit q -> 0 of the curve, sigma_w^2 = 1 / phi'(0)^2 (needs phi(0) = 0)
         if float(get_activation(activation).fn(jnp.asarray(0.0))) != 0.0:
-            raise ValueError(
-                f"{activation}: phi(0) != 0, so q = 0 is no fixed point and sigma_b2 = 0 has no EOC"
-            )
+            raise ValueError(f"{activation}: phi(0) != 0, so q = 0 is no fixed point and sigma_b2 = 0 has no EOC")
         slope0 = float(get_activation(activation).deriv(jnp.asarray(0.0)))
         return EOCPoint(activation, 1.0 / slope0**2, 0.0, 0.0)
 
@@ -150,59 +146,35 @@ def eoc_point(activation: str, *, sigma_b2: float) -> EOCPoint:
     return EOCPoint(activation, 1.0 / derivative_moment(activation, q), float(sigma_b2), float(q))
 
 
-# ------------------------------------------------------------------ general float64 recursion (2x2)
-
-
-@partial(jax.jit, static_argnames=("activation", "depth"))
-def _general_scan(activation: str, depth: int, sigma_w2, sigma_b2, init):
-    act = get_activation(activation)
-
-    def layer(carry, _):
-        s11, s12, s22, k11, k12, k22 = carry
-        e11, d11 = act.expectations(s11, s11, s11)
-        e12, d12 = act.expectations(s11, s12, s22)
-        e22, d22 = act.expectations(s22, s22, s22)
-        n11, n12, n22 = (sigma_b2 + sigma_w2 * e for e in (e11, e12, e22))
-        k11, k12, k22 = (
-            sigma_w2 * d * k + n for d, k, n in ((d11, k11, n11), (d12, k12, n12), (d22, k22, n22))
-        )
-        new = (n11, n12, n22, k11, k12, k22)
-        return new, jnp.stack(new)
-
-    _, rows = lax.scan(layer, tuple(init), None, length=depth)
-    return rows
-
-
-GENERAL_CHUNK = 256
+# ------------------------------------------------------------------ general float64 recursion (one pair)
 
 
 def general_recursion(
-    activation: str,
-    *,
-    sigma_w2: float,
-    sigma_b2: float,
-    sigma1: tuple[float, float, float],
-    depth: int,
-    until=None,
+    activation: str, *, sigma_w2: float, sigma_b2: float, sigma1: tuple[float, float, float], depth: int
 ) -> dict[str, np.ndarray]:
-    """Lemma 2 for one input pair in float64: ``sigma1 = (Sigma^1(x,x), Sigma^1(x,x'), Sigma^1(x',x'))``.
+    """Lemma 2 for one input pair in float64 (``ntkrepro.kernels.fc.fc_kernels``, all depths at once);
+    ``sigma1 = (Sigma^1(x,x), Sigma^1(x,x'), Sigma^1(x',x'))`` fixes the pair.
 
-    Returns arrays over l = 1..depth: ``s11, s12, s22`` (Sigma^l) and ``k11, k12, k22`` (K^l). With
-    ``until(rows) -> bool`` the recursion stops after the first chunk of layers for which it is true
-    (``depth`` is then a cap)."""
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    name = get_activation(activation).name
-    s11, s12, s22 = (float(s) for s in sigma1)
-    rows = np.asarray([[s11, s12, s22, s11, s12, s22]])
-    while len(rows) < depth:
-        new = np.asarray(
-            _general_scan(name, GENERAL_CHUNK, float(sigma_w2), float(sigma_b2), jnp.asarray(rows[-1]))
-        )
-        rows = np.concatenate([rows, new])[:depth]
-        if until is not None and until(rows):
-            break
-    return dict(zip(("s11", "s12", "s22", "k11", "k12", "k22"), rows.T, strict=True))
+    Returns arrays over l = 1..depth: ``s11, s12, s22`` (Sigma^l) and ``k11, k12, k22`` (K^l)."""
+    if not sigma_w2 > 0:
+        raise ValueError(f"sigma_w2 must be > 0, got {sigma_w2}")
+    g11, g12, g22 = ((float(s) - sigma_b2) / sigma_w2 for s in sigma1)  # x.x'/d of the pair
+    if g11 <= 0 or g22 <= 0 or abs(g12) > math.sqrt(g11 * g22):
+        raise ValueError(f"sigma1 = {tuple(sigma1)} is not a first-layer covariance at sigma_b2 = {sigma_b2}")
+    cos = g12 / math.sqrt(g11 * g22)
+    x = np.array([[math.sqrt(2 * g11), 0.0], [math.sqrt(2 * g22) * cos, math.sqrt(2 * g22 * (1 - cos * cos))]])
+    kernels = fc_kernels(
+        x, depth=int(depth), activation=activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, all_depths=True
+    )
+    nngp, ntk = np.asarray(kernels.nngp), np.asarray(kernels.ntk)
+    return {
+        "s11": nngp[:, 0, 0],
+        "s12": nngp[:, 0, 1],
+        "s22": nngp[:, 1, 1],
+        "k11": ntk[:, 0, 0],
+        "k12": ntk[:, 0, 1],
+        "k22": ntk[:, 1, 1],
+    }
 
 
 # ------------------------------------------------------------------ near-one correlation maps
@@ -332,7 +304,7 @@ def ffnn_eoc(
     sigma1: tuple[float, float, float],
     depths,
     q_tol: float = 1e-9,
-    max_general_depth: int = 5000,
+    max_general_depth: int = 1000,
     progress=None,
 ) -> DeepRun:
     """K^l of a FFNN on the EOC at the (increasing) ``depths``, for one input pair with first-layer
@@ -352,32 +324,24 @@ def ffnn_eoc(
         gamma0 = 1.0 - s12 / math.sqrt(s11 * s22)
         params = (rho, math.sqrt(s11 * s22), s11, s22)
         state = tuple(jnp.asarray(v) for v in (gamma0, s12, s11, s22))
-        rows = _record(
-            depths, lambda st, a, b: _ffnn_steps("relu_like", params, st, a + 1, b + 1), state, 1, progress
-        )
+        rows = _record(depths, lambda st, a, b: _ffnn_steps("relu_like", params, st, a + 1, b + 1), state, 1, progress)
         return DeepRun(depths, rows[:, 2], rows[:, 1], rows[:, 3], rows[:, 0], s11, s22, 1)
     smap = smooth_map(activation, sigma_w2=point.sigma_w2, q=point.q)
-
-    def at_q(rows):
-        return (np.abs(rows[:, 0] / point.q - 1) < q_tol) & (np.abs(rows[:, 2] / point.q - 1) < q_tol)
 
     general = general_recursion(
         activation,
         sigma_w2=point.sigma_w2,
         sigma_b2=point.sigma_b2,
         sigma1=(s11, s12, s22),
-        depth=max(max_general_depth, 2),
-        until=lambda rows: bool(at_q(rows).any()),
+        depth=max_general_depth,
     )
-    settled = np.flatnonzero(at_q(np.stack([general[k] for k in ("s11", "s12", "s22")], axis=1)))
+    settled = np.flatnonzero(
+        (np.abs(general["s11"] / point.q - 1) < q_tol) & (np.abs(general["s22"] / point.q - 1) < q_tol)
+    )
     if settled.size == 0:
-        raise ValueError(
-            f"{activation}: variances not within {q_tol:g} of q* after {max_general_depth} layers"
-        )
+        raise ValueError(f"{activation}: variances not within {q_tol:g} of q* after {max_general_depth} layers")
     switch = int(settled[0]) + 1  # layer number (1-based)
-    gamma_switch = 1.0 - general["s12"][switch - 1] / math.sqrt(
-        general["s11"][switch - 1] * general["s22"][switch - 1]
-    )
+    gamma_switch = 1.0 - general["s12"][switch - 1] / math.sqrt(general["s11"][switch - 1] * general["s22"][switch - 1])
     if gamma_switch > smap.sigma_max**2:
         raise ValueError(f"{activation}: 1 - c = {gamma_switch:.3g} at the switch exceeds the map's range")
     params = (jnp.asarray(smap.r1), jnp.asarray(smap.r2), smap.sigma_max, point.q, point.q, point.q)
@@ -402,9 +366,7 @@ def ffnn_eoc(
     )
     late = depths[depths > switch]
     late_rows = (
-        _record(
-            late, lambda st, a, b: _ffnn_steps("smooth", params, st, a + 1, b + 1), state, switch, progress
-        )
+        _record(late, lambda st, a, b: _ffnn_steps("smooth", params, st, a + 1, b + 1), state, switch, progress)
         if late.size
         else np.zeros((0, 4))
     )

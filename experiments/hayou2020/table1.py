@@ -1,0 +1,263 @@
+"""Hayou et al. 2020, Table 1: test accuracy of deep fully connected nets (NTK parameterization, SGD,
+batch 128, lr 1e-2) with 7 activations, each initialized on its EOC where it has one, after an early and
+a late number of epochs (paper: 10 and 100), on MNIST and CIFAR-10 (stand-ins at the reduced scales).
+
+PReLU (He et al. 2015) is a leaky ReLU whose negative slope is learned, one slope per layer, initialized
+at ``init_slope``; its net is built here on ``ntkrepro.nets.core`` because the library's nets take fixed
+activations. The other six use ``ntkrepro.nets.fc``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from deep_kernels import eoc_point
+from hayou_common import paper_values
+from omegaconf import OmegaConf
+
+from ntkrepro.nets import Network, fc
+from ntkrepro.nets.core import (
+    check_input,
+    effective_weight,
+    init_layers,
+    readout_mask_fn,
+    trainable_mask_fn,
+)
+from ntkrepro.plotting import figure
+from ntkrepro.progress import progress
+from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.train import TrainingDiverged, train
+
+EPOCH_TAGS = ("early", "late")
+
+
+def prelu_fc(
+    *, depth: int, width: int, out_dim: int, sigma_w2: float, sigma_b2: float, init_slope: float, dtype=jnp.float64
+) -> Network:
+    """``ntkrepro.nets.fc``'s net (NTK parameterization, eq. 10) with PReLU: phi_l(x) = x (x > 0),
+    a_l x (x <= 0), one trainable slope a_l per hidden layer, a_l = ``init_slope`` at initialization."""
+    if depth < 2 or width < 1 or out_dim < 1:
+        raise ValueError(f"prelu_fc needs depth >= 2, width >= 1, out_dim >= 1; got {depth}, {width}, {out_dim}")
+    use_bias = sigma_b2 > 0
+    bias_scale = math.sqrt(sigma_b2)
+
+    def init_fn(key, input_shape):
+        d = int(input_shape[-1])
+        fan_ins = [d] + [width] * (depth - 1)
+        fan_outs = [width] * (depth - 1) + [out_dim]
+        specs = []
+        for fan_in, fan_out in zip(fan_ins, fan_outs, strict=True):
+            layer = {"w": ((fan_in, fan_out), math.sqrt(sigma_w2 / fan_in))}
+            if use_bias:
+                layer["b"] = ((fan_out,), bias_scale)
+            specs.append(layer)
+        params = init_layers(key, specs, "ntk", dtype)
+        return [layer if i == 0 else {**layer, "a": jnp.asarray(init_slope, dtype)} for i, layer in enumerate(params)]
+
+    def apply_fn(params, x):
+        check_input(x, (params[0]["w"].shape[0],), "prelu_fc")
+        h = jnp.asarray(x, dtype)
+        for i, layer in enumerate(params):
+            if i > 0:
+                h = jnp.where(h > 0, h, layer["a"] * h)
+            w = layer["w"]
+            h = h @ effective_weight(w, math.sqrt(sigma_w2 / w.shape[0]), "ntk")
+            if use_bias:
+                h = h + effective_weight(layer["b"], bias_scale, "ntk")
+        return h
+
+    return Network(init_fn, apply_fn, trainable_mask_fn(depth, frozenset()), readout_mask_fn(depth), depth, out_dim)
+
+
+def init_variances(entry, dataset: str) -> tuple[float, float]:
+    """(sigma_w2, sigma_b2) of an activation entry: its sigma_b, sigma_w (null sigma_w = the EOC value of
+    a ReLU-like activation), with per-dataset overrides under ``by_dataset``."""
+    spec = dict(entry)
+    spec.update(dict(entry.get("by_dataset", {}) or {}).get(dataset, {}) or {})
+    sigma_b = float(spec["sigma_b"])
+    if spec.get("sigma_w") is None:
+        base = "leaky_relu:" + str(spec["init_slope"]) if spec["activation"] == "prelu" else spec["activation"]
+        return eoc_point(base, sigma_b2=sigma_b**2).sigma_w2, sigma_b**2
+    return float(spec["sigma_w"]) ** 2, sigma_b**2
+
+
+def build_net(entry, *, depth: int, width: int, out_dim: int, sigma_w2: float, sigma_b2: float) -> Network:
+    if entry.activation == "prelu":
+        return prelu_fc(
+            depth=depth,
+            width=width,
+            out_dim=out_dim,
+            sigma_w2=sigma_w2,
+            sigma_b2=sigma_b2,
+            init_slope=float(entry.init_slope),
+        )
+    return fc(
+        depth=depth,
+        width=width,
+        out_dim=out_dim,
+        activation=entry.activation,
+        sigma_w2=sigma_w2,
+        sigma_b2=sigma_b2,
+        parameterization="ntk",
+    )
+
+
+def _flat(ds):
+    return np.asarray(ds.x, dtype=np.float64).reshape(len(ds.x), -1), np.asarray(ds.y, dtype=np.int32)
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    early, late = int(p.epochs.early), int(p.epochs.late)
+    if late % early:
+        raise ValueError(f"params.epochs.late ({late}) must be a multiple of params.epochs.early ({early})")
+    rows, metrics, provenance, notes, n_train = [], {}, {}, [], {}
+    for dataset in p.datasets:
+        if dataset not in p.run_datasets:  # not run at this scale: the claims read None
+            for entry in p.models:
+                for tag in EPOCH_TAGS:
+                    metrics[f"acc_{dataset}_{entry.name}_{tag}"] = None
+            continue
+        sub = OmegaConf.merge(cfg, {"data": p.datasets[dataset]})
+        train_set, test_set = load_split(sub, "train"), load_split(sub, "test")
+        provenance[dataset] = train_set.provenance
+        x, y = _flat(train_set)
+        x_test, y_test = _flat(test_set)
+        n_train[dataset] = len(x)
+        steps_per_epoch = len(x) // int(p.batch_size)
+        chance = 100.0 / train_set.num_classes
+        for entry in progress(list(p.models), desc=f"table1 {dataset}", enabled=cfg.progress):
+            sigma_w2, sigma_b2 = init_variances(entry, dataset)
+            net = build_net(
+                entry,
+                depth=int(p.depth),
+                width=int(p.width),
+                out_dim=train_set.num_classes,
+                sigma_w2=sigma_w2,
+                sigma_b2=sigma_b2,
+            )
+            accs = {tag: [] for tag in EPOCH_TAGS}
+            for seed in range(int(p.n_seeds)):
+                key = jax.random.fold_in(jax.random.PRNGKey(int(cfg.seed)), seed)
+                params = net.init_fn(jax.random.fold_in(key, 0), x.shape)
+                try:
+                    result = train(
+                        net.apply_fn,
+                        params,
+                        x,
+                        y,
+                        steps=late * steps_per_epoch,
+                        learning_rate=float(p.lr),
+                        loss="cross_entropy",
+                        batch_size=int(p.batch_size),
+                        key=jax.random.fold_in(key, 1),
+                        eval_every=early * steps_per_epoch,
+                        x_test=x_test,
+                        y_test=y_test,
+                    )
+                    by_step = {e["step"]: 100.0 * e["test_accuracy"] for e in result.evals}
+                except TrainingDiverged as err:
+                    notes.append(f"{dataset}/{entry.name}/seed {seed}: diverged at step {err.step}; counted at chance")
+                    by_step = {}
+                for tag, epochs in (("early", early), ("late", late)):
+                    accs[tag].append(by_step.get(epochs * steps_per_epoch, chance))
+            for tag, epochs in (("early", early), ("late", late)):
+                values = np.asarray(accs[tag])
+                mean, std = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                metrics[f"acc_{dataset}_{entry.name}_{tag}"] = mean
+                metrics[f"std_{dataset}_{entry.name}_{tag}"] = std
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "data_used": train_set.provenance.name,
+                        "activation": entry.name,
+                        "sigma_w": math.sqrt(sigma_w2),
+                        "sigma_b": math.sqrt(sigma_b2),
+                        "epoch": epochs,
+                        "test_acc_mean": mean,
+                        "test_acc_std": std,
+                        "n_seeds": len(values),
+                    }
+                )
+        for tag in EPOCH_TAGS:
+            metrics.update(_orderings(metrics, dataset, tag, chance, float(p.chance_band)))
+    table = pd.DataFrame(rows)
+    return StageResult(
+        metrics=metrics,
+        data=_combined_provenance(provenance),
+        sizes={
+            "depth": int(p.depth),
+            "width": int(p.width),
+            "n_train": n_train,
+            "epochs": [early, late],
+            "n_seeds": int(p.n_seeds),
+        },
+        seeds=[int(cfg.seed)],
+        tables={"table1": table},
+        figures={"table1": _figure(table, paper_values(cfg.artifact))},
+        notes=notes,
+    )
+
+
+def _orderings(metrics: dict, dataset: str, tag: str, chance: float, band: float) -> dict:
+    """The paper's orderings of Sec. 6.2 as booleans over the mean accuracies."""
+
+    def acc(name):
+        return metrics[f"acc_{dataset}_{name}_{tag}"]
+
+    relu_like = max(acc("relu"), acc("lrelu_0p01"), acc("prelu"))
+    prefix = f"{dataset}_{tag}"
+    return {
+        f"{prefix}_classS_beats_relu_like": bool(min(acc("elu"), acc("tanh")) > relu_like),
+        f"{prefix}_prelu_ge_relu": bool(acc("prelu") >= acc("relu")),
+        f"{prefix}_softplus_sigmoid_at_chance": bool(
+            abs(acc("softplus") - chance) <= band and abs(acc("sigmoid") - chance) <= band
+        ),
+    }
+
+
+def _combined_provenance(provenance: dict) -> dict:
+    """One provenance record for the datasets used (names joined; stand-ins listed)."""
+    if not provenance:
+        return None
+    items = list(provenance.items())
+    substituted = [f"{p.substituted_for}" for _, p in items if p.substituted_for]
+    return {
+        "name": ", ".join(f"{p.name} (for {k})" for k, p in items),
+        "source": "; ".join(str(p.source) for _, p in items),
+        "sha256": "; ".join(str(p.sha256) for _, p in items),
+        "substituted_for": ", ".join(substituted) if substituted else None,
+    }
+
+
+def _figure(table: pd.DataFrame, published: dict):
+    datasets = list(dict.fromkeys(table.dataset)) or ["none"]
+    fig, axes = figure(1, len(datasets), height=2.6)
+    for ax, dataset in zip(np.atleast_2d(axes)[0], datasets, strict=True):
+        sub = table[table.dataset == dataset]
+        names = list(dict.fromkeys(sub.activation))
+        for k, epoch in enumerate(sorted(set(sub.epoch))):
+            rows = sub[sub.epoch == epoch].set_index("activation").loc[names]
+            pos = np.arange(len(names)) + 0.4 * k
+            ax.bar(pos, rows.test_acc_mean, width=0.4, yerr=rows.test_acc_std, label=f"epoch {epoch}")
+            tag = EPOCH_TAGS[k]
+            marks = [published.get(f"acc_{dataset}_{n}_{tag}") for n in names]
+            ax.plot(
+                pos,
+                [m if m is not None else np.nan for m in marks],
+                "k_",
+                markersize=8,
+                label="paper (epochs 10 / 100)" if k == 0 else None,
+            )
+        ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=45, fontsize=6)
+        ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title=f"{dataset} ({sub.data_used.iloc[0]})")
+        ax.legend(fontsize=6)
+    return fig
+
+
+if __name__ == "__main__":
+    main(run, experiment="hayou2020/table1")

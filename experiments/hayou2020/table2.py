@@ -1,0 +1,178 @@
+"""Hayou et al. 2020, Table 2: standard vs scaled ResNets (branch of layer l times 1/sqrt(l), eq. 13)
+trained with SGD (batch 128, lr 0.1 divided by 10 twice), test accuracy after an early and the last epoch.
+
+Paper scale: CIFAR ResNet-32/50/104 (``cifar_resnet``) on CIFAR-100, 160 epochs, decays at 80 and 120,
+read at epochs 10 and 160 (needs a GPU and the CIFAR-100 archive). Reduced scales: the fully connected
+ReLU ResNet of eqs. 12-13 (``ntkrepro.nets.resnet``, NTK parameterization) on flattened stand-in images,
+fewer and shallower nets and epochs (reported as reduced, on stand-in data).
+"""
+
+from __future__ import annotations
+
+import cifar100  # noqa: F401  (registers the CIFAR-100 dataset)
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from cifar_resnet import cifar_resnet
+from hayou_common import paper_values
+
+from ntkrepro.nets import resnet
+from ntkrepro.plotting import figure
+from ntkrepro.progress import progress
+from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.train import TrainingDiverged, step_decay_schedule, train
+
+VARIANTS = ("standard", "scaled")
+EPOCH_TAGS = ("early", "late")
+
+
+def build_net(model, *, depth: int, branch_scale: str, num_classes: int, dtype):
+    if model.kind == "cifar_resnet":
+        return cifar_resnet(
+            depth=depth,
+            num_classes=num_classes,
+            branch_scale=branch_scale,
+            batch_norm=bool(model.batch_norm),
+            dtype=dtype,
+        )
+    if model.kind == "fc_resnet":
+        if int(model.width) < num_classes:
+            raise ValueError(f"fc_resnet width {model.width} must be >= the number of classes {num_classes}")
+        return resnet(
+            depth=depth,
+            width=int(model.width),
+            out_dim=num_classes,
+            activation="relu",
+            sigma_w2=float(model.sigma_w2),
+            sigma_b2=float(model.sigma_b2),
+            branch_scale=branch_scale,
+            parameterization="ntk",
+            dtype=dtype,
+        )
+    raise ValueError(f"params.model.kind must be 'cifar_resnet' or 'fc_resnet', got {model.kind!r}")
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    early, late = int(p.epochs.early), int(p.epochs.late)
+    if late % early:
+        raise ValueError(f"params.epochs.late ({late}) must be a multiple of params.epochs.early ({early})")
+    dtype = jnp.float32 if cfg.precision == "float32" else jnp.float64
+    train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
+    x, y = np.asarray(train_set.x, np.float32), np.asarray(train_set.y, np.int32)
+    x_test, y_test = np.asarray(test_set.x, np.float32), np.asarray(test_set.y, np.int32)
+    if p.model.kind == "fc_resnet":
+        x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
+    steps_per_epoch = len(x) // int(p.batch_size)
+    schedule = step_decay_schedule(
+        float(p.lr), boundaries=[int(e) * steps_per_epoch for e in p.lr_decay_epochs], factor=float(p.lr_decay_factor)
+    )
+    chance = 100.0 / train_set.num_classes
+    rows, metrics, notes = [], {}, []
+    jobs = [(int(d), v) for d in p.depths for v in VARIANTS]
+    for depth, variant in progress(jobs, desc="table2", enabled=cfg.progress):
+        net = build_net(p.model, depth=depth, branch_scale=variant, num_classes=train_set.num_classes, dtype=dtype)
+        accs = {tag: [] for tag in EPOCH_TAGS}
+        for seed in range(int(p.n_seeds)):
+            key = jax.random.fold_in(jax.random.PRNGKey(int(cfg.seed)), seed)
+            params = net.init_fn(jax.random.fold_in(key, 0), x.shape)
+            try:
+                result = train(
+                    net.apply_fn,
+                    params,
+                    x,
+                    y,
+                    steps=late * steps_per_epoch,
+                    learning_rate=schedule,
+                    loss="cross_entropy",
+                    batch_size=int(p.batch_size),
+                    key=jax.random.fold_in(key, 1),
+                    eval_every=early * steps_per_epoch,
+                    x_test=x_test,
+                    y_test=y_test,
+                )
+                by_step = {e["step"]: 100.0 * e["test_accuracy"] for e in result.evals}
+            except TrainingDiverged as err:
+                notes.append(f"depth {depth} {variant} seed {seed}: diverged at step {err.step}; counted at chance")
+                by_step = {}
+            for tag, epochs in (("early", early), ("late", late)):
+                accs[tag].append(by_step.get(epochs * steps_per_epoch, chance))
+        label = f"{p.model.name}{depth}"
+        for tag, epochs in (("early", early), ("late", late)):
+            values = np.asarray(accs[tag])
+            mean = float(values.mean())
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            metrics[f"acc_{label}_{variant}_{tag}"] = mean
+            metrics[f"std_{label}_{variant}_{tag}"] = std
+            rows.append(
+                {
+                    "model": label,
+                    "variant": variant,
+                    "epoch": epochs,
+                    "test_acc_mean": mean,
+                    "test_acc_std": std,
+                    "n_seeds": len(values),
+                }
+            )
+    for depth in p.depths:
+        label = f"{p.model.name}{int(depth)}"
+        for tag in EPOCH_TAGS:
+            metrics[f"{label}_{tag}_scaled_ge_standard"] = bool(
+                metrics[f"acc_{label}_scaled_{tag}"] >= metrics[f"acc_{label}_standard_{tag}"]
+            )
+    deepest = f"{p.model.name}{int(max(p.depths))}"
+    metrics["deepest_late_scaled_ge_standard"] = metrics[f"{deepest}_late_scaled_ge_standard"]
+    metrics["deepest_early_scaled_ge_standard"] = metrics[f"{deepest}_early_scaled_ge_standard"]
+    metrics["all_late_scaled_ge_standard"] = all(
+        metrics[f"{p.model.name}{int(d)}_late_scaled_ge_standard"] for d in p.depths
+    )
+    for depth in p.paper_depths:  # the paper's cells, not measured at the reduced scales
+        for variant in VARIANTS:
+            for tag in EPOCH_TAGS:
+                metrics.setdefault(f"acc_resnet{int(depth)}_{variant}_{tag}", None)
+    table = pd.DataFrame(rows)
+    return StageResult(
+        metrics=metrics,
+        data=train_set.provenance,
+        sizes={
+            "n_train": len(x),
+            "n_test": len(x_test),
+            "depths": [int(d) for d in p.depths],
+            "epochs": [early, late],
+            "n_seeds": int(p.n_seeds),
+            "model": p.model.kind,
+        },
+        seeds=[int(cfg.seed)],
+        tables={"table2": table},
+        figures={"table2": _figure(table, paper_values(cfg.artifact))},
+        notes=notes + [f"test data: {test_set.provenance}"],
+    )
+
+
+def _figure(table: pd.DataFrame, published: dict):
+    fig, axes = figure(1, 2, height=2.6)
+    for ax, (k, tag) in zip(axes[0], enumerate(EPOCH_TAGS), strict=True):
+        epoch = sorted(set(table.epoch))[k]
+        sub = table[table.epoch == epoch]
+        models = list(dict.fromkeys(sub.model))
+        for j, variant in enumerate(VARIANTS):
+            rows = sub[sub.variant == variant].set_index("model").loc[models]
+            pos = np.arange(len(models)) + 0.4 * j
+            ax.bar(pos, rows.test_acc_mean, width=0.4, yerr=rows.test_acc_std, label=variant)
+            marks = [published.get(f"acc_{m}_{variant}_{tag}") for m in models]
+            ax.plot(
+                pos,
+                [v if v is not None else np.nan for v in marks],
+                "k_",
+                markersize=8,
+                label="paper" if j == 0 else None,
+            )
+        ax.set_xticks(np.arange(len(models)) + 0.2, models)
+        ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title=f"epoch {epoch}")
+        ax.legend(fontsize=6)
+    return fig
+
+
+if __name__ == "__main__":
+    main(run, experiment="hayou2020/table2")
