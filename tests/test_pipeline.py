@@ -86,3 +86,41 @@ def test_hyphenated_target_and_bad_scale(tmp_path):
     assert _snakemake("-n", "reproduce-all", "--config", f"results={tmp_path}").returncode == 0
     bad = _snakemake("-n", "reproduce-all", "--config", "scale=huge")
     assert bad.returncode != 0 and "scale='huge'" in (bad.stdout + bad.stderr)
+
+
+STAGE = ROOT / "experiments" / "hayou2020" / "eoc_curves.py"
+
+
+def _stage(*args):
+    return _run([sys.executable, str(STAGE), *args])
+
+
+def test_hydra_multirun_makes_a_parent_run_with_children(tmp_path):
+    proc = _stage("-m", "scale=smoke", f"results_root={tmp_path}", "progress=false", "seed=0,1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    runs = tracking.search_runs(uri, "hayou2020")
+    parents = [r for r in runs if r.data.tags.get("sweep") == "True"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert sorted(c.data.params["seed"] for c in children) == ["0", "1"]
+    assert len(list(tmp_path.glob("smoke/hayou2020/eoc_curves/multirun/*/*/metrics.json"))) == 2
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["params.no_such_key=1"], "no_such_key"),
+        (["experiment=hayou2020/nope"], "this stage runs experiment=hayou2020/eoc_curves"),
+        (["params.activations=[relu,swishy]"], "params.activations = 'swishy' must be a registered activation"),
+        (["precision=float16"], "precision"),
+        (["scale=huge"], "huge"),
+    ],
+)
+def test_bad_command_line_fails_before_compute(tmp_path, args, fragment):
+    scale = [] if any(a.startswith("scale=") for a in args) else ["scale=smoke"]
+    proc = _stage(*args, *scale, f"results_root={tmp_path}")
+    assert proc.returncode != 0
+    assert fragment in proc.stderr
+    assert not list(tmp_path.glob("*/hayou2020/eoc_curves/metrics.json"))

@@ -282,7 +282,7 @@ def main(run_fn: Callable[[Any], StageResult], *, experiment: str) -> None:
         print(f"error: this stage runs experiment={experiment}; got {given[0]}", file=sys.stderr)
         sys.exit(2)
     if not given:
-        sys.argv.insert(1, f"experiment={experiment}")
+        sys.argv.append(f"experiment={experiment}")
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _app(cfg) -> None:
