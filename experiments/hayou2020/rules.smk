@@ -1,0 +1,82 @@
+# Hayou et al. 2020: EOC curves, Fig. 1 (convergence rates), the theorem checks (exact recursions to depth
+# 1e6-1e7, no data), Table 1 (deep FFNNs, 7 activations) and Table 2 (standard vs scaled ResNets).
+register("hayou2020", "eoc_curves", "fig1", "theorem_checks", "table1", "table2")
+
+HAYOU_KERNELS = ["experiments/hayou2020/deep_kernels.py", "experiments/hayou2020/hayou_common.py"]
+
+
+rule hayou2020_eoc_curves:
+    input:
+        stage_inputs("hayou2020", "eoc_curves"),
+        HAYOU_KERNELS,
+    output:
+        out("hayou2020", "eoc_curves"),
+        out("hayou2020", "eoc_curves", "eoc_curves.png"),
+        out("hayou2020", "eoc_curves", "eoc_points.md"),
+    log:
+        out("hayou2020", "eoc_curves", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("hayou2020", "eoc_curves")
+
+
+rule hayou2020_fig1:
+    input:
+        stage_inputs("hayou2020", "fig1"),
+        HAYOU_KERNELS,
+    output:
+        out("hayou2020", "fig1"),
+        out("hayou2020", "fig1", "fig1.png"),
+    log:
+        out("hayou2020", "fig1", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("hayou2020", "fig1")
+
+
+rule hayou2020_theorem_checks:
+    input:
+        stage_inputs("hayou2020", "theorem_checks"),
+        HAYOU_KERNELS,
+        "experiments/hayou2020/claims.yaml",
+    output:
+        out("hayou2020", "theorem_checks"),
+        out("hayou2020", "theorem_checks", "theorem_checks.md"),
+        out("hayou2020", "theorem_checks", "theorem_checks_scaled_errors.png"),
+    log:
+        out("hayou2020", "theorem_checks", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("hayou2020", "theorem_checks")
+
+
+rule hayou2020_table1:
+    input:
+        stage_inputs("hayou2020", "table1"),
+        HAYOU_KERNELS,
+    output:
+        out("hayou2020", "table1"),
+        out("hayou2020", "table1", "table1.md"),
+        out("hayou2020", "table1", "table1.png"),
+    log:
+        out("hayou2020", "table1", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("hayou2020", "table1")
+
+
+rule hayou2020_table2:
+    input:
+        stage_inputs("hayou2020", "table2"),
+        "experiments/hayou2020/hayou_common.py",
+        "experiments/hayou2020/cifar_resnet.py",
+        "experiments/hayou2020/cifar100.py",
+    output:
+        out("hayou2020", "table2"),
+        out("hayou2020", "table2", "table2.md"),
+        out("hayou2020", "table2", "table2.png"),
+    log:
+        out("hayou2020", "table2", "stage.log"),
+    threads: 1
+    shell:
+        stage_shell("hayou2020", "table2")
