@@ -1,36 +1,38 @@
 """Exact convolutional kernels: the CNTK (Arora et al. 2019 sec. 4) and the CDEQ-NTK (Feng & Kolter, App. B).
 
 Images are batch-first (n, P, Q, C); filter q x q (q odd), stride 1, zero padding. The trace operator
-(Arora eq. after (14); Feng & Kolter eq. 20) is
+(Arora sec. 4, after eq. 14; Feng & Kolter eq. 20) is
     [L(M)]_{ij,i'j'} = sum_{a,b = -(q-1)/2 .. (q-1)/2} M_{i+a, j+b, i'+a, j'+b}     (out of range: 0);
 it keeps the offset (i - i', j - j') fixed.
 
-CNTK (Arora sec. 4.1-4.2, with the authors' code's last layer), L = depth - 1 convolution layers,
+CNTK (Arora sec. 4.1-4.2 with the authors' code's last layer), L = depth - 1 convolution layers,
 c = c_sigma = 1 / E[phi(z)^2]:
     Sigma(0) = L(sum_alpha x_alpha (x) x'_alpha);
     Lambda(h) from the per-pixel diagonals Sigma(h-1)(x,x)_{ij,ij}, Sigma(h-1)(x',x')_{i'j',i'j'} and
     Sigma(h-1)(x,x')_{ij,i'j'};  K(h) = E[phi phi], Kdot(h) = E[phi' phi'] under Lambda(h) (eqs. 15-16);
     Sigma(h) = (c/q^2) L(K(h)),  Theta(h) = (c/q^2) L(Kdot(h) (.) Theta(h-1) + K(h))  for h < L;
-    last layer, no trace operator (the readout is not a convolution):
+    last layer without trace operator (the readout is not a convolution):
     vanilla: nngp = (c/q^2) tr K(L),   ntk = (c/q^2) tr(Kdot(L) (.) Theta(L-1) + K(L));
     gap:     nngp = (c/q^2) mean K(L), ntk = (c/q^2) mean(Kdot(L) (.) Theta(L-1) + K(L)) over all (ij, i'j').
-``fix_first_last`` (sec. 4.2; the code's ``--fix yes``): Theta(0) = 0 and the K(L) term of the ntk is
-dropped (the first and the last layer are not trained).
+``fix_first_last`` (sec. 4.2; the code's ``--fix yes``): Theta(0) = 0 and no K(L) term in the ntk (the
+first and the last layer are not trained).
 
-The vanilla kernel only needs the P*Q offset-0 entries: L preserves offsets, so Sigma, Theta at offset 0
-depend only on offset-0 entries and on the per-pixel diagonals (themselves the offset-0 entries of the
-x-x kernel); every trace operator becomes a q x q box sum of a (P, Q) map: O(P Q L) per pair. GAP needs
-every offset: (P, Q, P, Q) per pair, computed for blocks of pairs. Per-image diagonals are computed once
-per image and reused for every pair.
+The vanilla kernel needs only the P*Q offset-0 entries: L preserves offsets, so Sigma and Theta at
+offset 0 depend only on offset-0 entries and on the per-pixel diagonals (the offset-0 entries of the x-x
+kernel), and every trace operator becomes a q x q box sum of a (P, Q) map: O(P Q L) per pair. GAP needs
+every offset: (P, Q, P, Q) per pair. Per-image diagonals are computed once per image and reused for
+every pair.
 
-CDEQ-NTK (Feng & Kolter Thm. 3, eqs. 15-21): see :func:`cdeq_ntk`. Its value tr(Theta*) also needs
-only offset 0.
+CDEQ-NTK (Feng & Kolter Thm. 3, eqs. 15-21): see :func:`cdeq_ntk`; its value tr(Theta*) also needs only
+offset 0.
 
-Batching (``batch_size`` = pairs per compiled call, None = automatic): a block of b1 x b2 pairs is one
-call; by default the block holds as many pairs as fit in a quarter of the available memory (free device
-memory on an accelerator, available RAM on CPU) at ``_LIVE_ARRAYS`` live arrays of P*Q (offset 0) or
-(P*Q)^2 (GAP) entries per pair, capped at 4096 pairs. With several JAX devices every block's rows are
-sharded over the devices.
+Batching (``batch_size`` = pairs per compiled call; None = automatic): a call evaluates a block of
+b1 x b2 pairs; inside it ``lax.map`` walks over row chunks of ~``_CHUNK_ENTRIES`` entries per array so
+that a layer's temporaries stay in the CPU cache (XLA materializes them between fusions). The automatic
+block holds as many pairs as fit in a quarter of the free memory (free device memory on an accelerator,
+available RAM on CPU) at ``_LIVE_ARRAYS`` live pair-sized arrays of P*Q (offset 0) or (P*Q)^2 (GAP)
+entries, at most ``_MAX_PAIRS_PER_BATCH``. With several JAX devices the rows of every block are sharded
+over the devices (one block = ``device_count`` times as many pairs).
 """
 
 from __future__ import annotations
@@ -44,23 +46,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from ntkrepro.kernels.fc import Kernels, check_variances
 from ntkrepro.kernels.gaussian import Activation, get_activation
 
 READOUTS = ("vanilla", "gap")
-_LIVE_ARRAYS = 12          # arrays of a pair's size alive at once in a layer (inputs, temporaries, outputs)
+_LIVE_ARRAYS = 12              # pair-sized arrays alive at once in a layer (inputs, temporaries, outputs)
 _MAX_PAIRS_PER_BATCH = 4096
 _MEMORY_FRACTION = 0.25
+_CHUNK_ENTRIES = 2**16         # entries per array in one lax.map step (256 KiB in float32)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["nngp", "ntk", "sigma_iterations", "theta_iterations"], meta_fields=[])
 @dataclass(frozen=True)
 class CDEQKernels:
-    """CDEQ-NTK Gram matrices (n1, n2) and, per pair, the iterations the two fixed points took."""
+    """CDEQ-NTK: ``nngp`` = tr K*, ``ntk`` = tr Theta* (n1, n2), and per pair the iterations of the Sigma
+    fixed point and of the Theta* solve."""
 
     nngp: jax.Array
     ntk: jax.Array
@@ -93,7 +97,7 @@ def check_images(x1, x2=None, *, dtype=jnp.float32):
             raise ValueError(f"{name} must be a non-empty batch of images (n, P, Q, C), got shape {shape}")
         x = np.asarray(x)
         if not np.all(np.isfinite(x)):
-            raise ValueError(f"{name} contains NaN or inf pixels")
+            raise ValueError(f"{name} contains non-finite pixels (NaN or inf)")
         arrays.append(x.astype(dtype, copy=False))
     if x2 is not None and arrays[0].shape[1:] != arrays[1].shape[1:]:
         raise ValueError(f"image shapes differ: x1 has (P, Q, C) = {arrays[0].shape[1:]}, "
@@ -109,6 +113,12 @@ def check_filter_size(filter_size) -> int:
     return int(filter_size)
 
 
+def _check_depth(depth) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 2:
+        raise ValueError(f"depth must be an integer >= 2 (convolution layers + 1), got {depth!r}")
+    return int(depth)
+
+
 def _check_batch_size(batch_size):
     if batch_size is None:
         return None
@@ -121,7 +131,11 @@ def _check_batch_size(batch_size):
 
 
 def box_sum(m, *, filter_size: int):
-    """Offset-0 trace operator: the q x q window sum of maps (..., P, Q), zero padding (separable)."""
+    """Offset-0 trace operator: q x q window sums of maps (..., P, Q), zero padding, separable.
+
+    Separable (q + q shifted adds) beats q^2 shifted adds (100 vs 37 M entries/s, 32x32 maps, float32,
+    2-core CPU) and ``lax.reduce_window`` (36 M entries/s).
+    """
     r = filter_size // 2
     if r == 0:
         return m
@@ -132,30 +146,71 @@ def box_sum(m, *, filter_size: int):
 
 
 def trace_operator(m, *, filter_size: int):
-    """The trace operator L on (..., P, Q, P, Q): shifted adds, separable (q + q instead of q^2 terms).
+    """The trace operator L on (..., P, Q, P, Q) as q^2 shifted adds of the zero-padded tensor.
 
-    Measured on the 2-core CPU of this project (32x32 images, blocks of 16 pairs, float32): separable
-    shifted adds 2x faster than q^2 shifted adds and 6x faster than a 2-D convolution with a diagonal
-    q x q kernel (``lax.conv_general_dilated``), see the module's benchmark notes in benchmarks/README.md.
+    Measured per 32x32 pair in float32 on this project's 2-core CPU (shared, so absolute times are
+    loose; the ratios held): q^2 = 9 shifted adds 13 ms (XLA fuses them into one loop), separable
+    3 + 3 shifted adds 22 ms (two passes over memory), a separable 2-D convolution with a diagonal 3 x 3
+    kernel (``lax.conv_general_dilated``) 507 ms.
     """
     r = filter_size // 2
     if r == 0:
         return m
     p_side, q_side = m.shape[-4], m.shape[-3]
     padded = jnp.pad(m, [(0, 0)] * (m.ndim - 4) + [(r, r)] * 4)
-    rows = sum(padded[..., a:a + p_side, :, a:a + p_side, :] for a in range(filter_size))
-    return sum(rows[..., b:b + q_side, :, b:b + q_side] for b in range(filter_size))
+    return sum(padded[..., a:a + p_side, b:b + q_side, a:a + p_side, b:b + q_side]
+               for a in range(filter_size) for b in range(filter_size))
 
 
-# ---------------------------------------------------------------- per-image diagonals
+# ---------------------------------------------------------------- Gaussian expectations
+
+# Abramowitz & Stegun 4.4.46: arccos(a) = sqrt(1 - a) sum_k c_k a^k + e, |e| <= 2e-8 on [0, 1].
+_ACOS_COEFFS = (1.5707963050, -0.2145988016, 0.0889789874, -0.0501743046, 0.0308918810, -0.0170881256,
+                0.0066700901, -0.0012624911)
+# phi = b max(0, x) -> b^2, for the ReLU-like activations the float32 fast path serves.
+_RELU_GAINS = {"relu": 1.0, "normalized_relu": 2.0}
+
+
+def _arccos_float32(x):
+    """arccos within 2e-8 (A&S 4.4.46): a polynomial, ~100x faster than XLA's arccos on CPU."""
+    a = jnp.abs(x)
+    poly = jnp.asarray(_ACOS_COEFFS[-1], x.dtype)
+    for c in _ACOS_COEFFS[-2::-1]:
+        poly = poly * a + c
+    r = jnp.sqrt(1.0 - a) * poly
+    return jnp.where(x < 0, jnp.pi - r, r)
+
+
+def expectations(activation: Activation, s11, s12, s22):
+    """(E[phi(u)phi(v)], E[phi'(u)phi'(v)]) under [[s11, s12], [s12, s22]], elementwise (Arora eqs. 15-16).
+
+    ``activation.expectations``, except for ReLU and the normalized ReLU in float32: there the arc-cosine
+    closed forms (Arora eqs. 19-20) use :func:`_arccos_float32` (XLA's arccos would dominate the cost);
+    |lambda| within 8 ulps of 1 is snapped to 1 as in ``gaussian._correlation``.
+    """
+    gain = _RELU_GAINS.get(activation.name)
+    if gain is None or jnp.result_type(s12) != jnp.float32:
+        return activation.expectations(s11, s12, s22)
+    norm2 = s11 * s22
+    positive = norm2 > 0
+    inv_norm = lax.rsqrt(jnp.where(positive, norm2, 1.0))
+    lam = jnp.clip(s12 * inv_norm, -1.0, 1.0)
+    lam = jnp.where(1.0 - jnp.abs(lam) <= 8 * jnp.finfo(jnp.float32).eps, jnp.sign(lam), lam)
+    lam = jnp.where(positive, lam, 0.0)
+    angle = jnp.pi - _arccos_float32(lam)
+    k = (gain / (2 * jnp.pi)) * (lam * angle + jnp.sqrt(1.0 - lam * lam)) * (norm2 * inv_norm)
+    return jnp.where(positive, k, 0.0), (gain / (2 * jnp.pi)) * angle
 
 
 def c_sigma(activation: Activation) -> float:
     """c_sigma = 1 / E[phi(z)^2], z ~ N(0, 1) (Arora et al. eq. 6; 2 for ReLU)."""
     second = float(activation.expectations(np.float64(1.0), np.float64(1.0), np.float64(1.0))[0])
     if not (math.isfinite(second) and second > 0):
-        raise ValueError(f"activation {activation.name}: E[phi(z)^2] = {second}, cannot normalize")
+        raise ValueError(f"activation {activation.name}: E[phi(z)^2] = {second}, cannot normalize by it")
     return 1.0 / second
+
+
+# ---------------------------------------------------------------- per-image diagonals
 
 
 @functools.partial(jax.jit, static_argnames=("num_layers", "filter_size", "activation"))
@@ -163,94 +218,120 @@ def _cntk_diagonals(x, scale, *, num_layers, filter_size, activation):
     d = box_sum(jnp.sum(x * x, axis=-1), filter_size=filter_size)
 
     def layer(d, _):
-        k = activation.expectations(d, d, d)[0]
+        k = expectations(activation, d, d, d)[0]
         return scale * box_sum(k, filter_size=filter_size), d
 
     _, stacked = lax.scan(layer, d, None, length=num_layers)
-    return stacked
+    return jnp.moveaxis(stacked, 0, 1)
 
 
 def cntk_diagonals(x, *, depth: int, filter_size: int = 3, activation="relu", dtype=jnp.float32):
-    """Per-pixel diagonals Sigma(h)(x, x)_{ij,ij}, h = 0..L-1, of each image: shape (L, n, P, Q)."""
+    """Per-pixel diagonals Sigma(h)(x, x)_{ij,ij}, h = 0..depth-2, of every image: (n, depth - 1, P, Q)."""
     depth = _check_depth(depth)
     q = check_filter_size(filter_size)
     act = get_activation(activation)
     x, _ = check_images(x, dtype=dtype)
-    scale = c_sigma(act) / q**2
-    return _cntk_diagonals(jnp.asarray(x), jnp.asarray(scale, x.dtype), num_layers=depth - 1, filter_size=q,
-                           activation=act)
+    return _cntk_diagonals(jnp.asarray(x), jnp.asarray(c_sigma(act) / q**2, x.dtype), num_layers=depth - 1,
+                           filter_size=q, activation=act)
 
 
-def _check_depth(depth) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 2:
-        raise ValueError(f"depth must be an integer >= 2 (convolution layers + 1), got {depth!r}")
-    return int(depth)
-
-
-# ---------------------------------------------------------------- CNTK pair blocks
+# ---------------------------------------------------------------- CNTK of one chunk of pairs
 
 
 def _pixel_products(x1, x2):
-    """sum_c x1[a, i, j, c] x2[b, i, j, c]: (b1, b2, P, Q)."""
-    return jnp.einsum("apqc,bpqc->abpq", x1, x2, precision=lax.Precision.HIGHEST)
+    """Offset-0 K(0): sum_c x1[a, i, j, c] x2[b, i, j, c], shape (b1, b2, P, Q).
+
+    A fused multiply-reduce: XLA's batched dot over the P*Q pixels is ~10x slower for few channels.
+    """
+    return jnp.sum(x1[:, None] * x2[None], axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("filter_size", "activation", "fix_first_last"))
-def _vanilla_block(x1, x2, d1, d2, scale, *, filter_size, activation, fix_first_last):
-    """Offset-0 CNTK-V of a block: x1 (b1, P, Q, C), x2 (b2, ...), d1 (L, b1, P, Q) -> nngp, ntk (b1, b2)."""
+def _vanilla_chunk(x1, x2, d1, d2, scale, *, filter_size, activation, fix_first_last):
+    """Offset-0 CNTK-V: x1 (r, P, Q, C), x2 (b, P, Q, C), d1 (r, L, P, Q), d2 (b, L, P, Q) -> (r, b) x 2."""
     box = functools.partial(box_sum, filter_size=filter_size)
     sigma = box(_pixel_products(x1, x2))
     theta = jnp.zeros_like(sigma) if fix_first_last else sigma
 
-    def expectations(sigma, e1, e2):
-        return activation.expectations(e1[:, None], sigma, e2[None, :])
+    def pair_expectations(sigma, e1, e2):
+        return expectations(activation, e1[:, None], sigma, e2[None, :])
 
     def layer(carry, diagonals):
         sigma, theta = carry
-        k, kdot = expectations(sigma, *diagonals)
+        k, kdot = pair_expectations(sigma, *diagonals)
         return (scale * box(k), scale * box(kdot * theta + k)), None
 
+    d1, d2 = jnp.moveaxis(d1, 1, 0), jnp.moveaxis(d2, 1, 0)
     (sigma, theta), _ = lax.scan(layer, (sigma, theta), (d1[:-1], d2[:-1]))
-    k, kdot = expectations(sigma, d1[-1], d2[-1])
+    k, kdot = pair_expectations(sigma, d1[-1], d2[-1])
     last = kdot * theta if fix_first_last else kdot * theta + k
     return scale * jnp.sum(k, axis=(-2, -1)), scale * jnp.sum(last, axis=(-2, -1))
 
 
-def _full_pair_kernels(x1, x2, d1, d2, scale, *, filter_size, activation, fix_first_last, readout):
-    """CNTK of a block from the full (P, Q, P, Q) tensors of every pair: x1 (b1, P, Q, C), d1 (L, b1, P, Q)."""
+def _full_chunk(x1, x2, d1, d2, scale, *, filter_size, activation, fix_first_last, readout):
+    """CNTK from the full (P, Q, P, Q) tensors of every pair (any readout); shapes as :func:`_vanilla_chunk`."""
     trace = functools.partial(trace_operator, filter_size=filter_size)
-    k0 = jnp.einsum("aijc,bklc->abijkl", x1, x2, precision=lax.Precision.HIGHEST)
-    sigma = trace(k0)
+    sigma = trace(jnp.einsum("aijc,bklc->abijkl", x1, x2, precision=lax.Precision.HIGHEST))
     theta = jnp.zeros_like(sigma) if fix_first_last else sigma
 
-    def expectations(sigma, e1, e2):
-        return activation.expectations(e1[:, None, :, :, None, None], sigma, e2[None, :, None, None, :, :])
+    def pair_expectations(sigma, e1, e2):
+        return expectations(activation, e1[:, None, :, :, None, None], sigma, e2[None, :, None, None, :, :])
 
     def layer(carry, diagonals):
         sigma, theta = carry
-        k, kdot = expectations(sigma, *diagonals)
+        k, kdot = pair_expectations(sigma, *diagonals)
         return (scale * trace(k), scale * trace(kdot * theta + k)), None
 
+    d1, d2 = jnp.moveaxis(d1, 1, 0), jnp.moveaxis(d2, 1, 0)
     (sigma, theta), _ = lax.scan(layer, (sigma, theta), (d1[:-1], d2[:-1]))
-    k, kdot = expectations(sigma, d1[-1], d2[-1])
+    k, kdot = pair_expectations(sigma, d1[-1], d2[-1])
     last = kdot * theta if fix_first_last else kdot * theta + k
     if readout == "gap":
         return scale * jnp.mean(k, axis=(-4, -3, -2, -1)), scale * jnp.mean(last, axis=(-4, -3, -2, -1))
-    p_side, q_side = x1.shape[1:3]
-    flat = (*k.shape[:2], p_side * q_side, p_side * q_side)
-    return (scale * jnp.trace(k.reshape(flat), axis1=-2, axis2=-1),
-            scale * jnp.trace(last.reshape(flat), axis1=-2, axis2=-1))
+    return (scale * jnp.einsum("abijij->ab", k), scale * jnp.einsum("abijij->ab", last))
 
 
-_full_block = jax.jit(_full_pair_kernels, static_argnames=("filter_size", "activation", "fix_first_last",
-                                                            "readout"))
+# ---------------------------------------------------------------- blocks, chunks, devices
 
 
-# ---------------------------------------------------------------- batching over blocks and devices
+def _map_row_chunks(chunk_fn, rows_per_step: int, *row_arrays):
+    """``lax.map`` of ``chunk_fn(*row_chunks) -> tuple of (r, b2)`` over chunks of ``rows_per_step`` rows
+    of the row-first ``row_arrays`` (b1, ...) of a block; returns the tuple of (b1, b2) arrays."""
+    b1 = row_arrays[0].shape[0]
+    steps = b1 // rows_per_step
+    chunks = tuple(a.reshape(steps, rows_per_step, *a.shape[1:]) for a in row_arrays)
+    outs = lax.map(lambda args: chunk_fn(*args), chunks)
+    return tuple(o.reshape(b1, *o.shape[2:]) for o in outs)
+
+
+def _over_devices(fn, row_arrays: tuple, replicated: tuple):
+    """``fn(*row_arrays, *replicated)``, the rows (axis 0) of ``row_arrays`` split over the devices."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return fn(*row_arrays, *replicated)
+    mesh = Mesh(np.array(devices), ("pairs",))
+    in_specs = (P("pairs"),) * len(row_arrays) + (P(),) * len(replicated)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P("pairs"))(*row_arrays, *replicated)
+
+
+@functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "fix_first_last",
+                                             "readout"))
+def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation, fix_first_last, readout):
+    """CNTK (nngp, ntk) of a block x1 (b1, ...) x x2 (b2, ...): (b1, b2) each."""
+    if readout == "vanilla":
+        chunk = functools.partial(_vanilla_chunk, filter_size=filter_size, activation=activation,
+                                  fix_first_last=fix_first_last)
+    else:
+        chunk = functools.partial(_full_chunk, filter_size=filter_size, activation=activation,
+                                  fix_first_last=fix_first_last, readout=readout)
+
+    def local(x1, d1, x2, d2, scale):
+        return _map_row_chunks(lambda xa, da: chunk(xa, x2, da, d2, scale), rows_per_step, x1, d1)
+
+    return _over_devices(local, (x1, d1), (x2, d2, scale))
 
 
 def available_memory_bytes(device=None) -> int:
-    """Free memory of ``device`` (accelerator: bytes_limit - bytes_in_use; CPU: available RAM)."""
+    """Free memory of ``device``: bytes_limit - bytes_in_use on an accelerator, available RAM on CPU."""
     device = device or jax.devices()[0]
     if device.platform != "cpu":
         stats = device.memory_stats() or {}
@@ -263,71 +344,59 @@ def available_memory_bytes(device=None) -> int:
 
 
 def auto_pairs_per_batch(entries_per_pair: int, itemsize: int) -> int:
-    """Pairs per block: a quarter of the free memory at ``_LIVE_ARRAYS`` pair-sized arrays, in [1, 4096]."""
+    """Pairs per block (the module docstring's rule): a quarter of one device's free memory at
+    ``_LIVE_ARRAYS`` pair-sized arrays, clipped to [1, ``_MAX_PAIRS_PER_BATCH``], times the device count."""
     per_pair = _LIVE_ARRAYS * entries_per_pair * itemsize
     fit = int(_MEMORY_FRACTION * available_memory_bytes() // per_pair)
     return max(1, min(_MAX_PAIRS_PER_BATCH, fit)) * jax.device_count()
 
 
-def _block_sides(n1: int, n2: int, pairs: int, devices: int) -> tuple[int, int]:
-    """Block (b1, b2) with b1 * b2 <= pairs (at least one pair per device), b1 a multiple of ``devices``."""
-    b2 = max(1, min(n2, int(math.isqrt(max(pairs, 1)))))
-    b1 = max(1, min(n1, pairs // b2))
-    b1 = -(-b1 // devices) * devices
-    return b1, b2
+@dataclass(frozen=True)
+class _BlockPlan:
+    b1: int              # rows per block (a multiple of rows_per_step * devices)
+    b2: int              # columns per block
+    rows_per_step: int   # rows per lax.map step
 
 
-def _pad_rows(a, size: int, axis: int = 0):
-    """Pad ``a`` along ``axis`` to ``size`` by repeating its first entry (keeps every input valid)."""
-    missing = size - a.shape[axis]
+def _plan_blocks(n1: int, n2: int, *, pairs: int, entries_per_pair: int, symmetric: bool) -> _BlockPlan:
+    """Blocks of about ``pairs`` pairs; b1 a multiple of rows_per_step * devices; square when symmetric."""
+    b2 = max(1, min(n1 if symmetric else n2, math.isqrt(pairs)))
+    rows_per_step = max(1, min(_CHUNK_ENTRIES // (b2 * entries_per_pair), n1))
+    unit = rows_per_step * jax.device_count()
+    b1 = max(unit, min(pairs // b2, n1) // unit * unit)
+    if symmetric:
+        b1 = b2 = max(b1, -(-b2 // unit) * unit)
+    return _BlockPlan(b1, b2, rows_per_step)
+
+
+def _pad_rows(a, size: int):
+    """Pad ``a`` to ``size`` rows by repeating its first row (keeps every input valid)."""
+    missing = size - a.shape[0]
     if missing <= 0:
         return a
-    first = np.take(a, [0], axis=axis)
-    return np.concatenate([a, np.repeat(first, missing, axis=axis)], axis=axis)
+    return np.concatenate([a, np.repeat(a[:1], missing, axis=0)], axis=0)
 
 
-def _row_sharding(ndim: int, axis: int):
-    devices = jax.devices()
-    if len(devices) == 1:
-        return None
-    mesh = Mesh(np.array(devices), ("pairs",))
-    spec = [None] * ndim
-    spec[axis] = "pairs"
-    return NamedSharding(mesh, P(*spec))
-
-
-def _put(a, axis: int = 0):
-    sharding = _row_sharding(a.ndim, axis)
-    return jnp.asarray(a) if sharding is None else jax.device_put(a, sharding)
-
-
-def _blockwise(block_fn, x1, x2, d1, d2, *, pairs_per_batch: int, symmetric: bool, outputs: int):
-    """Evaluate ``block_fn(x1_block, x2_block, d1_block, d2_block) -> outputs arrays (b1, b2)`` over all
-    blocks (upper-triangle blocks only when ``symmetric``) and assemble (n1, n2) numpy arrays."""
-    n1, n2 = x1.shape[0], x2.shape[0]
-    b1, b2 = _block_sides(n1, n2, pairs_per_batch, jax.device_count())
-    if symmetric:
-        b1 = b2 = max(b1, b2)
-        b1 = -(-b1 // jax.device_count()) * jax.device_count()
-        b2 = b1
+def _blockwise(block_fn, rows: tuple, cols: tuple, plan: _BlockPlan, *, symmetric: bool):
+    """Evaluate ``block_fn(*row_blocks, *col_blocks) -> tuple of (b1, b2)`` over all blocks of the row-first
+    arrays ``rows`` (n1, ...) and ``cols`` (n2, ...) (upper-triangle blocks only when ``symmetric``) and
+    assemble (n1, n2) numpy arrays."""
+    n1, n2 = rows[0].shape[0], cols[0].shape[0]
     results = None
-    for r0 in range(0, n1, b1):
-        rows = slice(r0, min(n1, r0 + b1))
-        xr = _put(_pad_rows(x1[rows], b1))
-        dr = _put(_pad_rows(d1[:, rows], b1, axis=1), axis=1)
-        for c0 in range(r0 if symmetric else 0, n2, b2):
-            cols = slice(c0, min(n2, c0 + b2))
-            xc = jnp.asarray(_pad_rows(x2[cols], b2))
-            dc = jnp.asarray(_pad_rows(d2[:, cols], b2, axis=1))
-            values = [np.asarray(v) for v in block_fn(xr, xc, dr, dc)]
+    for r0 in range(0, n1, plan.b1):
+        rs = slice(r0, min(n1, r0 + plan.b1))
+        row_blocks = [jnp.asarray(_pad_rows(a[rs], plan.b1)) for a in rows]
+        for c0 in range(r0 if symmetric else 0, n2, plan.b2):
+            cs = slice(c0, min(n2, c0 + plan.b2))
+            col_blocks = [jnp.asarray(_pad_rows(a[cs], plan.b2)) for a in cols]
+            values = [np.asarray(v) for v in block_fn(*row_blocks, *col_blocks)]
             if results is None:
                 results = [np.zeros((n1, n2), v.dtype) for v in values]
-            nr, nc = rows.stop - rows.start, cols.stop - cols.start
+            nr, nc = rs.stop - rs.start, cs.stop - cs.start
             for out, v in zip(results, values, strict=True):
-                out[rows, cols] = v[:nr, :nc]
+                out[rs, cs] = v[:nr, :nc]
                 if symmetric:
-                    out[cols, rows] = v[:nr, :nc].T
-    assert results is not None and len(results) == outputs
+                    out[cs, rs] = v[:nr, :nc].T
     return results
 
 
@@ -340,7 +409,8 @@ def cntk(x1, x2=None, *, depth: int, readout: str = "vanilla", fix_first_last: b
 
     Args:
         x1, x2: images (n1, P, Q, C), (n2, P, Q, C); x2 None = the Gram of x1 (upper triangle computed).
-        depth: convolution layers + 1 (the depth of Arora et al.'s tables), >= 2.
+        depth: convolution layers + 1 (the depth of Arora et al.'s tables), >= 2 (>= 3 with
+            ``fix_first_last``).
         readout: ``"vanilla"`` (dense readout: trace, offset 0 only) or ``"gap"`` (global average pooling).
         fix_first_last: first and last layer not trained (sec. 4.2; Arora's CNTK-GAP uses True).
         filter_size: odd filter side q.
@@ -348,40 +418,201 @@ def cntk(x1, x2=None, *, depth: int, readout: str = "vanilla", fix_first_last: b
         dtype: float32 (the authors' precision, default) or float64.
         batch_size: pairs per compiled call (None: from free memory, module docstring).
     Returns:
-        :class:`~ntkrepro.kernels.fc.Kernels` with ``nngp`` and ``ntk`` of shape (n1, n2).
+        :class:`~ntkrepro.kernels.fc.Kernels` with ``nngp`` (the CNN-GP kernel) and ``ntk``, (n1, n2).
     """
     depth = _check_depth(depth)
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     if fix_first_last and depth < 3:
-        raise ValueError("fix_first_last needs depth >= 3: with one convolution layer and the first and last "
-                         "layer fixed nothing is trained (the NTK is 0)")
+        raise ValueError("fix_first_last needs depth >= 3: with one convolution layer and both the first "
+                         "and the last layer fixed nothing is trained (the NTK is 0)")
     q = check_filter_size(filter_size)
     act = get_activation(activation)
     batch_size = _check_batch_size(batch_size)
     x1, x2 = check_images(x1, x2, dtype=dtype)
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
-    scale_value = c_sigma(act) / q**2
-    diagonals = [np.asarray(_cntk_diagonals(jnp.asarray(x), jnp.asarray(scale_value, x.dtype),
-                                            num_layers=depth - 1, filter_size=q, activation=act))
-                 for x in ((x1,) if symmetric else (x1, x2))]
-    d1, d2 = diagonals[0], diagonals[-1]
-    scale = jnp.asarray(scale_value, x1.dtype)
+    scale = c_sigma(act) / q**2
+    d1, d2 = (np.asarray(_cntk_diagonals(jnp.asarray(x), jnp.asarray(scale, x.dtype), num_layers=depth - 1,
+                                         filter_size=q, activation=act)) for x in (x1, x2))
     p_side, q_side = x1.shape[1:3]
-    if readout == "vanilla":
-        entries = p_side * q_side
-
-        def block_fn(xa, xb, da, db):
-            return _vanilla_block(xa, xb, da, db, scale, filter_size=q, activation=act,
-                                  fix_first_last=bool(fix_first_last))
-    else:
-        entries = (p_side * q_side) ** 2
-
-        def block_fn(xa, xb, da, db):
-            return _full_block(xa, xb, da, db, scale, filter_size=q, activation=act,
-                               fix_first_last=bool(fix_first_last), readout="gap")
-
+    entries = p_side * q_side if readout == "vanilla" else (p_side * q_side) ** 2
     pairs = batch_size or auto_pairs_per_batch(entries, x1.dtype.itemsize)
-    nngp, ntk = _blockwise(block_fn, x1, x2, d1, d2, pairs_per_batch=pairs, symmetric=symmetric, outputs=2)
+    plan = _plan_blocks(x1.shape[0], x2.shape[0], pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
+    block = functools.partial(_cntk_block, rows_per_step=plan.rows_per_step, filter_size=q, activation=act,
+                              fix_first_last=bool(fix_first_last), readout=readout)
+    scale_array = jnp.asarray(scale, x1.dtype)
+    nngp, ntk = _blockwise(lambda a, da, b, db: block(a, b, da, db, scale_array), (x1, d1), (x2, d2), plan,
+                           symmetric=symmetric)
     return Kernels(jnp.asarray(nngp), jnp.asarray(ntk))
+
+
+# ---------------------------------------------------------------- CDEQ-NTK
+
+
+def normalization_squares(p_side: int, q_side: int, *, filter_size: int = 3) -> np.ndarray:
+    """[S]_ij^2 = [1_q * Xtilde]_ij (Feng & Kolter, CDEQ-NTK initialization): the number of in-range
+    pixels of the q x q window at (i, j) (9 inside, 6 on edges, 4 in corners for q = 3)."""
+    ones = jnp.ones((p_side, q_side))
+    return np.asarray(box_sum(ones, filter_size=filter_size))
+
+
+def _cdeq_map(s, d1, d2, pix, s_sq, sigma_w2, sigma_u2, *, filter_size, activation):
+    """One step of eqs. 17-20 at offset 0: (K, Kdot, next Sigma); s (..., P, Q), d1 / d2 broadcastable."""
+    k, kdot = expectations(activation, d1, s, d2)
+    big_k = (sigma_w2 * k + sigma_u2 * pix) / s_sq
+    return big_k, sigma_w2 * kdot / s_sq, box_sum(big_k, filter_size=filter_size)
+
+
+def _cdeq_history(x, s_sq, sigma_w2, sigma_u2, *, filter_size, activation, max_iter):
+    """Diagonal iterates Sigma(h)(x, x)_{ij,ij}, h = 0..max_iter, of images x (n, P, Q, C): (n, h, P, Q)."""
+    pix = jnp.sum(x * x, axis=-1)
+
+    def step(d, _):
+        new = _cdeq_map(d, d, d, pix, s_sq, sigma_w2, sigma_u2, filter_size=filter_size,
+                        activation=activation)[2]
+        return new, new
+
+    d0 = box_sum(pix, filter_size=filter_size) / s_sq
+    _, later = lax.scan(step, d0, None, length=max_iter)
+    return jnp.concatenate([d0[:, None], jnp.moveaxis(later, 0, 1)], axis=1)
+
+
+def _until_converged(step, state, max_iter):
+    """Iterate ``step(state, it) -> (state, change per pair)`` until every pair's change <= 0 (the step
+    folds its tolerance in) or ``max_iter`` steps; returns (state, per-pair iterations, 0 = not converged)."""
+    pairs = state[0].shape[0]
+
+    def cond(carry):
+        _, iters, it = carry
+        return jnp.any(iters == 0) & (it < max_iter)
+
+    def body(carry):
+        state, iters, it = carry
+        state, excess = step(state, it)
+        return state, jnp.where((iters == 0) & (excess <= 0), it + 1, iters), it + 1
+
+    state, iters, it = lax.while_loop(cond, body, (state, jnp.zeros(pairs, jnp.int32), jnp.asarray(0)))
+    return state, iters, it
+
+
+def _cdeq_chunk(x1, h1, x2, h2, s_sq, sigma_w2, sigma_u2, tol, *, filter_size, activation, max_iter):
+    """CDEQ-NTK of the pairs x1 (r, ...) x x2 (b, ...), offset 0, with the diagonal iterates h1 (r, H, P, Q),
+    h2 (b, H, P, Q) of :func:`_cdeq_history`: (nngp, ntk, sigma iterations, theta iterations), each (r, b)."""
+    r, b = x1.shape[0], x2.shape[0]
+    shape = (r * b, *x1.shape[1:3])
+    pix = _pixel_products(x1, x2).reshape(shape)
+
+    def diagonals(it):
+        e1 = jnp.broadcast_to(h1[:, None, it], (r, b, *shape[1:])).reshape(shape)
+        e2 = jnp.broadcast_to(h2[None, :, it], (r, b, *shape[1:])).reshape(shape)
+        return e1, e2
+
+    def diagonal_change(h, it):
+        return jnp.max(jnp.abs(h[:, it + 1] - h[:, it]), axis=(1, 2))
+
+    def mapping(sigma, it):
+        e1, e2 = diagonals(it)
+        return _cdeq_map(sigma, e1, e2, pix, s_sq, sigma_w2, sigma_u2, filter_size=filter_size,
+                         activation=activation)
+
+    def sigma_step(state, it):
+        (sigma,) = state
+        new = mapping(sigma, it)[2]
+        change = jnp.maximum(jnp.max(jnp.abs(new - sigma), axis=(1, 2)),
+                             jnp.maximum(diagonal_change(h1, it)[:, None], diagonal_change(h2, it)[None]).ravel())
+        return (new,), change - tol
+
+    sigma0 = box_sum(pix, filter_size=filter_size) / s_sq
+    (sigma,), sigma_iters, steps = _until_converged(sigma_step, (sigma0,), max_iter)
+    big_k, kdot, _ = mapping(sigma, steps)
+
+    def theta_step(state, _):
+        (theta,) = state
+        new = kdot * box_sum(theta, filter_size=filter_size) + big_k
+        change = jnp.max(jnp.abs(new - theta), axis=(1, 2))
+        return (new,), change - tol * jnp.maximum(1.0, jnp.max(jnp.abs(new), axis=(1, 2)))
+
+    (theta,), theta_iters, _ = _until_converged(theta_step, (big_k,), max_iter)
+    return tuple(v.reshape(r, b) for v in (jnp.sum(big_k, axis=(1, 2)), jnp.sum(theta, axis=(1, 2)),
+                                           sigma_iters, theta_iters))
+
+
+@functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "max_iter"))
+def _cdeq_block(x1, x2, s_sq, sigma_w2, sigma_u2, tol, *, rows_per_step, filter_size, activation, max_iter):
+    params = (s_sq, sigma_w2, sigma_u2)
+    options = dict(filter_size=filter_size, activation=activation, max_iter=max_iter)
+
+    def local(x1, x2, s_sq, sigma_w2, sigma_u2, tol):
+        h1, h2 = (_cdeq_history(x, s_sq, sigma_w2, sigma_u2, **options) for x in (x1, x2))
+
+        def chunk(xa, ha):
+            return _cdeq_chunk(xa, ha, x2, h2, s_sq, sigma_w2, sigma_u2, tol, **options)
+
+        return _map_row_chunks(chunk, rows_per_step, x1, h1)
+
+    return _over_devices(local, (x1,), (x2, *params, tol))
+
+
+def cdeq_ntk(x1, x2=None, *, sigma_w2: float, sigma_u2: float, tol: float = 1e-6, max_iter: int = 50,
+             filter_size: int = 3, activation="normalized_relu", norm_tol: float = 1e-4, sum_tol: float = 1e-9,
+             dtype=jnp.float32, batch_size: int | None = None) -> CDEQKernels:
+    """CDEQ-NTK of Feng & Kolter (Thm. 3, eqs. 15-21, App. B) with the vanilla (trace) readout.
+
+    As the theorem writes it, S enters K and Kdot at their own pixels, inside the next trace operator:
+        K(h)_{ij,i'j'} = (sW2 E[s(u)s(v)] + sU2 x_ij.y_i'j') / (S_ij S_i'j'),
+        Kdot(h)_{ij,i'j'} = sW2 E[s'(u)s'(v)] / (S_ij S_i'j'),   Sigma(h) = L(K(h)),
+    (u, v) ~ N(0, Lambda(h)) built from Sigma(h-1) with the per-pixel diagonals (eq. 17), S_ij^2 = window
+    pixel counts (:func:`normalization_squares`). Sigma is iterated to its fixed point Sigma*
+    (max |change| <= ``tol``); then Theta* = Kdot* (.) L(Theta*) + K* (eq. 21) by fixed-point iteration
+    (a contraction: |Kdot* (.) L(.)|_inf <= sW2 < 1, App. B) to max |change| <= tol * max(1, |Theta*|);
+    the value is tr(Theta*). L preserves offsets, so both run on the P*Q offset-0 entries only.
+    Note (App. B claims the diagonals of Sigma stay 1): with S inside L they do only away from the
+    border; the per-pixel diagonals are used as they are (eq. 17), computed once per image by the same
+    fixed-point iteration.
+
+    Args:
+        x1, x2: images (n, P, Q, C) whose pixel vectors have unit norm (within ``norm_tol``).
+        sigma_w2, sigma_u2: CDEQ-NTK initialization: sum 1 (within ``sum_tol``), sigma_w2 < 1.
+        tol: l-inf tolerance of both fixed points; ``max_iter``: iterations at most, else RuntimeError.
+        filter_size: odd q; activation: the normalized ReLU sqrt(2) max(0, x) of the paper by default.
+        dtype: float32 (default) or float64; batch_size: pairs per call (None: automatic).
+    Returns:
+        :class:`CDEQKernels`: nngp = tr K*, ntk = tr Theta* (n1, n2), per-pair iteration counts.
+    """
+    check_variances(sigma_w2=sigma_w2, sigma_u2=sigma_u2)
+    if not float(sigma_w2) < 1.0:
+        raise ValueError(f"the CDEQ-NTK fixed point needs sigma_w2 < 1 (Thm. 3), got {sigma_w2}")
+    if abs(float(sigma_w2) + float(sigma_u2) - 1.0) > sum_tol:
+        raise ValueError(f"CDEQ-NTK initialization needs sigma_w2 + sigma_u2 = 1, got "
+                         f"{float(sigma_w2) + float(sigma_u2)!r}")
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    q = check_filter_size(filter_size)
+    act = get_activation(activation)
+    batch_size = _check_batch_size(batch_size)
+    x1, x2 = check_images(x1, x2, dtype=dtype)
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None:
+            dev = float(np.max(np.abs(np.linalg.norm(x.astype(np.float64), axis=-1) - 1.0)))
+            if dev > norm_tol:
+                raise ValueError(f"Thm. 3 needs pixel vectors of unit norm: {name} deviates by up to {dev:.2e} "
+                                 f"> norm_tol={norm_tol:g}; divide every pixel vector x_ij by |x_ij| first")
+    symmetric = x2 is None
+    x2 = x1 if symmetric else x2
+    dt = x1.dtype
+    s_sq = jnp.asarray(normalization_squares(*x1.shape[1:3], filter_size=q), dt)
+    params = (s_sq, jnp.asarray(sigma_w2, dt), jnp.asarray(sigma_u2, dt), jnp.asarray(tol, dt))
+    entries = x1.shape[1] * x1.shape[2]
+    pairs = batch_size or auto_pairs_per_batch(entries, dt.itemsize)
+    plan = _plan_blocks(x1.shape[0], x2.shape[0], pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
+    block = functools.partial(_cdeq_block, rows_per_step=plan.rows_per_step, filter_size=q, activation=act,
+                              max_iter=int(max_iter))
+    nngp, ntk, sigma_iters, theta_iters = _blockwise(lambda a, b: block(a, b, *params), (x1,), (x2,), plan,
+                                                     symmetric=symmetric)
+    if np.any(sigma_iters == 0) or np.any(theta_iters == 0):
+        raise RuntimeError(f"CDEQ-NTK: {int(np.sum(sigma_iters == 0))} Sigma and {int(np.sum(theta_iters == 0))} "
+                           f"Theta fixed points did not reach tol={tol:g} in max_iter={max_iter} iterations")
+    return CDEQKernels(jnp.asarray(nngp), jnp.asarray(ntk), jnp.asarray(sigma_iters), jnp.asarray(theta_iters))
