@@ -1,0 +1,297 @@
+"""Hayou et al. 2020 stages: the deep recursions against independent references (the library's float64
+recursion, mpmath, closed forms, a finite-width ResNet), the asymptotic constants derived for the report,
+the rate diagnostics, the EOC solver, and the pieces of the training tables (nets, CIFAR-100 parser)."""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+import sys
+import tarfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ntkrepro  # noqa: F401  (x64)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "hayou2020"))
+
+import cifar100  # noqa: E402
+import deep_kernels as dk  # noqa: E402
+import hayou_common as hc  # noqa: E402
+from cifar_resnet import cifar_resnet  # noqa: E402
+from table1 import init_variances, prelu_fc  # noqa: E402
+
+from ntkrepro.empirical import empirical_ntk  # noqa: E402
+from ntkrepro.nets import fc, resnet  # noqa: E402
+
+PAIR = {"norm2": [1.0, 1.0], "cos": 0.5}
+
+
+# ---------------------------------------------------------------- deep recursions vs references
+
+
+@pytest.mark.parametrize("activation,sigma_b2", [("relu", 0.0), ("tanh", 0.04), ("elu", 0.04)])
+def test_deep_ffnn_matches_library_recursion(activation, sigma_b2):
+    """Below ~300 layers plain float64 is accurate: the near-one maps must agree with fc_kernels."""
+    point = dk.eoc_point(activation, sigma_b2=sigma_b2)
+    sigma1 = (1.3, 0.4, 0.9) if activation == "relu" else (1.0, 0.3, 1.5)
+    depths = [1, 2, 10, 100, 300]
+    deep = dk.ffnn_eoc(activation, point=point, sigma1=sigma1, depths=depths, max_general_depth=300)
+    ref = dk.general_recursion(activation, sigma_w2=point.sigma_w2, sigma_b2=point.sigma_b2, sigma1=sigma1, depth=300)
+    idx = np.asarray(depths) - 1
+    np.testing.assert_allclose(deep.k12, ref["k12"][idx], rtol=1e-8)
+    np.testing.assert_allclose(deep.k11, ref["k11"][idx], rtol=1e-8)
+    np.testing.assert_allclose(deep.gamma, 1 - ref["s12"][idx] / np.sqrt(ref["s11"][idx] * ref["s22"][idx]),
+                               rtol=1e-6, atol=1e-12)
+
+
+def _relu_mp(c0: float, depth: int) -> tuple[mpmath.mpf, mpmath.mpf]:
+    """ReLU on the EOC (q = 1) with 60-digit arithmetic: (K^depth(x,x'), 1 - c^depth)."""
+    with mpmath.workdps(60):
+        c = mpmath.mpf(c0)
+        k = c
+        for _ in range(depth - 1):
+            theta = mpmath.acos(c)
+            f = (mpmath.sqrt(1 - c * c) + (mpmath.pi - theta) * c) / mpmath.pi
+            k = k * (1 - theta / mpmath.pi) + f
+            c = f
+        return k, 1 - c
+
+
+def test_deep_relu_matches_mpmath_where_float64_fails():
+    """At depth 3000 the naive float64 recursion has lost ~1e-6 of K/L - 1/4; the angle form keeps ~1e-10."""
+    depth = 3000
+    k_mp, gamma_mp = _relu_mp(0.5, depth)
+    deep = dk.ffnn_eoc("relu", point=dk.eoc_point("relu", sigma_b2=0.0), sigma1=(1.0, 0.5, 1.0), depths=[depth])
+    err_mp = float(k_mp / depth - mpmath.mpf(1) / 4)
+    assert abs(deep.k12[0] / depth - 0.25 - err_mp) < 1e-9 * abs(err_mp)
+    assert deep.gamma[0] == pytest.approx(float(gamma_mp), rel=1e-9)
+
+
+def test_relu_resnet_diagonal_closed_forms():
+    """sigma_b = 0: standard K^L(x,x) = r^(L-1) q (1 + (L-1)(r-1)/r), r = 1 + sigma_w2/2; scaled: K^L/P_L =
+    q (1 + alpha sum_{l=2}^L 1/(l + alpha)), alpha = sigma_w2/2 (Lemma 3 summed by hand)."""
+    depths = np.array([1, 2, 7, 50, 1000])
+    for sw2 in (0.5, 2.0):
+        r, alpha, q = 1 + sw2 / 2, sw2 / 2, 1.7
+        std = dk.relu_resnet(sigma_w2=sw2, branch_scale="standard", sigma1=(q, 0.2, 1.1), depths=depths)
+        np.testing.assert_allclose(std.k11, q * (1 + (depths - 1) * (r - 1) / r), rtol=1e-12)
+        np.testing.assert_allclose(std.log_p, (depths - 1) * math.log(r), rtol=1e-12)
+        scaled = dk.relu_resnet(sigma_w2=sw2, branch_scale="scaled", sigma1=(q, 0.2, 1.1), depths=depths)
+        sums = np.array([sum(alpha / (k + alpha) for k in range(2, d + 1)) for d in depths])
+        np.testing.assert_allclose(scaled.k11, q * (1 + sums), rtol=1e-12)
+
+
+def _lemma3_direct(sigma1, depth, sigma_w2, scaled):
+    """Lemma 3 with a_l^2 on the branch terms, straight from the library's arc-cosine expectations."""
+    relu = dk.get_activation("relu")
+    q11, q12, q22 = sigma1
+    k = q12
+    for layer in range(2, depth + 1):
+        a2 = 1.0 / layer if scaled else 1.0
+        e12, d12 = (float(v) for v in relu.expectations(q11, q12, q22))
+        e11 = float(relu.expectations(q11, q11, q11)[0])
+        e22 = float(relu.expectations(q22, q22, q22)[0])
+        k = k * (1 + a2 * sigma_w2 * d12) + a2 * sigma_w2 * e12
+        q11, q12, q22 = q11 + a2 * sigma_w2 * e11, q12 + a2 * sigma_w2 * e12, q22 + a2 * sigma_w2 * e22
+    return k
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_relu_resnet_offdiagonal_matches_direct_lemma3(scaled):
+    sigma1 = (1.2, 0.3, 0.8)
+    run = dk.relu_resnet(sigma_w2=1.5, branch_scale="scaled" if scaled else "standard", sigma1=sigma1,
+                         depths=[2, 5, 12])
+    direct = [_lemma3_direct(sigma1, d, 1.5, scaled) for d in (2, 5, 12)]
+    np.testing.assert_allclose(run.k12 * np.exp(run.log_p), direct, rtol=1e-10)
+
+
+def test_scaled_resnet_recursion_is_the_finite_width_ntk():
+    """Monte Carlo: the empirical NTK of ntkrepro.nets.resnet (branch / sqrt(l)) at width 768 matches the
+    recursion with a_l^2 = 1/l on the branch terms (the normalization behind the Prop. 3 claim)."""
+    depth, width, sw2 = 4, 768, 2.0
+    x = jnp.asarray([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]]) * math.sqrt(3.0)
+    net = resnet(depth=depth, width=width, out_dim=1, sigma_w2=sw2, branch_scale="scaled")
+    draws = [empirical_ntk(net.apply_fn, net.init_fn(jax.random.PRNGKey(s), x.shape), x) for s in range(3)]
+    measured = np.mean(np.asarray(draws), axis=0)
+    sigma1 = (sw2, sw2 * 0.6, sw2)
+    run = dk.relu_resnet(sigma_w2=sw2, branch_scale="scaled", sigma1=sigma1, depths=[depth])
+    exact = np.array([[run.k11[0], run.k12[0]], [run.k12[0], run.k22[0]]]) * math.exp(run.log_p[0])
+    np.testing.assert_allclose(measured, exact, rtol=0.08)
+
+
+# ---------------------------------------------------------------- near-one maps and EOC points
+
+
+def test_smooth_map_matches_direct_expectations():
+    """gamma - gamma^2 R1 = 1 - f(c) and 1 - gamma R2 = f'(c), f from the library's quadrature, at c = 0.7."""
+    for activation in ("tanh", "elu"):
+        point = dk.eoc_point(activation, sigma_b2=0.04)
+        smap = dk.smooth_map(activation, sigma_w2=point.sigma_w2, q=point.q)
+        act = dk.get_activation(activation)
+        c = 0.7
+        e, edot = (float(v) for v in act.expectations(point.q, point.q * c, point.q))
+        x = 2 * math.sqrt(1 - c) / smap.sigma_max - 1
+        r1 = float(np.polynomial.chebyshev.chebval(x, smap.r1))
+        r2 = float(np.polynomial.chebyshev.chebval(x, smap.r2))
+        gamma = 1 - c
+        assert gamma - gamma**2 * r1 == pytest.approx(1 - (point.sigma_b2 + point.sigma_w2 * e) / point.q, abs=1e-12)
+        assert 1 - gamma * r2 == pytest.approx(point.sigma_w2 * edot, abs=1e-12)
+
+
+def test_elu_fpp_matches_owens_t_closed_form():
+    """ELU: E[phi''(u) phi''(v)] = e^{q(1+s)} Phi2(-sqrt(q)(1+s), -sqrt(q)(1+s); s) (Owen's T)."""
+    from scipy import special
+
+    q, sigma_w2 = 1.1, 1.5
+    for s in (0.0, 0.6, 0.999999):
+        h = -math.sqrt(q) * (1 + s)
+        closed = math.exp(q * (1 + s)) * (special.ndtr(h) - 2 * special.owens_t(h, math.sqrt((1 - s) / (1 + s))))
+        assert float(dk._fpp(dk.get_activation("elu"), sigma_w2, q, s)) == pytest.approx(sigma_w2 * q * closed,
+                                                                                      rel=1e-12)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.floats(0.01, 1.0), st.sampled_from(["tanh", "elu"]))
+def test_eoc_point_has_chi1_one(sigma_b2, activation):
+    point = dk.eoc_point(activation, sigma_b2=sigma_b2)
+    assert dk.chi1(activation, sigma_w2=point.sigma_w2, q=point.q) == pytest.approx(1.0, abs=1e-12)
+    q_map = point.sigma_b2 + point.sigma_w2 * dk.second_moment(activation, point.q)
+    assert q_map == pytest.approx(point.q, rel=1e-12)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.01, 0.25])
+def test_relu_like_eoc_closed_form(slope):
+    point = dk.eoc_point(f"leaky_relu:{slope}", sigma_b2=0.0)
+    assert point.sigma_w2 == pytest.approx(2 / (1 + slope**2), rel=1e-15)
+    with pytest.raises(ValueError, match="only EOC point"):
+        dk.eoc_point("relu", sigma_b2=0.1)
+
+
+# ---------------------------------------------------------------- asymptotic constants derived for the report
+
+
+def test_relu_offdiagonal_error_has_the_derived_log_coefficient():
+    """ReLU on the EOC: L (K/L - q/4) = (3/8) q ln L + O(1) (the gamma^(1/2) term the proof drops)."""
+    depths = hc.depth_grid(100_000, 5)
+    case = hc.eoc_case("relu", sigma_b2=0.0, pairs=[PAIR], depths=depths)
+    run = case["runs"][0]
+    diag = hc.rate_diagnostics(depths, run["off_err"], ref=run["q_off"])
+    assert diag["log_coefficient"] / run["q_off"] == pytest.approx(3 / 8, rel=5e-3)  # O(log(L)/L) corrections
+    assert diag["is_log_over_L"] and not diag["is_inv_L"]
+
+
+def test_tanh_offdiagonal_log_coefficient_matches_derivation():
+    """Smooth phi: L (K/L - q/3) ~ (q/3) (1 - 2 f'''(1) / (3 f''(1)^2)) ln L; f'', f''' by Gauss-Hermite."""
+    point = dk.eoc_point("tanh", sigma_b2=0.04)
+    z, w = np.polynomial.hermite_e.hermegauss(150)
+    w = w / math.sqrt(2 * math.pi)
+    t = np.tanh(math.sqrt(point.q) * z)
+    d2, d3 = -2 * t * (1 - t * t), -2 * (1 - t * t) * (1 - 3 * t * t)
+    f2 = point.sigma_w2 * point.q * np.sum(w * d2**2)
+    f3 = point.sigma_w2 * point.q**2 * np.sum(w * d3**2)
+    depths = hc.depth_grid(100_000, 5)
+    run = hc.eoc_case("tanh", sigma_b2=0.04, pairs=[PAIR], depths=depths)["runs"][0]
+    diag = hc.rate_diagnostics(depths, run["off_err"], ref=run["q_off"])
+    assert diag["log_coefficient"] / point.q == pytest.approx((1 - 2 * f3 / (3 * f2**2)) / 3, rel=2e-3)
+
+
+def test_elu_offdiagonal_error_decays_like_inverse_sqrt():
+    depths = hc.depth_grid(1_000_000, 5)
+    run = hc.eoc_case("elu", sigma_b2=0.04, pairs=[PAIR], depths=depths)["runs"][0]
+    diag = hc.rate_diagnostics(depths, run["off_err"], ref=run["q_off"])
+    assert diag["is_inv_sqrt_L"] and not diag["is_log_over_L"]
+
+
+# ---------------------------------------------------------------- rate diagnostics on known curves
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.floats(0.1, 5.0), st.floats(-5.0, 5.0), st.sampled_from([1, -1]))
+def test_rate_diagnostics_classify_known_laws(a, b, sign):
+    depths = hc.depth_grid(1_000_000, 10).astype(float)
+    inv = sign * (a + b / depths) / depths
+    log = sign * (a * np.log(depths) + b) / depths
+    root = sign * a / np.sqrt(depths) * (1 + b / depths)
+    d_inv = hc.rate_diagnostics(depths.astype(int), inv, ref=1.0)
+    d_log = hc.rate_diagnostics(depths.astype(int), log, ref=1.0)
+    d_root = hc.rate_diagnostics(depths.astype(int), root, ref=1.0)
+    assert d_inv["is_inv_L"] and not d_inv["is_log_over_L"]
+    assert d_log["is_log_over_L"] and not d_log["is_inv_L"]
+    assert d_log["log_coefficient"] == pytest.approx(sign * a, rel=1e-6)
+    assert d_root["is_inv_sqrt_L"] and not d_root["is_inv_L"]
+    assert hc.rate_diagnostics(depths.astype(int), 0 * depths, ref=1.0)["vanishes"]
+
+
+def test_depth_grid_contains_the_decades():
+    grid = hc.depth_grid(100_000, 7)
+    assert {1, 10, 100, 1000, 10_000, 100_000} <= set(grid.tolist())
+    assert np.all(np.diff(grid) > 0)
+    with pytest.raises(ValueError):
+        hc.rate_diagnostics(np.arange(1, 51), np.ones(50), ref=1.0)
+
+
+# ---------------------------------------------------------------- Table 1 / Table 2 pieces
+
+
+def test_prelu_net_with_zero_slope_is_the_relu_net():
+    x = jax.random.normal(jax.random.PRNGKey(3), (5, 7))
+    ours = prelu_fc(depth=4, width=16, out_dim=3, sigma_w2=2.0, sigma_b2=0.1, init_slope=0.0)
+    ref = fc(depth=4, width=16, out_dim=3, activation="relu", sigma_w2=2.0, sigma_b2=0.1)
+    params = ours.init_fn(jax.random.PRNGKey(0), x.shape)
+    assert all("a" in layer for layer in params[1:]) and "a" not in params[0]
+    np.testing.assert_allclose(ours.apply_fn(params, x), ref.apply_fn(ref.init_fn(jax.random.PRNGKey(0), x.shape), x),
+                               rtol=1e-12)
+    grads = jax.grad(lambda p: jnp.sum(ours.apply_fn(p, x) ** 2))(params)
+    assert all(np.isfinite(float(g["a"])) for g in grads[1:])
+
+
+def test_init_variances_eoc_and_dataset_override():
+    from omegaconf import OmegaConf
+
+    prelu = OmegaConf.create({"name": "prelu", "activation": "prelu", "init_slope": 0.25, "sigma_b": 0.0,
+                              "sigma_w": None})
+    assert init_variances(prelu, "mnist") == pytest.approx((2 / 1.0625, 0.0))
+    soft = OmegaConf.create({"name": "softplus", "activation": "softplus", "sigma_b": 0.0, "sigma_w": 2**0.5,
+                             "by_dataset": {"cifar10": {"sigma_w": 1.0}}})
+    assert init_variances(soft, "mnist") == pytest.approx((2.0, 0.0))
+    assert init_variances(soft, "cifar10") == pytest.approx((1.0, 0.0))
+
+
+def test_cifar_resnet_scaled_branches_and_shapes():
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
+    nets = {v: cifar_resnet(depth=8, num_classes=5, branch_scale=v, batch_norm=False, dtype=jnp.float64)
+            for v in ("standard", "scaled")}
+    params = nets["standard"].init_fn(jax.random.PRNGKey(0), x.shape)
+    out = {v: nets[v].apply_fn(params, x) for v in nets}
+    assert out["standard"].shape == (4, 5)
+    assert not np.allclose(out["standard"], out["scaled"])
+    zeroed = [params[0]] + [{**layer, "w2": 0 * layer["w2"]} for layer in params[1:-1]] + [params[-1]]
+    np.testing.assert_allclose(nets["standard"].apply_fn(zeroed, x), nets["scaled"].apply_fn(zeroed, x), rtol=1e-12)
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        cifar_resnet(depth=10, num_classes=5)
+
+
+def test_cifar100_parser_reads_the_published_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cifar-100-python.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for split, n in (("train", 6), ("test", 3)):
+            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+            blob = pickle.dumps({b"data": data, b"fine_labels": list(range(n)), b"coarse_labels": [0] * n},
+                                protocol=2)
+            info = tarfile.TarInfo(f"cifar-100-python/{split}")
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    images, labels = cifar100.parse_cifar100_archive((path,), "test")
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [0, 1, 2]
+    assert "cifar100" in cifar100.REGISTRY
