@@ -17,6 +17,7 @@ and at t = inf eigenvalues below ``rcond * max(lambda)`` are treated as 0 (a pse
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -26,6 +27,17 @@ import numpy as np
 from ntkrepro.regression import kernel_regression
 
 LOSSES = ("mean", "sum")
+
+
+def _full_precision_matmuls(fn):
+    """Run ``fn`` with full-precision matmuls (no TF32 on GPUs for float32 inputs)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def _finite(name, a):
@@ -79,6 +91,7 @@ def _spectral_filter(eigenvalues, t, rate, rcond):
     return jnp.stack(rows)
 
 
+@_full_precision_matmuls
 def linearized_outputs(ntk_train, y_train, f0_train, *, t, lr: float = 1.0, loss: str = "mean",
                        ntk_test_train=None, f0_test=None, rcond: float = 1e-12):
     """Outputs of the linearized network at time(s) t (module docstring; Jacot sec. 5, survey eq. 9).
@@ -122,6 +135,7 @@ def linearized_outputs(ntk_train, y_train, f0_train, *, t, lr: float = 1.0, loss
     return train, test
 
 
+@_full_precision_matmuls
 def ntk_ensemble(ntk_train, ntk_test_train, nngp_train, nngp_test_train, nngp_test_test, y_train, *,
                  t=math.inf, lr: float = 1.0, loss: str = "mean", rcond: float = 1e-12):
     """Mean and covariance over initializations of the linearized net at time t (survey eqs. 152-156).
@@ -160,6 +174,7 @@ def ntk_ensemble(ntk_train, ntk_test_train, nngp_train, nngp_test_train, nngp_te
     return jnp.stack(means), jnp.stack(covs)
 
 
+@_full_precision_matmuls
 def gp_posterior(k_train, k_test_train, k_test_test, y_train, *, noise: float = 0.0, jitter: float = 0.0):
     """Posterior mean K(x, X)(K + noise I)^-1 y and covariance K(x, x') - K(x, X)(K + noise I)^-1 K(X, x')
     of a zero-mean GP (survey eqs. 149-150); Cholesky solves with the jitter policy of

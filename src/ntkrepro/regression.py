@@ -12,6 +12,7 @@ retry with ridge + jitter * mean(diag K) * 10^j for j = 0, 1, 2 and to warn with
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -22,6 +23,17 @@ from jax.scipy.linalg import cho_factor, cho_solve
 from jax.scipy.sparse.linalg import cg
 
 JITTER_STEPS = 3
+
+
+def _full_precision_matmuls(fn):
+    """Run ``fn`` with full-precision matmuls (no TF32 on GPUs for float32 inputs)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def _finite(name, a):
@@ -72,6 +84,7 @@ def _factor(k_train, ridge: float, jitter: float):
     raise ValueError(f"K_train + {ridges[-1]:g} I is not positive definite (Cholesky failed); {hint}")
 
 
+@_full_precision_matmuls
 def solve(k_train, y_train, *, ridge: float = 0.0, jitter: float = 0.0, solver: str = "cholesky",
           tol: float = 1e-10, max_iter: int | None = None):
     """alpha = (K + ridge I)^-1 Y for Y of shape (n,) or (n, k).
@@ -99,6 +112,7 @@ def solve(k_train, y_train, *, ridge: float = 0.0, jitter: float = 0.0, solver: 
     raise ValueError(f"unknown solver {solver!r}; use 'cholesky' or 'cg'")
 
 
+@_full_precision_matmuls
 def kernel_regression(k_train, y_train, k_test, *, ridge: float = 0.0, jitter: float = 0.0,
                       solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None):
     """Kernel (ridge) regression predictions K(test, train) (K(train, train) + ridge I)^-1 Y.

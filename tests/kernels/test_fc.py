@@ -193,8 +193,9 @@ inputs_strategy = st.builds(
     st.integers(0, 10_000), st.floats(0.1, 3.0), st.booleans())
 
 
-@settings(max_examples=20, deadline=None)
-@given(x=inputs_strategy, depth=st.integers(1, 6), sigma_w2=st.floats(0.5, 3.0), sigma_b2=st.floats(0.0, 1.0),
+@settings(max_examples=15, deadline=None)
+@given(x=inputs_strategy, depth=st.sampled_from([1, 3, 6]), sigma_w2=st.floats(0.5, 3.0),
+       sigma_b2=st.floats(0.0, 1.0),
        name=st.sampled_from(["relu", "erf", "leaky_relu:0.2"]))
 def test_gram_is_symmetric_psd_and_the_triangle_path_equals_the_full_path(x, depth, sigma_w2, sigma_b2, name):
     tri = fc_kernels(x, depth=depth, activation=name, sigma_w2=sigma_w2, sigma_b2=sigma_b2, all_depths=True)
@@ -220,7 +221,7 @@ def test_depth_sweep_equals_single_depth_calls(x, depth, name):
 
 
 @settings(max_examples=10, deadline=None)
-@given(x=inputs_strategy, depth=st.integers(1, 6))
+@given(x=inputs_strategy, depth=st.sampled_from([2, 6]))
 def test_float32_agrees_with_float64(x, depth):
     k64 = fc_kernels(x, depth=depth)
     k32 = fc_kernels(x, depth=depth, dtype=jnp.float32)

@@ -116,9 +116,10 @@ cov_strategy = st.tuples(
 
 
 @settings(max_examples=25, deadline=None)
-@given(cov=cov_strategy, slopes=st.tuples(st.floats(-2, 2), st.floats(-2, 2)))
+@given(cov=cov_strategy, slopes=st.sampled_from([(0.0, 1.0), (0.2, 1.0), (-0.5, 2.0), (1.5, -0.7)]))
 def test_polar_quadrature_reproduces_closed_forms(cov, slopes):
-    """Two independent algorithms: the polar quadrature of a callable vs the arc-cosine / Williams forms."""
+    """Two independent algorithms: the polar quadrature of a callable vs the arc-cosine / Williams forms
+    (a few fixed slope pairs: each activation compiles the quadrature once)."""
     relu_like = get_activation(f"relu_like:{slopes[0]!r},{slopes[1]!r}")
     for closed in (relu_like, get_activation("erf")):
         k, kdot = closed.expectations(*(jnp.asarray(v) for v in cov))
