@@ -1,0 +1,160 @@
+"""Speed studies: this project's kernels against neural-tangents 0.6.5 (its own venv), same inputs,
+same session. Writes benchmarks/results/<date>-<study>.json with machine info and prints a summary.
+
+    .venv/bin/python benchmarks/run.py fc       # FC NTK Gram, n=4000, d=3072, ReLU, depth 10, f32 and f64
+    .venv/bin/python benchmarks/run.py cntk     # CNTK-V / CNTK-GAP depth 6 on 32x32x3: pairs/s
+    .venv/bin/python benchmarks/run.py deq      # DEQ-NTK Gram 10,000 x 10,000 (+ the paper's per-entry solver)
+
+The peer runs as a subprocess (benchmarks/nt_peer.py in benchmarks/.venv-nt); inputs come from numpy's
+RandomState(seed) on both sides. Timings: compiled computation, best of `repeats` after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jax
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PEER = HERE / ".venv-nt" / "bin" / "python"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem_gb, 1), "python": platform.python_version(),
+            "jax": jax.__version__, "backend": jax.default_backend(), "loadavg_1m": os.getloadavg()[0],
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": commit}
+
+
+def best_of(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def peer(*args) -> dict:
+    if not PEER.exists():
+        return {"error": f"peer venv missing: {PEER} (see benchmarks/README.md)"}
+    out = subprocess.run([str(PEER), str(HERE / "nt_peer.py"), *map(str, args)], capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"error": out.stderr[-500:]}
+
+
+def memory_bandwidth_gbs() -> float:
+    a = np.ones(2**26)  # 512 MiB
+    b = np.empty_like(a)
+    t = min(_timed(lambda: np.copyto(b, a)) for _ in range(3))
+    return 2 * a.nbytes / t / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def study_fc(a) -> dict:
+    from ntkrepro.kernels.fc import fc_kernels
+
+    rows = []
+    bw = memory_bandwidth_gbs()
+    for dtype in ("float32", "float64"):
+        x = np.random.RandomState(a.seed).randn(a.n, 3072).astype(dtype)
+        ours = best_of(lambda x=x, dt=dtype: fc_kernels(x, depth=10, dtype=np.dtype(dt)).ntk, a.repeats)
+        nt = peer("fc", "--n", a.n, "--d", 3072, "--depth", 10, "--dtype", dtype, "--repeats", a.repeats)
+        itemsize = np.dtype(dtype).itemsize
+        # lower bound on memory traffic: write nngp and ntk once, plus the input read
+        min_bytes = 2 * a.n * a.n * itemsize + a.n * 3072 * itemsize
+        rows.append({"dtype": dtype, "ours_s": ours, "peer_s": nt.get("seconds"),
+                     "speedup": (nt["seconds"] / ours) if "seconds" in nt else None,
+                     "ns_per_entry": 1e9 * ours / a.n**2, "bandwidth_bound_s": min_bytes / (bw * 1e9),
+                     "peer": nt})
+    return {"study": "fc", "n": a.n, "d": 3072, "depth": 10, "activation": "relu", "memory_bandwidth_gbs": bw,
+            "rows": rows}
+
+
+def study_cntk(a) -> dict:
+    from ntkrepro.kernels.conv import cntk
+
+    rows = []
+    for readout, n in (("vanilla", a.n_vanilla), ("gap", a.n_gap)):
+        x = np.random.RandomState(a.seed).randn(n, 32, 32, 3).astype(np.float32)
+        ours = best_of(lambda x=x, r=readout: cntk(x, depth=6, readout=r).ntk, a.repeats)
+        nt = peer("cntk", "--readout", readout, "--depth", 6, "--n", n, "--repeats", max(1, a.repeats - 1))
+        ours_pps = n * n / ours
+        rows.append({"readout": readout, "n": n, "ours_pairs_per_s": ours_pps,
+                     "peer_pairs_per_s": nt.get("pairs_per_s"),
+                     "speedup": ours_pps / nt["pairs_per_s"] if "pairs_per_s" in nt else None, "peer": nt})
+        full = 60000**2 / 2
+        rows[-1]["cifar10_full_gram_depth21_cpu_hours_extrapolated"] = full / ours_pps * (20 / 5) / 3600
+    return {"study": "cntk", "depth": 6, "image": [32, 32, 3], "rows": rows,
+            "note": "extrapolation: measured depth-6 pairs/s scaled linearly in conv layers (5 -> 20)"}
+
+
+def study_deq(a) -> dict:
+    from scipy.optimize import root_scalar
+
+    from ntkrepro.kernels.deq import deq_ntk
+
+    x = np.random.RandomState(a.seed).randn(a.n_deq, 3072)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    kw = {"sigma_w2": 0.25, "sigma_u2": 0.25, "sigma_b2": 0.5}
+    ours = best_of(lambda: deq_ntk(x, **kw).ntk, 1)
+    # the paper's method: one scalar root solve per entry (measured on a sample, extrapolated)
+    dots = (x[:200] @ x[200:400].T).ravel()[:2000]
+
+    def solve(t):
+        f = lambda r: kw["sigma_w2"] * (np.sqrt(max(0.0, 1 - r * r)) + (np.pi - np.arccos(np.clip(r, -1, 1))) * r) \
+            / np.pi + kw["sigma_u2"] * t + kw["sigma_b2"] - r  # noqa: E731
+        return root_scalar(f, bracket=(-1.0, 1.0), method="brentq").root
+
+    t0 = time.perf_counter()
+    for t in dots:
+        solve(t)
+    per_entry = (time.perf_counter() - t0) / len(dots)
+    entries = a.n_deq * (a.n_deq + 1) / 2
+    return {"study": "deq", "n": a.n_deq, "variances": kw, "ours_s": ours,
+            "scalar_solver_s_per_entry": per_entry, "scalar_solver_extrapolated_s": per_entry * entries,
+            "speedup": per_entry * entries / ours}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("study", choices=["fc", "cntk", "deq"])
+    p.add_argument("--n", type=int, default=4000)
+    p.add_argument("--n-vanilla", type=int, default=128)
+    p.add_argument("--n-gap", type=int, default=4)
+    p.add_argument("--n-deq", type=int, default=10000)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq}[a.study](a)
+    result["machine"] = machine()
+    out = HERE / "results" / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str)[:3000])
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
