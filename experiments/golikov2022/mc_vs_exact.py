@@ -274,6 +274,10 @@ def run(cfg) -> StageResult:
     check_params(p)
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     n_train = len(train.y)
+    for arch in p.archs:
+        if p[arch].bias_probe.n_points > n_train:
+            raise ValueError(f"params.{arch}.bias_probe.n_points = {p[arch].bias_probe.n_points} exceeds "
+                             f"the {n_train} train points")
     images = np.concatenate([np.asarray(train.x), np.asarray(test.x)]).astype(np.float64)
     targets = one_hot_shifted(np.asarray(train.y), train.num_classes, pos=p.label_pos, neg=p.label_neg)
     y_test = np.asarray(test.y)
@@ -297,7 +301,8 @@ def run(cfg) -> StageResult:
         net = make_network(arch, depth=p.depth, width=width, activation=act, readout=p.cnn.readout,
                            dtype=net_dtype)
         mc = monte_carlo_kernel(net.init_fn, net.apply_fn, _key(cfg.seed, arch, act, p.depth, width), x,
-                                x[:n_train], n_samples=draws_per_width, keep_samples=True)
+                                x[:n_train], n_samples=draws_per_width, keep_samples=True,
+                                implementation="jacobian")
         samples = np.asarray(mc.samples, dtype=np.float64)
         for row in grid_rows(samples, exact_all[arch, act][p.depth], n_train=n_train,
                              sample_counts=sample_counts, targets=targets, y_test=y_test,
