@@ -203,3 +203,17 @@ def test_registry_names_parameters_and_callables():
 def test_bad_activation_specs_raise(spec):
     with pytest.raises(ValueError):
         get_activation(spec)
+
+
+def test_large_batches_take_the_radial_loop_and_agree_with_small_batches():
+    from ntkrepro.kernels.gaussian import VECTORIZED_RADIAL_LIMIT
+
+    rng = np.random.default_rng(3)
+    n = VECTORIZED_RADIAL_LIMIT // 16  # x 40 radial nodes: above the limit
+    s11, s22 = rng.uniform(0.2, 3.0, n), rng.uniform(0.2, 3.0, n)
+    s12 = rng.uniform(-1, 1, n) * np.sqrt(s11 * s22)
+    act = get_activation("elu")
+    k_big, kdot_big = act.expectations(jnp.asarray(s11), jnp.asarray(s12), jnp.asarray(s22))
+    k_small, kdot_small = act.expectations(*(jnp.asarray(v[:64]) for v in (s11, s12, s22)))
+    np.testing.assert_allclose(k_big[:64], k_small, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(kdot_big[:64], kdot_small, rtol=1e-13, atol=1e-15)

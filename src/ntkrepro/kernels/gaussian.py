@@ -28,6 +28,7 @@ from jax import lax
 
 RADIAL_NODES = 40
 ANGULAR_NODES = 32
+VECTORIZED_RADIAL_LIMIT = 2**18  # batch x radial nodes above which the radial sum is a loop
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,20 @@ def polar_expectations(fn: Callable, deriv: Callable, s11, s12, s22, *,
     starts = (-jnp.pi / 2 + 0.0 * psi, psi - jnp.pi / 2)
     lengths = (psi, jnp.pi - psi)
 
+    def integrands(a, b):
+        return fn(a) * fn(b) + fn(-a) * fn(-b), deriv(a) * deriv(b) + deriv(-a) * deriv(-b)
+
     def ray_sums(theta):
-        a = (root11 * jnp.cos(theta))[..., None] * radii
-        b = (root22 * jnp.cos(theta - psi))[..., None] * radii
-        k = fn(a) * fn(b) + fn(-a) * fn(-b)
-        kdot = deriv(a) * deriv(b) + deriv(-a) * deriv(-b)
-        return jnp.sum(radial_w * k, axis=-1), jnp.sum(radial_w * kdot, axis=-1)
+        a, b = root11 * jnp.cos(theta), root22 * jnp.cos(theta - psi)
+        if s11.size * radial_nodes <= VECTORIZED_RADIAL_LIMIT:  # small batches: radial nodes on an axis
+            k, kdot = integrands(a[..., None] * radii, b[..., None] * radii)
+            return jnp.sum(radial_w * k, axis=-1), jnp.sum(radial_w * kdot, axis=-1)
+
+        def radial(j, acc):  # large batches (Gram matrices): memory of a few batch-sized arrays
+            k, kdot = integrands(radii[j] * a, radii[j] * b)
+            return acc[0] + radial_w[j] * k, acc[1] + radial_w[j] * kdot
+
+        return lax.fori_loop(0, radial_nodes, radial, (jnp.zeros_like(a), jnp.zeros_like(a)))
 
     def body(i, acc):
         k_acc, kdot_acc = acc
