@@ -109,6 +109,19 @@ def test_relu_eoc_correlation_rate_in_high_precision():
     assert series.ntk11[-1] / 600 == pytest.approx(1.0, rel=1e-12)  # K_L(x, x) / L = q on the EOC
 
 
+def test_correlation_recursion_matches_the_pair_recursion_at_the_fixed_variance():
+    """ReLU on the EOC keeps Sigma(x, x) = q, so the mean-field c_l equals the exact pair recursion's."""
+    pair = mf.ntk_recursion((1.0, 0.2, 1.0), "relu", sigma_w2=2.0, sigma_b2=0.0, depth=50)
+    corr, gap = mf.correlation_recursion(0.2, "relu", sigma_w2=2.0, sigma_b2=0.0, depth=50, q=1.0)
+    np.testing.assert_allclose(corr, pair.correlation, rtol=1e-13)
+    high, high_gap = mf.correlation_recursion(0.2, "relu", sigma_w2=2.0, sigma_b2=0.0, depth=50, q=1.0,
+                                              precision="mpmath")
+    np.testing.assert_allclose(high_gap, gap, rtol=1e-9)
+    # tanh in the ordered phase: c_l -> 1 exponentially fast
+    corr_tanh, _ = mf.correlation_recursion(0.0, "tanh", sigma_w2=0.8, sigma_b2=0.3, depth=40)
+    assert abs(corr_tanh[-1] - 1.0) < 1e-6 and np.all(np.diff(corr_tanh) >= -1e-15)
+
+
 def test_fit_rate_on_exact_laws():
     L = np.arange(1.0, 200.0)
     power = mf.fit_rate(L, 3.0 * L**-1.5, kind="power", depth_range=(10, 100))

@@ -243,6 +243,48 @@ def eoc_curve(activation, *, q_values=None, num: int = 60, q_range: tuple[float,
 # ---------------------------------------------------------------- recursions along depth
 
 
+def correlation_recursion(c0: float, activation, *, sigma_w2: float, sigma_b2: float, depth: int,
+                          q: float | None = None, precision: str = "float64", dps: int = 40):
+    """c_1 = c0, c_{l+1} = f(c_l) at the fixed variance q (default q*): the mean-field correlation
+    recursion of Hayou's proofs. Returns (c_l, 1 - c_l) for l = 1..depth as float64 arrays, both
+    computed in the working precision (``"mpmath"``: ``dps`` digits, closed-form activations)."""
+    check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    if not -1.0 <= float(c0) <= 1.0:
+        raise ValueError(f"c0 must be a correlation in [-1, 1], got {c0}")
+    act = _act(activation)
+    q = q_star(act, sigma_w2=sigma_w2, sigma_b2=sigma_b2) if q is None else q
+    _check_positive_q(q)
+    if precision == "float64":
+        corr = np.asarray(_correlation_scan(jnp.asarray(float(c0), jnp.float64), jnp.asarray(q, jnp.float64),
+                                            jnp.asarray(sigma_w2, jnp.float64), jnp.asarray(sigma_b2, jnp.float64),
+                                            act=act, depth=depth))
+        return corr, 1.0 - corr
+    if precision != "mpmath":
+        raise ValueError(f"precision must be 'float64' or 'mpmath', got {precision!r}")
+    if act.mp_expectations is None:
+        raise ValueError(f"activation {act.name!r} has no mpmath closed form; use precision='float64'")
+    values = []
+    with mpmath.workdps(dps):
+        qm, sw, sb = mpmath.mpf(q), mpmath.mpf(sigma_w2), mpmath.mpf(sigma_b2)
+        c = mpmath.mpf(c0)
+        for _ in range(depth):
+            values.append((c, 1 - c))
+            c = (sb + sw * act.mp_expectations(qm, qm * c, qm)[0]) / qm
+        return tuple(np.array([float(v[i]) for v in values]) for i in (0, 1))
+
+
+@functools.partial(jax.jit, static_argnames=("act", "depth"))
+def _correlation_scan(c0, q, sigma_w2, sigma_b2, *, act, depth):
+    def layer(c, _):
+        c_next = (sigma_b2 + sigma_w2 * act.expectations(q, q * c, q)[0]) / q
+        return c_next, c_next
+
+    _, rest = lax.scan(layer, c0, None, length=depth - 1)
+    return jnp.concatenate([c0[None], rest])
+
+
 @dataclass(frozen=True)
 class DepthSeries:
     """Per-depth values l = 1..depth for one input pair: NNGP (Sigma) and NTK (K) entries, the
