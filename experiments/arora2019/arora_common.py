@@ -30,18 +30,19 @@ def downsample(x: np.ndarray, factor: int) -> np.ndarray:
     return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4)).astype(x.dtype)
 
 
-def kernel_kwargs(*, depth: int, readout: str, filter_size: int) -> dict:
+def kernel_kwargs(*, depth: int, readout: str, filter_size: int, dtype: str) -> dict:
     """The CNTK of Table 1: vanilla as Sec. 4.1, GAP with the first and last layer fixed (Sec. 4.2)."""
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     return {"depth": int(depth), "readout": readout, "fix_first_last": readout == "gap",
-            "filter_size": int(filter_size)}
+            "filter_size": int(filter_size), "dtype": str(dtype)}
 
 
 def cntk_blocks(x_train, x_test, *, cfg, depth: int, readout: str, filter_size: int, tile: int):
-    """(K(train, train), K(test, train)) of the CNTK, float64, via the cached tiled Gram engine."""
-    common = dict(kernel="cntk", kernel_kwargs=kernel_kwargs(depth=depth, readout=readout,
-                                                            filter_size=filter_size),
+    """(K(train, train), K(test, train)) of the CNTK (computed in ``cfg.precision``, returned as
+    float64) via the cached tiled Gram engine."""
+    kw = kernel_kwargs(depth=depth, readout=readout, filter_size=filter_size, dtype=cfg.precision)
+    common = dict(kernel="cntk", kernel_kwargs=kw,
                   cache_root=f"{cfg.results_root}/cache", tile=tile, progress=cfg.progress)
     k_train = compute_gram(np.asarray(x_train), **common).ntk
     k_test = compute_gram(np.asarray(x_test), np.asarray(x_train), **common).ntk

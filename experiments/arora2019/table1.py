@@ -72,6 +72,13 @@ def _mean_gain(cells: dict, better: str, worse: str):
     return float(np.mean([a - b for a, b in pairs])) if pairs else None
 
 
+def rank_correlation(a, b):
+    """Spearman's rho of two equally long lists; None for fewer than 3 values or a constant list."""
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(spearmanr(a, b)[0])
+
+
 def summarize(cells: dict) -> dict:
     """Table 1's metrics and the text's claims from ``cells[(column, depth)] = accuracy (%)``."""
     metrics = {f"acc_{col}_d{d}": cells.get((col, d)) for col, _ in COLUMNS for d in TABLE_DEPTHS}
@@ -97,15 +104,13 @@ def summarize(cells: dict) -> dict:
     cnns = [v for (col, _), v in cells.items() if col.startswith("cnn")]
     metrics["cnn_minus_cntk_best"] = (max(cnns) - max(kernels.values())) if cnns and kernels else None
     full = [(col, d) for col, d in kernels]
-    metrics["rank_corr_2k_full"] = (
-        float(spearmanr([cells[c] for c in full], [cells[(c[0] + "_2k", c[1])] for c in full])[0])
-        if len(full) >= 3 else None)
+    metrics["rank_corr_2k_full"] = rank_correlation([cells[c] for c in full],
+                                                    [cells[(c[0] + "_2k", c[1])] for c in full])
     for readout in READOUTS:
         col = f"cntk_{SHORT[readout]}"
         depths = [d for d in TABLE_DEPTHS if (col, d) in cells]
-        metrics[f"rank_corr_2k_full_{readout}"] = (
-            float(spearmanr([cells[(col, d)] for d in depths], [cells[(col + "_2k", d)] for d in depths])[0])
-            if len(depths) >= 3 else None)
+        metrics[f"rank_corr_2k_full_{readout}"] = rank_correlation(
+            [cells[(col, d)] for d in depths], [cells[(col + "_2k", d)] for d in depths])
     return metrics
 
 

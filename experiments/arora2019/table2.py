@@ -19,14 +19,12 @@ TABLE_DEPTHS = (3, 4, 6, 11, 21)
 SHORT = {"vanilla": "v", "gap": "gap"}
 
 
-def random_feature_gram(x_all, n_train: int, *, depth, readout, channels, filter_size, key):
-    """(K(train, train), K(all, train) rows of the test points) of one draw of the empirical NTK of
-    Table 1's CNN; for GAP only the middle layers' gradients count (first and last layer fixed)."""
-    net = cnn(depth=depth, channels=channels, out_dim=1, readout=readout,
-              fix_first_last=readout == "gap", filter_size=filter_size, dtype=x_all.dtype)
+def random_feature_gram(net, x_all, n_train: int, *, key):
+    """(K(train, train), K(test, train)) of one draw of the empirical NTK of ``net`` (gradients w.r.t.
+    its trainable weights: for Table 1's CNN-GAP the middle layers only, first and last layer fixed)."""
     params = net.init_fn(key, x_all.shape)
-    gram = np.asarray(empirical_ntk(net.apply_fn, params, x_all, x_all[:n_train],
-                                    trainable=net.trainable_mask), dtype=np.float64)
+    gram = np.asarray(empirical_ntk(net.apply_fn, params, x_all, x_all[:n_train], trainable=net.trainable_mask,
+                                    implementation="jacobian"), dtype=np.float64)
     return gram[:n_train], gram[n_train:]
 
 
@@ -90,11 +88,12 @@ def run(cfg) -> StageResult:
                                  filter_size=p.filter_size, tile=p.gram_tile)
         exact = regression_accuracy(k_tr, k_te, y_tr, y_te, **reg)
         accs, errors = [], []
+        net = cnn(depth=depth, channels=p.channels, out_dim=1, readout=readout, fix_first_last=readout == "gap",
+                  filter_size=p.filter_size, dtype=x_all.dtype)  # one net: its jitted functions serve every draw
         for draw in range(p.n_draws):
             key = jax.random.fold_in(jax.random.fold_in(
                 jax.random.fold_in(jax.random.PRNGKey(p.seed), depth), READOUTS.index(readout)), draw)
-            rf_tr, rf_te = random_feature_gram(x_all, n, depth=depth, readout=readout,
-                                               channels=p.channels, filter_size=p.filter_size, key=key)
+            rf_tr, rf_te = random_feature_gram(net, x_all, n, key=key)
             accs.append(regression_accuracy(rf_tr, rf_te, y_tr, y_te, **reg))
             errors.append(relative_error(np.concatenate([rf_tr, rf_te]), np.concatenate([k_tr, k_te])))
             draws.append({"readout": readout, "depth": depth, "draw": draw, "acc_rf": accs[-1],

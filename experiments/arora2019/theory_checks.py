@@ -10,11 +10,12 @@ import jax
 import numpy as np
 import pandas as pd
 from arora_common import READOUTS, downsample, loglog_slope
+from matplotlib.ticker import NullFormatter
 
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.nets import cnn
-from ntkrepro.plotting import band, figure, loglog_with_fit
+from ntkrepro.plotting import figure, loglog_with_fit
 from ntkrepro.progress import progress
 from ntkrepro.regression import one_hot_shifted
 from ntkrepro.stage import StageResult, load_split, main
@@ -44,25 +45,44 @@ def relative_error(a, b) -> float:
 def init_errors(x, *, depth, readout, widths, n_seeds, filter_size, seed, enabled):
     """Rows (width, seed, relative error) of the empirical NTK at init vs the exact CNTK on ``x``."""
     exact = np.asarray(cntk(x, depth=depth, readout=readout, fix_first_last=readout == "gap",
-                            filter_size=filter_size).ntk)
-    rows = []
+                            filter_size=filter_size, dtype=x.dtype).ntk)
+    rows, nets = [], {}
     jobs = [(w, s) for w in widths for s in range(n_seeds)]
     for width, s in progress(jobs, desc=f"Thm 3.1 {readout}", enabled=enabled):
-        net = cnn(depth=depth, channels=width, readout=readout, fix_first_last=readout == "gap",
-                  filter_size=filter_size, dtype=x.dtype)
+        if width not in nets:  # one net per width: its jitted functions are reused across seeds
+            nets[width] = cnn(depth=depth, channels=width, readout=readout, fix_first_last=readout == "gap",
+                              filter_size=filter_size, dtype=x.dtype)
+        net = nets[width]
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), width), s)
         params = net.init_fn(key, x.shape)
-        emp = empirical_ntk(net.apply_fn, params, x, trainable=net.trainable_mask)
+        emp = empirical_ntk(net.apply_fn, params, x, trainable=net.trainable_mask, implementation="jacobian")
         rows.append({"readout": readout, "width": width, "seed": s, "rel_error": relative_error(emp, exact)})
     return rows
+
+
+def centred_cnn(net):
+    """(init, apply, mask) of f(theta, x) - f(theta_0, x): parameters are the pair [theta, theta_0],
+    only theta trainable; same gradients (hence NTK) as the net, zero output at initialization."""
+
+    def init(key, input_shape):
+        theta0 = net.init_fn(key, input_shape)
+        return [theta0, theta0]
+
+    def apply(pair, x):
+        return net.apply_fn(pair[0], x) - net.apply_fn(pair[1], x)
+
+    def mask(pair):
+        return [net.trainable_mask(pair[0]), jax.tree.map(lambda _: False, pair[1])]
+
+    return init, apply, mask
 
 
 def trained_errors(x_tr, t_tr, x_te, *, depth, widths, n_seeds, steps, lr_units, filter_size, seed,
                    enabled):
     """Rows (width, seed, relative error) of a trained centred CNN's test outputs vs the exact
     kernel's GD solution at the same step, and the kernel solution's own diagnostics."""
-    k_tr = np.asarray(cntk(x_tr, depth=depth, readout="vanilla", filter_size=filter_size).ntk)
-    k_te = np.asarray(cntk(x_te, x_tr, depth=depth, readout="vanilla", filter_size=filter_size).ntk)
+    kw = dict(depth=depth, readout="vanilla", filter_size=filter_size, dtype=x_tr.dtype)
+    k_tr, k_te = np.asarray(cntk(x_tr, **kw).ntk), np.asarray(cntk(x_te, x_tr, **kw).ntk)
     n = len(x_tr)
     eta = lr_units * n / float(np.linalg.eigvalsh(k_tr).max())
     f_kernel = kernel_gd_prediction(k_tr, k_te, t_tr, learning_rate=eta, steps=steps)
@@ -72,18 +92,16 @@ def trained_errors(x_tr, t_tr, x_te, *, depth, widths, n_seeds, steps, lr_units,
         "kernel_vs_regression": relative_error(f_kernel, k_te @ np.linalg.solve(k_tr, t_tr)),
         "learning_rate": eta,
     }
-    rows = []
+    rows, centred_nets = [], {}
     jobs = [(w, s) for w in widths for s in range(n_seeds)]
     for width, s in progress(jobs, desc="Thm 3.2", enabled=enabled):
-        net = cnn(depth=depth, channels=width, out_dim=t_tr.shape[1], readout="vanilla",
-                  filter_size=filter_size, dtype=x_tr.dtype)
+        if width not in centred_nets:  # one function per width: training compiles once for all seeds
+            centred_nets[width] = centred_cnn(cnn(depth=depth, channels=width, out_dim=t_tr.shape[1],
+                                                  readout="vanilla", filter_size=filter_size, dtype=x_tr.dtype))
+        init, centred, mask = centred_nets[width]
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed + 1), width), s)
-        params0 = net.init_fn(key, x_tr.shape)
-
-        def centred(params, x, params0=params0, apply_fn=net.apply_fn):
-            return apply_fn(params, x) - apply_fn(params0, x)
-
-        result = train(centred, params0, x_tr, t_tr, steps=steps, learning_rate=eta, loss="mse")
+        pair = init(key, x_tr.shape)
+        result = train(centred, pair, x_tr, t_tr, steps=steps, learning_rate=eta, loss="mse", trainable=mask)
         f_net = np.asarray(centred(result.params, x_te))
         rows.append({"width": width, "seed": s, "rel_error": relative_error(f_net, f_kernel),
                      "train_residual": relative_error(np.asarray(centred(result.params, x_tr)), t_tr)})
@@ -94,6 +112,39 @@ def _rms_by_width(df: pd.DataFrame):
     g = df.groupby("width").rel_error
     rms = g.apply(lambda e: float(np.sqrt(np.mean(np.square(e)))))
     return rms.index.to_numpy(), rms.to_numpy(), g.min().to_numpy(), g.max().to_numpy()
+
+
+def _log_width_axis(ax, widths):
+    ax.set_xscale("log")
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("channels")
+
+
+def _figure(init, trained, *, init_depth, trained_depth, steps):
+    fig, axes = figure(1, 2, height=2.4)
+    ax = axes[0, 0]
+    for readout in READOUTS:
+        w, e, lo, hi, s, b = init[readout]
+        line = loglog_with_fit(ax, w, e, slope=s, intercept=b, marker="o",
+                               label=f"{'vanilla' if readout == 'vanilla' else 'GAP'} (RMS over seeds)")
+        ax.fill_between(w, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    w, e = init["vanilla"][:2]
+    ax.loglog(w, e[0] * (w / w[0]) ** -0.5, "k--", linewidth=0.8, label="slope -1/2")
+    _log_width_axis(ax, w)
+    ax.set_ylabel("||NTK_emp - CNTK||_F / ||CNTK||_F")
+    ax.set_title(f"Thm 3.1: at init, depth {init_depth} (band: min-max)")
+    ax.legend(fontsize=5)
+    ax = axes[0, 1]
+    w, e, lo, hi, s, b = trained
+    line = loglog_with_fit(ax, w, e, slope=s, intercept=b, marker="o", label="RMS over seeds")
+    ax.fill_between(w, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.loglog(w, e[0] * (w / w[0]) ** -0.5, "k--", linewidth=0.8, label="slope -1/2")
+    _log_width_axis(ax, w)
+    ax.set_ylabel("||f_nn - f_ntk|| / ||f_ntk|| (test)")
+    ax.set_title(f"Thm 3.2: trained, depth {trained_depth}, {steps} GD steps")
+    ax.legend(fontsize=5)
+    return fig
 
 
 def run(cfg) -> StageResult:
@@ -134,27 +185,8 @@ def run(cfg) -> StageResult:
     metrics["kernel_train_residual"] = diag["kernel_train_residual"]
     metrics["kernel_vs_regression"] = diag["kernel_vs_regression"]
 
-    fig, axes = figure(1, 2, height=2.4)
-    for readout in READOUTS:
-        w, e, lo, hi, s, b = figs_data[readout]
-        line = loglog_with_fit(axes[0, 0], w, e, slope=s, intercept=b, marker="o",
-                               label=f"{'vanilla' if readout == 'vanilla' else 'GAP'} (RMS over seeds)")
-        axes[0, 0].fill_between(w, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-    ref = figs_data["vanilla"]
-    axes[0, 0].loglog(ref[0], ref[1][0] * (ref[0] / ref[0][0]) ** -0.5, "k--", linewidth=0.8,
-                      label="slope -1/2")
-    axes[0, 0].set_xlabel("channels")
-    axes[0, 0].set_ylabel("||NTK_emp - CNTK||_F / ||CNTK||_F")
-    axes[0, 0].set_title(f"Thm 3.1: init, depth {p.init.depth}")
-    axes[0, 0].legend(fontsize=5)
-    ax = axes[0, 1]
-    loglog_with_fit(ax, widths, rms, slope=slope, intercept=intercept, marker="o", label="RMS over seeds")
-    band(ax, widths, rms, lo, hi)
-    ax.loglog(widths, rms[0] * (widths / widths[0]) ** -0.5, "k--", linewidth=0.8, label="slope -1/2")
-    ax.set_xlabel("channels")
-    ax.set_ylabel("||f_nn - f_ntk|| / ||f_ntk|| (test)")
-    ax.set_title(f"Thm 3.2: trained, depth {t.depth}, {t.steps} GD steps")
-    ax.legend(fontsize=5)
+    fig = _figure(figs_data, (widths, rms, lo, hi, slope, intercept), init_depth=p.init.depth,
+                  trained_depth=t.depth, steps=t.steps)
 
     return StageResult(
         metrics=metrics,

@@ -75,10 +75,11 @@ def test_downsample_preserves_the_image_mean(factor, blocks, channels):
 
 
 def test_kernel_kwargs_fix_first_last_for_gap_only():
-    assert common.kernel_kwargs(depth=3, readout="vanilla", filter_size=3)["fix_first_last"] is False
-    assert common.kernel_kwargs(depth=3, readout="gap", filter_size=3)["fix_first_last"] is True
+    kw = dict(depth=3, filter_size=3, dtype="float32")
+    assert common.kernel_kwargs(readout="vanilla", **kw)["fix_first_last"] is False
+    assert common.kernel_kwargs(readout="gap", **kw)["fix_first_last"] is True
     with pytest.raises(ValueError, match="readout"):
-        common.kernel_kwargs(depth=3, readout="max", filter_size=3)
+        common.kernel_kwargs(readout="max", **kw)
 
 
 def test_table1_summary_on_the_papers_own_table():
@@ -107,6 +108,12 @@ def test_table1_summary_of_a_partial_table_leaves_the_rest_unmeasured():
     assert m["rank_corr_2k_full_gap"] is None  # 2 depths are too few for a rank correlation
     cells[("cntk_gap", 4)] = 60.0  # below CNTK-V at depth 4
     assert table1.summarize(cells)["gap_beats_vanilla_cntk"] is False
+
+
+def test_rank_correlation_is_undefined_for_constant_or_short_lists():
+    assert table1.rank_correlation([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == pytest.approx(0.5)
+    assert table1.rank_correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) is None
+    assert table1.rank_correlation([1.0, 2.0], [1.0, 2.0]) is None
 
 
 def test_table2_summary_on_the_papers_own_table():
