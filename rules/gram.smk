@@ -1,18 +1,68 @@
-# One Snakemake job per Gram tile (see src/ntkrepro/gram.py). Plan a Gram, then ask for its tiles:
-#   dir=$(python -m ntkrepro.gram plan --x1 x.npy --kernel cntk --kwargs '{"depth": 6}' --cache-root results/cache)
-#   snakemake -s rules/gram.smk --cores 8 $(python -m ntkrepro.gram targets --dir $dir)
-#   snakemake -s rules/gram.smk --profile profiles/slurm $(python -m ntkrepro.gram targets --dir $dir)
-# Interrupted runs resume: finished tiles are files, and only missing ones are targets.
+# Tiled Gram matrices as Snakemake jobs: one job per tile (ntkrepro.gram's command line).
+#
+# Include from the main Snakefile:   include: "rules/gram.smk"
+# A producer rule (or a person) writes a request, a JSON object made by ntkrepro.gram.write_request:
+#     {GRAM_ROOT}/gram_requests/{name}.json = {"x1": "data/x.npy", "x2": null, "kernel": "cntk",
+#                                              "kwargs": {"depth": 6, "readout": "gap"}, "tile": 256,
+#                                              "dtype": "float32"}
+# and asks for {GRAM_ROOT}/gram_plans/{name}/gram.npz. The checkpoint plans the tile grid (the manifest
+# lives in the content-addressed cache {GRAM_ROOT}/gram/<hash>/, a copy in gram_plans/{name}/), then one
+# gram_tile job per tile computes it into the cache unless a valid tile is there already (tiles
+# computed in-process by compute_gram count), then gram_assemble checks every tile and writes the .npz.
+# Interrupted runs resume: finished tiles stay in the cache and their jobs finish at once.
+#   snakemake --cores 8 results/cache/gram_plans/cifar_gap6/gram.npz
+#   snakemake --executor slurm --jobs 100 results/cache/gram_plans/cifar_gap6/gram.npz   # a cluster
+# Config: gram_root (default "results/cache"), gram_threads (XLA CPU threads per tile job, default 1).
+
+GRAM_ROOT = config.get("gram_root", "results/cache")
+GRAM_THREADS = int(config.get("gram_threads", 1))
+
+
+checkpoint gram_plan:
+    input:
+        request=GRAM_ROOT + "/gram_requests/{name}.json",
+    output:
+        GRAM_ROOT + "/gram_plans/{name}/manifest.json",
+    log:
+        "logs/gram_plan/{name}.log",
+    shell:
+        "python -m ntkrepro.gram plan --request {input.request} --cache-root " + GRAM_ROOT
+        + " --plan-out {output} > {log} 2>&1"
 
 
 rule gram_tile:
+    input:
+        manifest=GRAM_ROOT + "/gram_plans/{name}/manifest.json",
     output:
-        "{cache}/gram/{key}/tile_{i}_{j}.npz",
+        GRAM_ROOT + "/gram_plans/{name}/tiles/{i}_{j}.done",
     wildcard_constraints:
-        key="[0-9a-f]{64}",
-        i="[0-9]+",
-        j="[0-9]+",
-    threads: 1
+        i=r"\d+",
+        j=r"\d+",
+    threads: GRAM_THREADS
+    log:
+        "logs/gram_tile/{name}/{i}_{j}.log",
     shell:
-        "python -m ntkrepro.gram tile --dir {wildcards.cache}/gram/{wildcards.key} "
-        "--i {wildcards.i} --j {wildcards.j}"
+        "python -m ntkrepro.gram tile --manifest {input.manifest} --i {wildcards.i} --j {wildcards.j} "
+        "--threads {threads} --done {output} > {log} 2>&1"
+
+
+def gram_tile_markers(wildcards):
+    """The .done marker of every tile of the planned grid (known once the checkpoint has run)."""
+    import json
+
+    manifest = checkpoints.gram_plan.get(name=wildcards.name).output[0]
+    with open(manifest) as fh:
+        tiles = json.load(fh)["grid"]["tiles"]
+    return [f"{GRAM_ROOT}/gram_plans/{wildcards.name}/tiles/{i}_{j}.done" for i, j in tiles]
+
+
+rule gram_assemble:
+    input:
+        manifest=GRAM_ROOT + "/gram_plans/{name}/manifest.json",
+        tiles=gram_tile_markers,
+    output:
+        GRAM_ROOT + "/gram_plans/{name}/gram.npz",
+    log:
+        "logs/gram_assemble/{name}.log",
+    shell:
+        "python -m ntkrepro.gram assemble --manifest {input.manifest} --out {output} > {log} 2>&1"

@@ -1,316 +1,609 @@
-"""Tiled, cached, resumable Gram matrices: the one way the harness computes and caches kernels.
+"""Tiled, cached, resumable Gram matrices: the one way the experiments compute expensive kernels.
 
-A Gram of inputs ``x1`` (and ``x2``, or the symmetric Gram of ``x1``) under a named kernel is split
-into ``tile x tile`` blocks. Its identity — kernel name and arguments, SHA-256 fingerprints of the
-inputs, tile size — is hashed (SHA-256 of the canonical JSON) into ``<cache_root>/gram/<key>/``, which
-holds ``manifest.json``, the inputs (``x1.npy``, ``x2.npy``) and one ``tile_<i>_<j>.npz`` per block.
-Every tile is written atomically (temporary name, then rename) and carries the key it belongs to.
+A Gram matrix K(x1[subset1], x2[subset2]) of a registered kernel is split into square tiles of side
+``tile``; every tile is an independent unit of work, written atomically into a content-addressed cache:
 
-* Resumable: an interrupted computation keeps its finished tiles; the next call computes the missing
-  ones only. A corrupt or partial tile (unreadable, wrong shape, non-finite) is recomputed; a tile
-  carrying another configuration's key raises an error (a cache folder was tampered with).
-* Symmetric Grams compute the upper-triangle tiles only and assemble a symmetric matrix.
-* Parallel or cluster execution, one job per tile (``rules/gram.smk``)::
+    <cache_root>/gram/<hash>/manifest.json        identity + tile grid (+ data paths for the CLI)
+    <cache_root>/gram/<hash>/tile_<i>_<j>.npz     arrays nngp / ntk (those the kernel returns) + hash, i, j
 
-      python -m ntkrepro.gram plan --x1 x.npy --kernel cntk --kwargs '{"depth": 6}' --cache-root results/cache
-      python -m ntkrepro.gram targets --dir results/cache/gram/<key>     # tile files still missing
-      snakemake -s rules/gram.smk --cores 8 $(python -m ntkrepro.gram targets --dir ...)
-      python -m ntkrepro.gram assemble --dir results/cache/gram/<key>    # checks every tile
+``<hash>`` is the SHA-256 of the canonical JSON (sorted keys, no spaces) of the identity
+(:class:`GramSpec`): kernel name, kernel keyword arguments, data fingerprints (SHA-256 of the array
+bytes + shape + dtype), subset fingerprints, tile side, dtype and the cache format version. A symmetric
+Gram (x2 None) stores the upper-triangle tiles (j >= i) only and is assembled exactly symmetric.
 
-  after which ``compute_gram`` with the same arguments finds every tile in the cache.
-* Multi-device: the kernels are jitted JAX functions; each tile runs on the default device, and with
-  several devices tiles are assigned round-robin (``jax.devices()[t % n]``). Inside a tile, the
-  kernels bound their own pair-batch memory (``ntkrepro.kernels.conv.PAIR_BATCH_ELEMENTS``).
+Resuming and checking: :func:`compute_gram` computes only the tiles that are missing, so an
+interrupted run restarted with the same arguments recomputes nothing that was written. Every tile read
+back is verified; a tile that cannot be read, lacks a field, has the wrong shape or non-finite values
+(corrupt or partial) is logged and recomputed, never assembled. A tile whose stored hash differs from its
+directory's (a file from another configuration copied or moved in) raises :class:`GramCacheError`: delete
+the file (or the directory) to recompute it.
+
+Kernels: :data:`KERNELS` maps names to ``"module:function"`` (imported on first use); any
+``"package.module:function"`` path works as a name too. A kernel is called as
+``fn(x1_rows, x2_cols_or_None, **kernel_kwargs[, dtype=dtype])`` and returns an object with ``nngp`` and/or
+``ntk`` arrays (trailing axes (rows, cols); leading axes, e.g. all depths, are kept) or one array (stored
+as ``ntk``). Multi-device execution happens inside the kernels (:mod:`ntkrepro.kernels.conv` shards
+pair blocks over ``jax.devices()``).
+
+Command line (one Snakemake job per tile, see rules/gram.smk):
+
+    python -m ntkrepro.gram plan --x1 X1.npy [--x2 X2.npy] --kernel cntk --kwargs '{"depth": 6}' \\
+        --tile 256 [--dtype float32] --cache-root results/cache [--plan-out plan.json]
+    python -m ntkrepro.gram plan --request request.json --cache-root results/cache [--plan-out plan.json]
+    python -m ntkrepro.gram tile --manifest M --i I --j J [--threads N] [--done marker]
+    python -m ntkrepro.gram assemble --manifest M --out gram.npz
+    python -m ntkrepro.gram status --manifest M
+
+``plan`` writes the manifest (recording the absolute .npy paths) and prints one ``i j`` line per tile;
+``--plan-out`` also copies the manifest there. A request file is a JSON object with the keys x1, x2,
+kernel, kwargs, tile, dtype (:func:`write_request`). ``tile`` loads the data (memory-mapped), checks its
+fingerprint against the manifest, computes the tile unless a valid one is cached, and touches ``--done``.
+``assemble`` writes an .npz with the assembled arrays; ``status`` prints the missing tiles.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
+import logging
+import math
+import os
 import sys
-import time
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import jax
 import numpy as np
 
-from ntkrepro.io import atomic_save_npz, atomic_write_bytes, atomic_write_json
+from ntkrepro.io import atomic_save_npz, atomic_write_json
 from ntkrepro.progress import progress as progress_bar
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
+FIELDS = ("nngp", "ntk")
+KERNELS: dict[str, str] = {
+    "fc": "ntkrepro.kernels.fc:fc_kernels",
+    "cntk": "ntkrepro.kernels.conv:cntk",
+    "cdeq": "ntkrepro.kernels.conv:cdeq_ntk",
+    "deq": "ntkrepro.kernels.deq:deq_ntk",
+    "resnet": "ntkrepro.kernels.resnet:resnet_kernels",
+}
 
 
-def _kernel_fn(name: str):
-    """Kernel registry: name -> function(x1, x2=None, **kwargs) returning an object with nngp, ntk."""
-    if name == "fc":
-        from ntkrepro.kernels.fc import fc_kernels
-
-        return fc_kernels
-    if name == "cntk":
-        from ntkrepro.kernels.conv import cntk
-
-        return cntk
-    if name == "deq":
-        from ntkrepro.kernels.deq import deq_ntk
-
-        return deq_ntk
-    if name == "deq_finite":
-        from ntkrepro.kernels.deq import deq_kernels
-
-        return deq_kernels
-    if name == "cdeq":
-        from ntkrepro.kernels.conv import cdeq_ntk
-
-        return lambda x1, x2=None, **kw: cdeq_ntk(x1, x2, **kw)[0]
-    if name == "resnet":
-        from ntkrepro.kernels.resnet import resnet_kernels
-
-        return resnet_kernels
-    raise ValueError(f"unknown kernel {name!r}; known: fc, cntk, deq, deq_finite, cdeq, resnet")
+class GramCacheError(ValueError):
+    """A cache entry belongs to another configuration (hash mismatch) or contradicts its manifest."""
 
 
-KERNELS = ("fc", "cntk", "deq", "deq_finite", "cdeq", "resnet")
+# ---------------------------------------------------------------- kernels
 
 
-def fingerprint(x: np.ndarray) -> str:
-    """SHA-256 of an array's dtype, shape and bytes."""
-    x = np.ascontiguousarray(x)
-    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
-    h.update(x.tobytes())
+def register_kernel(name: str, target: str | Callable) -> None:
+    """Register ``name`` -> ``"module:function"`` (usable from every process) or a callable (this process)."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"kernel name must be a non-empty string without ':', got {name!r}")
+    if not (callable(target) or (isinstance(target, str) and ":" in target)):
+        raise ValueError(f"kernel target must be 'module:function' or a callable, got {target!r}")
+    KERNELS[name] = target
+
+
+def resolve_kernel(name: str) -> Callable:
+    """The function of a registered kernel name or of a ``"module:function"`` path."""
+    if not isinstance(name, str):
+        raise ValueError(f"kernel must be a registered name or 'module:function', got {name!r}")
+    target = KERNELS.get(name, name)
+    if callable(target):
+        return target
+    module, _, attr = target.partition(":")
+    if not module or not attr:
+        raise ValueError(f"unknown kernel {name!r}; registered: {', '.join(sorted(KERNELS))} "
+                         "(or give 'package.module:function')")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"kernel {name!r}: cannot import {target!r} ({err})") from None
+
+
+# ---------------------------------------------------------------- fingerprints and the spec
+
+
+def _sha256_array(x: np.ndarray) -> str:
+    """SHA-256 of the C-order bytes of ``x``, read in chunks (works on memory maps)."""
+    h = hashlib.sha256()
+    if x.ndim == 0 or x.shape[0] == 0:
+        h.update(np.ascontiguousarray(x).tobytes())
+        return h.hexdigest()
+    row_bytes = max(1, x.nbytes // x.shape[0])
+    step = max(1, (64 << 20) // row_bytes)
+    for start in range(0, x.shape[0], step):
+        h.update(np.ascontiguousarray(x[start:start + step]).tobytes())
     return h.hexdigest()
 
 
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+def fingerprint(x) -> dict:
+    """Data identity: SHA-256 of the array bytes, shape and dtype."""
+    x = np.asarray(x)
+    return {"sha256": _sha256_array(x), "shape": list(x.shape), "dtype": str(x.dtype)}
+
+
+def _canonical(value, where: str = "kernel_kwargs"):
+    """JSON-ready copy of plain data (mappings, sequences, numbers, strings); anything else: ValueError."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: non-finite number {value}")
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (bytes, bytearray)):
+        return [_canonical(v, f"{where}[]") for v in value]
+    raise ValueError(f"{where}: {value!r} is not plain data (numbers, strings, lists, dicts), so it cannot "
+                     "be hashed into the cache key; pass names (e.g. activation='relu') instead of objects")
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _subset_fingerprint(indices: np.ndarray | None, n: int, name: str) -> dict | None:
+    if indices is None:
+        return None
+    if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"{name} must be a non-empty 1-D array of integer indices")
+    if indices.min() < 0 or indices.max() >= n:
+        raise ValueError(f"{name} indices must lie in [0, {n}), got [{indices.min()}, {indices.max()}]")
+    return {"sha256": _sha256_array(indices.astype(np.int64)), "size": int(indices.size)}
 
 
 @dataclass(frozen=True)
-class GramResult:
-    """The assembled Gram: ``nngp``, ``ntk`` (n1, n2) numpy arrays; where it is cached; what was done."""
+class GramSpec:
+    """What a cached Gram is: the fields of its identity hash (module docstring)."""
 
-    nngp: np.ndarray
-    ntk: np.ndarray
-    key: str
-    directory: Path
+    kernel: str
+    kernel_kwargs: dict
+    x1: dict
+    x2: dict | None
+    subset1: dict | None
+    subset2: dict | None
+    tile: int
+    dtype: str | None
+    format: int = FORMAT_VERSION
+    _hash: str = field(default="", init=False, repr=False, compare=False)
+
+    def identity(self) -> dict:
+        return {"kernel": self.kernel, "kernel_kwargs": self.kernel_kwargs, "x1": self.x1, "x2": self.x2,
+                "subset1": self.subset1, "subset2": self.subset2, "tile": self.tile, "dtype": self.dtype,
+                "format": self.format}
+
+    @property
+    def hash(self) -> str:
+        if not self._hash:
+            object.__setattr__(self, "_hash", hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest())
+        return self._hash
+
+    @property
+    def symmetric(self) -> bool:
+        return self.x2 is None and self.subset2 is None
+
+    @property
+    def n1(self) -> int:
+        return self.subset1["size"] if self.subset1 else self.x1["shape"][0]
+
+    @property
+    def n2(self) -> int:
+        if self.subset2:
+            return self.subset2["size"]
+        return self.x2["shape"][0] if self.x2 else self.n1
+
+    def grid(self) -> tuple[int, int]:
+        return -(-self.n1 // self.tile), -(-self.n2 // self.tile)
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """(i, j) of every tile; j >= i only when symmetric."""
+        g1, g2 = self.grid()
+        return [(i, j) for i in range(g1) for j in range(i if self.symmetric else 0, g2)]
+
+    def rows(self, i: int) -> slice:
+        return slice(i * self.tile, min(self.n1, (i + 1) * self.tile))
+
+    def cols(self, j: int) -> slice:
+        return slice(j * self.tile, min(self.n2, (j + 1) * self.tile))
+
+    @classmethod
+    def from_identity(cls, identity: Mapping) -> GramSpec:
+        fields = {k: identity[k] for k in ("kernel", "kernel_kwargs", "x1", "x2", "subset1", "subset2", "tile",
+                                           "dtype", "format")}
+        return cls(**fields)
+
+
+def make_spec(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None, tile: int = 1024,
+              subset1=None, subset2=None, dtype=None) -> GramSpec:
+    """Validate the arguments of a Gram and build its :class:`GramSpec` (hashes the data once)."""
+    if not isinstance(kernel, str) or not kernel:
+        raise ValueError(f"kernel must be a registered name or 'module:function', got {kernel!r}")
+    if kernel not in KERNELS and ":" not in kernel:
+        raise ValueError(f"unknown kernel {kernel!r}; registered: {', '.join(sorted(KERNELS))}")
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise ValueError(f"tile must be a positive integer, got {tile!r}")
+    x1 = np.asarray(x1)
+    if x1.ndim < 1 or x1.shape[0] == 0:
+        raise ValueError(f"x1 must have at least one row, got shape {x1.shape}")
+    if x2 is not None:
+        x2 = np.asarray(x2)
+        if x2.ndim < 1 or x2.shape[0] == 0:
+            raise ValueError(f"x2 must have at least one row, got shape {x2.shape}")
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"x1 and x2 rows differ in shape: {x1.shape[1:]} vs {x2.shape[1:]}")
+    sub1 = None if subset1 is None else np.asarray(subset1)
+    sub2 = None if subset2 is None else np.asarray(subset2)
+    return GramSpec(
+        kernel=kernel,
+        kernel_kwargs=_canonical(dict(kernel_kwargs or {})),
+        x1=fingerprint(x1),
+        x2=None if x2 is None else fingerprint(x2),
+        subset1=_subset_fingerprint(sub1, x1.shape[0], "subset1"),
+        subset2=_subset_fingerprint(sub2, (x1 if x2 is None else x2).shape[0], "subset2"),
+        tile=int(tile),
+        dtype=None if dtype is None else str(np.dtype(dtype)),
+    )
+
+
+# ---------------------------------------------------------------- the cache
+
+
+@dataclass(frozen=True)
+class Gram:
+    """An assembled Gram: ``nngp`` / ``ntk`` (None if the kernel has no such output), where it lives, and
+    how many tiles this call computed versus found in the cache."""
+
+    nngp: np.ndarray | None
+    ntk: np.ndarray | None
+    hash: str
+    cache_dir: Path
     computed_tiles: int
     cached_tiles: int
 
 
-@dataclass(frozen=True)
-class GramPlan:
-    key: str
-    directory: Path
-    manifest: dict
-
-    @property
-    def tiles(self) -> list[tuple[int, int]]:
-        return [tuple(t) for t in self.manifest["tiles"]]
-
-    def tile_path(self, i: int, j: int) -> Path:
-        return self.directory / f"tile_{i}_{j}.npz"
+def cache_dir(spec: GramSpec, cache_root: str | Path) -> Path:
+    return Path(cache_root) / "gram" / spec.hash
 
 
-def plan(x1, x2=None, *, kernel: str, kernel_kwargs: dict | None = None, cache_root="results/cache",
-         tile: int = 256) -> GramPlan:
-    """Fix the tile grid and the cache key; write the manifest and inputs (idempotent)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
-        raise ValueError(f"tile must be an integer >= 1, got {tile!r}")
-    x1 = np.asarray(x1)
-    x2 = None if x2 is None else np.asarray(x2)
-    if x1.ndim < 2 or x1.shape[0] == 0:
-        raise ValueError(f"x1 must be a non-empty batch of inputs, got shape {x1.shape}")
-    if x2 is not None and x2.shape[1:] != x1.shape[1:]:
-        raise ValueError(f"input shapes differ: x1 {x1.shape[1:]} vs x2 {x2.shape[1:]}")
-    kwargs = dict(kernel_kwargs or {})
-    n1 = x1.shape[0]
-    n2 = n1 if x2 is None else x2.shape[0]
-    rows = range(0, -(-n1 // tile))
-    cols = range(0, -(-n2 // tile))
-    tiles = [(i, j) for i in rows for j in cols if x2 is not None or j >= i]
-    identity = {
-        "format": FORMAT_VERSION,
-        "kernel": kernel,
-        "kernel_kwargs": kwargs,
-        "x1": {"sha256": fingerprint(x1), "shape": list(x1.shape), "dtype": x1.dtype.str},
-        "x2": None if x2 is None else {"sha256": fingerprint(x2), "shape": list(x2.shape), "dtype": x2.dtype.str},
-        "tile": int(tile),
+def tile_path(directory: Path, i: int, j: int) -> Path:
+    return Path(directory) / f"tile_{i}_{j}.npz"
+
+
+def write_manifest(spec: GramSpec, cache_root: str | Path, *, data_paths: Mapping | None = None) -> Path:
+    """Write (or check) ``manifest.json`` of ``spec``; returns its path."""
+    directory = cache_dir(spec, cache_root)
+    path = directory / "manifest.json"
+    manifest = {
+        "hash": spec.hash,
+        "identity": spec.identity(),
+        "grid": {"n1": spec.n1, "n2": spec.n2, "tile": spec.tile, "symmetric": spec.symmetric,
+                 "shape": list(spec.grid()), "tiles": [list(t) for t in spec.tiles()]},
+        "data_paths": {k: (None if v is None else str(Path(v).resolve())) for k, v in (data_paths or {}).items()},
     }
-    key = hashlib.sha256(_canonical(identity).encode()).hexdigest()
-    directory = Path(cache_root) / "gram" / key
-    manifest = {**identity, "key": key, "symmetric": x2 is None, "n1": n1, "n2": n2,
-                "tiles": [list(t) for t in tiles]}
-    if not (directory / "manifest.json").exists():
-        _save_npy(directory / "x1.npy", x1)
-        if x2 is not None:
-            _save_npy(directory / "x2.npy", x2)
-        atomic_write_json(directory / "manifest.json", manifest)
-    return GramPlan(key, directory, manifest)
+    if path.exists():
+        existing = read_manifest(path)
+        if existing["hash"] != spec.hash:
+            raise GramCacheError(f"{path} belongs to configuration {existing['hash']}, not {spec.hash}")
+        if not data_paths or existing.get("data_paths") == manifest["data_paths"]:
+            return path
+    atomic_write_json(path, manifest)
+    return path
 
 
-def _save_npy(path: Path, x: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, x)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_plan(directory: str | Path) -> GramPlan:
-    directory = Path(directory)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    return GramPlan(manifest["key"], directory, manifest)
-
-
-def _tile_shape(m: dict, i: int, j: int) -> tuple[int, int]:
-    t = m["tile"]
-    return min(t, m["n1"] - i * t), min(t, m["n2"] - j * t)
+def read_manifest(path: str | Path) -> dict:
+    """Load a manifest and check that its hash is the hash of its identity and of its directory."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+        identity = manifest["identity"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise GramCacheError(f"{path}: not a readable Gram manifest ({err})") from None
+    spec = GramSpec.from_identity(identity)
+    if spec.hash != manifest.get("hash"):
+        raise GramCacheError(f"{path}: stored hash {manifest.get('hash')} is not the hash of its identity "
+                             f"({spec.hash}); the manifest was edited or is corrupt: delete its directory")
+    return manifest
 
 
-def read_tile(p: GramPlan, i: int, j: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The tile's (nngp, ntk), or None if it is missing, partial or corrupt (then it is recomputed).
+def _tile_shape(spec: GramSpec, i: int, j: int) -> tuple[int, int]:
+    rows, cols = spec.rows(i), spec.cols(j)
+    return rows.stop - rows.start, cols.stop - cols.start
 
-    Raises ValueError if the tile belongs to another configuration (its key differs)."""
-    path = p.tile_path(i, j)
+
+def load_tile(spec: GramSpec, directory: Path, i: int, j: int) -> dict | None:
+    """The arrays of a valid cached tile, or None when it is missing, unreadable or partial (logged).
+
+    Raises :class:`GramCacheError` if the tile carries another configuration's hash.
+    """
+    path = tile_path(directory, i, j)
     if not path.exists():
         return None
     try:
-        with np.load(path) as z:
-            key = str(z["key"])
-            nngp, ntk = z["nngp"], z["ntk"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        with np.load(path, allow_pickle=False) as data:
+            stored = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        log.warning("gram cache: unreadable tile %s (%s); recomputing it", path, err)
         return None
-    if key != p.key:
-        raise ValueError(f"{path}: tile of another configuration (key {key[:12]}..., expected "
-                         f"{p.key[:12]}...); remove the folder {p.directory} to recompute")
-    shape = _tile_shape(p.manifest, i, j)
-    if nngp.shape != shape or ntk.shape != shape or not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
+    if "hash" in stored and str(stored["hash"]) != spec.hash:
+        raise GramCacheError(f"{path} was written for configuration {stored['hash']}, not {spec.hash} (a file "
+                             "from another cache entry?); delete it to recompute")
+    problem = None
+    arrays = {k: stored[k] for k in FIELDS if k in stored}
+    if "hash" not in stored or "i" not in stored or "j" not in stored:
+        problem = "missing hash / i / j"
+    elif (int(stored["i"]), int(stored["j"])) != (i, j):
+        raise GramCacheError(f"{path} holds tile ({int(stored['i'])}, {int(stored['j'])}), not ({i}, {j})")
+    elif not arrays:
+        problem = f"none of the fields {FIELDS}"
+    else:
+        shape = _tile_shape(spec, i, j)
+        for name, a in arrays.items():
+            if a.shape[-2:] != shape:
+                problem = f"{name} has shape {a.shape}, expected (..., {shape[0]}, {shape[1]})"
+            elif not np.all(np.isfinite(a)):
+                problem = f"{name} has non-finite values"
+    if problem:
+        log.warning("gram cache: invalid tile %s (%s); recomputing it", path, problem)
         return None
-    return nngp, ntk
+    return arrays
 
 
-def compute_tile(p: GramPlan, i: int, j: int, *, device=None) -> tuple[np.ndarray, np.ndarray]:
-    """Compute one tile from the stored inputs and write it atomically."""
-    m = p.manifest
-    t = m["tile"]
-    x1 = np.load(p.directory / "x1.npy", mmap_mode="r")
-    x2 = x1 if m["symmetric"] else np.load(p.directory / "x2.npy", mmap_mode="r")
-    xa = np.asarray(x1[i * t : (i + 1) * t])
-    fn = _kernel_fn(m["kernel"])
-    with jax.default_device(device) if device is not None else _null():
-        if m["symmetric"] and i == j:
-            k = fn(xa, None, **m["kernel_kwargs"])
-        else:
-            k = fn(xa, np.asarray(x2[j * t : (j + 1) * t]), **m["kernel_kwargs"])
-        nngp, ntk = np.asarray(k.nngp), np.asarray(k.ntk)
-    atomic_save_npz(p.tile_path(i, j), nngp=nngp, ntk=ntk, key=np.asarray(p.key), i=i, j=j)
-    return nngp, ntk
+def _kernel_outputs(result) -> dict:
+    """{field: array} of a kernel's result (dataclass with nngp / ntk, or one array = ntk)."""
+    if any(hasattr(result, f) for f in FIELDS):
+        outputs = {f: np.asarray(getattr(result, f)) for f in FIELDS if getattr(result, f, None) is not None}
+    else:
+        outputs = {"ntk": np.asarray(result)}
+    if not outputs:
+        raise ValueError("the kernel returned neither nngp nor ntk")
+    return outputs
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def missing_tiles(p: GramPlan) -> list[tuple[int, int]]:
-    return [(i, j) for i, j in p.tiles if read_tile(p, i, j) is None]
-
-
-def assemble(p: GramPlan, *, compute_missing: bool = False, progress: bool = False, desc: str = "gram"
-             ) -> GramResult:
-    """Read every tile (computing missing ones if asked) into the full (n1, n2) matrices."""
-    m = p.manifest
-    t = m["tile"]
-    dtype = None
-    nngp = ntk = None
-    computed = cached = 0
-    devices = jax.devices()
-    for index, (i, j) in enumerate(progress_bar(p.tiles, desc=desc, enabled=progress)):
-        block = read_tile(p, i, j)
-        if block is None:
-            if not compute_missing:
-                raise ValueError(f"{p.directory}: tile ({i}, {j}) is missing; run compute_gram or "
-                                 f"`python -m ntkrepro.gram tile --dir {p.directory} --i {i} --j {j}`")
-            device = devices[index % len(devices)] if len(devices) > 1 else None
-            block = compute_tile(p, i, j, device=device)
-            computed += 1
-        else:
-            cached += 1
-        if nngp is None:
-            dtype = block[0].dtype
-            nngp = np.zeros((m["n1"], m["n2"]), dtype)
-            ntk = np.zeros((m["n1"], m["n2"]), dtype)
-        rs, cs = slice(i * t, i * t + block[0].shape[0]), slice(j * t, j * t + block[0].shape[1])
-        nngp[rs, cs], ntk[rs, cs] = block
-        if m["symmetric"] and i != j:
-            nngp[cs, rs], ntk[cs, rs] = block[0].T, block[1].T
-    return GramResult(nngp, ntk, p.key, p.directory, computed, cached)
+def compute_tile(spec: GramSpec, x1, x2, i: int, j: int, *, kernel_fn: Callable | None = None,
+                 subset1=None, subset2=None) -> dict:
+    """Evaluate tile (i, j) of ``spec`` on the data (no cache): {field: array (..., rows, cols)}."""
+    fn = kernel_fn or resolve_kernel(spec.kernel)
+    idx1 = np.arange(spec.n1) if subset1 is None else np.asarray(subset1)
+    idx2 = idx1 if spec.symmetric else np.arange(spec.n2) if subset2 is None else np.asarray(subset2)
+    other = x1 if x2 is None else x2
+    rows = idx1[spec.rows(i)]
+    kwargs = dict(spec.kernel_kwargs)
+    if spec.dtype is not None:
+        kwargs["dtype"] = np.dtype(spec.dtype)
+    if spec.symmetric and i == j:
+        result = fn(np.asarray(x1[rows]), None, **kwargs)
+    else:
+        result = fn(np.asarray(x1[rows]), np.asarray(other[idx2[spec.cols(j)]]), **kwargs)
+    outputs = _kernel_outputs(result)
+    shape = _tile_shape(spec, i, j)
+    for name, a in outputs.items():
+        if a.shape[-2:] != shape:
+            raise ValueError(f"kernel {spec.kernel}: {name} of tile ({i}, {j}) has shape {a.shape}, "
+                             f"expected (..., {shape[0]}, {shape[1]})")
+    return outputs
 
 
-def compute_gram(x1, x2=None, *, kernel: str, kernel_kwargs: dict | None = None, cache_root="results/cache",
-                 tile: int = 256, progress: bool = True) -> GramResult:
-    """The Gram of ``x1`` (x2 None: symmetric) or of (x1, x2) under ``kernel``, from the tile cache;
-    missing tiles are computed (with a progress bar and ETA) and cached."""
-    p = plan(x1, x2, kernel=kernel, kernel_kwargs=kernel_kwargs, cache_root=cache_root, tile=tile)
-    return assemble(p, compute_missing=True, progress=progress, desc=f"{kernel} gram tiles")
+def save_tile(spec: GramSpec, directory: Path, i: int, j: int, arrays: Mapping) -> Path:
+    """Write a tile atomically (temporary file + rename) with its configuration hash and position."""
+    return atomic_save_npz(tile_path(directory, i, j), hash=np.array(spec.hash), i=np.array(i), j=np.array(j),
+                           **{k: np.asarray(v) for k, v in arrays.items()})
 
 
-# ---------------------------------------------------------------- command line (one job per tile)
+def missing_tiles(spec: GramSpec, directory: Path) -> list[tuple[int, int]]:
+    return [(i, j) for i, j in spec.tiles() if load_tile(spec, directory, i, j) is None]
 
 
-def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ntkrepro.gram", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    pp = sub.add_parser("plan", help="write the manifest and inputs; print the cache folder")
-    pp.add_argument("--x1", required=True, type=Path)
-    pp.add_argument("--x2", type=Path)
-    pp.add_argument("--kernel", required=True, choices=KERNELS)
-    pp.add_argument("--kwargs", default="{}", help="kernel keyword arguments as JSON")
-    pp.add_argument("--cache-root", default="results/cache")
-    pp.add_argument("--tile", type=int, default=256)
-    for name in ("tile", "targets", "assemble", "status"):
-        sp = sub.add_parser(name)
-        sp.add_argument("--dir", required=True, type=Path)
-        if name == "tile":
-            sp.add_argument("--i", type=int, required=True)
-            sp.add_argument("--j", type=int, required=True)
-    args = parser.parse_args(argv)
-    try:
-        if args.cmd == "plan":
-            x2 = None if args.x2 is None else np.load(args.x2)
-            p = plan(np.load(args.x1), x2, kernel=args.kernel, kernel_kwargs=json.loads(args.kwargs),
-                     cache_root=args.cache_root, tile=args.tile)
-            print(p.directory)
-            return 0
-        p = load_plan(args.dir)
-        if args.cmd == "tile":
-            if (args.i, args.j) not in p.tiles:
-                raise ValueError(f"tile ({args.i}, {args.j}) is not in the grid of {p.directory}")
-            start = time.perf_counter()
-            if read_tile(p, args.i, args.j) is None:
-                compute_tile(p, args.i, args.j)
-            print(f"tile ({args.i}, {args.j}) done in {time.perf_counter() - start:.1f}s")
-        elif args.cmd == "targets":
-            print(" ".join(str(p.tile_path(i, j)) for i, j in missing_tiles(p)))
-        elif args.cmd == "status":
-            missing = missing_tiles(p)
-            print(f"{p.directory}: {len(p.tiles) - len(missing)}/{len(p.tiles)} tiles done")
-        else:
-            r = assemble(p)
-            print(f"{p.directory}: all {r.cached_tiles} tiles present; Gram {r.ntk.shape}")
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def assemble(spec: GramSpec, directory: Path) -> dict:
+    """Assemble the verified tiles into {field: (..., n1, n2)}; a missing or invalid tile is an error."""
+    full: dict[str, np.ndarray] = {}
+    for i, j in spec.tiles():
+        arrays = load_tile(spec, directory, i, j)
+        if arrays is None:
+            raise GramCacheError(f"tile ({i}, {j}) of {directory} is missing or invalid; compute it first")
+        rows, cols = spec.rows(i), spec.cols(j)
+        for name, a in arrays.items():
+            if name not in full:
+                full[name] = np.zeros((*a.shape[:-2], spec.n1, spec.n2), a.dtype)
+            full[name][..., rows, cols] = a
+            if spec.symmetric and i != j:
+                full[name][..., cols, rows] = np.swapaxes(a, -1, -2)
+    return full
+
+
+def compute_gram(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None, cache_root: str | Path,
+                 tile: int = 1024, subset1=None, subset2=None, dtype=None, progress: bool = True) -> Gram:
+    """The Gram matrix of ``kernel`` on (x1[subset1], x2[subset2]) (x2 None: x1 with itself), from the cache,
+    computing the missing tiles only (resumable; module docstring).
+
+    Args:
+        x1, x2: data arrays, batch-first; x2 None means the symmetric Gram of x1.
+        kernel: a name of :data:`KERNELS` or ``"module:function"``; kernel_kwargs: its keyword arguments
+            (plain data: part of the cache key).
+        cache_root: the cache folder (``<cache_root>/gram/<hash>/``).
+        tile: tile side (rows and columns per tile).
+        subset1, subset2: integer indices of the rows of x1 / x2 to use (None: all).
+        dtype: passed to the kernel as ``dtype=`` (None: the kernel's default); part of the cache key.
+        progress: progress bar with ETA over the tiles to compute (plain log lines when not a TTY).
+    Returns:
+        :class:`Gram` with the assembled ``nngp`` / ``ntk``.
+    """
+    spec = make_spec(x1, x2, kernel=kernel, kernel_kwargs=kernel_kwargs, tile=tile, subset1=subset1,
+                     subset2=subset2, dtype=dtype)
+    fn = resolve_kernel(spec.kernel)
+    directory = cache_dir(spec, cache_root)
+    write_manifest(spec, cache_root)
+    todo = missing_tiles(spec, directory)
+    for i, j in progress_bar(todo, total=len(todo), desc=f"gram {spec.kernel} {spec.hash[:8]}", enabled=progress):
+        save_tile(spec, directory, i, j, compute_tile(spec, x1, x2, i, j, kernel_fn=fn, subset1=subset1,
+                                                      subset2=subset2))
+    full = assemble(spec, directory)
+    return Gram(nngp=full.get("nngp"), ntk=full.get("ntk"), hash=spec.hash, cache_dir=directory,
+                computed_tiles=len(todo), cached_tiles=len(spec.tiles()) - len(todo))
+
+
+# ---------------------------------------------------------------- command line
+
+
+def write_request(path: str | Path, *, x1: str | Path, x2: str | Path | None = None, kernel: str,
+                  kwargs: Mapping | None = None, tile: int = 1024, dtype: str | None = None) -> Path:
+    """Write a Gram request (the input of ``plan --request`` and of rules/gram.smk's checkpoint)."""
+    request = {"x1": str(x1), "x2": None if x2 is None else str(x2), "kernel": kernel,
+               "kwargs": _canonical(dict(kwargs or {})), "tile": int(tile), "dtype": dtype}
+    return atomic_write_json(path, request)
+
+
+def _load_data(manifest: dict):
+    """(x1, x2, None, None) of a manifest planned on the command line: memory-mapped, fingerprints checked."""
+    identity, paths = manifest["identity"], manifest.get("data_paths") or {}
+    arrays = []
+    for name in ("x1", "x2"):
+        if identity[name] is None:
+            arrays.append(None)
+            continue
+        if not paths.get(name):
+            raise GramCacheError(f"the manifest has no data path for {name} (planned in-process?); "
+                                 "plan it with the command line")
+        x = np.load(paths[name], mmap_mode="r", allow_pickle=False)
+        if fingerprint(x) != identity[name]:
+            raise GramCacheError(f"{paths[name]} changed since the plan (fingerprint mismatch); plan again")
+        arrays.append(x)
+    if identity["subset1"] is not None or identity["subset2"] is not None:
+        raise GramCacheError("the command line plans whole arrays only; save the subset as its own .npy")
+    return (*arrays, None, None)
+
+
+def _set_threads(threads: int) -> None:
+    """Cap XLA's CPU threads for this process (before its first computation)."""
+    if threads > 0:
+        flags = os.environ.get("XLA_FLAGS", "")
+        extra = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+        os.environ["XLA_FLAGS"] = f"{flags} {extra} intra_op_parallelism_threads={threads}".strip()
+
+
+def _cmd_plan(a) -> int:
+    if a.request:
+        request = json.loads(Path(a.request).read_text())
+        unknown = set(request) - {"x1", "x2", "kernel", "kwargs", "tile", "dtype"}
+        if unknown:
+            raise ValueError(f"{a.request}: unknown request keys {sorted(unknown)}")
+        x1_path, x2_path, kernel = request.get("x1"), request.get("x2"), request.get("kernel")
+        kwargs, tile, dtype = request.get("kwargs") or {}, request.get("tile", 1024), request.get("dtype")
+    else:
+        x1_path, x2_path, kernel = a.x1, a.x2, a.kernel
+        kwargs, tile, dtype = json.loads(a.kwargs), a.tile, a.dtype
+    if not x1_path or not kernel:
+        raise ValueError("plan needs x1 and kernel (as options or in the request file)")
+    x1 = np.load(x1_path, mmap_mode="r", allow_pickle=False)
+    x2 = None if not x2_path else np.load(x2_path, mmap_mode="r", allow_pickle=False)
+    spec = make_spec(x1, x2, kernel=kernel, kernel_kwargs=kwargs, tile=tile, dtype=dtype)
+    path = write_manifest(spec, a.cache_root, data_paths={"x1": x1_path, "x2": x2_path})
+    if a.plan_out:
+        copy = json.loads(path.read_text())
+        copy["cache_dir"] = str(path.parent.resolve())
+        atomic_write_json(a.plan_out, copy)
+    print(path)
+    for i, j in spec.tiles():
+        print(i, j)
     return 0
 
 
+def _cmd_tile(a) -> int:
+    _set_threads(a.threads)
+    manifest = read_manifest(a.manifest)
+    spec = GramSpec.from_identity(manifest["identity"])
+    if (a.i, a.j) not in spec.tiles():
+        raise ValueError(f"tile ({a.i}, {a.j}) is not in the grid of {a.manifest}")
+    directory = Path(a.cache_root) / "gram" / spec.hash if a.cache_root else _manifest_cache_dir(a.manifest, spec)
+    if load_tile(spec, directory, a.i, a.j) is None:
+        x1, x2, s1, s2 = _load_data(manifest)
+        save_tile(spec, directory, a.i, a.j, compute_tile(spec, x1, x2, a.i, a.j, subset1=s1, subset2=s2))
+        print(f"computed tile ({a.i}, {a.j}) of {spec.hash}")
+    else:
+        print(f"tile ({a.i}, {a.j}) of {spec.hash} already cached")
+    if a.done:
+        atomic_write_json(a.done, {"hash": spec.hash, "tile": [a.i, a.j],
+                                   "path": str(tile_path(directory, a.i, a.j))})
+    return 0
+
+
+def _manifest_cache_dir(manifest_path, spec: GramSpec) -> Path:
+    """The cache directory of a manifest: its own folder, or (for a copy) the one recorded in the copy."""
+    manifest_path = Path(manifest_path).resolve()
+    if manifest_path.parent.name == spec.hash:
+        return manifest_path.parent
+    recorded = json.loads(manifest_path.read_text()).get("cache_dir")
+    if recorded:
+        return Path(recorded)
+    raise GramCacheError(f"{manifest_path} is a copy of a manifest; pass --cache-root")
+
+
+def _cmd_assemble(a) -> int:
+    manifest = read_manifest(a.manifest)
+    spec = GramSpec.from_identity(manifest["identity"])
+    directory = Path(a.cache_root) / "gram" / spec.hash if a.cache_root else _manifest_cache_dir(a.manifest, spec)
+    full = assemble(spec, directory)
+    atomic_save_npz(a.out, hash=np.array(spec.hash), **full)
+    print(f"assembled {spec.hash} into {a.out}")
+    return 0
+
+
+def _cmd_status(a) -> int:
+    manifest = read_manifest(a.manifest)
+    spec = GramSpec.from_identity(manifest["identity"])
+    directory = Path(a.cache_root) / "gram" / spec.hash if a.cache_root else _manifest_cache_dir(a.manifest, spec)
+    missing = missing_tiles(spec, directory)
+    print(f"{len(spec.tiles()) - len(missing)}/{len(spec.tiles())} tiles cached")
+    for i, j in missing:
+        print(i, j)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ntkrepro.gram", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="write the manifest and list the tiles")
+    plan.add_argument("--request", help="JSON request (x1, x2, kernel, kwargs, tile, dtype)")
+    plan.add_argument("--x1")
+    plan.add_argument("--x2")
+    plan.add_argument("--kernel")
+    plan.add_argument("--kwargs", default="{}", help="kernel keyword arguments as JSON")
+    plan.add_argument("--tile", type=int, default=1024)
+    plan.add_argument("--dtype")
+    plan.add_argument("--cache-root", required=True)
+    plan.add_argument("--plan-out", help="also copy the manifest here")
+    for name, helptext in (("tile", "compute one tile unless cached"), ("assemble", "assemble the tiles"),
+                           ("status", "list the missing tiles")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--manifest", required=True)
+        p.add_argument("--cache-root", help="default: the manifest's folder (or the one a plan copy records)")
+        if name == "tile":
+            p.add_argument("--i", type=int, required=True)
+            p.add_argument("--j", type=int, required=True)
+            p.add_argument("--threads", type=int, default=0, help="XLA CPU threads (0: XLA's default)")
+            p.add_argument("--done", help="marker file written when the tile is in the cache")
+        if name == "assemble":
+            p.add_argument("--out", required=True)
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"plan": _cmd_plan, "tile": _cmd_tile, "assemble": _cmd_assemble, "status": _cmd_status}
+    try:
+        return commands[a.command](a)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())
