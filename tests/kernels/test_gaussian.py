@@ -13,6 +13,7 @@ from scipy import integrate, special, stats
 import ntkrepro  # noqa: F401  (x64)
 from ntkrepro.kernels.gaussian import (
     KNOWN,
+    Activation,
     from_callable,
     gaussian_mean,
     get_activation,
@@ -197,6 +198,14 @@ def test_registry_names_parameters_and_callables():
     # E sin(u) sin(v) = e^{-(s11 + s22)/2} sinh(s12); E cos cos = e^{-(s11 + s22)/2} cosh(s12)
     assert float(k) == pytest.approx(math.exp(-1) * math.sinh(0.5), rel=1e-12)
     assert float(kdot) == pytest.approx(math.exp(-1) * math.cosh(0.5), rel=1e-12)
+
+
+def test_four_field_activation_keeps_working():
+    """The original API Activation(name, fn, deriv, expectations) still builds, with a derived second moment."""
+    relu = get_activation("relu")
+    custom = Activation("my_relu", relu.fn, relu.deriv, relu.expectations)
+    assert float(custom.second_moment(jnp.asarray(3.0))) == pytest.approx(1.5, rel=1e-14)
+    assert get_activation(custom) is custom and not custom.has_closed_form
 
 
 @pytest.mark.parametrize("spec", ["swish_typo", "leaky_relu:abc", "relu_like:0.1", "elu:1,2", 3.0, None])

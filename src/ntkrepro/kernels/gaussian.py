@@ -55,6 +55,11 @@ class Activation:
     deriv2: Callable | None = field(default=None, compare=False)
     mp_expectations: Callable | None = field(default=None, compare=False)
 
+    def __post_init__(self):
+        if self.second_moment is None:  # E[phi(sqrt(q) Z)^2] from the 2x2 expectation at c = 1
+            expectations = self.expectations
+            object.__setattr__(self, "second_moment", lambda q: expectations(q, q, q)[0])
+
 
 # ---------------------------------------------------------------- quadrature rules
 
