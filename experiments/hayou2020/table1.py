@@ -33,6 +33,7 @@ from ntkrepro.stage import StageResult, load_split, main
 from ntkrepro.train import TrainingDiverged, train
 
 EPOCH_TAGS = ("early", "late")
+ORDERINGS = ("classS_beats_relu_like", "prelu_ge_relu", "softplus_sigmoid_at_chance")
 
 
 def prelu_fc(
@@ -121,6 +122,9 @@ def run(cfg) -> StageResult:
             for entry in p.models:
                 for tag in EPOCH_TAGS:
                     metrics[f"acc_{dataset}_{entry.name}_{tag}"] = None
+            for tag in EPOCH_TAGS:
+                for what in ORDERINGS:
+                    metrics[f"{dataset}_{tag}_{what}"] = None
             continue
         sub = OmegaConf.merge(cfg, {"data": p.datasets[dataset]})
         train_set, test_set = load_split(sub, "train"), load_split(sub, "test")
@@ -212,9 +216,9 @@ def _orderings(metrics: dict, dataset: str, tag: str, chance: float, band: float
     relu_like = max(acc("relu"), acc("lrelu_0p01"), acc("prelu"))
     prefix = f"{dataset}_{tag}"
     return {
-        f"{prefix}_classS_beats_relu_like": bool(min(acc("elu"), acc("tanh")) > relu_like),
-        f"{prefix}_prelu_ge_relu": bool(acc("prelu") >= acc("relu")),
-        f"{prefix}_softplus_sigmoid_at_chance": bool(
+        f"{prefix}_{ORDERINGS[0]}": bool(min(acc("elu"), acc("tanh")) > relu_like),
+        f"{prefix}_{ORDERINGS[1]}": bool(acc("prelu") >= acc("relu")),
+        f"{prefix}_{ORDERINGS[2]}": bool(
             abs(acc("softplus") - chance) <= band and abs(acc("sigmoid") - chance) <= band
         ),
     }
