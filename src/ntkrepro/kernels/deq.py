@@ -235,23 +235,24 @@ def deq_ntk(x1, x2=None, *, sigma_w2: float, sigma_u2: float, sigma_b2: float, t
     symmetric = x2 is None
     xb_all = x1 if symmetric else x2
     n1, n2 = x1.shape[0], xb_all.shape[0]
-    size = min(tile, max(n1, n2))
-    xa_pad, xb_pad = _pad_rows(x1, size), _pad_rows(xb_all, size)
+    size_a = min(tile, n1)
+    size_b = size_a if symmetric else min(tile, n2)  # equal tiles, one compilation per call
+    xa_pad, xb_pad = _pad_rows(x1, size_a), _pad_rows(xb_all, size_b)
     rho_out = np.empty((xa_pad.shape[0], xb_pad.shape[0]), dt)
     theta_out = np.empty_like(rho_out)
     iterations, worst, converged = 0, 0.0, True
-    for i in range(0, n1, size):
-        for j in range(i if symmetric else 0, n2, size):
-            rho, theta, it, res, ok = _fixed_point_tile(xa_pad[i:i + size], xb_pad[j:j + size], *args,
-                                                    max_iter=int(max_iter))
+    for i in range(0, n1, size_a):
+        for j in range(i if symmetric else 0, n2, size_b):
+            rho, theta, it, res, ok = _fixed_point_tile(xa_pad[i:i + size_a], xb_pad[j:j + size_b], *args,
+                                                        max_iter=int(max_iter))
             rho, theta = np.asarray(rho), np.asarray(theta)
-            rho_out[i:i + size, j:j + size], theta_out[i:i + size, j:j + size] = rho, theta
+            rho_out[i:i + size_a, j:j + size_b], theta_out[i:i + size_a, j:j + size_b] = rho, theta
             if symmetric and j != i:
-                rho_out[j:j + size, i:i + size], theta_out[j:j + size, i:i + size] = rho.T, theta.T
-            iterations, worst, converged = max(iterations, int(it)), max(worst, float(res)), converged and bool(ok)
+                rho_out[j:j + size_b, i:i + size_a], theta_out[j:j + size_b, i:i + size_a] = rho.T, theta.T
+            iterations, worst = max(iterations, int(it)), max(worst, float(res))
+            converged = converged and bool(ok)
     if not (converged and worst <= tol):
         raise RuntimeError(f"DEQ-NTK fixed point did not reach tol={tol:g} (|F| and Newton correction) "
-                           f"within {max_iter} Newton steps "
-                           f"(max residual {worst:.2e})")
+                           f"within {max_iter} Newton steps (max residual {worst:.2e})")
     return DEQFixedPoint(jax.device_put(rho_out[:n1, :n2]), jax.device_put(theta_out[:n1, :n2]),
                          jnp.asarray(iterations), jnp.asarray(worst))
