@@ -5,14 +5,19 @@ the Cholesky solve as n_train^3)."""
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from omegaconf import OmegaConf
 
 from ntkrepro.claims import load_registry
 from ntkrepro.gram import compute_gram
+from ntkrepro.io import atomic_write_json
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import load_split
 
@@ -28,9 +33,12 @@ def gram_entries(n_train: int, n_test: int) -> int:
     return n_train * (n_train + 1) // 2 + n_test * n_train
 
 
-def extrapolate_cpu_hours(*, gram_cpu_s: float, solve_cpu_s: float, n_train: int, n_test: int,
+def extrapolate_cpu_hours(*, gram_cpu_s: float | None, solve_cpu_s: float, n_train: int, n_test: int,
                           full_n_train: int, full_n_test: int) -> dict:
-    """Scale measured CPU seconds to the full data set: Gram by kernel entries, solve by n_train^3."""
+    """Scale measured CPU seconds to the full data set: Gram by kernel entries, solve by n_train^3
+    (all None when the Gram's time is unknown)."""
+    if gram_cpu_s is None:
+        return {"gram_cpu_hours_full": None, "solve_cpu_hours_full": None, "train_cpu_hours_full": None}
     gram = gram_cpu_s * gram_entries(full_n_train, full_n_test) / gram_entries(n_train, n_test)
     solve = solve_cpu_s * (full_n_train / n_train) ** 3
     return {"gram_cpu_hours_full": gram / 3600, "solve_cpu_hours_full": solve / 3600,
@@ -57,25 +65,48 @@ def load_with(cfg, split: str, *, preprocess: str | None, n: int | None = None):
     return load_split(sub, split, n=n)
 
 
-def gram_regression(kernel: str, kernel_kwargs: dict, train, test, *, cfg, tile: int, ridge: float,
-                    label_pos: float, label_neg: float) -> dict:
+def gram_timing(result, measured: Timed, *, timing_root: Path) -> tuple[float | None, float | None]:
+    """(wall, CPU) seconds of computing the Gram ``result`` of ``ntkrepro.gram.compute_gram``.
+
+    Measured when every tile was computed now (and recorded in ``timing_root/<gram key>.json``); read
+    from that record when every tile came from the cache; scaled by total / computed tiles after a
+    resumed computation; (None, None) for a cache filled elsewhere (e.g. by per-tile cluster jobs)."""
+    record = timing_root / f"{result.key}.json"
+    total = result.computed_tiles + result.cached_tiles
+    if result.cached_tiles == 0:
+        atomic_write_json(record, {"wall_s": measured.wall_s, "cpu_s": measured.cpu_s})
+        return measured.wall_s, measured.cpu_s
+    if result.computed_tiles == 0:
+        if not record.exists():
+            return None, None
+        saved = json.loads(record.read_text())
+        return saved["wall_s"], saved["cpu_s"]
+    scale = total / result.computed_tiles
+    return measured.wall_s * scale, measured.cpu_s * scale
+
+
+def gram_regression(kernel: str, kernel_kwargs: dict, x_tr, y_tr, x_te, y_te, *, num_classes: int, cfg,
+                    tile: int, ridge: float, label_pos: float, label_neg: float) -> dict:
     """Cached Gram (train x train, test x train) of ``kernel`` and the kernel-regression test accuracy.
 
-    Returns accuracy (percent), the Gram's wall/CPU seconds (0 for tiles found in the cache: see
-    ``gram_computed``) and the solve's wall/CPU seconds."""
-    x_tr, x_te = np.asarray(train.x), np.asarray(test.x)
-    common = dict(kernel=kernel, kernel_kwargs=kernel_kwargs, cache_root=cfg.results_root + "/cache",
-                  tile=tile, progress=cfg.progress)
+    Returns the accuracy (percent), the Gram's wall/CPU seconds (see :func:`gram_timing`; None if
+    unknown) and the solve's wall/CPU seconds. Timings include JAX compilation."""
+    cache_root = Path(cfg.results_root) / "cache"
+    common = dict(kernel=kernel, kernel_kwargs=kernel_kwargs, cache_root=str(cache_root), tile=tile,
+                  progress=cfg.progress)
     g_train = timed(compute_gram, x_tr, **common)
     g_test = timed(compute_gram, x_te, x_tr, **common)
-    targets = one_hot_shifted(np.asarray(train.y), train.num_classes, pos=label_pos, neg=label_neg)
-    solve = timed(lambda: np.asarray(kernel_regression(np.asarray(g_train.value.ntk), targets,
-                                                       np.asarray(g_test.value.ntk), ridge=ridge)))
+    timing_root = cache_root / "feng2020_deq_gram_timing"
+    walls, cpus = zip(*(gram_timing(g.value, g, timing_root=timing_root) for g in (g_train, g_test)),
+                      strict=True)
+    targets = one_hot_shifted(np.asarray(y_tr), num_classes, pos=label_pos, neg=label_neg)
+    solve = timed(lambda: np.asarray(kernel_regression(g_train.value.ntk, targets, g_test.value.ntk,
+                                                       ridge=ridge)))
+    known = None not in walls
     return {
-        "acc_pct": 100 * float(accuracy(solve.value, np.asarray(test.y))),
-        "gram_wall_s": g_train.wall_s + g_test.wall_s,
-        "gram_cpu_s": g_train.cpu_s + g_test.cpu_s,
-        "gram_computed": bool(g_train.value.computed_tiles or g_test.value.computed_tiles),
+        "acc_pct": 100 * float(accuracy(solve.value, np.asarray(y_te))),
+        "gram_wall_s": sum(walls) if known else None,
+        "gram_cpu_s": sum(cpus) if known else None,
         "solve_wall_s": solve.wall_s,
         "solve_cpu_s": solve.cpu_s,
         "n_train": len(x_tr),
@@ -83,10 +114,43 @@ def gram_regression(kernel: str, kernel_kwargs: dict, train, test, *, cfg, tile:
     }
 
 
+def evaluate_deq_settings(cfg, train, test) -> tuple[pd.DataFrame, dict]:
+    """Every DEQ-NTK setting of ``cfg.params.settings``: accuracy, Gram time, cost extrapolated to
+    ``cfg.params.extrapolate_to``. Metrics: ``acc_pct_deq_<tag>``, ``gram_seconds_deq_<tag>``,
+    ``train_cpu_hours_full_deq_<tag>``, and over the settings ``gram_seconds`` (mean) and
+    ``train_cpu_hours_full_log10`` (log10 of the mean)."""
+    p, full = cfg.params, cfg.params.extrapolate_to
+    x_tr, x_te = (np.asarray(d.x).reshape(len(d.x), -1) for d in (train, test))  # vectors (Sec. 3)
+    rows, metrics = [], {}
+    for s in p.settings:
+        variances = dict(sigma_w2=float(s.sigma_w2), sigma_u2=float(s.sigma_u2), sigma_b2=float(s.sigma_b2))
+        r = gram_regression("deq", variances, x_tr, train.y, x_te, test.y, num_classes=train.num_classes,
+                            cfg=cfg, tile=p.tile, ridge=p.ridge, label_pos=p.label_pos,
+                            label_neg=p.label_neg)
+        cost = extrapolate_cpu_hours(gram_cpu_s=r["gram_cpu_s"], solve_cpu_s=r["solve_cpu_s"],
+                                     n_train=r["n_train"], n_test=r["n_test"],
+                                     full_n_train=full.n_train, full_n_test=full.n_test)
+        rows.append(result_row("DEQ-NTK", variances, r, cost))
+        tag = setting_tag(**variances)
+        metrics[f"acc_pct_deq_{tag}"] = r["acc_pct"]
+        metrics[f"gram_seconds_deq_{tag}"] = r["gram_wall_s"]
+        metrics[f"train_cpu_hours_full_deq_{tag}"] = cost["train_cpu_hours_full"]
+    table = pd.DataFrame(rows)
+    hours = [h for h in table.train_cpu_hours_full if h is not None]
+    seconds = [t for t in table.gram_seconds if t is not None]
+    metrics["gram_seconds"] = float(np.mean(seconds)) if len(seconds) == len(table) else None
+    metrics["train_cpu_hours_full_log10"] = math.log10(np.mean(hours)) if len(hours) == len(table) else None
+    return table, metrics
+
+
+def result_row(method: str, variances: dict, r: dict, cost: dict) -> dict:
+    return {"method": method, **variances, "test_acc_pct": r["acc_pct"], "n_train": r["n_train"],
+            "n_test": r["n_test"], "gram_seconds": r["gram_wall_s"], "solve_seconds": r["solve_wall_s"],
+            **cost}
+
+
 def paper_values(paper: str, artifact: str) -> dict:
     """The published value of each metric of ``artifact`` (read from claims.yaml, for figure markers)."""
-    from pathlib import Path
-
     path = Path(__file__).with_name("claims.yaml")
     return {c.metric: c.paper_value for c in load_registry(path)
             if c.paper == paper and c.artifact == artifact and c.kind == "value"}

@@ -23,6 +23,7 @@ def _load(name):
         sys.path.insert(0, str(STAGES))  # the stages import their sibling deq_eval.py
     spec = importlib.util.spec_from_file_location(f"feng2020_deq_{name}", STAGES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -113,7 +114,8 @@ def test_fig1_claim_metrics_from_a_synthetic_sweep():
         {"panel": t, "model": m, "depth": 200, "condition_number": 1.0, "effective_rank": e}
         for t, m, e in [("w50_b50", "ntk", 1.0), ("w50_b50", "deq", 7.0),
                         ("w80_b20", "ntk", 1.001), ("w80_b20", "deq", 9.0)]])
-    m = fig1._metrics(pd.DataFrame(rows), spectrum, {"w50_b50": 1e-14, "w80_b20": 3e-13}, panels,
+    gaps = {"w50_b50": (1e-14, 2e-7), "w80_b20": (3e-13, 1e-8)}
+    m = fig1._metrics(pd.DataFrame(rows), spectrum, gaps, panels,
                       [1, 10, 100, 200])
     assert m["ntk_accuracy_drops_all_panels"] is True
     assert m["ntk_ci_singleton_deepest_all_panels"] is True
@@ -123,7 +125,14 @@ def test_fig1_claim_metrics_from_a_synthetic_sweep():
     assert m["ntk_freeze_later_with_larger_sw2"] is True
     assert m["ntk_effective_rank_deepest_max"] == pytest.approx(1.001)
     assert m["deq_over_ntk_effective_rank_deepest_min"] == pytest.approx(7.0)
-    assert m["deq_iter_fixed_point_rel_err"] == 3e-13
+    assert m["deq_iter_fixed_point_rel_err"] == 3e-13 and m["deq_iter_fixed_point_diag_rel_err"] == 2e-7
+
+
+def test_fixed_point_gap_separates_the_diagonal():
+    star = np.array([[5.0, 2.0, 1.0], [2.0, 5.0, 3.0], [1.0, 3.0, 5.0]])
+    deep = star + np.array([[1e-6, 2e-12, 0.0], [2e-12, 0.0, -5e-12], [0.0, -5e-12, -3e-7]])
+    off, diag = fig1.fixed_point_gap(deep, star)
+    assert off == pytest.approx(5e-12 / 5.0) and diag == pytest.approx(1e-6 / 5.0)
 
 
 def test_gram_entries_count_by_brute_force():
@@ -141,3 +150,34 @@ def test_cost_extrapolation_scales_gram_by_entries_and_solve_cubically():
     total = out["gram_cpu_hours_full"] + out["solve_cpu_hours_full"]
     assert out["train_cpu_hours_full"] == pytest.approx(total)
     assert math.isfinite(math.log10(out["train_cpu_hours_full"]))
+
+
+def test_kernels_at_depths_chunked_equals_single_depth_calls():
+    from ntkrepro.kernels.deq import deq_kernels
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 5))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    variances = {"sigma_w2": 0.6, "sigma_u2": 0.3, "sigma_b2": 0.1}
+    depths = [1, 3, 8]
+    got = fig1.kernels_at_depths(x, x[:4], depths=depths, row_chunk=3, variances=variances)
+    assert got.shape == (3, 7, 4)
+    for k, depth in zip(got, depths, strict=True):
+        ref = np.asarray(deq_kernels(x, x[:4], depth=depth, **variances).ntk)
+        np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
+
+
+def _gram_result(key, computed, cached):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(key=key, computed_tiles=computed, cached_tiles=cached)
+
+
+def test_gram_timing_measures_records_reads_and_scales(tmp_path):
+    measured = deq_eval.Timed(None, wall_s=4.0, cpu_s=6.0)
+    assert deq_eval.gram_timing(_gram_result("k1", 4, 0), measured, timing_root=tmp_path) == (4.0, 6.0)
+    cached = deq_eval.Timed(None, wall_s=0.01, cpu_s=0.01)  # every tile read back: the record counts
+    assert deq_eval.gram_timing(_gram_result("k1", 0, 4), cached, timing_root=tmp_path) == (4.0, 6.0)
+    resumed = deq_eval.Timed(None, wall_s=1.0, cpu_s=1.5)  # 1 of 4 tiles computed now
+    assert deq_eval.gram_timing(_gram_result("k2", 1, 3), resumed, timing_root=tmp_path) == (4.0, 6.0)
+    assert deq_eval.gram_timing(_gram_result("k3", 0, 4), cached, timing_root=tmp_path) == (None, None)
