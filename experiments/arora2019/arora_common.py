@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from ntkrepro.claims import load_registry
 from ntkrepro.gram import compute_gram
@@ -65,6 +66,14 @@ def loglog_slope(x, y) -> tuple[float, float]:
         raise ValueError("loglog_slope needs >= 2 matching positive values")
     slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
     return float(slope), float(intercept)
+
+
+def log_axis_with_ticks(ax, ticks, *, label: str) -> None:
+    """A logarithmic x axis labelled at ``ticks`` only (no minor-tick labels)."""
+    ax.set_xscale("log")
+    ax.set_xticks(list(ticks), [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(label)
 
 
 def paper_values(artifact: str) -> dict:

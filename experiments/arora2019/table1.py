@@ -12,6 +12,7 @@ from arora_common import (
     READOUTS,
     cntk_blocks,
     downsample,
+    log_axis_with_ticks,
     paper_values,
     regression_accuracy,
 )
@@ -126,10 +127,8 @@ def _figure(cells: dict, paper: dict, data_label: str):
                 ax.plot(depths, [cells[(col, d)] for d in depths], "o-", color=colors[kind],
                         label=f"{label} (ours)")
             ref = [paper.get(f"acc_{col}_d{d}") for d in TABLE_DEPTHS]
-            ax.plot(TABLE_DEPTHS, ref, "x--", color=colors[kind], alpha=0.6, label=f"{label} (paper)")
-        ax.set_xscale("log")
-        ax.set_xticks(TABLE_DEPTHS, [str(d) for d in TABLE_DEPTHS])
-        ax.set_xlabel("depth")
+            ax.plot(TABLE_DEPTHS, ref, "x--", color=colors[kind], alpha=0.6, label=f"{label} (paper, CIFAR-10)")
+        log_axis_with_ticks(ax, TABLE_DEPTHS, label="depth")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{'vanilla' if readout == 'vanilla' else 'GAP'} ({data_label})")
     axes[0, 0].legend(fontsize=5, ncol=2)

@@ -7,7 +7,14 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pandas as pd
-from arora_common import READOUTS, cntk_blocks, downsample, paper_values, regression_accuracy
+from arora_common import (
+    READOUTS,
+    cntk_blocks,
+    downsample,
+    log_axis_with_ticks,
+    paper_values,
+    regression_accuracy,
+)
 
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.nets import cnn
@@ -57,13 +64,11 @@ def _figure(rows: pd.DataFrame, paper: dict, data_label: str):
         band(ax, sel.depth.to_numpy(), sel.acc_rf_median.to_numpy(), sel.acc_rf_q25.to_numpy(),
              sel.acc_rf_q75.to_numpy(), color="C3", label="random features, median, IQR (ours)")
         ax.plot(TABLE_DEPTHS, [paper.get(f"acc_cntk_{s}_d{d}") for d in TABLE_DEPTHS], "x--",
-                color="C0", alpha=0.6, label="exact CNTK (paper)")
+                color="C0", alpha=0.6, label="exact CNTK (paper, CIFAR-2)")
         ax.plot(TABLE_DEPTHS, [paper.get(f"acc_rf_{s}_d{d}") for d in TABLE_DEPTHS], "x--",
-                color="C3", alpha=0.6, label="random features (paper)")
+                color="C3", alpha=0.6, label="random features (paper, CIFAR-2)")
         ax.axhline(50.0, color="grey", linewidth=0.6)
-        ax.set_xscale("log")
-        ax.set_xticks(TABLE_DEPTHS, [str(d) for d in TABLE_DEPTHS])
-        ax.set_xlabel("depth")
+        log_axis_with_ticks(ax, TABLE_DEPTHS, label="depth")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"CNTK-{'V' if readout == 'vanilla' else 'GAP'} ({data_label})")
     axes[0, 1].legend(fontsize=5)

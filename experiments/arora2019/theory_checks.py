@@ -9,8 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pandas as pd
-from arora_common import READOUTS, downsample, loglog_slope
-from matplotlib.ticker import NullFormatter
+from arora_common import READOUTS, downsample, log_axis_with_ticks, loglog_slope
 
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.kernels.conv import cntk
@@ -114,13 +113,6 @@ def _rms_by_width(df: pd.DataFrame):
     return rms.index.to_numpy(), rms.to_numpy(), g.min().to_numpy(), g.max().to_numpy()
 
 
-def _log_width_axis(ax, widths):
-    ax.set_xscale("log")
-    ax.set_xticks(widths, [str(w) for w in widths])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("channels")
-
-
 def _figure(init, trained, *, init_depth, trained_depth, steps):
     fig, axes = figure(1, 2, height=2.4)
     ax = axes[0, 0]
@@ -131,7 +123,7 @@ def _figure(init, trained, *, init_depth, trained_depth, steps):
         ax.fill_between(w, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     w, e = init["vanilla"][:2]
     ax.loglog(w, e[0] * (w / w[0]) ** -0.5, "k--", linewidth=0.8, label="slope -1/2")
-    _log_width_axis(ax, w)
+    log_axis_with_ticks(ax, w, label="channels")
     ax.set_ylabel("||NTK_emp - CNTK||_F / ||CNTK||_F")
     ax.set_title(f"Thm 3.1: at init, depth {init_depth} (band: min-max)")
     ax.legend(fontsize=5)
@@ -140,7 +132,7 @@ def _figure(init, trained, *, init_depth, trained_depth, steps):
     line = loglog_with_fit(ax, w, e, slope=s, intercept=b, marker="o", label="RMS over seeds")
     ax.fill_between(w, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.loglog(w, e[0] * (w / w[0]) ** -0.5, "k--", linewidth=0.8, label="slope -1/2")
-    _log_width_axis(ax, w)
+    log_axis_with_ticks(ax, w, label="channels")
     ax.set_ylabel("||f_nn - f_ntk|| / ||f_ntk|| (test)")
     ax.set_title(f"Thm 3.2: trained, depth {trained_depth}, {steps} GD steps")
     ax.legend(fontsize=5)
