@@ -25,8 +25,8 @@ from ntkrepro.nets import cnn, deq_net, fc, resnet
 NETS = {
     "fc_standard_tanh": (lambda: fc(depth=3, width=12, out_dim=3, sigma_b2=0.2, activation=jnp.tanh,
                                     parameterization="standard"), (6, 4)),
-    "cnn_vanilla": (lambda: cnn(depth=3, channels=3, out_dim=2), (4, 5, 5, 2)),
-    "cnn_gap_fixed": (lambda: cnn(depth=4, channels=3, readout="gap", fix_first_last=True), (4, 5, 4, 2)),
+    "cnn_vanilla": (lambda: cnn(depth=3, channels=3, out_dim=2), (4, 3, 4, 2)),
+    "cnn_gap_fixed": (lambda: cnn(depth=4, channels=3, readout="gap", fix_first_last=True), (4, 4, 3, 1)),
     "resnet_scaled": (lambda: resnet(depth=4, width=8, out_dim=2, sigma_b2=0.1, branch_scale="scaled"),
                       (5, 3)),
     "deq": (lambda: deq_net(depth=3, width=9, sigma_w2=0.5, sigma_u2=0.3, sigma_b2=0.2, out_dim=2), (5, 4)),
@@ -60,19 +60,18 @@ def test_empirical_ntk_equals_brute_force(name):
         got = empirical_ntk(net.apply_fn, params, x1, x2, implementation=implementation, batch_size=2,
                             trainable=mask, outputs="full")
         np.testing.assert_allclose(got, cross, **tol)
-    for implementation, batch_size in (("jacobian", None), ("ntvp", 2)):
-        got = empirical_ntk(net.apply_fn, params, x1, implementation=implementation,
-                            batch_size=batch_size, trainable=net.trainable_mask)
-        np.testing.assert_allclose(got, jnp.einsum("ijkk->ij", sym) / k, **tol)
+    got = empirical_ntk(net.apply_fn, params, x1, implementation="jacobian", trainable=net.trainable_mask)
+    np.testing.assert_allclose(got, jnp.einsum("ijkk->ij", sym) / k, **tol)
     got = empirical_ntk(net.apply_fn, params, x1, implementation="jacobian", batch_size=2, trainable=mask,
                         outputs="full")
     np.testing.assert_allclose(got, sym, **tol)
 
 
 def test_recomputed_column_jacobians_give_the_same_kernel(monkeypatch):
-    """Above the column-cache budget the column Jacobians are recomputed per row block."""
+    """Above the column-cache budget the column Jacobians are recomputed per row block (and the NTK-vector
+    product trace path agrees)."""
     net = cnn(depth=3, channels=3)
-    shape = (5, 4, 4, 2)
+    shape = (5, 3, 3, 1)
     params = net.init_fn(jax.random.PRNGKey(0), shape)
     x = jax.random.normal(jax.random.PRNGKey(1), shape)
     cached = empirical_ntk(net.apply_fn, params, x, implementation="jacobian", batch_size=2)

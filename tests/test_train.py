@@ -127,12 +127,13 @@ def test_frozen_layers_are_not_updated_and_kernel_distance_is_tracked():
 def linearized_gd(theta0, f0_train, f0_test, theta_test_train, y, *, lr, steps):
     """Exact GD on the model linearized at init with the mean loss: f_{s+1} = f_s - (lr/N) Theta (f_s - y)
     on the train set, and f_test = f0_test - (lr/N) Theta(test, train) sum_s (f_s - y)."""
+    theta0, f, y = np.asarray(theta0), np.asarray(f0_train), np.asarray(y)
     n = y.shape[0]
-    f, acc = f0_train, jnp.zeros_like(f0_train)
+    acc = np.zeros_like(f)
     for _ in range(steps):
         acc = acc + (f - y)
         f = f - lr / n * theta0 @ (f - y)
-    return f, f0_test - lr / n * theta_test_train @ acc
+    return f, np.asarray(f0_test) - lr / n * np.asarray(theta_test_train) @ acc
 
 
 def test_wide_nets_track_the_linearized_dynamics():
@@ -153,9 +154,9 @@ def test_wide_nets_track_the_linearized_dynamics():
             f0 = net.apply_fn(params, both)
             lin_train, lin_test = linearized_gd(theta[:6, :6], f0[:6], f0[6:], theta[6:, :6], y, lr=0.5,
                                                 steps=100)
-            lin = jnp.concatenate([lin_train, lin_test])
-            net_out = net.apply_fn(result.params, both)
-            rel.append(float(jnp.linalg.norm(net_out - lin) / jnp.linalg.norm(lin - f0)))
+            lin = np.concatenate([lin_train, lin_test])
+            net_out = np.asarray(net.apply_fn(result.params, both))
+            rel.append(float(np.linalg.norm(net_out - lin) / np.linalg.norm(lin - np.asarray(f0))))
         errors.append(np.mean(rel))
     assert errors[0] > errors[1] > errors[2]
     slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]

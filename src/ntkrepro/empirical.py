@@ -16,6 +16,7 @@ no batch statistics). For k outputs the kernel has the limit structure Theta (x)
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,14 +112,29 @@ def _ntvp(apply_fn, theta, rest, x1b, x2b, outputs):
     return jnp.transpose(blocks, (1, 0, 2, 3))
 
 
-def _forward_flops(apply_fn, theta, rest, x_one) -> float | None:
-    """XLA's flop count of one single-example forward pass (None where the backend gives none)."""
+def _spec(tree):
+    """Hashable (structure, shapes, dtypes) of a pytree of arrays (None leaves drop out)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(leaf.shape), jnp.dtype(leaf.dtype)) for leaf in leaves)
 
-    def f_one(t, xi):
-        return apply_fn(combine(t, rest), xi[None])
+
+@functools.lru_cache(maxsize=256)
+def _forward_flops(apply_fn, theta_spec, rest_spec, x_shape, x_dtype) -> float | None:
+    """XLA's flop count of one single-example forward pass (None where the backend gives none); cached
+    per architecture and input shape (it costs a compilation)."""
+
+    def unflatten(spec):
+        treedef, leaves = spec
+        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves])
+
+    theta, rest = unflatten(theta_spec), unflatten(rest_spec)
+
+    def f_one(t, r, xi):
+        return apply_fn(combine(t, r), xi[None])
 
     try:
-        analysis = jax.jit(f_one).lower(theta, x_one).compile().cost_analysis()
+        analysis = jax.jit(f_one).lower(theta, rest, jax.ShapeDtypeStruct(x_shape, x_dtype)).compile()
+        analysis = analysis.cost_analysis()
     except Exception:  # cost analysis is optional on some backends
         return None
     if isinstance(analysis, (list, tuple)):
@@ -142,7 +158,8 @@ def estimate_costs(apply_fn, params, x1, x2=None, *, trainable: Mask | None = No
     theta, rest = partition(params, mask)
     n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(theta))
     k = int(jax.eval_shape(lambda p, x: apply_fn(p, x), params, x1[:1]).shape[-1])
-    fp = _forward_flops(apply_fn, theta, rest, x1[0]) or 2.0 * n_params
+    fp = (_forward_flops(apply_fn, _spec(theta), _spec(rest), tuple(x1.shape[1:]), jnp.dtype(x1.dtype))
+          or 2.0 * n_params)
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     k_c = k if outputs == "trace" else k * k
