@@ -38,10 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from scipy import optimize
 
+from ntkrepro.kernels import meanfield
 from ntkrepro.kernels.fc import fc_kernels
-from ntkrepro.kernels.gaussian import Activation, gaussian_mean, get_activation, polar_expectations
+from ntkrepro.kernels.gaussian import Activation, get_activation, polar_expectations
 
 CHEB_DEGREE = 48
 GL_NODES = 48
@@ -60,49 +60,6 @@ def relu_like_rho(activation: Activation | str) -> float | None:
     return 2 * a * b / (a * a + b * b)
 
 
-def second_moment(activation, q):
-    """E[phi(sqrt(q) Z)^2], Z ~ N(0, 1) (a float for a scalar q, else an array)."""
-    out = np.asarray(get_activation(activation).second_moment(jnp.asarray(q, jnp.float64)))
-    return float(out) if out.ndim == 0 else out
-
-
-def derivative_moment(activation, q):
-    """E[phi'(sqrt(q) Z)^2] (a float for a scalar q, else an array)."""
-    act = get_activation(activation)
-    out = np.asarray(gaussian_mean(lambda z: act.deriv(z) ** 2, jnp.asarray(q, jnp.float64)))
-    return float(out) if out.ndim == 0 else out
-
-
-def chi1(activation, *, sigma_w2: float, q: float) -> float:
-    """chi_1 = sigma_w2 E[phi'(sqrt(q) Z)^2] (Sec. 4.1): 1 on the EOC, < 1 ordered, > 1 chaotic."""
-    return sigma_w2 * derivative_moment(activation, q)
-
-
-def variance_fixed_point(
-    activation,
-    *,
-    sigma_w2: float,
-    sigma_b2: float,
-    q0: float = 1.0,
-    tol: float = 1e-15,
-    max_iter: int = 5000,
-) -> float:
-    """q = sigma_b2 + sigma_w2 E[phi(sqrt(q) Z)^2] by iterating the variance map from q0; ValueError when
-    it has not converged after ``max_iter`` layers (Softplus at sigma_w2 = 2: q grows without bound)."""
-    q = float(q0)
-    for _ in range(max_iter):
-        new = sigma_b2 + sigma_w2 * second_moment(activation, q)
-        if not math.isfinite(new) or new > 1e12:
-            raise ValueError(
-                f"the variance map of {activation} diverges at sigma_w2={sigma_w2}, "
-                f"sigma_b2={sigma_b2} (no fixed point)"
-            )
-        if abs(new - q) <= tol * max(1.0, abs(q)):
-            return new
-        q = new
-    raise ValueError(f"variance map not converged after {max_iter} iterations (q={q})")
-
-
 @dataclass(frozen=True)
 class EOCPoint:
     """An exact Edge-of-Chaos point: chi_1 = 1 at the fixed-point variance q (to float64 round-off)."""
@@ -114,8 +71,8 @@ class EOCPoint:
 
 
 def eoc_point(activation: str, *, sigma_b2: float) -> EOCPoint:
-    """The EOC point with bias variance ``sigma_b2``: the q > 0 solving
-    sigma_b2 = q - E[phi(sqrt q Z)^2] / E[phi'(sqrt q Z)^2], then sigma_w2 = 1 / E[phi'^2] (Sec. 4.1).
+    """The EOC point with bias variance ``sigma_b2`` (``ntkrepro.kernels.meanfield.eoc_sigma_w2``) and its
+    fixed-point variance q (``meanfield.q_star``), checked to have chi_1 = 1 (Sec. 4.1).
 
     ReLU-like activations have one EOC point, sigma_b2 = 0, sigma_w2 = 2 / (a^2 + b^2), on which every
     q is a fixed point (q is then the input's Sigma^1; returned as 1.0)."""
@@ -134,16 +91,12 @@ def eoc_point(activation: str, *, sigma_b2: float) -> EOCPoint:
         slope0 = float(get_activation(activation).deriv(jnp.asarray(0.0)))
         return EOCPoint(activation, 1.0 / slope0**2, 0.0, 0.0)
 
-    def excess(q):
-        return q - second_moment(activation, q) / derivative_moment(activation, q) - sigma_b2
-
-    lo, hi = 1e-10, 1.0
-    while excess(hi) < 0:
-        hi *= 2
-        if hi > 1e6:
-            raise ValueError(f"no EOC point of {activation} with sigma_b2={sigma_b2}")
-    q = optimize.brentq(excess, lo, hi, xtol=1e-16, rtol=4 * np.finfo(float).eps, maxiter=500)
-    return EOCPoint(activation, 1.0 / derivative_moment(activation, q), float(sigma_b2), float(q))
+    sigma_w2 = meanfield.eoc_sigma_w2(activation, sigma_b2=sigma_b2)
+    q = meanfield.q_star(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    chi = meanfield.chi1(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q) if math.isfinite(q) else math.nan
+    if not abs(chi - 1.0) < 1e-10:
+        raise ValueError(f"{activation}: the EOC point at sigma_b2={sigma_b2} is not the attracting fixed point")
+    return EOCPoint(get_activation(activation).name, float(sigma_w2), float(sigma_b2), float(q))
 
 
 # ------------------------------------------------------------------ general float64 recursion (one pair)

@@ -14,29 +14,18 @@ import math
 
 import numpy as np
 import pandas as pd
-from deep_kernels import (
-    chi1,
-    derivative_moment,
-    eoc_point,
-    relu_like_rho,
-    second_moment,
-    variance_fixed_point,
-)
+from deep_kernels import eoc_point, relu_like_rho
 from scipy import optimize
 
+from ntkrepro.kernels import meanfield
 from ntkrepro.plotting import figure
 from ntkrepro.stage import StageResult, main
 
 
 def eoc_curve(activation: str, q_grid: np.ndarray) -> pd.DataFrame:
-    """(q, sigma_b, sigma_w) on the EOC for the q of ``q_grid`` with sigma_b^2 >= 0."""
-    q = np.asarray(q_grid, dtype=float)
-    sw2 = 1.0 / derivative_moment(activation, q)
-    sb2 = q - sw2 * second_moment(activation, q)
-    keep = sb2 >= 0
-    return pd.DataFrame(
-        {"activation": activation, "q": q[keep], "sigma_b": np.sqrt(sb2[keep]), "sigma_w": np.sqrt(sw2[keep])}
-    )
+    """(q, sigma_b, sigma_w) on the EOC for the q of ``q_grid`` with sigma_b^2 >= 0 (``meanfield.eoc_curve``)."""
+    curve = meanfield.eoc_curve(activation, q_values=np.asarray(q_grid, dtype=float))
+    return pd.DataFrame({"activation": activation, "q": curve.q, "sigma_b": curve.sigma_b, "sigma_w": curve.sigma_w})
 
 
 def _tag(name: str) -> str:
@@ -77,23 +66,14 @@ def run(cfg) -> StageResult:
     rows = []
     for pt in p.paper_points:
         act, sb = pt.activation, float(pt.sigma_b)
-        sw = (
-            float(pt.sigma_w)
-            if pt.sigma_w is not None
-            else math.sqrt(eoc_point(act, sigma_b2=sb**2).sigma_w2)
-        )
-        try:
-            q = variance_fixed_point(act, sigma_w2=sw**2, sigma_b2=sb**2)
-        except ValueError:  # no finite fixed point reached: the variance grows with depth
-            q = float("inf")
-        chi = chi1(act, sigma_w2=sw**2, q=q) if math.isfinite(q) else float("nan")
+        sw = float(pt.sigma_w) if pt.sigma_w is not None else math.sqrt(eoc_point(act, sigma_b2=sb**2).sigma_w2)
+        q = meanfield.q_star(act, sigma_w2=sw**2, sigma_b2=sb**2)  # inf: the variance grows with depth
+        chi = meanfield.chi1(act, sigma_w2=sw**2, sigma_b2=sb**2, q=q) if math.isfinite(q) else float("nan")
         if not math.isfinite(q):
             phase = "no fixed point (variance grows with depth)"
         else:
             phase = "EOC" if abs(chi - 1) < p.eoc_tol else ("ordered" if chi < 1 else "chaotic")
-        depth_scale = (
-            1.0 / abs(math.log(chi)) if math.isfinite(chi) and abs(chi - 1) > 1e-12 else float("inf")
-        )
+        depth_scale = 1.0 / abs(math.log(chi)) if math.isfinite(chi) and abs(chi - 1) > 1e-12 else float("inf")
         row = {
             "name": pt.name,
             "activation": act,

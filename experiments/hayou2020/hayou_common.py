@@ -16,16 +16,15 @@ from pathlib import Path
 
 import numpy as np
 from deep_kernels import (
-    chi1,
     eoc_point,
     ffnn_eoc,
     general_recursion,
     relu_like_rho,
     relu_resnet,
-    variance_fixed_point,
 )
 
 from ntkrepro.claims import load_registry
+from ntkrepro.kernels import meanfield
 
 
 def paper_values(artifact: str) -> dict:
@@ -189,9 +188,7 @@ def resnet_case(*, sigma_w2: float, branch_scale: str, pairs, depths, progress=N
                 "q_off": q,
                 "off_err": run.k12 / norm - off_lim * q,
                 "diag_err": run.k11 / norm - diag_lim * s11,
-                "diag_limit_over_paper": float(run.k11[-1] / norm[-1] / s11)
-                if branch_scale == "standard"
-                else None,
+                "diag_limit_over_paper": float(run.k11[-1] / norm[-1] / s11) if branch_scale == "standard" else None,
                 "lambda_at_max": float(run.k12[-1] / math.sqrt(run.k11[-1] * run.k22[-1])),
                 "log_k11": log_k11,
             }
@@ -202,8 +199,10 @@ def resnet_case(*, sigma_w2: float, branch_scale: str, pairs, depths, progress=N
 def phase_case(activation: str, *, sigma_w2: float, sigma_b2: float, pairs, depth: int) -> dict:
     """Prop. 2: K^L in the ordered or chaotic phase (general float64 recursion), with the fixed point
     q*, chi_1 and, when chi_1 < 1, the constant limit lambda = q* / (1 - chi_1) of every entry."""
-    q = variance_fixed_point(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-    chi = chi1(activation, sigma_w2=sigma_w2, q=q)
+    q = meanfield.q_star(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    if not math.isfinite(q):
+        raise ValueError(f"{activation} at sigma_w2={sigma_w2}, sigma_b2={sigma_b2}: no finite fixed-point variance")
+    chi = meanfield.chi1(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q)
     runs = [
         general_recursion(
             activation,
@@ -216,9 +215,7 @@ def phase_case(activation: str, *, sigma_w2: float, sigma_b2: float, pairs, dept
     ]
     limit = q / (1.0 - chi) if chi < 1 else float("nan")
     err = (
-        np.max(
-            [np.maximum.reduce([np.abs(r[k] - limit) for k in ("k11", "k12", "k22")]) for r in runs], axis=0
-        )
+        np.max([np.maximum.reduce([np.abs(r[k] - limit) for k in ("k11", "k12", "k22")]) for r in runs], axis=0)
         if chi < 1
         else None
     )

@@ -64,9 +64,7 @@ def run(cfg) -> StageResult:
                 f"{name}_offdiag_rate_inv_sqrt_L": _all(off, "is_inv_sqrt_L"),
                 f"{name}_offdiag_slope": float(np.median([d["slope"] for d in off])),
                 f"{name}_offdiag_log_coefficient_over_q": float(
-                    np.median(
-                        [d["log_coefficient"] / r["q_off"] for d, r in zip(off, case["runs"], strict=True)]
-                    )
+                    np.median([d["log_coefficient"] / r["q_off"] for d, r in zip(off, case["runs"], strict=True)])
                 ),
                 f"{name}_diag_rate_inv_L": _all(diag, "is_inv_L"),
                 f"{name}_diag_max_rel_err": float(max(np.max(np.abs(r["diag_err"])) for r in case["runs"])),
@@ -132,9 +130,7 @@ def run(cfg) -> StageResult:
                 metrics[f"{name}_exponential"] = bool(rate_second > 0 and rate_second >= 0.75 * rate_first)
                 metrics[f"{name}_rate"] = rate_second
                 metrics[f"{name}_rate_over_minus_log_chi1"] = rate_second / -math.log(case["chi1"])
-                fit_ranges[f"{name}_exponential"] = (
-                    f"L in [{lo}, {mid}] vs [{mid}, {hi}] (error above 1e3 eps)"
-                )
+                fit_ranges[f"{name}_exponential"] = f"L in [{lo}, {mid}] vs [{mid}, {hi}] (error above 1e3 eps)"
                 fit_ranges[f"{name}_rate"] = f"L in [{mid}, {hi}]"
             else:
                 k11 = np.array([r["k11"] for r in case["runs"]])
@@ -171,20 +167,14 @@ def run(cfg) -> StageResult:
                 log_k = case["runs"][0]["log_k11"]
                 growth = loglog_slope(depths, np.exp(log_k - log_k[-1]), top // 10, top)
                 metrics[f"{tag}_growth_exponent_minus_half_sw2"] = growth - alpha
-                metrics[f"{tag}_corr_log2_gamma_sw4_over_16"] = float(
-                    math.log(top) ** 2 * gamma * float(sw2) ** 2 / 16
-                )
+                metrics[f"{tag}_corr_log2_gamma_sw4_over_16"] = float(math.log(top) ** 2 * gamma * float(sw2) ** 2 / 16)
                 gam = case["runs"][0]["run"].gamma
                 i1 = np.flatnonzero(depths == top // 10)[0]
                 metrics[f"{tag}_corr_slope_inv_sqrt_gamma"] = float(
                     (gam[-1] ** -0.5 - gam[i1] ** -0.5) / math.log(10.0) * 4 / float(sw2)
                 )
-                fit_ranges[f"{tag}_corr_slope_inv_sqrt_gamma"] = (
-                    f"(1-c)^(-1/2) between L = {top // 10:,} and {top:,}"
-                )
-                entry["settled_off"] = [
-                    _bounded_in_log(depths, r["off_err"], float(p.log_band)) for r in case["runs"]
-                ]
+                fit_ranges[f"{tag}_corr_slope_inv_sqrt_gamma"] = f"(1-c)^(-1/2) between L = {top // 10:,} and {top:,}"
+                entry["settled_off"] = [_bounded_in_log(depths, r["off_err"], float(p.log_band)) for r in case["runs"]]
                 entry["settled_diag"] = [
                     _bounded_in_log(depths, r["diag_err"], float(p.log_band)) for r in case["runs"]
                 ]
@@ -208,9 +198,7 @@ def run(cfg) -> StageResult:
         if scale == "standard":
             metrics["resnet_standard_diag_rate_inv_L"] = all(_all(e["diag"], "is_inv_L") for e in per_sw)
             metrics["resnet_standard_offdiag_rate_inv_L"] = all(_all(e["off"], "is_inv_L") for e in per_sw)
-            metrics["resnet_standard_offdiag_rate_log_over_L"] = all(
-                _all(e["off"], "is_log_over_L") for e in per_sw
-            )
+            metrics["resnet_standard_offdiag_rate_log_over_L"] = all(_all(e["off"], "is_log_over_L") for e in per_sw)
             lams = [metrics[k] for k in metrics if k.startswith("resnet_standard") and k.endswith("_lambda")]
             metrics["resnet_standard_lambda_in_unit_interval"] = bool(all(0 < v < 1 for v in lams))
             for key in ("diag_rate_inv_L", "offdiag_rate_inv_L", "offdiag_rate_log_over_L"):
@@ -258,9 +246,7 @@ def _bounded_in_log(depths, errors, band: float) -> bool:
     """Consistent with Theta(1/log L): e ln L at L_max/100, L_max/10, L_max has one sign and stays within
     a factor ``band`` (a finite range of depths cannot show more for such a slow rate)."""
     top = int(depths[-1])
-    scaled = np.array(
-        [errors[np.flatnonzero(depths == d)[0]] * math.log(d) for d in (top // 100, top // 10, top)]
-    )
+    scaled = np.array([errors[np.flatnonzero(depths == d)[0]] * math.log(d) for d in (top // 100, top // 10, top)])
     same_sign = bool(np.all(scaled > 0) or np.all(scaled < 0))
     return same_sign and float(np.max(np.abs(scaled)) / np.min(np.abs(scaled))) <= band
 
@@ -308,18 +294,14 @@ def _scaled_error_figure(depths, data):
         r = case["runs"][0]
         label = f"{case['activation']} (EOC)"
         if case["activation"] == "elu":
-            ax_sqrt.semilogx(
-                depths[keep], np.sqrt(depths[keep]) * r["off_err"][keep] / r["q_off"], label=label
-            )
+            ax_sqrt.semilogx(depths[keep], np.sqrt(depths[keep]) * r["off_err"][keep] / r["q_off"], label=label)
             continue
         ax_l.semilogx(depths[keep], depths[keep] * r["off_err"][keep] / r["q_off"], label=label)
     for case in data["resnet"]:
         r = case["runs"][0]
         label = f"ResNet sigma_w2={case['sigma_w2']:g}"
         if case["branch_scale"] == "standard":
-            ax_l.semilogx(
-                depths[keep], depths[keep] * r["off_err"][keep] / r["q_off"], linestyle="--", label=label
-            )
+            ax_l.semilogx(depths[keep], depths[keep] * r["off_err"][keep] / r["q_off"], linestyle="--", label=label)
         else:
             ax_log.semilogx(
                 depths[keep],
@@ -334,9 +316,7 @@ def _scaled_error_figure(depths, data):
             )
     ax_l.set(xlabel="depth L", ylabel="L (K/alpha_L - AK_inf) / q", title="x != x': Theta(1/L) would be flat")
     ax_sqrt.set(xlabel="depth L", ylabel="sqrt(L) (K/L - AK_inf) / q", title="ELU on the EOC: flat = L^-1/2")
-    ax_log.set(
-        xlabel="depth L", ylabel="ln(L) (K/(P_L ln L) - lim) / q", title="scaled ResNet: flat = 1/log L"
-    )
+    ax_log.set(xlabel="depth L", ylabel="ln(L) (K/(P_L ln L) - lim) / q", title="scaled ResNet: flat = 1/log L")
     for ax in (ax_l, ax_sqrt, ax_log):
         ax.legend(fontsize=5)
     return fig
@@ -361,9 +341,7 @@ def _correlation_figure(depths, data):
         gamma, a = case["runs"][0]["run"].gamma[keep], case["sigma_w2"] / 2
         if case["branch_scale"] == "standard":
             ratio = layers**2 * gamma * (a / (1 + a)) ** 2 * RELU_S**2 / 4
-            ax.semilogx(
-                layers, ratio, linestyle="--", label=f"ResNet {case['sigma_w2']:g}: / delta (Lemma 7)"
-            )
+            ax.semilogx(layers, ratio, linestyle="--", label=f"ResNet {case['sigma_w2']:g}: / delta (Lemma 7)")
         else:
             slope = np.gradient(gamma**-0.5, np.log(layers)) * 4 / (case["sigma_w2"] * RELU_S)
             ax.semilogx(

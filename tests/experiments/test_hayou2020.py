@@ -49,8 +49,9 @@ def test_deep_ffnn_matches_library_recursion(activation, sigma_b2):
     idx = np.asarray(depths) - 1
     np.testing.assert_allclose(deep.k12, ref["k12"][idx], rtol=1e-8)
     np.testing.assert_allclose(deep.k11, ref["k11"][idx], rtol=1e-8)
-    np.testing.assert_allclose(deep.gamma, 1 - ref["s12"][idx] / np.sqrt(ref["s11"][idx] * ref["s22"][idx]),
-                               rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(
+        deep.gamma, 1 - ref["s12"][idx] / np.sqrt(ref["s11"][idx] * ref["s22"][idx]), rtol=1e-6, atol=1e-12
+    )
 
 
 def _relu_mp(c0: float, depth: int) -> tuple[mpmath.mpf, mpmath.mpf]:
@@ -108,10 +109,27 @@ def _lemma3_direct(sigma1, depth, sigma_w2, scaled):
 @pytest.mark.parametrize("scaled", [False, True])
 def test_relu_resnet_offdiagonal_matches_direct_lemma3(scaled):
     sigma1 = (1.2, 0.3, 0.8)
-    run = dk.relu_resnet(sigma_w2=1.5, branch_scale="scaled" if scaled else "standard", sigma1=sigma1,
-                         depths=[2, 5, 12])
+    run = dk.relu_resnet(
+        sigma_w2=1.5, branch_scale="scaled" if scaled else "standard", sigma1=sigma1, depths=[2, 5, 12]
+    )
     direct = [_lemma3_direct(sigma1, d, 1.5, scaled) for d in (2, 5, 12)]
     np.testing.assert_allclose(run.k12 * np.exp(run.log_p), direct, rtol=1e-10)
+
+
+@pytest.mark.parametrize("branch_scale", ["standard", "scaled"])
+def test_relu_resnet_matches_library_resnet_kernels(branch_scale):
+    from ntkrepro.kernels.resnet import resnet_kernels
+
+    x = jnp.asarray([[1.0, 0.0], [0.6, 0.8]]) * jnp.asarray([[1.2], [0.7]])
+    depths = [1, 3, 40]
+    ref = resnet_kernels(x, depth=40, sigma_w2=1.5, branch_scale=branch_scale, all_depths=True).ntk
+    s11, s22 = 1.5 * 1.44 / 2, 1.5 * 0.49 / 2
+    run = dk.relu_resnet(
+        sigma_w2=1.5, branch_scale=branch_scale, sigma1=(s11, 1.5 * 0.6 * 1.2 * 0.7 / 2, s22), depths=depths
+    )
+    scale = np.exp(run.log_p)
+    np.testing.assert_allclose(run.k12 * scale, np.asarray(ref)[np.asarray(depths) - 1, 0, 1], rtol=1e-10)
+    np.testing.assert_allclose(run.k11 * scale, np.asarray(ref)[np.asarray(depths) - 1, 0, 0], rtol=1e-10)
 
 
 def test_scaled_resnet_recursion_is_the_finite_width_ntk():
@@ -155,16 +173,20 @@ def test_elu_fpp_matches_owens_t_closed_form():
     for s in (0.0, 0.6, 0.999999):
         h = -math.sqrt(q) * (1 + s)
         closed = math.exp(q * (1 + s)) * (special.ndtr(h) - 2 * special.owens_t(h, math.sqrt((1 - s) / (1 + s))))
-        assert float(dk._fpp(dk.get_activation("elu"), sigma_w2, q, s)) == pytest.approx(sigma_w2 * q * closed,
-                                                                                      rel=1e-12)
+        assert float(dk._fpp(dk.get_activation("elu"), sigma_w2, q, s)) == pytest.approx(
+            sigma_w2 * q * closed, rel=1e-12
+        )
 
 
 @settings(max_examples=8, deadline=None)
 @given(st.floats(0.01, 1.0), st.sampled_from(["tanh", "elu"]))
 def test_eoc_point_has_chi1_one(sigma_b2, activation):
     point = dk.eoc_point(activation, sigma_b2=sigma_b2)
-    assert dk.chi1(activation, sigma_w2=point.sigma_w2, q=point.q) == pytest.approx(1.0, abs=1e-12)
-    q_map = point.sigma_b2 + point.sigma_w2 * dk.second_moment(activation, point.q)
+    from ntkrepro.kernels import meanfield
+
+    chi = meanfield.chi1(activation, sigma_w2=point.sigma_w2, sigma_b2=point.sigma_b2, q=point.q)
+    assert chi == pytest.approx(1.0, abs=1e-12)
+    q_map = meanfield.variance_map(point.q, activation, sigma_w2=point.sigma_w2, sigma_b2=point.sigma_b2)
     assert q_map == pytest.approx(point.q, rel=1e-12)
 
 
@@ -248,8 +270,9 @@ def test_prelu_net_with_zero_slope_is_the_relu_net():
     ref = fc(depth=4, width=16, out_dim=3, activation="relu", sigma_w2=2.0, sigma_b2=0.1)
     params = ours.init_fn(jax.random.PRNGKey(0), x.shape)
     assert all("a" in layer for layer in params[1:]) and "a" not in params[0]
-    np.testing.assert_allclose(ours.apply_fn(params, x), ref.apply_fn(ref.init_fn(jax.random.PRNGKey(0), x.shape), x),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ours.apply_fn(params, x), ref.apply_fn(ref.init_fn(jax.random.PRNGKey(0), x.shape), x), rtol=1e-12
+    )
     grads = jax.grad(lambda p: jnp.sum(ours.apply_fn(p, x) ** 2))(params)
     assert all(np.isfinite(float(g["a"])) for g in grads[1:])
 
@@ -257,19 +280,29 @@ def test_prelu_net_with_zero_slope_is_the_relu_net():
 def test_init_variances_eoc_and_dataset_override():
     from omegaconf import OmegaConf
 
-    prelu = OmegaConf.create({"name": "prelu", "activation": "prelu", "init_slope": 0.25, "sigma_b": 0.0,
-                              "sigma_w": None})
+    prelu = OmegaConf.create(
+        {"name": "prelu", "activation": "prelu", "init_slope": 0.25, "sigma_b": 0.0, "sigma_w": None}
+    )
     assert init_variances(prelu, "mnist") == pytest.approx((2 / 1.0625, 0.0))
-    soft = OmegaConf.create({"name": "softplus", "activation": "softplus", "sigma_b": 0.0, "sigma_w": 2**0.5,
-                             "by_dataset": {"cifar10": {"sigma_w": 1.0}}})
+    soft = OmegaConf.create(
+        {
+            "name": "softplus",
+            "activation": "softplus",
+            "sigma_b": 0.0,
+            "sigma_w": 2**0.5,
+            "by_dataset": {"cifar10": {"sigma_w": 1.0}},
+        }
+    )
     assert init_variances(soft, "mnist") == pytest.approx((2.0, 0.0))
     assert init_variances(soft, "cifar10") == pytest.approx((1.0, 0.0))
 
 
 def test_cifar_resnet_scaled_branches_and_shapes():
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
-    nets = {v: cifar_resnet(depth=8, num_classes=5, branch_scale=v, batch_norm=False, dtype=jnp.float64)
-            for v in ("standard", "scaled")}
+    nets = {
+        v: cifar_resnet(depth=8, num_classes=5, branch_scale=v, batch_norm=False, dtype=jnp.float64)
+        for v in ("standard", "scaled")
+    }
     params = nets["standard"].init_fn(jax.random.PRNGKey(0), x.shape)
     out = {v: nets[v].apply_fn(params, x) for v in nets}
     assert out["standard"].shape == (4, 5)
@@ -286,8 +319,7 @@ def test_cifar100_parser_reads_the_published_layout(tmp_path):
     with tarfile.open(path, "w:gz") as archive:
         for split, n in (("train", 6), ("test", 3)):
             data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-            blob = pickle.dumps({b"data": data, b"fine_labels": list(range(n)), b"coarse_labels": [0] * n},
-                                protocol=2)
+            blob = pickle.dumps({b"data": data, b"fine_labels": list(range(n)), b"coarse_labels": [0] * n}, protocol=2)
             info = tarfile.TarInfo(f"cifar-100-python/{split}")
             info.size = len(blob)
             archive.addfile(info, io.BytesIO(blob))
