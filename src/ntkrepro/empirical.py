@@ -234,12 +234,10 @@ def empirical_ntk(
     row_bytes = k * sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(theta))
     if batch_size is None:
         batch_size = max(1, BLOCK_BYTES // max(row_bytes, 1))
-    size = int(min(batch_size, max(n1, n2)))
-
-    rows, cols = _blocks(x1, size), _blocks(x2, size)
+    rows, cols = _blocks(x1, int(min(batch_size, n1))), _blocks(x2, int(min(batch_size, n2)))
     # Jacobian contraction: column Jacobians are computed once and kept when they fit in COLUMN_CACHE_BYTES
     # (otherwise recomputed per row block: for conv nets a Jacobian costs far more than its contraction).
-    keep_columns = len(cols) * size * row_bytes <= COLUMN_CACHE_BYTES
+    keep_columns = len(cols) * cols[0][2].shape[0] * row_bytes <= COLUMN_CACHE_BYTES
     column_cache: dict[int, Any] = {}
 
     def column_jacobian(j):

@@ -184,7 +184,8 @@ def train(
             ``fold_in(key, epoch)``, the last incomplete batch is dropped.
         key: PRNG key for SGD (required when ``batch_size`` is set).
         trainable: bool mask pytree or ``params -> mask`` callable; frozen leaves are never updated.
-        on_step: ``on_step(step, metrics)`` for every step (``loss``, ``learning_rate``), plus the
+        on_step: ``on_step(step, metrics)`` for every step in order, called on the host after each
+            jitted chunk (``loss``, ``learning_rate``), plus the
             evaluation metrics at evaluation steps; at ``step == steps`` the final evaluation, with
             ``loss`` = the final full-batch training loss.
         eval_every: evaluate at steps 0, eval_every, 2 eval_every, ... and after the last update:
