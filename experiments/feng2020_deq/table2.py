@@ -24,7 +24,7 @@ def run(cfg) -> StageResult:
     r = gram_regression("cdeq", {**cdeq_vars, "tol": c.tol, "max_iter": c.max_iter},
                         img_train.x, img_train.y, img_test.x, img_test.y, num_classes=img_train.num_classes,
                         cfg=cfg, tile=p.cdeq_tile, ridge=p.ridge, label_pos=p.label_pos,
-                        label_neg=p.label_neg)
+                        label_neg=p.label_neg, warmup_max_n=0)
     metrics[f"acc_pct_cdeq_{setting_tag(**cdeq_vars)}"] = r["acc_pct"]
     metrics["cdeq_gram_seconds"] = r["gram_wall_s"]
     table = pd.concat([deq, pd.DataFrame([result_row("CDEQ-NTK", {**cdeq_vars, "sigma_b2": None}, r, {})])],

@@ -170,7 +170,7 @@ def test_kernels_at_depths_chunked_equals_single_depth_calls():
 def _gram_result(key, computed, cached):
     from types import SimpleNamespace
 
-    return SimpleNamespace(key=key, computed_tiles=computed, cached_tiles=cached)
+    return SimpleNamespace(hash=key, computed_tiles=computed, cached_tiles=cached)
 
 
 def test_gram_timing_measures_records_reads_and_scales(tmp_path):
