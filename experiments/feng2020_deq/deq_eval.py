@@ -28,6 +28,11 @@ def setting_tag(*, sigma_w2: float, sigma_u2: float, sigma_b2: float | None = No
     return tag if sigma_b2 is None else f"{tag}_b{round(100 * sigma_b2)}"
 
 
+def percent(fraction) -> float:
+    """A fraction as a percentage, rounded to 1e-6 (``accuracy`` is a float32 mean: 0.7 -> 69.9999988)."""
+    return round(100 * float(fraction), 6)
+
+
 def gram_entries(n_train: int, n_test: int) -> int:
     """Kernel evaluations for a regression: the symmetric train Gram's upper triangle plus test x train."""
     return n_train * (n_train + 1) // 2 + n_test * n_train
@@ -109,7 +114,7 @@ def gram_regression(kernel: str, kernel_kwargs: dict, x_tr, y_tr, x_te, y_te, *,
     solve = timed(predict)
     known = None not in walls
     return {
-        "acc_pct": 100 * float(accuracy(solve.value, np.asarray(y_te))),
+        "acc_pct": percent(accuracy(solve.value, np.asarray(y_te))),
         "gram_wall_s": sum(walls) if known else None,
         "gram_cpu_s": sum(cpus) if known else None,
         "solve_wall_s": solve.wall_s,

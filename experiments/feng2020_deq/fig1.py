@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from deq_eval import percent
 from scipy import stats
 
 from ntkrepro.kernels.deq import deq_kernels, deq_ntk
@@ -149,8 +150,8 @@ def run(cfg) -> StageResult:
             pred = kernel_regression(k_train, targets, k, ridge=ridge)  # rows: train then test
             pred_train, pred_test = pred[: p.n_train], pred[p.n_train:]
             rows.append({"panel": tag, "model": model, "depth": depth, "draw": draw, "ridge": ridge,
-                         "test_acc_pct": 100 * float(accuracy(pred_test, y_te)),
-                         "train_acc_pct": 100 * float(accuracy(pred_train, y_tr))})
+                         "test_acc_pct": percent(accuracy(pred_test, y_te)),
+                         "train_acc_pct": percent(accuracy(pred_train, y_tr))})
             if draw == p.spectrum_draw:
                 cond, erank = spectrum_stats(k_train)
                 spectra.append({"panel": tag, "model": model, "depth": depth,

@@ -7,6 +7,7 @@ register("feng2020_deq", "fig1", "table1", "table2")
 rule feng2020_deq_fig1:
     input:
         stage_inputs("feng2020_deq", "fig1"),
+        "experiments/feng2020_deq/deq_eval.py",
     output:
         out("feng2020_deq", "fig1"),
         out("feng2020_deq", "fig1", "fig1.png"),

@@ -135,6 +135,11 @@ def test_fixed_point_gap_separates_the_diagonal():
     assert off == pytest.approx(5e-12 / 5.0) and diag == pytest.approx(1e-6 / 5.0)
 
 
+def test_percent_rounds_float32_means():
+    assert deq_eval.percent(np.float32(0.7)) == 70.0
+    assert deq_eval.percent(2 / 3) == pytest.approx(66.666667, abs=1e-9)
+
+
 def test_gram_entries_count_by_brute_force():
     n_train, n_test = 7, 3
     upper = sum(1 for i in range(n_train) for j in range(n_train) if j >= i)
