@@ -167,8 +167,7 @@ def run(cfg) -> StageResult:
         cells[(col + "_2k", depth)] = regression_accuracy(k_tr[np.ix_(subset, subset)], k_te[:, subset],
                                                           y_tr[subset], y_te, **reg)
         kernel_rows.append({"readout": readout, "depth": depth, "acc_full": cells[(col, depth)],
-                            "acc_subset": cells[(col + "_2k", depth)],
-                            "cond_train_gram": float(np.linalg.cond(k_tr))})
+                            "acc_subset": cells[(col + "_2k", depth)]})
 
     c = p.cnn
     t_tr = np.asarray(one_hot_shifted(y_tr, k, pos=p.label_pos, neg=p.label_neg), dtype=x_tr.dtype)
