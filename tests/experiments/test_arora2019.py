@@ -188,3 +188,18 @@ def test_cnn_learning_rate_unit_is_the_inverse_mean_ntk_diagonal():
     # the per-output kernel: the mean over the 2 outputs of |d f_j / d theta|^2
     diag = [np.mean([float(jnp.sum(jax.grad(out)(flat, xi, j) ** 2)) for j in range(2)]) for xi in x]
     assert table1.cnn_learning_rate(net, params, x, 1.5) == pytest.approx(1.5 / np.mean(diag), rel=1e-8)
+
+
+def test_centred_cnn_starts_at_zero_and_keeps_the_nets_ntk():
+    from ntkrepro.empirical import empirical_ntk
+    from ntkrepro.nets import cnn
+
+    x = np.random.default_rng(3).standard_normal((3, 4, 4, 1))
+    net = cnn(depth=3, channels=6, out_dim=2)
+    init, apply, mask = theory.centred_cnn(net)
+    pair = init(jax.random.PRNGKey(1), x.shape)
+    np.testing.assert_array_equal(np.asarray(apply(pair, x)), 0.0)
+    np.testing.assert_allclose(empirical_ntk(apply, pair, x, trainable=mask),
+                               empirical_ntk(net.apply_fn, pair[0], x), rtol=1e-10)
+    moved = [jax.tree.map(lambda w: w + 0.1, pair[0]), pair[1]]
+    np.testing.assert_allclose(apply(moved, x), net.apply_fn(moved[0], x) - net.apply_fn(pair[0], x), rtol=1e-12)
