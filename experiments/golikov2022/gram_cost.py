@@ -30,13 +30,15 @@ AXES = ("m", "d")
 TIME = "cpu_seconds"  # fitted and plotted: the process's CPU time, robust to other jobs on the machine
 
 
-def gram_fn(kernel: str, *, depth: int, dtype=jnp.float32) -> Callable:
-    """x -> the NTK Gram of x for ``kernel`` (FC on (m, d) vectors, CNTK on (m, H, W, C) images)."""
+def gram_fn(kernel: str, *, depth: int, dtype=jnp.float32, batch_size: int | None = None) -> Callable:
+    """x -> the NTK Gram of x for ``kernel`` (FC on (m, d) vectors, CNTK on (m, H, W, C) images).
+    ``batch_size``: CNTK pairs per compiled call (fixed, so that the block structure does not change with
+    the memory other processes happen to use; None = the kernel's memory-based default)."""
     if kernel == "fc":
         return lambda x: fc_kernels(x, depth=depth, dtype=dtype).ntk
     if kernel in ("cntk_v", "cntk_gap"):
         readout = "vanilla" if kernel == "cntk_v" else "gap"
-        return lambda x: cntk(x, depth=depth, readout=readout, dtype=dtype).ntk
+        return lambda x: cntk(x, depth=depth, readout=readout, dtype=dtype, batch_size=batch_size).ntk
     raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
@@ -93,6 +95,10 @@ def check_params(p) -> None:
             if len(values) < p.fit_top or len(set(values)) != len(values):
                 raise ValueError(f"params.{kernel}.{key} needs >= fit_top={p.fit_top} distinct sizes, "
                                  f"got {list(values)}")
+        for axis in AXES:
+            size = p[kernel].get(f"batch_size_{axis}")
+            if size is not None and (not isinstance(size, int) or size < 1):
+                raise ValueError(f"params.{kernel}.batch_size_{axis} must be an integer >= 1 or null, got {size!r}")
     if p.fit_top < 2:
         raise ValueError(f"params.fit_top must be >= 2, got {p.fit_top}")
     if p.repeats < 1:
@@ -107,7 +113,9 @@ def run(cfg) -> StageResult:
     rows = []
     for job in progress(timing_jobs(p), desc="gram timings", enabled=cfg.progress):
         x = rng.standard_normal(job["shape"]).astype(dtype)
-        wall, cpu = time_compiled(gram_fn(job["kernel"], depth=p.depth, dtype=dtype), x, repeats=p.repeats)
+        fn = gram_fn(job["kernel"], depth=p.depth, dtype=dtype,
+                     batch_size=p[job["kernel"]].get(f"batch_size_{job['axis']}"))
+        wall, cpu = time_compiled(fn, x, repeats=p.repeats)
         rows.append({"kernel": job["kernel"], "axis": job["axis"], "size": job["size"],
                      "shape": "x".join(map(str, job["shape"])), "wall_seconds": wall, "cpu_seconds": cpu})
     timings = pd.DataFrame(rows)

@@ -253,14 +253,16 @@ def check_params(p) -> None:
         raise ValueError(f"params.net_precision must be one of {tuple(PRECISIONS)}, got {p.net_precision!r}")
     if min(p.n_samples) != 1:
         raise ValueError("params.n_samples must include M = 1 (the single-draw error and its width slope)")
-    if p.n_reps < 2:
-        raise ValueError(f"params.n_reps must be >= 2 (groups at the largest M), got {p.n_reps}")
     if p.ridge_rel < 0:
         raise ValueError(f"params.ridge_rel must be >= 0, got {p.ridge_rel}")
     if p.depth <= p.control_depth or p.control_depth < 2:
         raise ValueError(f"need 2 <= control_depth < depth, got control_depth={p.control_depth}, "
                          f"depth={p.depth}")
     for arch in p.archs:
+        reps = list(p[arch].n_reps)
+        if len(reps) != len(p[arch].widths) or min(reps) < 2:
+            raise ValueError(f"params.{arch}.n_reps needs one entry >= 2 per width (groups at the largest M), "
+                             f"got {reps} for widths {list(p[arch].widths)}")
         q = p[arch].bias_probe
         for name in ("width", "n_points", "n_groups", "group_size", "batch"):
             if not isinstance(q[name], int) or q[name] < 1:
@@ -283,7 +285,6 @@ def run(cfg) -> StageResult:
     y_test = np.asarray(test.y)
     net_dtype = PRECISIONS[p.net_precision]
     sample_counts = sorted(int(m) for m in p.n_samples)
-    draws_per_width = p.n_reps * sample_counts[-1]
 
     combos = _combos(p)
     exact_all, exact_acc = {}, {}
@@ -295,13 +296,14 @@ def run(cfg) -> StageResult:
                                                     p.ridge_rel)
 
     grid = []
-    jobs = [(arch, act, w) for arch, act in combos for w in p[arch].widths]
-    for arch, act, width in progress(jobs, desc="mc grid", enabled=cfg.progress):
+    jobs = [(arch, act, w, reps * sample_counts[-1]) for arch, act in combos
+            for w, reps in zip(p[arch].widths, p[arch].n_reps, strict=True)]
+    for arch, act, width, draws in progress(jobs, desc="mc grid", enabled=cfg.progress):
         x = net_inputs(arch, images).astype(net_dtype)
         net = make_network(arch, depth=p.depth, width=width, activation=act, readout=p.cnn.readout,
                            dtype=net_dtype)
         mc = monte_carlo_kernel(net.init_fn, net.apply_fn, _key(cfg.seed, arch, act, p.depth, width), x,
-                                x[:n_train], n_samples=draws_per_width, keep_samples=True,
+                                x[:n_train], n_samples=draws, keep_samples=True,
                                 implementation="jacobian")
         samples = np.asarray(mc.samples, dtype=np.float64)
         for row in grid_rows(samples, exact_all[arch, act][p.depth], n_train=n_train,
@@ -352,9 +354,10 @@ def run(cfg) -> StageResult:
         metrics=metrics,
         data=train.provenance,
         sizes={"n_train": n_train, "n_test": len(y_test), "depth": p.depth, "control_depth": p.control_depth,
-               "n_samples": sample_counts, "draws_per_width": draws_per_width,
+               "n_samples": sample_counts,
                "net_precision": p.net_precision,
                **{f"widths_{arch}": list(p[arch].widths) for arch in p.archs},
+               **{f"draws_{arch}": [r * sample_counts[-1] for r in p[arch].n_reps] for arch in p.archs},
                **{f"probe_draws_{arch}": p[arch].bias_probe.n_groups * p[arch].bias_probe.group_size
                   for arch in p.archs}},
         seeds=[cfg.seed],
