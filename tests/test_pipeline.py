@@ -69,7 +69,8 @@ def test_report_built_from_smoke_results(smoke_run):
 def test_notebooks_execute_on_smoke_outputs(smoke_run, notebook, tmp_path):
     env = {**ENV, "NTKREPRO_RESULTS": str(smoke_run / "smoke"),
            "NTKREPRO_MLFLOW_URI": f"sqlite:///{smoke_run}/mlflow/mlflow.db"}
-    proc = subprocess.run([str(BIN / "jupytext"), "--to", "ipynb", "--execute", "--output",
+    proc = subprocess.run([str(BIN / "jupytext"), "--to", "ipynb", "--execute", "--run-path", str(notebook.parent),
+                           "--output",
                            str(tmp_path / f"{notebook.stem}.ipynb"), str(notebook)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

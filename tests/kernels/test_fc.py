@@ -13,6 +13,7 @@ from jax.flatten_util import ravel_pytree
 from scipy import special
 
 import ntkrepro  # noqa: F401  (x64)
+from ntkrepro.kernels import fc
 from ntkrepro.kernels.fc import (
     Kernels,
     arora_fc_kernels,
@@ -261,3 +262,20 @@ def test_special_function_reference_sanity():
     """The erf reference used above is itself right: E erf(u)^2 at s = 1 equals (2/pi) arcsin(2/3)."""
     z = np.random.default_rng(0).standard_normal(400_000)
     assert np.mean(special.erf(z) ** 2) == pytest.approx(2 / np.pi * np.arcsin(2 / 3), abs=3e-3)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_many_blocks_assemble_to_the_one_block_gram(monkeypatch, symmetric):
+    x = _inputs(150, 4, seed=3)
+    x2 = None if symmetric else _inputs(97, 4, seed=4)
+    jax.clear_caches()
+    one = fc_kernels(x, x2, depth=3, sigma_b2=0.1, all_depths=True)
+    monkeypatch.setattr(fc, "BLOCK_BYTES", 1)  # 64-row blocks: 3 x 3 (or 3 x 2) tiles, padded rows
+    assert fc.block_grid(150, 8) == (3, 50)
+    jax.clear_caches()
+    many = fc_kernels(x, x2, depth=3, sigma_b2=0.1, all_depths=True)
+    jax.clear_caches()
+    np.testing.assert_allclose(many.ntk, one.ntk, rtol=1e-13)
+    np.testing.assert_allclose(many.nngp, one.nngp, rtol=1e-13)
+    if symmetric:
+        np.testing.assert_array_equal(many.ntk, np.swapaxes(many.ntk, -1, -2))

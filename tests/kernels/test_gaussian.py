@@ -14,6 +14,8 @@ import ntkrepro  # noqa: F401  (x64)
 from ntkrepro.kernels.gaussian import (
     KNOWN,
     Activation,
+    arccos,
+    arcsin,
     from_callable,
     gaussian_mean,
     get_activation,
@@ -226,3 +228,19 @@ def test_large_batches_take_the_radial_loop_and_agree_with_small_batches():
     k_small, kdot_small = act.expectations(*(jnp.asarray(v[:64]) for v in (s11, s12, s22)))
     np.testing.assert_allclose(k_big[:64], k_small, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(kdot_big[:64], kdot_small, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_polynomial_arccos_and_arcsin_match_numpy_to_a_few_ulps(dtype):
+    tiny = np.finfo(dtype).tiny  # XLA flushes subnormals to zero on CPU
+    near_one = 1 - np.logspace(-17, -1, 500)
+    x = np.concatenate([np.linspace(-1, 1, 20_001), near_one, -near_one, np.logspace(-30, -1, 200),
+                        0.5 + np.linspace(-1e-9, 1e-9, 21)]).astype(dtype)
+    x = x[np.abs(x) >= tiny]
+    eps = np.finfo(dtype).eps
+    wide = x.astype(np.float64)
+    acos = np.asarray(arccos(jnp.asarray(x)), np.float64)
+    asin = np.asarray(arcsin(jnp.asarray(x)), np.float64)
+    assert np.max(np.abs(acos - np.arccos(wide))) <= 4 * eps  # absolute: arccos lies in [0, pi]
+    assert np.max(np.abs(asin - np.arcsin(wide)) / np.abs(np.arcsin(wide))) <= 4 * eps  # relative, also near 0
+    assert float(arccos(jnp.asarray(1.0, dtype))) == 0.0 and float(arcsin(jnp.asarray(0.0, dtype))) == 0.0

@@ -50,7 +50,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from ntkrepro.kernels.fc import Kernels, check_variances
-from ntkrepro.kernels.gaussian import Activation, get_activation
+from ntkrepro.kernels.gaussian import Activation, arccos, get_activation
 
 READOUTS = ("vanilla", "gap")
 _LIVE_ARRAYS = 12              # pair-sized arrays alive at once in a layer (inputs, temporaries, outputs)
@@ -164,28 +164,15 @@ def trace_operator(m, *, filter_size: int):
 
 # ---------------------------------------------------------------- Gaussian expectations
 
-# Abramowitz & Stegun 4.4.46: arccos(a) = sqrt(1 - a) sum_k c_k a^k + e, |e| <= 2e-8 on [0, 1].
-_ACOS_COEFFS = (1.5707963050, -0.2145988016, 0.0889789874, -0.0501743046, 0.0308918810, -0.0170881256,
-                0.0066700901, -0.0012624911)
 # phi = b max(0, x) -> b^2, for the ReLU-like activations the float32 fast path serves.
 _RELU_GAINS = {"relu": 1.0, "normalized_relu": 2.0}
-
-
-def _arccos_float32(x):
-    """arccos within 2e-8 (A&S 4.4.46): a polynomial, ~100x faster than XLA's arccos on CPU."""
-    a = jnp.abs(x)
-    poly = jnp.asarray(_ACOS_COEFFS[-1], x.dtype)
-    for c in _ACOS_COEFFS[-2::-1]:
-        poly = poly * a + c
-    r = jnp.sqrt(1.0 - a) * poly
-    return jnp.where(x < 0, jnp.pi - r, r)
 
 
 def expectations(activation: Activation, s11, s12, s22):
     """(E[phi(u)phi(v)], E[phi'(u)phi'(v)]) under [[s11, s12], [s12, s22]], elementwise (Arora eqs. 15-16).
 
     ``activation.expectations``, except for ReLU and the normalized ReLU in float32: there the arc-cosine
-    closed forms (Arora eqs. 19-20) use :func:`_arccos_float32` (XLA's arccos would dominate the cost);
+    closed forms (Arora eqs. 19-20) with one reciprocal square root and :func:`.gaussian.arccos`;
     |lambda| within 8 ulps of 1 is snapped to 1 as in ``gaussian._correlation``.
     """
     gain = _RELU_GAINS.get(activation.name)
@@ -197,7 +184,7 @@ def expectations(activation: Activation, s11, s12, s22):
     lam = jnp.clip(s12 * inv_norm, -1.0, 1.0)
     lam = jnp.where(1.0 - jnp.abs(lam) <= 8 * jnp.finfo(jnp.float32).eps, jnp.sign(lam), lam)
     lam = jnp.where(positive, lam, 0.0)
-    angle = jnp.pi - _arccos_float32(lam)
+    angle = jnp.pi - arccos(lam)
     k = (gain / (2 * jnp.pi)) * (lam * angle + jnp.sqrt(1.0 - lam * lam)) * (norm2 * inv_norm)
     return jnp.where(positive, k, 0.0), (gain / (2 * jnp.pi)) * angle
 

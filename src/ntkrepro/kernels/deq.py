@@ -26,15 +26,14 @@ from jax import lax
 
 from ntkrepro.kernels.fc import (
     Kernels,
-    Pairs,
+    blockwise,
     check_depth,
     check_inputs,
     check_variances,
     gaussian_layer,
-    input_gram,
-    triangle,
+    tile_gram,
 )
-from ntkrepro.kernels.gaussian import get_activation
+from ntkrepro.kernels.gaussian import arccos, get_activation
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -50,24 +49,25 @@ class DEQFixedPoint:
 
 
 @functools.partial(jax.jit, static_argnames=("depth", "activation", "all_depths"))
-def _deq_iteration(x1, x2, rows, cols, sigma_w2, sigma_u2, sigma_b2, *, depth, activation, all_depths):
-    pairs = Pairs(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0], rows, cols)
-    g1, g2, g12 = input_gram(x1, x2, pairs)
+def _deq_iteration(x1, x2, sigma_w2, sigma_u2, sigma_b2, *, depth, activation, all_depths):
+    def tile(xa, xb, same):
+        g1, g2, g12 = tile_gram(xa, xb, same)
 
-    def layer(carry, _):
-        d1, d2, sigma, theta = carry
-        k1, k2, k, kdot = gaussian_layer(activation, pairs, d1, d2, sigma)
-        sigma_next = sigma_w2 * k + sigma_u2 * g12 + sigma_b2
-        theta_next = sigma_w2 * kdot * theta + sigma_next
-        carry = (sigma_w2 * k1 + sigma_u2 * g1 + sigma_b2, sigma_w2 * k2 + sigma_u2 * g2 + sigma_b2,
-                 sigma_next, theta_next)
-        return carry, (sigma_next, theta_next) if all_depths else None
+        def layer(carry, _):
+            d1, d2, sigma, theta = carry
+            k1, k2, k, kdot = gaussian_layer(activation, d1, d2, sigma)
+            sigma_next = sigma_w2 * k + sigma_u2 * g12 + sigma_b2
+            theta_next = sigma_w2 * kdot * theta + sigma_next
+            carry = (sigma_w2 * k1 + sigma_u2 * g1 + sigma_b2, sigma_w2 * k2 + sigma_u2 * g2 + sigma_b2,
+                     sigma_next, theta_next)
+            return carry, (sigma_next, theta_next) if all_depths else None
 
-    (_, _, sigma, theta), stacked = lax.scan(layer, (g1, g2, g12, g12), None, length=depth - 1)
-    if all_depths:
-        sigma = jnp.concatenate([g12[None], stacked[0]])
-        theta = jnp.concatenate([g12[None], stacked[1]])
-    return Kernels(pairs.to_matrix(sigma), pairs.to_matrix(theta))
+        (_, _, sigma, theta), stacked = lax.scan(layer, (g1, g2, g12, g12), None, length=depth - 1)
+        if all_depths:
+            return Kernels(jnp.concatenate([g12[None], stacked[0]]), jnp.concatenate([g12[None], stacked[1]]))
+        return Kernels(sigma, theta)
+
+    return blockwise(tile, x1, x2)
 
 
 def deq_kernels(x1, x2=None, *, depth: int, sigma_w2: float, sigma_u2: float, sigma_b2: float,
@@ -81,9 +81,8 @@ def deq_kernels(x1, x2=None, *, depth: int, sigma_w2: float, sigma_u2: float, si
     act = get_activation(activation)
     check_variances(sigma_w2=sigma_w2, sigma_u2=sigma_u2, sigma_b2=sigma_b2)
     x1, x2 = check_inputs(x1, x2, dtype=dtype)
-    rows, cols = triangle(x1.shape[0], x2 is None)
     as_dtype = lambda v: jnp.asarray(v, x1.dtype)
-    return _deq_iteration(x1, x2, rows, cols, as_dtype(sigma_w2), as_dtype(sigma_u2), as_dtype(sigma_b2),
+    return _deq_iteration(x1, x2, as_dtype(sigma_w2), as_dtype(sigma_u2), as_dtype(sigma_b2),
                           depth=depth, activation=act, all_depths=bool(all_depths))
 
 
@@ -154,7 +153,7 @@ def _fixed_point_tile(xa, xb, coeffs, sigma_w2, sigma_u2, tol, *, max_iter):
     # x.x into an error ~1e-8 in phi and in Theta*.
     t = jnp.where(1.0 - jnp.abs(t) <= 8 * jnp.finfo(t.dtype).eps, jnp.sign(t), t)
     one_minus_t = 1.0 - t
-    phi = jnp.clip(_clenshaw(coeffs, 2.0 * jnp.arccos(t) / jnp.pi - 1.0), 0.0, jnp.pi)
+    phi = jnp.clip(_clenshaw(coeffs, 2.0 * arccos(t) / jnp.pi - 1.0), 0.0, jnp.pi)
     phi = jnp.where(t == 1.0, 0.0, phi)  # x = y: the fixed point is rho = 1 exactly
     residual = lambda p: _angle_residual(p, one_minus_t, sigma_w2, sigma_u2)
     slope = lambda p: -jnp.sin(p) * ((1.0 - sigma_w2) + sigma_w2 * p / jnp.pi)

@@ -83,67 +83,80 @@ def check_depth(depth) -> int:
     return int(depth)
 
 
-# ---------------------------------------------------------------- pairs of inputs
+# ---------------------------------------------------------------- blockwise Gram evaluation
+
+BLOCK_BYTES = 2**21  # one (b, b) tile array: ~2 MiB, so that a tile's whole recursion stays in cache
 
 
-@dataclass(frozen=True)
-class Pairs:
-    """Which (i, j) entries a recursion carries: the full (n1, n2) grid (``rows`` None), or, for a Gram
-    of one input set, the upper triangle i <= j as a flat vector (half the elementwise work).
+def block_grid(n: int, itemsize: int) -> tuple[int, int]:
+    """(number of blocks, block size) covering n rows in equal blocks of about BLOCK_BYTES per tile."""
+    target = max(64, math.isqrt(BLOCK_BYTES // itemsize))
+    count = -(-n // target)
+    return count, -(-n // count)
 
-    ``left(d1)`` / ``right(d2)`` broadcast the per-input diagonals against the carried entries;
-    ``to_matrix`` turns carried entries (with any leading axes) back into (..., n1, n2). The triangle
-    indices are passed into jit as arguments (:func:`triangle`), never baked in as constants.
+
+def blockwise(tile_fn, x1, x2):
+    """Evaluate a kernel tile by tile and assemble it; call inside jit.
+
+    ``tile_fn(xa, xb, same)`` maps row blocks (ba, d), (bb, d) to a pytree of (..., ba, bb) arrays;
+    ``same`` (a traced bool) is true on the diagonal blocks of a Gram of one input set. Each tile's
+    layer recursion then runs on cache-sized arrays (the elementwise work is memory-bound on whole
+    matrices). x2 None: only the upper blocks are computed, mirrored, and the diagonal blocks are made
+    exactly symmetric, so the Gram is symmetric bit for bit. Rows are padded by repeating the last one.
     """
+    symmetric = x2 is None
+    xb_all = x1 if symmetric else x2
+    n1, n2 = x1.shape[0], xb_all.shape[0]
+    count1, size1 = block_grid(n1, x1.dtype.itemsize)
+    count2, size2 = (count1, size1) if symmetric else block_grid(n2, x1.dtype.itemsize)
+    pad = lambda x, rows: jnp.pad(x, ((0, rows - x.shape[0]), (0, 0)), mode="edge")
+    xa_all, xb_all = pad(x1, count1 * size1), pad(xb_all, count2 * size2)
+    grid = [(i, j) for i in range(count1) for j in range(i if symmetric else 0, count2)]
+    index = jnp.asarray(np.array(grid, np.int32))
 
-    n1: int
-    n2: int
-    rows: jax.Array | None = None
-    cols: jax.Array | None = None
+    def tile(ij):
+        xa = lax.dynamic_slice_in_dim(xa_all, ij[0] * size1, size1)
+        xb = lax.dynamic_slice_in_dim(xb_all, ij[1] * size2, size2)
+        return tile_fn(xa, xb, symmetric & (ij[0] == ij[1]))
 
-    @property
-    def symmetric(self) -> bool:
-        return self.rows is not None
+    tiles = lax.map(tile, index)  # leaves (tiles, ..., size1, size2)
+    if symmetric:
+        position = {ij: k for k, ij in enumerate(grid)}
+        order = np.array([[position[min(i, j), max(i, j)] for j in range(count2)] for i in range(count1)])
+        lower = np.less.outer(np.arange(count1), np.arange(count2)).T  # block row > block column
+        diagonal = np.eye(count1, dtype=bool)
+        strict_lower = np.tril(np.ones((size1, size1), bool), -1)
+    else:
+        order = np.arange(count1 * count2).reshape(count1, count2)
 
-    def cross(self, gram):
-        return gram[self.rows, self.cols] if self.symmetric else gram
+    def assemble(leaf):
+        blocks = leaf[order]  # (count1, count2, ..., size1, size2)
+        if symmetric:
+            mirror = lower[:, :, None, None] | (diagonal[:, :, None, None] & strict_lower)
+            mirror = mirror.reshape(count1, count2, *(1,) * (leaf.ndim - 3), size1, size2)
+            blocks = jnp.where(mirror, jnp.swapaxes(blocks, -1, -2), blocks)
+        lead = leaf.shape[1:-2]
+        blocks = jnp.moveaxis(blocks, (0, 1), (len(lead), len(lead) + 2))
+        full = blocks.reshape(*lead, count1 * size1, count2 * size2)
+        return full[..., :n1, :n2]
 
-    def left(self, d1):
-        return d1[self.rows] if self.symmetric else d1[:, None]
-
-    def right(self, d2):
-        return d2[self.cols] if self.symmetric else d2[None, :]
-
-    def to_matrix(self, carried):
-        if not self.symmetric:
-            return carried
-        full = jnp.zeros((*carried.shape[:-1], self.n1, self.n1), carried.dtype)
-        return full.at[..., self.rows, self.cols].set(carried).at[..., self.cols, self.rows].set(carried)
-
-
-def triangle(n: int, symmetric: bool):
-    """Upper-triangle (rows, cols) index arrays for a symmetric Gram of n inputs, else (None, None)."""
-    if not symmetric:
-        return None, None
-    rows, cols = np.triu_indices(n)
-    index = np.int32 if n * n < 2**31 else np.int64
-    return jnp.asarray(rows, index), jnp.asarray(cols, index)
-
-
-def input_gram(x1, x2, pairs: Pairs):
-    """(x1.x1 diagonal, x2.x2 diagonal, carried x1.x2 entries) in full float precision."""
-    other = x1 if x2 is None else x2
-    gram = jnp.matmul(x1, other.T, precision=lax.Precision.HIGHEST)
-    d1 = jnp.diagonal(gram) if x2 is None else jnp.sum(x1 * x1, axis=-1)  # Gram: diagonal bit-identical
-    d2 = d1 if x2 is None else jnp.sum(x2 * x2, axis=-1)
-    return d1, d2, pairs.cross(gram)
+    return jax.tree_util.tree_map(assemble, tiles)
 
 
-def gaussian_layer(activation: Activation, pairs: Pairs, d1, d2, cross):
-    """One nonlinearity: (E phi phi on the two diagonals, E phi phi and E phi' phi' on the pairs)."""
-    k, kdot = activation.expectations(pairs.left(d1), cross, pairs.right(d2))
+def tile_gram(xa, xb, same):
+    """(xa.xa, xb.xb, xa.xb^T) in full float precision; on a diagonal block (``same``) the diagonal of
+    the cross term is xa.xa bit for bit (an input paired with itself has correlation exactly 1)."""
+    gram = jnp.matmul(xa, xb.T, precision=lax.Precision.HIGHEST)
+    da, db = jnp.sum(xa * xa, axis=-1), jnp.sum(xb * xb, axis=-1)
+    eye = jnp.eye(gram.shape[0], gram.shape[1], dtype=bool)
+    return da, db, jnp.where(same & eye, da[:, None], gram)
+
+
+def gaussian_layer(activation: Activation, d1, d2, cross):
+    """One nonlinearity on a tile: (E phi phi on the two diagonals, E phi phi and E phi' phi' on the pairs)."""
+    k, kdot = activation.expectations(d1[:, None], cross, d2[None, :])
     k1 = activation.expectations(d1, d1, d1)[0]
-    k2 = k1 if pairs.symmetric else activation.expectations(d2, d2, d2)[0]
+    k2 = activation.expectations(d2, d2, d2)[0]
     return k1, k2, k, kdot
 
 
@@ -151,28 +164,27 @@ def gaussian_layer(activation: Activation, pairs: Pairs, d1, d2, cross):
 
 
 @functools.partial(jax.jit, static_argnames=("depth", "activation", "all_depths"))
-def _fc(x1, x2, rows, cols, sigma_w2, sigma_b2, *, depth, activation, all_depths):
-    pairs = Pairs(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0], rows, cols)
+def _fc(x1, x2, sigma_w2, sigma_b2, *, depth, activation, all_depths):
     dim = x1.shape[1]
-    g1, g2, g12 = input_gram(x1, x2, pairs)
-    d1 = sigma_b2 + sigma_w2 * g1 / dim
-    d2 = sigma_b2 + sigma_w2 * g2 / dim
-    nngp = sigma_b2 + sigma_w2 * g12 / dim
 
-    def layer(carry, _):
-        d1, d2, nngp, ntk = carry
-        k1, k2, k, kdot = gaussian_layer(activation, pairs, d1, d2, nngp)
-        nngp_next = sigma_b2 + sigma_w2 * k
-        ntk_next = sigma_w2 * kdot * ntk + nngp_next
-        carry = (sigma_b2 + sigma_w2 * k1, sigma_b2 + sigma_w2 * k2, nngp_next, ntk_next)
-        return carry, (nngp_next, ntk_next) if all_depths else None
+    def tile(xa, xb, same):
+        g1, g2, g12 = tile_gram(xa, xb, same)
+        d1, d2, nngp = (sigma_b2 + sigma_w2 * g / dim for g in (g1, g2, g12))
 
-    (_, _, nngp_last, ntk_last), stacked = lax.scan(layer, (d1, d2, nngp, nngp), None, length=depth - 1)
-    if all_depths:
-        nngp_all = jnp.concatenate([nngp[None], stacked[0]])
-        ntk_all = jnp.concatenate([nngp[None], stacked[1]])
-        return Kernels(pairs.to_matrix(nngp_all), pairs.to_matrix(ntk_all))
-    return Kernels(pairs.to_matrix(nngp_last), pairs.to_matrix(ntk_last))
+        def layer(carry, _):
+            d1, d2, nngp, ntk = carry
+            k1, k2, k, kdot = gaussian_layer(activation, d1, d2, nngp)
+            nngp_next = sigma_b2 + sigma_w2 * k
+            ntk_next = sigma_w2 * kdot * ntk + nngp_next
+            carry = (sigma_b2 + sigma_w2 * k1, sigma_b2 + sigma_w2 * k2, nngp_next, ntk_next)
+            return carry, (nngp_next, ntk_next) if all_depths else None
+
+        (_, _, nngp_last, ntk_last), stacked = lax.scan(layer, (d1, d2, nngp, nngp), None, length=depth - 1)
+        if all_depths:
+            return Kernels(jnp.concatenate([nngp[None], stacked[0]]), jnp.concatenate([nngp[None], stacked[1]]))
+        return Kernels(nngp_last, ntk_last)
+
+    return blockwise(tile, x1, x2)
 
 
 def fc_kernels(x1, x2=None, *, depth: int, activation="relu", sigma_w2: float = 2.0,
@@ -193,8 +205,7 @@ def fc_kernels(x1, x2=None, *, depth: int, activation="relu", sigma_w2: float = 
     act = get_activation(activation)
     check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     x1, x2 = check_inputs(x1, x2, dtype=dtype)
-    rows, cols = triangle(x1.shape[0], x2 is None)
-    return _fc(x1, x2, rows, cols, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
+    return _fc(x1, x2, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
                depth=depth, activation=act, all_depths=bool(all_depths))
 
 

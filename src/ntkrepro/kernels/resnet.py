@@ -22,13 +22,12 @@ from jax import lax
 
 from ntkrepro.kernels.fc import (
     Kernels,
-    Pairs,
+    blockwise,
     check_depth,
     check_inputs,
     check_variances,
     gaussian_layer,
-    input_gram,
-    triangle,
+    tile_gram,
 )
 from ntkrepro.kernels.gaussian import get_activation
 
@@ -36,28 +35,29 @@ BRANCH_SCALES = ("standard", "scaled")
 
 
 @functools.partial(jax.jit, static_argnames=("depth", "activation", "all_depths", "scaled"))
-def _resnet(x1, x2, rows, cols, sigma_w2, sigma_b2, *, depth, activation, all_depths, scaled):
-    pairs = Pairs(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0], rows, cols)
+def _resnet(x1, x2, sigma_w2, sigma_b2, *, depth, activation, all_depths, scaled):
     dim = x1.shape[1]
-    g1, g2, g12 = input_gram(x1, x2, pairs)
-    q1, q2, q12 = (sigma_b2 + sigma_w2 * g / dim for g in (g1, g2, g12))
 
-    def layer(carry, index):
-        q1, q2, q12, ntk = carry
-        branch = 1.0 / index if scaled else 1.0  # a_l^2
-        k1, k2, k, kdot = gaussian_layer(activation, pairs, q1, q2, q12)
-        sigma = sigma_b2 + sigma_w2 * k
-        ntk = ntk * (1.0 + branch * sigma_w2 * kdot) + branch * sigma
-        carry = (q1 + branch * (sigma_b2 + sigma_w2 * k1), q2 + branch * (sigma_b2 + sigma_w2 * k2),
-                 q12 + branch * sigma, ntk)
-        return carry, (carry[2], ntk) if all_depths else None
+    def tile(xa, xb, same):
+        q1, q2, q12 = (sigma_b2 + sigma_w2 * g / dim for g in tile_gram(xa, xb, same))
 
-    layers = jnp.arange(2, depth + 1, dtype=x1.dtype)
-    (_, _, q12_last, ntk_last), stacked = lax.scan(layer, (q1, q2, q12, q12), layers)
-    if all_depths:
-        return Kernels(pairs.to_matrix(jnp.concatenate([q12[None], stacked[0]])),
-                       pairs.to_matrix(jnp.concatenate([q12[None], stacked[1]])))
-    return Kernels(pairs.to_matrix(q12_last), pairs.to_matrix(ntk_last))
+        def layer(carry, index):
+            q1, q2, q12, ntk = carry
+            branch = 1.0 / index if scaled else 1.0  # a_l^2
+            k1, k2, k, kdot = gaussian_layer(activation, q1, q2, q12)
+            sigma = sigma_b2 + sigma_w2 * k
+            ntk = ntk * (1.0 + branch * sigma_w2 * kdot) + branch * sigma
+            carry = (q1 + branch * (sigma_b2 + sigma_w2 * k1), q2 + branch * (sigma_b2 + sigma_w2 * k2),
+                     q12 + branch * sigma, ntk)
+            return carry, (carry[2], ntk) if all_depths else None
+
+        layers = jnp.arange(2, depth + 1, dtype=xa.dtype)
+        (_, _, q12_last, ntk_last), stacked = lax.scan(layer, (q1, q2, q12, q12), layers)
+        if all_depths:
+            return Kernels(jnp.concatenate([q12[None], stacked[0]]), jnp.concatenate([q12[None], stacked[1]]))
+        return Kernels(q12_last, ntk_last)
+
+    return blockwise(tile, x1, x2)
 
 
 def resnet_kernels(x1, x2=None, *, depth: int, sigma_w2: float, sigma_b2: float = 0.0, activation="relu",
@@ -77,6 +77,5 @@ def resnet_kernels(x1, x2=None, *, depth: int, sigma_w2: float, sigma_b2: float 
     act = get_activation(activation)
     check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     x1, x2 = check_inputs(x1, x2, dtype=dtype)
-    rows, cols = triangle(x1.shape[0], x2 is None)
-    return _resnet(x1, x2, rows, cols, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
+    return _resnet(x1, x2, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
                    depth=depth, activation=act, all_depths=bool(all_depths), scaled=branch_scale == "scaled")
