@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from ntkrepro.claims import load_registry
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.kernels.fc import fc_kernels
 from ntkrepro.plotting import figure, loglog_with_fit
@@ -28,6 +31,13 @@ from ntkrepro.stage import StageResult, main
 KERNELS = ("fc", "cntk_v", "cntk_gap")
 AXES = ("m", "d")
 TIME = "cpu_seconds"  # fitted and plotted: the process's CPU time, robust to other jobs on the machine
+COLORS = {"fc": "C0", "cntk_v": "C1", "cntk_gap": "C2"}
+
+
+def paper_values() -> dict:
+    """The published value of each gram_cost metric (read from claims.yaml; figure markers only)."""
+    return {c.metric: c.paper_value for c in load_registry(Path(__file__).with_name("claims.yaml"))
+            if c.artifact == "gram_cost"}
 
 
 def gram_fn(kernel: str, *, depth: int, dtype=jnp.float32, batch_size: int | None = None) -> Callable:
@@ -121,18 +131,32 @@ def run(cfg) -> StageResult:
     timings = pd.DataFrame(rows)
 
     metrics, fits = {}, []
-    fig, axes = figure(1, 2)
+    published = paper_values()
+    fig, axes = figure(1, 2, height=2.8)
     for ax, axis in zip(axes.reshape(-1), AXES, strict=True):
+        marked = False
         for kernel, group in timings[timings.axis == axis].groupby("kernel", sort=False):
             exponent, log_prefactor, used = fit_power_law(group["size"], group[TIME], top=p.fit_top)
             metrics[f"{kernel}_exponent_{axis}"] = exponent
             fits.append({"kernel": kernel, "axis": axis, "exponent": exponent,
                          "fit_sizes": ",".join(f"{s:g}" for s in used)})
             loglog_with_fit(ax, group["size"], group[TIME], slope=exponent, intercept=log_prefactor,
-                            label=kernel, fit_label=f"{kernel} fit: {exponent:.2f}", marker="o", markersize=3)
+                            label=kernel, fit_label=f"fit {exponent:.2f}", marker="o", markersize=3,
+                            color=COLORS[kernel])
+            expected = published.get(f"{kernel}_exponent_{axis}")
+            if expected is not None:  # the paper's growth rate through the largest measurement
+                top = group.sort_values("size").iloc[-1]
+                sizes = group["size"].to_numpy(float)
+                ax.loglog(sizes, top[TIME] * (sizes / top["size"]) ** expected, "--", color="black",
+                          linewidth=0.7, label=None if marked else "paper's rate")
+                ax.annotate(f"{expected:g}", (sizes[0], top[TIME] * (sizes[0] / top["size"]) ** expected),
+                            fontsize=6)
+                marked = True
         ax.set_xlabel("number of inputs m" if axis == "m" else "image side d")
         ax.set_ylabel("Gram CPU time (s)")
-        ax.legend(fontsize=6)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(fontsize=5, ncols=2, loc="upper left")
     axes.reshape(-1)[0].set_title("time vs m (CNTK images side " +
                                   "/".join(str(p[k].side_for_m) for k in ("cntk_v", "cntk_gap")) + ")")
     axes.reshape(-1)[1].set_title("time vs image side d (fixed m)")

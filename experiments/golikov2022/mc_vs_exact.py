@@ -22,12 +22,14 @@ from __future__ import annotations
 import functools
 import math
 import zlib
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ntkrepro.claims import load_registry
 from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.kernels.fc import fc_kernels
@@ -40,6 +42,13 @@ from ntkrepro.stage import StageResult, load_split, main
 
 ARCHS = ("fc", "cnn")
 PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
+VARIANCE_ONLY_RATE = -0.5  # the mean of M independent draws: error ~ M^-1/2 when there is no bias
+
+
+def paper_values() -> dict:
+    """The published value of each mc_vs_exact metric (read from claims.yaml; figure markers only)."""
+    return {c.metric: c.paper_value for c in load_registry(Path(__file__).with_name("claims.yaml"))
+            if c.artifact == "mc_vs_exact"}
 
 
 # ---------------------------------------------------------------- models
@@ -339,13 +348,16 @@ def run(cfg) -> StageResult:
     probe_table = pd.DataFrame(probe_rows)
 
     summary, metrics = summarize_grid(grid, exact_acc, seed=cfg.seed)
+    published = paper_values()
     metrics.update(bias_metrics(bias, depth=p.depth, control_depth=p.control_depth,
                                 t_threshold=p.bias_t_threshold, share_threshold=p.bias_share_threshold))
     figures = {
         "mc_error_vs_width": _plot_vs(summary, combos, x="width", lines="M", value="error", logy=True,
-                                      reference_slope=-0.5),
+                                      reference_slopes={c: published.get(f"err_slope_width_m1_{c[0]}_{c[1]}")
+                                                        for c in combos}, reference_label="paper's rate"),
         "mc_error_vs_samples": _plot_vs(summary, combos, x="M", lines="width", value="error", logy=True,
-                                        reference_slope=-0.5),
+                                        reference_slopes=dict.fromkeys(combos, VARIANCE_ONLY_RATE),
+                                        reference_label="M^-1/2 (variance only)"),
         "mc_accuracy_vs_width": _plot_vs(summary, combos, x="width", lines="M", value="accuracy", logy=False,
                                          exact=exact_acc),
         "mc_bias": _plot_bias(probe_table, bias, combos, p.depth, p.control_depth),
@@ -458,7 +470,8 @@ def bias_metrics(bias: pd.DataFrame, *, depth: int, control_depth: int, t_thresh
 # ---------------------------------------------------------------- figures
 
 
-def _plot_vs(summary, combos, *, x, lines, value, logy, reference_slope=None, exact=None):
+def _plot_vs(summary, combos, *, x, lines, value, logy, reference_slopes=None, reference_label=None,
+             exact=None):
     fig, axes = figure(1, len(combos), height=2.6)
     for (arch, act), ax in zip(combos, np.atleast_1d(axes).reshape(-1), strict=True):
         s = summary[(summary.arch == arch) & (summary.activation == act)]
@@ -469,12 +482,12 @@ def _plot_vs(summary, combos, *, x, lines, value, logy, reference_slope=None, ex
         ax.set_xscale("log", base=2)
         if logy:
             ax.set_yscale("log")
-        if reference_slope is not None:
+        slope = (reference_slopes or {}).get((arch, act))
+        if slope is not None:  # through the first point of the top curve
             x0 = float(s[x].min())
             y0 = float(s[s[x] == x0][value].max())
             xs = np.array([x0, float(s[x].max())])
-            ax.plot(xs, y0 * (xs / x0) ** reference_slope, "k--", linewidth=0.8,
-                    label=f"slope {reference_slope:g}")
+            ax.plot(xs, y0 * (xs / x0) ** slope, "k--", linewidth=0.8, label=f"{reference_label} ({slope:g})")
         if exact is not None:
             ax.axhline(exact[arch, act], color="black", linestyle="--", linewidth=0.8, label="exact kernel")
         ax.set_title(f"{arch.upper()} {act}")
@@ -493,7 +506,8 @@ def _plot_bias(probe_table, bias, combos, depth, control_depth):
             g = probe_table[(probe_table.arch == arch) & (probe_table.activation == act)
                             & (probe_table.depth == d)].sort_values("M")
             line = band(top, g.M, g.error_rms, g.error_q10, g.error_q90, label=f"depth {d}")
-            top.plot(g.M, g.error_rms.iloc[0] / np.sqrt(g.M), ":", color=line.get_color(), linewidth=0.8)
+            top.plot(g.M, g.error_rms.iloc[0] * g.M**VARIANCE_ONLY_RATE, ":", color=line.get_color(),
+                     linewidth=0.8)
             line = band(bottom, g.M, g.shape_dev_rms, g.shape_dev_q10, g.shape_dev_q90, label=f"depth {d}")
             row = bias[(bias.arch == arch) & (bias.activation == act) & (bias.depth == d)].iloc[0]
             bottom.axhline(abs(row.shape_bias), color=line.get_color(), linestyle="--", linewidth=0.8,
