@@ -56,7 +56,7 @@ READOUTS = ("vanilla", "gap")
 _LIVE_ARRAYS = 12              # pair-sized arrays alive at once in a layer (inputs, temporaries, outputs)
 _MAX_PAIRS_PER_BATCH = 4096
 _MEMORY_FRACTION = 0.25
-_CHUNK_ENTRIES = 2**18         # entries per array in one lax.map step (1 MiB in float32; measured best)
+_CHUNK_ENTRIES = 2**19         # entries per array in one lax.map step (2 MiB in float32; measured best)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -130,8 +130,9 @@ def _check_batch_size(batch_size):
 # ---------------------------------------------------------------- trace operators
 
 
-def box_sum(m, *, filter_size: int):
-    """Offset-0 trace operator: q x q window sums of maps (..., P, Q), zero padding, separable.
+def box_sum(m, *, filter_size: int, axes: tuple[int, int] = (-2, -1)):
+    """Offset-0 trace operator: q x q window sums of the (P, Q) maps on ``axes`` of ``m``, zero padding,
+    separable.
 
     Separable (q + q shifted adds) beats q^2 shifted adds (100 vs 37 M entries/s, 32x32 maps, float32,
     2-core CPU) and ``lax.reduce_window`` (36 M entries/s).
@@ -139,10 +140,12 @@ def box_sum(m, *, filter_size: int):
     r = filter_size // 2
     if r == 0:
         return m
-    p_side, q_side = m.shape[-2:]
-    padded = jnp.pad(m, [(0, 0)] * (m.ndim - 2) + [(r, r), (r, r)])
-    rows = sum(padded[..., a:a + p_side, :] for a in range(filter_size))
-    return sum(rows[..., b:b + q_side] for b in range(filter_size))
+    axes = tuple(a % m.ndim for a in axes)
+    padded = jnp.pad(m, [(r, r) if a in axes else (0, 0) for a in range(m.ndim)])
+    for axis in axes:
+        size = m.shape[axis]
+        padded = sum(lax.slice_in_dim(padded, a, a + size, axis=axis) for a in range(filter_size))
+    return padded
 
 
 def trace_operator(m, *, filter_size: int):
@@ -233,25 +236,28 @@ def _pixel_products(x1, x2):
     return jnp.sum(x1[:, None] * x2[None], axis=-1)
 
 
-def _vanilla_chunk(x1, x2, d1, d2, scale, *, filter_size, activation, fix_first_last):
-    """Offset-0 CNTK-V: x1 (r, P, Q, C), x2 (b, P, Q, C), d1 (r, L, P, Q), d2 (b, L, P, Q) -> (r, b) x 2."""
-    box = functools.partial(box_sum, filter_size=filter_size)
-    sigma = box(_pixel_products(x1, x2))
+def _vanilla_chunk(x1, x2t, d1, d2t, scale, *, filter_size, activation, fix_first_last):
+    """Offset-0 CNTK-V: x1 (r, P, Q, C), d1 (r, L, P, Q) against the columns x2t (P, Q, C, b), d2t (L, P, Q, b)
+    -> (r, b) x 2. Pair arrays are (r, P, Q, b): the columns' pairs in the minor axis, so the box sums
+    shift whole vectors and the expectations vectorize over pairs (3x the throughput of (r, b, P, Q)).
+    """
+    box = functools.partial(box_sum, filter_size=filter_size, axes=(1, 2))
+    sigma = box(jnp.einsum("rijc,ijcb->rijb", x1, x2t, precision=lax.Precision.HIGHEST))
     theta = jnp.zeros_like(sigma) if fix_first_last else sigma
 
     def pair_expectations(sigma, e1, e2):
-        return expectations(activation, e1[:, None], sigma, e2[None, :])
+        return expectations(activation, e1[..., None], sigma, e2[None])
 
     def layer(carry, diagonals):
         sigma, theta = carry
         k, kdot = pair_expectations(sigma, *diagonals)
         return (scale * box(k), scale * box(kdot * theta + k)), None
 
-    d1, d2 = jnp.moveaxis(d1, 1, 0), jnp.moveaxis(d2, 1, 0)
-    (sigma, theta), _ = lax.scan(layer, (sigma, theta), (d1[:-1], d2[:-1]))
-    k, kdot = pair_expectations(sigma, d1[-1], d2[-1])
+    d1 = jnp.moveaxis(d1, 1, 0)
+    (sigma, theta), _ = lax.scan(layer, (sigma, theta), (d1[:-1], d2t[:-1]))
+    k, kdot = pair_expectations(sigma, d1[-1], d2t[-1])
     last = kdot * theta if fix_first_last else kdot * theta + k
-    return scale * jnp.sum(k, axis=(-2, -1)), scale * jnp.sum(last, axis=(-2, -1))
+    return scale * jnp.sum(k, axis=(1, 2)), scale * jnp.sum(last, axis=(1, 2))
 
 
 def _full_chunk(x1, x2, d1, d2, scale, *, filter_size, activation, fix_first_last, readout):
@@ -308,6 +314,7 @@ def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation
     if readout == "vanilla":
         chunk = functools.partial(_vanilla_chunk, filter_size=filter_size, activation=activation,
                                   fix_first_last=fix_first_last)
+        x2, d2 = jnp.moveaxis(x2, 0, -1), jnp.moveaxis(d2, 0, -1)  # columns' pairs in the minor axis
     else:
         chunk = functools.partial(_full_chunk, filter_size=filter_size, activation=activation,
                                   fix_first_last=fix_first_last, readout=readout)
