@@ -25,9 +25,17 @@ import pandas as pd
 
 from ntkrepro.claims import STATUSES, evaluate_all
 
-ROOT = Path.cwd() if (Path.cwd() / "experiments").exists() else Path.cwd().parent
+ROOT = next((p for p in (Path.cwd(), Path.cwd().parent) if (p / "experiments").is_dir()), None)
+if ROOT is None:
+    raise FileNotFoundError(f"no experiments/ folder in {Path.cwd()} or its parent: run this notebook from the "
+                            "project root or from notebooks/")
 RESULTS = Path(os.environ.get("NTKREPRO_RESULTS", ROOT / "results" / "quick"))
+if not RESULTS.is_dir():
+    raise FileNotFoundError(f"results folder {RESULTS} does not exist: set NTKREPRO_RESULTS to a results/<scale> "
+                            "folder")
 registries = sorted((ROOT / "experiments").glob("*/claims.yaml"))
+if not registries:
+    raise FileNotFoundError(f"no claims registries (experiments/*/claims.yaml) under {ROOT}")
 results = evaluate_all(registries, RESULTS)
 claims = pd.DataFrame(
     [

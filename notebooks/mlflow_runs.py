@@ -25,9 +25,16 @@ import pandas as pd
 
 from ntkrepro.tracking import search_runs
 
-ROOT = Path.cwd() if (Path.cwd() / "experiments").exists() else Path.cwd().parent
+ROOT = next((p for p in (Path.cwd(), Path.cwd().parent) if (p / "experiments").is_dir()), None)
+if ROOT is None:
+    raise FileNotFoundError(f"no experiments/ folder in {Path.cwd()} or its parent: run this notebook from the "
+                            "project root or from notebooks/")
 URI = os.environ.get("NTKREPRO_MLFLOW_URI", f"sqlite:///{ROOT / 'results' / 'mlflow' / 'mlflow.db'}")
+if URI.startswith("sqlite:///") and not Path(URI.removeprefix("sqlite:///")).is_file():
+    raise FileNotFoundError(f"no MLflow store at {URI}: set NTKREPRO_MLFLOW_URI to the store the stages logged to")
 PAPERS = sorted(p.name for p in (ROOT / "experiments").iterdir() if (p / "claims.yaml").exists())
+if not PAPERS:
+    raise FileNotFoundError(f"no claims registries (experiments/*/claims.yaml) under {ROOT}")
 rows = []
 for paper in PAPERS:
     for run in search_runs(URI, paper):

@@ -1,11 +1,16 @@
-"""Claim statuses from (claim, metrics.json) pairs, registry validation, and the report."""
+"""Claim statuses from (claim, metrics.json) pairs, registry validation, and the report (tables, figure captions)."""
 
+import base64
 import json
+from html.parser import HTMLParser
 
+import matplotlib.pyplot as plt
 import pytest
 import yaml
 
 from ntkrepro.claims import ClaimError, evaluate, load_registry
+from ntkrepro.io import atomic_savefig
+from ntkrepro.plotting import figure
 from ntkrepro.report import build
 
 
@@ -95,3 +100,77 @@ def test_report_lists_claims_and_artifacts(tmp_path):
     assert "| p | 1 | 0 | 0 | 1 | 0 |" in md  # c1 reproduced, c2 (stage b absent) not run
     assert "n_points" in md
     assert "<table>" in html_path.read_text()
+
+
+class _Figures(HTMLParser):
+    """The <figure> elements of a page: the img src and the figcaption text of each."""
+
+    def __init__(self):
+        super().__init__()
+        self.figures, self.paragraphs, self._in = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "figure":
+            self.figures.append({"src": None, "caption": ""})
+        elif tag == "img":
+            self.figures[-1]["src"] = dict(attrs)["src"]
+        elif tag in ("figcaption", "p"):
+            self._in = tag
+            if tag == "p":
+                self.paragraphs.append("")
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "figcaption":
+            self.figures[-1]["caption"] += data
+        elif self._in == "p":
+            self.paragraphs[-1] += data
+
+
+def test_report_figure_captions_name_config_data_sizes_seeds_precision_runtime(tmp_path):
+    _registry(tmp_path, [VALUE])
+    results = tmp_path / "results" / "quick"
+    common = {"figures": ["curve"], "tables": [], "sizes": {"n_train": 20, "widths": [50, 200]},
+              "seeds": [0, 3], "precision": "float32", "runtime_s": 12.5}
+    records = {"a": {**_record(1.02, substituted_for="mnist"), **common},
+               "b": {**_record(1.02), **common, "artifact": "b", "figures": ["curve", "absent"],
+                     "data": {"name": "gaussian", "substituted_for": None}}}
+    pngs = {}
+    for artifact, rec in records.items():
+        folder = results / "p" / artifact
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(rec))
+        fig, ax = figure()
+        ax.plot([0, 1], [1, 0] if artifact == "a" else [0, 1])
+        pngs[artifact] = atomic_savefig(fig, folder / "curve.png").read_bytes()
+        plt.close(fig)
+    md_path, html_path = build(results, tmp_path / "experiments")
+
+    lines = md_path.read_text().splitlines()
+    captions = {}
+    for artifact, fig in [("a", "curve"), ("b", "curve"), ("b", "absent")]:
+        i = lines.index(f"![{artifact}: {fig}](p/{artifact}/{fig}.png)")
+        assert lines[i + 1] == "" and lines[i + 2].startswith("*Figure") and lines[i + 2].endswith("*")
+        captions[artifact, fig] = lines[i + 2]
+    for (artifact, fig), caption in captions.items():
+        for part in (f"Figure `{fig}` of p/{artifact}", f"config `conf/experiment/p/{artifact}.yaml`",
+                     "scale `quick`", "sizes n_train=20, widths=[50, 200]", "seeds 0, 3",
+                     "precision float32", "runtime 12.5 s"):
+            assert part in caption, (part, caption)
+    assert "data `digits` (stand-in for `mnist`)" in captions["a", "curve"]
+    assert "data `gaussian`;" in captions["b", "curve"] and "stand-in" not in captions["b", "curve"]
+
+    page = _Figures()
+    page.feed(html_path.read_text())
+    assert len(page.figures) == 3
+    for figure_html, (key, caption) in zip(page.figures, captions.items(), strict=True):
+        assert figure_html["caption"] == caption.strip("*").replace("`", "")
+        if key[1] == "curve":
+            assert base64.b64decode(figure_html["src"].removeprefix("data:image/png;base64,")) == pngs[key[0]]
+        else:
+            assert figure_html["src"] is None
+    assert "figure file missing: p/b/absent.png" in page.paragraphs
+    assert not any(p.startswith("*Figure") or p.startswith("Figure") for p in page.paragraphs)

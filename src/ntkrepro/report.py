@@ -2,7 +2,8 @@
 
     python -m ntkrepro.report --results results/quick --experiments experiments
 
-writes ``report.md`` and a self-contained ``report.html`` (figures embedded) into the results folder.
+writes ``report.md`` and a self-contained ``report.html`` (figures embedded, each captioned with its config,
+scale, data actually used, sizes, seeds, precision and runtime) into the results folder.
 No recomputation happens here; a claim that references a metric no stage produced is an error.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import re
 import sys
 from collections import Counter
 from datetime import datetime, timezone
@@ -51,6 +53,21 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def figure_caption(rec: dict, fig: str) -> str:
+    """What a figure was computed from: config and scale, data actually used, sizes, seeds, precision, runtime."""
+    paper, artifact = rec.get("paper"), rec.get("artifact")
+    data = rec.get("data") or {}
+    used = f"`{data.get('name')}`"
+    if data.get("substituted_for"):
+        used += f" (stand-in for `{data['substituted_for']}`)"
+    sizes = ", ".join(f"{k}={_fmt(v)}" for k, v in (rec.get("sizes") or {}).items()) or "—"
+    seeds = ", ".join(str(s) for s in rec.get("seeds") or []) or "none"
+    runtime = "—" if rec.get("runtime_s") is None else f"{_fmt(rec['runtime_s'])} s"
+    return (f"Figure `{fig}` of {paper}/{artifact}: config `conf/experiment/{paper}/{artifact}.yaml` at scale "
+            f"`{rec.get('scale')}`; data {used}; sizes {sizes}; seeds {seeds}; precision {_fmt(rec.get('precision'))}; "
+            f"runtime {runtime}.")
+
+
 def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str:
     papers = sorted({r.claim.paper for r in results} | {p for p, _ in records})
     lines = [f"# ntkrepro reproduction report — scale `{scale}`", "",
@@ -83,8 +100,8 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str
                       f"{' (dirty)' if rec.get('git_dirty') else ''}; MLflow run "
                       f"`{rec.get('mlflow_run_id')}`", ""]
             for fig in rec.get("figures", []):
-                lines += [f"![{artifact}: {fig}]({folder.name}/{fig}.png)".replace(
-                    f"({folder.name}/", f"({paper}/{folder.name}/"), ""]
+                lines += [f"![{artifact}: {fig}]({paper}/{folder.name}/{fig}.png)", "",
+                          f"*{figure_caption(rec, fig)}*", ""]
             for table in rec.get("tables", []):
                 md = folder / f"{table}.md"
                 if md.exists():
@@ -109,8 +126,21 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def _is_caption(line: str) -> bool:
+    """An italic line (``*...*``, not bold): the caption of the figure above it."""
+    line = line.strip()
+    return len(line) > 2 and line.startswith("*") and line.endswith("*") and not line.startswith("**")
+
+
+def _inline(text: str) -> str:
+    """Escaped text with the report's inline Markdown (`code`, **bold**) as HTML."""
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+
+
 def build_html(markdown: str, results_dir: Path) -> str:
-    """A self-contained HTML page: markdown tables and paragraphs, figures inlined as base64."""
+    """A self-contained HTML page: markdown tables and paragraphs, figures inlined as base64 with the
+    italic line under each as its figcaption."""
     body, table = [], []
 
     def flush():
@@ -122,7 +152,11 @@ def build_html(markdown: str, results_dir: Path) -> str:
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             table.clear()
 
-    for line in markdown.splitlines():
+    lines = markdown.splitlines()
+    captions = set()
+    for i, line in enumerate(lines):
+        if i in captions:
+            continue
         if line.startswith("|"):
             table.append(line)
             continue
@@ -131,15 +165,21 @@ def build_html(markdown: str, results_dir: Path) -> str:
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
         elif line.startswith("!["):
-            src = line[line.index("(") + 1 : line.rindex(")")]
+            alt, src = line[2 : line.index("]")], line[line.index("(") + 1 : line.rindex(")")]
+            caption = alt
+            after = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), None)
+            if after is not None and _is_caption(lines[after]):
+                caption = lines[after].strip()[1:-1]
+                captions.add(after)
             png = results_dir / src
             if png.exists():
-                data = base64.b64encode(png.read_bytes()).decode()
-                alt = html.escape(line[2 : line.index("]")])
-                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
-                            f"<figcaption>{alt}</figcaption></figure>")
+                img = f'<img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" ' \
+                    f'alt="{html.escape(alt)}">'
+            else:
+                img = f"<p>figure file missing: {html.escape(src)}</p>"
+            body.append(f"<figure>{img}<figcaption>{_inline(caption)}</figcaption></figure>")
         elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
+            body.append(f"<p>{_inline(line)}</p>")
     flush()
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
              "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:640px}")
