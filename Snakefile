@@ -5,8 +5,10 @@
 #   snakemake jacot2018 --cores 2                             # one paper
 #   snakemake -n reproduce-all --config scale=paper           # the full paper-scale DAG
 #
+#   snakemake --profile profiles/slurm arora2019_table1_grams --config scale=paper   # Gram tiles as jobs
+#
 # config keys (command line only): scale (smoke|quick|paper), results (root folder, default
-# "results"), data_cache (download cache, default "data_cache").
+# "results"), data_cache (download cache, default "data_cache"); gram_threads (rules/gram.smk).
 from pathlib import Path
 
 SCALES = ("smoke", "quick", "paper")
@@ -48,6 +50,73 @@ for _paper in PAPERS:
     if Path(f"experiments/{_paper}/rules.smk").exists():
 
         include: f"experiments/{_paper}/rules.smk"
+
+
+# Gram tiles as jobs (rules/gram.smk), in the cache the stages' compute_gram reads: <results>/cache.
+config["gram_root"] = f"{RESULTS_ROOT}/cache"
+
+
+include: "rules/gram.smk"
+
+
+# Stages whose Gram matrices can run as tile jobs -> the module whose gram_requests(cfg) lists them.
+GRAM_STAGES = {
+    "arora2019/table1": "experiments/arora2019/arora_common.py",
+    "arora2019/table2": "experiments/arora2019/arora_common.py",
+    "feng2020_deq/table1": "experiments/feng2020_deq/deq_eval.py",
+    "feng2020_deq/table2": "experiments/feng2020_deq/deq_eval.py",
+}
+
+
+checkpoint gram_stage_requests:
+    """The request of every Gram a stage computes (ntkrepro.gram requests): data + request JSONs."""
+    input:
+        lambda wc: [GRAM_STAGES[wc.stage], f"conf/experiment/{wc.stage}.yaml"],
+    output:
+        f"{RESULTS}/{{stage}}/gram_requests.json",
+    wildcard_constraints:
+        stage="|".join(GRAM_STAGES),
+    params:
+        module=lambda wc: GRAM_STAGES[wc.stage],
+    log:
+        f"{RESULTS}/logs/gram_stage_requests/{{stage}}.log",
+    shell:
+        f"python -m ntkrepro.gram requests --stage {{params.module}} --cache-root {GRAM_ROOT} --out {{output}} "
+        f"experiment={{wildcards.stage}} scale={SCALE} results_root={RESULTS_ROOT} data_cache={DATA_CACHE} "
+        "> {log} 2>&1"
+
+
+def stage_gram_tiles(wildcards):
+    """Every request's tiles.done (known once the stage's requests are written)."""
+    import json
+
+    with open(checkpoints.gram_stage_requests.get(stage=wildcards.stage).output[0]) as fh:
+        names = json.load(fh)["requests"]
+    return [f"{GRAM_ROOT}/gram_plans/{name}/tiles.done" for name in names]
+
+
+rule gram_stage_tiles:
+    """Every tile of every Gram of a stage in the cache: the stage then computes none."""
+    input:
+        stage_gram_tiles,
+    output:
+        touch(f"{RESULTS}/{{stage}}/gram_tiles.done"),
+    wildcard_constraints:
+        stage="|".join(GRAM_STAGES),
+
+
+localrules:
+    gram_stage_requests,
+    gram_stage_tiles,
+
+
+for _stage in GRAM_STAGES:
+
+    rule:
+        name:
+            _stage.replace("/", "_") + "_grams"
+        input:
+            f"{RESULTS}/{_stage}/gram_tiles.done",
 
 
 def all_metrics(paper=None):

@@ -1,6 +1,6 @@
 # Tiled Gram matrices as Snakemake jobs: one job per tile (ntkrepro.gram's command line).
 #
-# Include from the main Snakefile:   include: "rules/gram.smk"
+# Included by the main Snakefile (gram_root = <results>/cache, the cache the stages' compute_gram reads).
 # A producer rule (or a person) writes a request, a JSON object made by ntkrepro.gram.write_request:
 #     {GRAM_ROOT}/gram_requests/{name}.json = {"x1": "data/x.npy", "x2": null, "kernel": "cntk",
 #                                              "kwargs": {"depth": 6, "readout": "gap"}, "tile": 256,
@@ -8,39 +8,46 @@
 # and asks for {GRAM_ROOT}/gram_plans/{name}/gram.npz. The checkpoint plans the tile grid (the manifest
 # lives in the content-addressed cache {GRAM_ROOT}/gram/<hash>/, a copy in gram_plans/{name}/), then one
 # gram_tile job per tile computes it into the cache unless a valid tile is there already (tiles
-# computed in-process by compute_gram count), then gram_assemble checks every tile and writes the .npz.
-# Interrupted runs resume: finished tiles stay in the cache and their jobs finish at once.
+# computed in-process by compute_gram count), then gram_assemble checks every tile and writes the .npz
+# (gram_tiles instead only marks every tile done: the cache without a full copy of the matrix).
+# Interrupted runs resume: a tile job that did not finish left no .done marker and runs again, the
+# others do not (a finished tile whose job is asked again finds it in the cache and ends at once).
 #   snakemake --cores 8 results/cache/gram_plans/cifar_gap6/gram.npz
-#   snakemake --executor slurm --jobs 100 results/cache/gram_plans/cifar_gap6/gram.npz   # a cluster
+#   snakemake --profile profiles/slurm results/cache/gram_plans/cifar_gap6/tiles.done   # a cluster
 # Config: gram_root (default "results/cache"), gram_threads (XLA CPU threads per tile job, default 1).
 
 GRAM_ROOT = config.get("gram_root", "results/cache")
 GRAM_THREADS = int(config.get("gram_threads", 1))
 
 
+localrules:
+    gram_plan,
+    gram_tiles,
+
+
 checkpoint gram_plan:
     input:
-        request=GRAM_ROOT + "/gram_requests/{name}.json",
+        request=f"{GRAM_ROOT}/gram_requests/{{name}}.json",
     output:
-        GRAM_ROOT + "/gram_plans/{name}/manifest.json",
+        f"{GRAM_ROOT}/gram_plans/{{name}}/manifest.json",
     log:
-        "logs/gram_plan/{name}.log",
+        f"{GRAM_ROOT}/logs/gram_plan/{{name}}.log",
     shell:
-        "python -m ntkrepro.gram plan --request {input.request} --cache-root " + GRAM_ROOT
-        + " --plan-out {output} > {log} 2>&1"
+        f"python -m ntkrepro.gram plan --request {{input.request}} --cache-root {GRAM_ROOT} "
+        "--plan-out {output} > {log} 2>&1"
 
 
 rule gram_tile:
     input:
-        manifest=GRAM_ROOT + "/gram_plans/{name}/manifest.json",
+        manifest=f"{GRAM_ROOT}/gram_plans/{{name}}/manifest.json",
     output:
-        GRAM_ROOT + "/gram_plans/{name}/tiles/{i}_{j}.done",
+        f"{GRAM_ROOT}/gram_plans/{{name}}/tiles/{{i}}_{{j}}.done",
     wildcard_constraints:
         i=r"\d+",
         j=r"\d+",
     threads: GRAM_THREADS
     log:
-        "logs/gram_tile/{name}/{i}_{j}.log",
+        f"{GRAM_ROOT}/logs/gram_tile/{{name}}/{{i}}_{{j}}.log",
     shell:
         "python -m ntkrepro.gram tile --manifest {input.manifest} --i {wildcards.i} --j {wildcards.j} "
         "--threads {threads} --done {output} > {log} 2>&1"
@@ -58,11 +65,19 @@ def gram_tile_markers(wildcards):
 
 rule gram_assemble:
     input:
-        manifest=GRAM_ROOT + "/gram_plans/{name}/manifest.json",
+        manifest=f"{GRAM_ROOT}/gram_plans/{{name}}/manifest.json",
         tiles=gram_tile_markers,
     output:
-        GRAM_ROOT + "/gram_plans/{name}/gram.npz",
+        f"{GRAM_ROOT}/gram_plans/{{name}}/gram.npz",
     log:
-        "logs/gram_assemble/{name}.log",
+        f"{GRAM_ROOT}/logs/gram_assemble/{{name}}.log",
     shell:
         "python -m ntkrepro.gram assemble --manifest {input.manifest} --out {output} > {log} 2>&1"
+
+
+rule gram_tiles:
+    """Every tile of the grid in the cache (no assembled copy)."""
+    input:
+        gram_tile_markers,
+    output:
+        touch(f"{GRAM_ROOT}/gram_plans/{{name}}/tiles.done"),

@@ -1,6 +1,7 @@
 """Shared by the Arora et al. 2019 stages: image downsampling for the reduced scales, the cached CNTK
-Gram of a training + test set, kernel regression with the paper's labels (Sec. 5.1: one-hot shifted to
-0.9 / -0.1, exact solve, argmax), log-log slopes, and the paper's values for figure markers."""
+Gram of a training + test set (and the list of a stage's Grams, for tile jobs), kernel regression with
+the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax), log-log slopes, and
+the paper's values for figure markers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from matplotlib.ticker import NullFormatter
 from ntkrepro.claims import load_registry
 from ntkrepro.gram import compute_gram
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
+from ntkrepro.stage import load_split
 
 READOUTS = ("vanilla", "gap")
 
@@ -39,15 +41,37 @@ def kernel_kwargs(*, depth: int, readout: str, filter_size: int, dtype: str) -> 
             "filter_size": int(filter_size), "dtype": str(dtype)}
 
 
+def cntk_gram_args(x_train, x_test, *, cfg, depth: int, readout: str, filter_size: int, tile: int) -> list[dict]:
+    """compute_gram's arguments (no cache) of the CNTK's K(train, train) and K(test, train)."""
+    kw = kernel_kwargs(depth=depth, readout=readout, filter_size=filter_size, dtype=cfg.precision)
+    common = dict(kernel="cntk", kernel_kwargs=kw, tile=tile)
+    return [dict(x1=np.asarray(x_train), **common), dict(x1=np.asarray(x_test), x2=np.asarray(x_train), **common)]
+
+
 def cntk_blocks(x_train, x_test, *, cfg, depth: int, readout: str, filter_size: int, tile: int):
     """(K(train, train), K(test, train)) of the CNTK (computed in ``cfg.precision``, returned as
     float64) via the cached tiled Gram engine."""
-    kw = kernel_kwargs(depth=depth, readout=readout, filter_size=filter_size, dtype=cfg.precision)
-    common = dict(kernel="cntk", kernel_kwargs=kw,
-                  cache_root=f"{cfg.results_root}/cache", tile=tile, progress=cfg.progress)
-    k_train = compute_gram(np.asarray(x_train), **common).ntk
-    k_test = compute_gram(np.asarray(x_test), np.asarray(x_train), **common).ntk
+    args = cntk_gram_args(x_train, x_test, cfg=cfg, depth=depth, readout=readout, filter_size=filter_size,
+                          tile=tile)
+    k_train, k_test = (compute_gram(**a, cache_root=f"{cfg.results_root}/cache", progress=cfg.progress).ntk
+                       for a in args)
     return np.asarray(k_train, dtype=np.float64), np.asarray(k_test, dtype=np.float64)
+
+
+def gram_requests(cfg) -> list[dict]:
+    """compute_gram's arguments of every CNTK Gram stage ``cfg.artifact`` (table1 / table2) computes, in its
+    order (``python -m ntkrepro.gram requests`` turns them into tile jobs)."""
+    p = cfg.params
+    x_tr, x_te = (downsample(load_split(cfg, split).x, p.downsample) for split in ("train", "test"))
+    if cfg.artifact == "table1":
+        jobs = [(readout, d) for readout in READOUTS for d in p[readout].depths]
+    elif cfg.artifact == "table2":
+        jobs = [(readout, d) for d in p.depths for readout in READOUTS]
+    else:
+        raise ValueError(f"arora2019/{cfg.artifact} computes no cached Gram")
+    return [a for readout, depth in jobs
+            for a in cntk_gram_args(x_tr, x_te, cfg=cfg, depth=depth, readout=readout,
+                                    filter_size=p.filter_size, tile=p.gram_tile)]
 
 
 def regression_accuracy(k_train, k_test, y_train, y_test, *, num_classes: int, ridge: float,

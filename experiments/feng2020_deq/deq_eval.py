@@ -1,7 +1,7 @@
-"""Shared by Tables 1 and 2 of Feng & Kolter: a cached equilibrium-kernel Gram, kernel regression on
-it with the paper's labels (one-hot shifted to 0.9 / -0.1, no ridge), timings (wall and CPU), and
-the extrapolation of the cost to a full data set (Gram entries scale as n_train^2/2 + n_test*n_train,
-the Cholesky solve as n_train^3)."""
+"""Shared by Tables 1 and 2 of Feng & Kolter: a cached equilibrium-kernel Gram (and the list of a stage's
+Grams, for tile jobs), kernel regression on it with the paper's labels (one-hot shifted to 0.9 / -0.1,
+no ridge), timings (wall and CPU), and the extrapolation of the cost to a full data set (Gram entries
+scale as n_train^2/2 + n_test*n_train, the Cholesky solve as n_train^3)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,43 @@ def gram_timing(result, measured: Timed, *, timing_root: Path) -> tuple[float | 
     return measured.wall_s * scale, measured.cpu_s * scale
 
 
+def gram_args(kernel: str, kernel_kwargs: dict, x_tr, x_te, *, cfg, tile: int) -> list[dict]:
+    """compute_gram's arguments (no cache) of K(train, train) and K(test, train), in ``cfg.precision``."""
+    common = dict(kernel=kernel, kernel_kwargs=kernel_kwargs, tile=tile, dtype=np.dtype(cfg.precision))
+    return [dict(x1=x_tr, **common), dict(x1=x_te, x2=x_tr, **common)]
+
+
+def deq_vectors(train, test):
+    """The DEQ-NTK's inputs: every image flattened to a vector (Sec. 3)."""
+    return tuple(np.asarray(d.x).reshape(len(d.x), -1) for d in (train, test))
+
+
+def deq_variances(setting) -> dict:
+    return dict(sigma_w2=float(setting.sigma_w2), sigma_u2=float(setting.sigma_u2),
+                sigma_b2=float(setting.sigma_b2))
+
+
+def cdeq_kwargs(c) -> dict:
+    """The CDEQ-NTK's kernel arguments from ``params.cdeq``."""
+    return dict(sigma_w2=float(c.sigma_w2), sigma_u2=float(c.sigma_u2), tol=c.tol, max_iter=c.max_iter)
+
+
+def gram_requests(cfg) -> list[dict]:
+    """compute_gram's arguments of every Gram stage ``cfg.artifact`` (table1 / table2) computes, in its
+    order (``python -m ntkrepro.gram requests`` turns them into tile jobs)."""
+    if cfg.artifact not in ("table1", "table2"):
+        raise ValueError(f"feng2020_deq/{cfg.artifact} computes no cached Gram")
+    p = cfg.params
+    x_tr, x_te = deq_vectors(load_split(cfg, "train"), load_split(cfg, "test"))
+    args = [a for s in p.settings for a in gram_args("deq", deq_variances(s), x_tr, x_te, cfg=cfg, tile=p.tile)]
+    if cfg.artifact == "table2":
+        c = p.cdeq
+        img_train, img_test = (load_with(cfg, split, preprocess=c.preprocess, n=c[f"n_{split}"])
+                               for split in ("train", "test"))
+        args += gram_args("cdeq", cdeq_kwargs(c), img_train.x, img_test.x, cfg=cfg, tile=p.cdeq_tile)
+    return args
+
+
 def gram_regression(kernel: str, kernel_kwargs: dict, x_tr, y_tr, x_te, y_te, *, num_classes: int, cfg,
                     tile: int, ridge: float, label_pos: float, label_neg: float,
                     warmup_max_n: int) -> dict:
@@ -101,10 +138,8 @@ def gram_regression(kernel: str, kernel_kwargs: dict, x_tr, y_tr, x_te, y_te, *,
     negligible at scale); the solve is timed after one untimed warm-up solve when n_train <=
     ``warmup_max_n`` (above it compilation is negligible next to the O(n^3) solve)."""
     cache_root = Path(cfg.results_root) / "cache"
-    common = dict(kernel=kernel, kernel_kwargs=kernel_kwargs, cache_root=str(cache_root), tile=tile,
-                  dtype=np.dtype(cfg.precision), progress=cfg.progress)
-    g_train = timed(compute_gram, x_tr, **common)
-    g_test = timed(compute_gram, x_te, x_tr, **common)
+    g_train, g_test = (timed(compute_gram, **a, cache_root=str(cache_root), progress=cfg.progress)
+                       for a in gram_args(kernel, kernel_kwargs, x_tr, x_te, cfg=cfg, tile=tile))
     timing_root = cache_root / "feng2020_deq_gram_timing"
     walls, cpus = zip(*(gram_timing(g.value, g, timing_root=timing_root) for g in (g_train, g_test)),
                       strict=True)
@@ -131,10 +166,10 @@ def evaluate_deq_settings(cfg, train, test) -> tuple[pd.DataFrame, dict]:
     ``train_cpu_hours_full_deq_<tag>``, and over the settings ``gram_seconds`` (mean) and
     ``train_cpu_hours_full_log10`` (log10 of the mean)."""
     p, full = cfg.params, cfg.params.extrapolate_to
-    x_tr, x_te = (np.asarray(d.x).reshape(len(d.x), -1) for d in (train, test))  # vectors (Sec. 3)
+    x_tr, x_te = deq_vectors(train, test)
     rows, metrics = [], {}
     for s in p.settings:
-        variances = dict(sigma_w2=float(s.sigma_w2), sigma_u2=float(s.sigma_u2), sigma_b2=float(s.sigma_b2))
+        variances = deq_variances(s)
         r = gram_regression("deq", variances, x_tr, train.y, x_te, test.y, num_classes=train.num_classes,
                             cfg=cfg, tile=p.tile, ridge=p.ridge, label_pos=p.label_pos,
                             label_neg=p.label_neg, warmup_max_n=p.solve_warmup_max_n)

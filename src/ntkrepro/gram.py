@@ -33,12 +33,17 @@ Command line (one Snakemake job per tile, see rules/gram.smk):
     python -m ntkrepro.gram tile --manifest M --i I --j J [--threads N] [--done marker]
     python -m ntkrepro.gram assemble --manifest M --out gram.npz
     python -m ntkrepro.gram status --manifest M
+    python -m ntkrepro.gram requests --stage experiments/P/M.py --cache-root results/cache --out list.json \\
+        experiment=P/A scale=paper [more Hydra overrides]
 
 ``plan`` writes the manifest (recording the absolute .npy paths) and prints one ``i j`` line per tile;
 ``--plan-out`` also copies the manifest there. A request file is a JSON object with the keys x1, x2,
 kernel, kwargs, tile, dtype (:func:`write_request`). ``tile`` loads the data (memory-mapped), checks its
 fingerprint against the manifest, computes the tile unless a valid one is cached, and touches ``--done``.
 ``assemble`` writes an .npz with the assembled arrays; ``status`` prints the missing tiles.
+``requests`` composes a stage's config and writes, with :func:`request_gram`, the request of every Gram
+the module's ``gram_requests(cfg)`` lists (compute_gram's arguments, as the stage passes them): tile jobs
+run on those requests fill the cache the stage reads (same hashes), so the stage then computes nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import importlib.util
+import io
 import json
 import logging
 import math
@@ -58,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkrepro.io import atomic_save_npz, atomic_write_json
+from ntkrepro.io import atomic_save_npz, atomic_write_bytes, atomic_write_json
 from ntkrepro.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -464,6 +471,27 @@ def write_request(path: str | Path, *, x1: str | Path, x2: str | Path | None = N
     return atomic_write_json(path, request)
 
 
+def request_gram(cache_root: str | Path, x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None,
+                 tile: int = 1024, dtype=None) -> Path:
+    """Write the request of the Gram ``compute_gram(x1, x2, ..., cache_root=cache_root)`` computes, named by
+    its hash: the data as ``<cache_root>/gram_data/<sha256>.npy`` and ``<cache_root>/gram_requests/<hash>.json``
+    (planned from those files, the Gram has the same hash, so its tiles land where compute_gram looks)."""
+    spec = make_spec(x1, x2, kernel=kernel, kernel_kwargs=kernel_kwargs, tile=tile, dtype=dtype)
+    paths = {}
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None:
+            paths[name] = Path(cache_root) / "gram_data" / f"{getattr(spec, name)['sha256']}.npy"
+            if not paths[name].exists():
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(x), allow_pickle=False)
+                atomic_write_bytes(paths[name], buf.getvalue())
+    path = Path(cache_root) / "gram_requests" / f"{spec.hash}.json"
+    if path.exists():  # named by its content: rewriting it would only make Snakemake plan it again
+        return path
+    return write_request(path, x1=paths["x1"], x2=paths.get("x2"), kernel=kernel, kwargs=spec.kernel_kwargs,
+                         tile=spec.tile, dtype=spec.dtype)
+
+
 def _load_data(manifest: dict):
     """(x1, x2, None, None) of a manifest planned on the command line: memory-mapped, fingerprints checked."""
     identity, paths = manifest["identity"], manifest.get("data_paths") or {}
@@ -539,13 +567,14 @@ def _cmd_tile(a) -> int:
 
 
 def _manifest_cache_dir(manifest_path, spec: GramSpec) -> Path:
-    """The cache directory of a manifest: its own folder, or (for a copy) the one recorded in the copy."""
+    """The cache directory of a manifest: for a copy the one recorded in the copy (a plan folder may be named
+    by the hash too), else its own folder."""
     manifest_path = Path(manifest_path).resolve()
-    if manifest_path.parent.name == spec.hash:
-        return manifest_path.parent
     recorded = json.loads(manifest_path.read_text()).get("cache_dir")
     if recorded:
         return Path(recorded)
+    if manifest_path.parent.name == spec.hash:
+        return manifest_path.parent
     raise GramCacheError(f"{manifest_path} is a copy of a manifest; pass --cache-root")
 
 
@@ -567,6 +596,28 @@ def _cmd_status(a) -> int:
     print(f"{len(spec.tiles()) - len(missing)}/{len(spec.tiles())} tiles cached")
     for i, j in missing:
         print(i, j)
+    return 0
+
+
+def _cmd_requests(a) -> int:
+    from hydra import compose, initialize_config_dir
+
+    from ntkrepro import config as config_mod
+    from ntkrepro.stage import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=a.overrides)
+    config_mod.validate(cfg)
+    stage = Path(a.stage).resolve()
+    if str(stage.parent) not in sys.path:
+        sys.path.insert(0, str(stage.parent))  # stage modules import their siblings
+    module_spec = importlib.util.spec_from_file_location(f"_gram_requests_{stage.stem}", stage)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    names = [request_gram(a.cache_root, **args).stem for args in module.gram_requests(cfg)]
+    atomic_write_json(a.out, {"requests": names})
+    for name in names:
+        print(name)
     return 0
 
 
@@ -595,9 +646,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--done", help="marker file written when the tile is in the cache")
         if name == "assemble":
             p.add_argument("--out", required=True)
+    requests = sub.add_parser("requests", help="write the requests of the Grams a stage computes")
+    requests.add_argument("--stage", required=True, help="a module with gram_requests(cfg) -> compute_gram kwargs")
+    requests.add_argument("--cache-root", required=True)
+    requests.add_argument("--out", required=True, help="JSON list of the request names")
+    requests.add_argument("overrides", nargs="*", help="Hydra overrides (experiment=<paper>/<artifact> ...)")
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"plan": _cmd_plan, "tile": _cmd_tile, "assemble": _cmd_assemble, "status": _cmd_status}
+    commands = {"plan": _cmd_plan, "tile": _cmd_tile, "assemble": _cmd_assemble, "status": _cmd_status,
+                "requests": _cmd_requests}
     try:
         return commands[a.command](a)
     except (ValueError, OSError) as err:
