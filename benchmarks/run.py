@@ -4,6 +4,7 @@ same session. Writes benchmarks/results/<date>-<study>.json with machine info an
     .venv/bin/python benchmarks/run.py fc       # FC NTK Gram, n=4000, d=3072, ReLU, depth 10, f32 and f64
     .venv/bin/python benchmarks/run.py cntk     # CNTK-V / CNTK-GAP depth 6 on 32x32x3: pairs/s
     .venv/bin/python benchmarks/run.py deq      # DEQ-NTK Gram 10,000 x 10,000 (+ the paper's per-entry solver)
+    .venv/bin/python benchmarks/run.py empirical  # empirical NTK: FC width 1024 depth 4, CNN 128 channels
 
 The peer runs as a subprocess (benchmarks/nt_peer.py in benchmarks/.venv-nt); inputs come from numpy's
 RandomState(seed) on both sides. Timings: compiled computation, best of `repeats` after a warm-up.
@@ -137,17 +138,52 @@ def study_deq(a) -> dict:
             "speedup": per_entry * entries / ours}
 
 
+def study_empirical(a) -> dict:
+    """Empirical NTK throughput (pairs/s, float32), ours (auto implementation) vs neural-tangents'
+    ``empirical_ntk_fn`` with each of its three implementations (1 Jacobian contraction, 2 NTK-vector
+    products, 3 structured derivatives); the ratio is taken against the peer's fastest."""
+    import jax.numpy as jnp
+
+    from ntkrepro.empirical import empirical_ntk
+    from ntkrepro.nets import cnn, fc
+
+    cases = [("fc", fc(depth=4, width=1024, dtype=jnp.float32), a.n_empirical_fc,
+              {"depth": 4, "width": 1024, "d": 3072}),
+             ("cnn", cnn(depth=3, channels=128, dtype=jnp.float32), a.n_empirical_cnn,
+              {"depth": 3, "width": 128, "side": 32})]
+    rows = []
+    for arch, net, n, shape in cases:
+        rng = np.random.RandomState(a.seed)
+        x = rng.randn(n, shape["d"]) if arch == "fc" else rng.randn(n, 32, 32, 3)
+        x = jnp.asarray(x.astype(np.float32))
+        params = net.init_fn(jax.random.PRNGKey(a.seed), x.shape)
+        ours = best_of(lambda net=net, params=params, x=x: empirical_ntk(net.apply_fn, params, x), a.repeats)
+        peers = {impl: peer("empirical", "--arch", arch, "--n", n, "--depth", shape["depth"], "--width",
+                            shape["width"], "--implementation", impl, "--repeats", a.repeats)
+                 for impl in (1, 2, 3)}
+        rates = {impl: r["pairs_per_s"] for impl, r in peers.items() if "pairs_per_s" in r}
+        best = max(rates.values()) if rates else None
+        rows.append({"arch": arch, "n": n, **shape, "ours_pairs_per_s": n * n / ours,
+                     "peer_pairs_per_s_by_implementation": rates, "peer_best_pairs_per_s": best,
+                     "speedup_vs_best": (n * n / ours) / best if best else None, "peer": peers})
+    return {"study": "empirical", "dtype": "float32", "rows": rows,
+            "note": "the same architecture on both sides (NTK parameterization, ReLU, sigma_w2 = 2, "
+                    "no bias); weights are drawn differently, which does not change the cost"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("study", choices=["fc", "cntk", "deq"])
+    p.add_argument("study", choices=["fc", "cntk", "deq", "empirical"])
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--n-vanilla", type=int, default=128)
     p.add_argument("--n-gap", type=int, default=4)
     p.add_argument("--n-deq", type=int, default=10000)
+    p.add_argument("--n-empirical-fc", type=int, default=200)
+    p.add_argument("--n-empirical-cnn", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq}[a.study](a)
+    result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq, "empirical": study_empirical}[a.study](a)
     result["machine"] = machine()
     out = HERE / "results" / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"
     out.parent.mkdir(exist_ok=True)
