@@ -13,13 +13,24 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: env reproduce test lint
+# Fashion-MNIST (Debian's dataset-fashion-mnist): the quick scale's stand-in for MNIST and CIFAR-10.
+# Installed when running as root with apt-get; otherwise the stages say which file is missing and where.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: env data reproduce test lint
 env: $(BIN)/.installed
 
-reproduce: $(BIN)/.installed
+data:
+	@if [ ! -d $(FASHION_MNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing dataset-fashion-mnist (Debian) into $(FASHION_MNIST)"; \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+	    || echo "note: could not install dataset-fashion-mnist; stages that need it will name the missing file"; \
+	fi
+
+reproduce: $(BIN)/.installed data
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake reproduce-all --cores $(CORES) --config scale=$(SCALE)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed data
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ruff check .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -n 2 --dist loadfile -q
 
