@@ -109,10 +109,87 @@ def test_auto_picks_the_cheaper_implementation():
     params = wide_out.init_fn(jax.random.PRNGKey(0), (6, 5))
     costs = estimate_costs(wide_out.apply_fn, params, jnp.ones((6, 5)), outputs="full")
     assert costs["ntvp"] < costs["jacobian"]
-    auto = empirical_ntk(wide_out.apply_fn, params, jnp.ones((6, 5)), outputs="full")
+    without_hook = lambda p, x: wide_out.apply_fn(p, x)  # noqa: E731  (hides the structured hook)
+    auto = empirical_ntk(without_hook, params, jnp.ones((6, 5)), outputs="full")
     np.testing.assert_allclose(
         auto, empirical_ntk(wide_out.apply_fn, params, jnp.ones((6, 5)), outputs="full",
                             implementation="jacobian"), rtol=1e-10)
+
+
+STRUCTURED_NETS = {
+    "linear": (dict(depth=1, width=1), 1),
+    "depth2_bias_standard_k3_scaled": (dict(depth=2, width=6, out_dim=3, sigma_b2=0.3, parameterization="standard",
+                                            output_scale=0.5), 3),
+    "depth3_tanh_bias_frozen_first": (dict(depth=3, width=5, out_dim=2, sigma_b2=0.2, activation=jnp.tanh,
+                                           frozen_layers=(1,)), 2),
+    "depth4_standard_frozen_middle_and_readout": (dict(depth=4, width=4, out_dim=3, sigma_w2=1.3,
+                                                       parameterization="standard", frozen_layers=(2, 4)), 4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURED_NETS))
+def test_structured_ntk_equals_brute_force_and_jacobian(name):
+    """Structured derivatives (feature Gram x derivative Gram per layer) give the gradient dot products:
+    weights and biases, both parameterizations, output scale, k outputs (full and trace), frozen layers,
+    x2 given (uneven blocks) and x2 = None (mirrored blocks)."""
+    kwargs, d = STRUCTURED_NETS[name]
+    net = fc(**kwargs)
+    key1, key2, key3 = jax.random.split(jax.random.PRNGKey(11), 3)
+    x1, x2 = jax.random.normal(key1, (5, d)), jax.random.normal(key2, (3, d))
+    params = net.init_fn(key3, x1.shape)
+    mask = net.trainable_mask(params)
+    brute = brute_force_ntk(net.apply_fn, params, jnp.concatenate([x1, x2]), mask)
+    cross, sym, k = brute[:5, 5:], brute[:5, :5], brute.shape[-1]
+    tol = {"atol": 1e-12 * float(jnp.abs(brute).max()), "rtol": 1e-10}
+    got = empirical_ntk(net.apply_fn, params, x1, x2, implementation="structured", batch_size=2,
+                        trainable=net.trainable_mask, outputs="full")
+    np.testing.assert_allclose(got, cross, **tol)
+    np.testing.assert_allclose(got, empirical_ntk(net.apply_fn, params, x1, x2, implementation="jacobian",
+                                                  trainable=mask, outputs="full"), **tol)
+    got = empirical_ntk(net.apply_fn, params, x1, x2, implementation="structured", trainable=mask)
+    np.testing.assert_allclose(got, jnp.einsum("ijkk->ij", cross) / k, **tol)
+    got = empirical_ntk(net.apply_fn, params, x1, implementation="structured", batch_size=2, trainable=mask,
+                        outputs="full")
+    np.testing.assert_allclose(got, sym, **tol)
+    got = empirical_ntk(net.apply_fn, params, x1, implementation="structured", trainable=mask)
+    np.testing.assert_allclose(got, jnp.einsum("ijkk->ij", sym) / k, **tol)
+
+
+def test_structured_ntk_counts_only_the_selected_leaves():
+    """A mask that keeps some leaves of a layer (the biases, and the readout weight) matches brute force."""
+    net = fc(depth=3, width=5, out_dim=2, sigma_b2=0.4)
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
+    params = net.init_fn(jax.random.PRNGKey(1), x.shape)
+    mask = [{"w": False, "b": True}, {"w": False, "b": True}, {"w": True, "b": False}]
+    brute = brute_force_ntk(net.apply_fn, params, x, mask)
+    got = empirical_ntk(net.apply_fn, params, x, implementation="structured", trainable=mask, outputs="full")
+    np.testing.assert_allclose(got, brute, rtol=1e-10, atol=1e-12 * float(jnp.abs(brute).max()))
+
+
+def test_auto_uses_structured_derivatives_where_the_net_has_the_hook(monkeypatch):
+    """FC nets carry the layer hook: "auto" (also in monte_carlo_kernel) needs neither generic implementation;
+    nets without it refuse an explicit "structured"."""
+    net = fc(depth=3, width=6, out_dim=2, sigma_b2=0.1)
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
+    params = net.init_fn(jax.random.PRNGKey(1), x.shape)
+    expected = empirical_ntk(net.apply_fn, params, x, implementation="jacobian")
+    mc = monte_carlo_kernel(net.init_fn, net.apply_fn, jax.random.PRNGKey(2), x, n_samples=2,
+                            implementation="jacobian")
+
+    def unused(*args, **kwargs):
+        raise AssertionError("a generic implementation was used")
+
+    monkeypatch.setattr(empirical, "_jacobian", unused)
+    monkeypatch.setattr(empirical, "_ntvp", unused)
+    np.testing.assert_allclose(empirical_ntk(net.apply_fn, params, x), expected, rtol=1e-10)
+    again = monte_carlo_kernel(net.init_fn, net.apply_fn, jax.random.PRNGKey(2), x, n_samples=2)
+    np.testing.assert_allclose(again.mean, mc.mean, rtol=1e-10)
+    assert net.taps_fn is net.apply_fn.taps_fn
+    conv = cnn(depth=2, channels=2)
+    assert conv.taps_fn is None
+    with pytest.raises(ValueError, match="needs apply_fn.taps_fn"):
+        empirical_ntk(conv.apply_fn, conv.init_fn(jax.random.PRNGKey(0), (2, 3, 3, 1)), jnp.ones((2, 3, 3, 1)),
+                      implementation="structured")
 
 
 def test_readout_nngp_is_the_feature_kernel():

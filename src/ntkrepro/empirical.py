@@ -2,16 +2,22 @@
 distance and velocity.
 
 Empirical NTK (Golikov et al. 2022 eq. 3): Theta_hat_{jj'}(x, x') = grad_theta f_j(x) . grad_theta f_j'(x'),
-over the trainable parameters only. Two implementations (survey sec. 5.2; Novak et al. 2022):
+over the trainable parameters only. Three implementations (survey sec. 5.2; Novak et al. 2022):
 - ``"jacobian"``: per-example Jacobians (one reverse pass per output), then their contraction;
   cost O(m k [FP] + m^2 k^2 N) for the full k x k blocks (m^2 k N for their trace);
 - ``"ntvp"``: NTK-vector products: for each pair of examples, VJPs of f(x') with the k unit cotangents
-  pushed through a JVP of f(x), vmapped over the pairs; cost O(m^2 k [FP]).
-``"auto"`` picks the cheaper one from a flop count of one forward pass ([FP], XLA's cost analysis)
-and the number of trainable parameters N. ``apply_fn`` must treat examples independently (batch-first,
-no batch statistics). For k outputs the kernel has the limit structure Theta (x) I_k: the default
-``outputs="trace"`` returns the (n1, n2) matrix (1/k) sum_j Theta_hat_jj; ``outputs="full"`` returns
-(n1, n2, k, k). An (n1 k) x (n2 k) matrix is never built.
+  pushed through a JVP of f(x), vmapped over the pairs; cost O(m^2 k [FP]);
+- ``"structured"`` (structured derivatives): for nets whose ``apply_fn`` has the layer hook
+  (``ntkrepro.nets.core.taps_of``; the FC nets), a weight used as pre = c h W contributes
+  c^2 (h(x) . h(x')) (delta_j(x) . delta_j'(x')) with delta_j = d f_j / d pre, a bias c_b^2 times the
+  second factor: two small Grams per layer, no per-example weight gradients;
+  cost O(m k [FP] + m^2 sum_l (fan_in_l + k^2 fan_out_l)). Conv, residual and DEQ nets have no hook
+  and use the generic two.
+``"auto"`` picks ``"structured"`` when the hook exists, else the cheaper generic one from a flop count of
+one forward pass ([FP], XLA's cost analysis) and the number of trainable parameters N. ``apply_fn`` must
+treat examples independently (batch-first, no batch statistics). For k outputs the kernel has the limit
+structure Theta (x) I_k: the default ``outputs="trace"`` returns the (n1, n2) matrix
+(1/k) sum_j Theta_hat_jj; ``outputs="full"`` returns (n1, n2, k, k). An (n1 k) x (n2 k) matrix is never built.
 """
 
 from __future__ import annotations
@@ -27,12 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkrepro.nets.core import combine, partition
+from ntkrepro.nets.core import combine, partition, taps_of
 
-IMPLEMENTATIONS = ("auto", "jacobian", "ntvp")
+IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
 OUTPUTS = ("trace", "full")
 KINDS = ("ntk", "nngp")
-BLOCK_BYTES = 2**28  # default budget for one block's Jacobian when batch_size is None
+BLOCK_BYTES = 2**28  # default budget for one block's Jacobian (structured factors) and output when batch_size is None
 COLUMN_CACHE_BYTES = 2**31  # Jacobians of all column blocks are kept when they fit in this budget
 # Memory-bound Jacobian contraction: measured on the 2-core CPU (FC width 1024, depth 4, 100 inputs,
 # float32), the contraction ran at ~1/6 of the flop rate of the NTK-vector products.
@@ -115,6 +121,52 @@ def _ntvp(apply_fn, theta, rest, x1b, x2b, outputs):
     return jnp.transpose(blocks, (1, 0, 2, 3))
 
 
+def _layer_selection(params, mask) -> tuple[tuple[bool, ...], ...]:
+    """Per layer of the list-of-layers params, which of its leaves (in ``jax.tree.leaves`` order) count."""
+    layers = params if mask is None else mask
+    return tuple(tuple(mask is None or bool(m) for m in jax.tree.leaves(layer)) for layer in layers)
+
+
+def _structured_row_bytes(params, k: int) -> int:
+    """Bytes per example of the structured factors: each leaf's features and the k derivatives per layer."""
+    total = 0
+    for layer in params:
+        leaves = jax.tree.leaves(layer)
+        fan_out = leaves[0].shape[-1]
+        total += sum(leaf.size // fan_out for leaf in leaves) + k * fan_out
+    return total * jnp.dtype(leaves[0].dtype).itemsize
+
+
+@partial(jax.jit, static_argnames=("taps_fn", "selection"))
+def _structured_factors(taps_fn, selection, params, xb):
+    """Per layer with a selected leaf: its selected leaves' features side by side (b, a) and the derivatives
+    of the k outputs w.r.t. its pre-activation per example (b, k, fan_out), from k reverse passes."""
+    taps = [jnp.zeros((xb.shape[0], jax.tree.leaves(layer)[0].shape[-1]), jax.tree.leaves(layer)[0].dtype)
+            for layer in params]
+    out, pull, features = jax.vjp(lambda t: taps_fn(params, xb, t), taps, has_aux=True)
+    eye = jnp.eye(out.shape[1], dtype=out.dtype)
+    deltas = jax.vmap(lambda e: pull(jnp.broadcast_to(e, out.shape))[0], out_axes=1)(eye)
+    factors = []
+    for chosen, layer_features, delta in zip(selection, features, deltas, strict=True):
+        kept = [g for g, keep in zip(jax.tree.leaves(layer_features), chosen, strict=True) if keep]
+        if kept:
+            factors.append((jnp.concatenate(kept, axis=1), delta))
+    return factors
+
+
+@partial(jax.jit, static_argnames=("outputs",))
+def _structured_contract(factors1, factors2, outputs):
+    """sum over layers of (feature Gram) x (derivative Gram): (b1, b2) trace over outputs / k, or
+    (b1, b2, k, k)."""
+    pairs = list(zip(factors1, factors2, strict=True))
+    if outputs == "trace":
+        k = pairs[0][0][1].shape[1]
+        return sum((g1 @ g2.T) * (d1.reshape(d1.shape[0], -1) @ d2.reshape(d2.shape[0], -1).T)
+                   for (g1, d1), (g2, d2) in pairs) / k
+    return sum((g1 @ g2.T)[:, :, None, None] * jnp.einsum("ikf,jlf->ijkl", d1, d2)
+               for (g1, d1), (g2, d2) in pairs)
+
+
 def _spec(tree):
     """Hashable (structure, shapes, dtypes) of a pytree of arrays (None leaves drop out)."""
     leaves, treedef = jax.tree.flatten(tree)
@@ -175,6 +227,21 @@ def estimate_costs(apply_fn, params, x1, x2=None, *, trainable: Mask | None = No
     }
 
 
+def _choose_implementation(implementation: str, apply_fn, params, x1, x2, mask, outputs: str) -> str:
+    """``"auto"`` resolved: ``"structured"`` when ``apply_fn`` has the layer hook, else the cheaper generic
+    implementation by :func:`estimate_costs`; an explicit ``"structured"`` needs the hook."""
+    has_taps = taps_of(apply_fn) is not None
+    if implementation == "structured" and not has_taps:
+        raise ValueError("implementation='structured' needs apply_fn.taps_fn (ntkrepro.nets.core.taps_of; the FC "
+                         "nets have it); use 'jacobian', 'ntvp' or 'auto' for this net")
+    if implementation != "auto":
+        return implementation
+    if has_taps:
+        return "structured"
+    costs = estimate_costs(apply_fn, params, x1, x2, trainable=mask, outputs=outputs)
+    return "jacobian" if costs["jacobian"] <= costs["ntvp"] else "ntvp"
+
+
 def _blocks(x: jax.Array, size: int) -> list[tuple[int, int, jax.Array]]:
     """(start, stop, padded block) triples; the last block is padded with its last row (one compile)."""
     out = []
@@ -206,10 +273,13 @@ def empirical_ntk(
         params: parameter pytree.
         x1, x2: batch-first inputs with equal trailing shapes; ``x2=None`` means x2 = x1 (only the
             upper block triangle is computed).
-        implementation: ``"jacobian"``, ``"ntvp"`` or ``"auto"`` (cheaper by :func:`estimate_costs`).
+        implementation: ``"jacobian"``, ``"ntvp"``, ``"structured"`` (nets with the layer hook, see the
+            module docstring) or ``"auto"`` (structured when possible, else the cheaper generic one by
+            :func:`estimate_costs`).
         batch_size: examples per block (rows and columns); default: as many as keep one block's
-            Jacobian under 256 MiB. The column blocks' Jacobians are kept between row blocks when all
-            of them fit in 2 GiB, and recomputed otherwise.
+            Jacobian (structured factors) and one output block under 256 MiB. The column blocks'
+            Jacobians (factors) are kept between row blocks when all of them fit in 2 GiB, and recomputed
+            otherwise.
         trainable: bool pytree (or ``params -> pytree`` callable, e.g. ``Network.trainable_mask``)
             selecting the parameters that count; default all.
         outputs: ``"trace"`` -> (n1, n2) = (1/k) sum_j Theta_hat_jj; ``"full"`` -> (n1, n2, k, k).
@@ -224,44 +294,58 @@ def empirical_ntk(
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     x1, x2 = _check_inputs(x1, x2)
     mask = _resolve_mask(trainable, params)
-    out_shape = jax.eval_shape(lambda p, x: apply_fn(p, x), params, x1[:1]).shape
-    if len(out_shape) != 2:
-        raise ValueError(f"apply_fn must return (n, k) outputs, got shape {out_shape}")
-    k = int(out_shape[1])
+    out = jax.eval_shape(lambda p, x: apply_fn(p, x), params, x1[:1])
+    if len(out.shape) != 2:
+        raise ValueError(f"apply_fn must return (n, k) outputs, got shape {out.shape}")
+    k = int(out.shape[1])
+    implementation = _choose_implementation(implementation, apply_fn, params, x1, x2, mask, outputs)
     theta, rest = partition(params, mask)
-    if implementation == "auto":
-        costs = estimate_costs(apply_fn, params, x1, x2, trainable=mask, outputs=outputs)
-        implementation = "jacobian" if costs["jacobian"] <= costs["ntvp"] else "ntvp"
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2.shape[0]
-    row_bytes = k * sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(theta))
+    if implementation == "structured":
+        row_bytes = _structured_row_bytes(params, k)
+        selection = _layer_selection(params, mask)
+
+        def factors(xb):
+            return _structured_factors(taps_of(apply_fn), selection, params, xb)
+
+        contract = _structured_contract
+    else:
+        row_bytes = k * sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(theta))
+
+        def factors(xb):
+            return _jacobian(apply_fn, theta, rest, xb)
+
+        contract = _contract
     if batch_size is None:
-        batch_size = max(1, BLOCK_BYTES // max(row_bytes, 1))
+        block_bytes = (k if outputs == "trace" else k * k) * jnp.dtype(out.dtype).itemsize
+        batch_size = max(1, min(BLOCK_BYTES // max(row_bytes, 1), math.isqrt(BLOCK_BYTES // block_bytes)))
     rows, cols = _blocks(x1, int(min(batch_size, n1))), _blocks(x2, int(min(batch_size, n2)))
-    # Jacobian contraction: column Jacobians are computed once and kept when they fit in COLUMN_CACHE_BYTES
-    # (otherwise recomputed per row block: for conv nets a Jacobian costs far more than its contraction).
+    # Jacobian contraction: column Jacobians (structured: factors) are computed once and kept when they fit in
+    # COLUMN_CACHE_BYTES (otherwise recomputed per row block: for conv nets a Jacobian costs far more than its
+    # contraction).
     keep_columns = len(cols) * cols[0][2].shape[0] * row_bytes <= COLUMN_CACHE_BYTES
     column_cache: dict[int, Any] = {}
 
-    def column_jacobian(j):
+    def column_factors(j):
         if j in column_cache:
             return column_cache[j]
-        jac = _jacobian(apply_fn, theta, rest, cols[j][2])
+        fac = factors(cols[j][2])
         if keep_columns or len(cols) == 1:
-            column_cache[j] = jac
-        return jac
+            column_cache[j] = fac
+        return fac
 
     result = None
     for i, (r0, r1, xb1) in enumerate(rows):
-        j1 = None
-        if implementation == "jacobian":
-            j1 = column_jacobian(i) if symmetric else _jacobian(apply_fn, theta, rest, xb1)
+        f1 = None
+        if implementation != "ntvp":
+            f1 = column_factors(i) if symmetric else factors(xb1)
         for j, (c0, c1, xb2) in enumerate(cols):
             if symmetric and j < i:
                 continue
-            if implementation == "jacobian":
-                block = _contract(j1, j1 if symmetric and j == i else column_jacobian(j), outputs)
+            if implementation != "ntvp":
+                block = contract(f1, f1 if symmetric and j == i else column_factors(j), outputs)
             else:
                 block = _ntvp(apply_fn, theta, rest, xb1, xb2, outputs)
             block = np.asarray(block)
@@ -364,8 +448,8 @@ def monte_carlo_kernel(
     for s, key_s in enumerate(jax.random.split(key, int(n_samples)), start=1):
         params = init_fn(key_s, x1.shape)
         if kind == "ntk" and implementation == "auto":  # decided once: every draw has the same costs
-            costs = estimate_costs(apply_fn, params, x1, x2, trainable=trainable, outputs=outputs)
-            implementation = "jacobian" if costs["jacobian"] <= costs["ntvp"] else "ntvp"
+            implementation = _choose_implementation(implementation, apply_fn, params, x1, x2,
+                                                    _resolve_mask(trainable, params), outputs)
         if kind == "ntk":
             sample = empirical_ntk(apply_fn, params, x1, x2, implementation=implementation,
                                    batch_size=batch_size, trainable=trainable, outputs=outputs)

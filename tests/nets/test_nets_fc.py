@@ -66,3 +66,20 @@ def test_smooth_activation_and_multiple_outputs_match_the_limit():
     assert np.linalg.norm(diagonal - exact) / np.linalg.norm(exact) < 0.05
     off = full - np.einsum("ij,kl->ijkl", diagonal, np.eye(3))
     assert np.abs(off).max() < 0.1 * np.abs(exact).max()
+
+
+def test_taps_enter_the_pre_activations_and_features_match_the_weight_gradients():
+    """The structured-NTK hook: a tap on the readout's pre-activation moves the output by output_scale * tap;
+    per example, the gradient of an output w.r.t. each leaf is outer(feature, d output / d tap)."""
+    net = fc(depth=3, width=5, out_dim=2, sigma_b2=0.3, output_scale=0.7, parameterization="standard")
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, 3))
+    params = net.init_fn(jax.random.PRNGKey(1), x.shape)
+    taps = [jnp.zeros((1, 5)), jnp.zeros((1, 5)), jnp.array([[0.5, -2.0]])]
+    out, features = net.taps_fn(params, x, taps)
+    np.testing.assert_allclose(out, net.apply_fn(params, x) + 0.7 * taps[-1], rtol=1e-12)
+    assert net.taps_fn(params, x, None)[1] == []
+    grads = jax.grad(lambda p: net.apply_fn(p, x)[0, 1])(params)
+    deltas = jax.grad(lambda t: net.taps_fn(params, x, t)[0][0, 1])(taps)
+    for grad, feature, delta in zip(grads, features, deltas, strict=True):
+        np.testing.assert_allclose(grad["w"], jnp.outer(feature["w"][0], delta[0]), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(grad["b"], feature["b"][0, 0] * delta[0], rtol=1e-10, atol=1e-14)

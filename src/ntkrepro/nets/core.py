@@ -52,6 +52,26 @@ class Network:
     depth: int
     out_dim: int
 
+    @property
+    def taps_fn(self) -> Callable | None:
+        """The layer-structure hook of ``apply_fn`` (:func:`taps_of`), None for nets without one."""
+        return taps_of(self.apply_fn)
+
+
+def taps_of(apply_fn: Callable) -> Callable | None:
+    """``apply_fn.taps_fn``: the hook behind the structured empirical NTK, or None when ``apply_fn`` has none.
+
+    ``taps_fn(params, x, taps) -> (outputs, features)``, for params a list of per-layer dicts whose layer i
+    computes a pre-activation pre_i (n, fan_out_i) linearly in each of its leaves, fan_out_i being the last
+    axis of every leaf of the layer:
+    - ``taps``: one (n, fan_out_i) array per layer, added to pre_i (zeros leave the outputs of ``apply_fn``);
+      ``taps=None`` adds nothing and returns no features;
+    - ``features``: params' structure, an (n, a) array g per leaf of a * fan_out_i elements, such that the
+      gradient of any output f_j(x) w.r.t. the leaf is outer(g(x), d f_j(x) / d pre_i(x)) in the leaf's shape
+      (e.g. c * h for a weight used as pre = c * h @ W, c_b * ones((n, 1)) for a bias used as c_b * b).
+    """
+    return getattr(apply_fn, "taps_fn", None)
+
 
 def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
     """Validate an integer hyperparameter (width, depth, channels ...)."""

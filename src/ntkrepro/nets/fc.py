@@ -83,17 +83,34 @@ def fc(
             specs.append(layer)
         return init_layers(key, specs, parameterization, dtype)
 
-    def apply_fn(params, x):
+    def taps_fn(params, x, taps):
+        """The forward pass with ``taps[i]`` added to layer i's pre-activation, and per leaf the features
+        (``ntkrepro.nets.core.taps_of``): c * (layer input) for w, c_b for b, with c, c_b the layer scales
+        in the NTK parameterization and 1 in the standard one."""
         check_input(x, (params[0]["w"].shape[0],), "fc")
         h = jnp.asarray(x, dtype)
+        features = []
         for i, layer in enumerate(params):
             if i > 0:
                 h = phi(h)
             w = layer["w"]
-            h = h @ effective_weight(w, math.sqrt(sigma_w2 / w.shape[0]), parameterization)
+            w_scale = math.sqrt(sigma_w2 / w.shape[0])
+            pre = h @ effective_weight(w, w_scale, parameterization)
             if use_bias:
-                h = h + effective_weight(layer["b"], bias_scale, parameterization)
-        return output_scale * h
+                pre = pre + effective_weight(layer["b"], bias_scale, parameterization)
+            if taps is not None:
+                pre = pre + taps[i]
+                gradient_scale = w_scale if parameterization == "ntk" else 1.0
+                features.append({"w": gradient_scale * h})
+                if use_bias:
+                    bias_gradient = bias_scale if parameterization == "ntk" else 1.0
+                    features[-1]["b"] = jnp.full((h.shape[0], 1), bias_gradient, h.dtype)
+            h = pre
+        return output_scale * h, features
 
+    def apply_fn(params, x):
+        return taps_fn(params, x, None)[0]
+
+    apply_fn.taps_fn = taps_fn  # the structured empirical NTK's hook
     return Network(init_fn, apply_fn, trainable_mask_fn(depth, frozen), readout_mask_fn(depth), depth,
                    out_dim)
