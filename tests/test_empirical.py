@@ -201,8 +201,11 @@ def test_readout_nngp_is_the_feature_kernel():
     h1 = math.sqrt(sigma_w2 / 3) * x @ params[0]["w"] + math.sqrt(sigma_b2) * params[0]["b"]
     features = jnp.tanh(h1)
     expected = sigma_w2 / width * features @ features.T + sigma_b2
-    got = empirical_nngp(net.apply_fn, params, x, readout=net.readout_mask)
+    got = empirical_nngp(net.apply_fn, params, x, readout=net.readout_mask)  # structured derivatives
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+    without_hook = lambda p, x: net.apply_fn(p, x)  # noqa: E731  (the Jacobian contraction)
+    np.testing.assert_allclose(empirical_nngp(without_hook, params, x, readout=net.readout_mask), expected,
+                               rtol=1e-12)
     out = net.apply_fn(params, x)
     np.testing.assert_allclose(empirical_nngp(net.apply_fn, params, x), out @ out.T, rtol=1e-12)
 

@@ -380,7 +380,8 @@ def empirical_nngp(
     """
     _check_choice("outputs", outputs, OUTPUTS)
     if readout is not None:
-        return empirical_ntk(apply_fn, params, x1, x2, implementation="jacobian", batch_size=batch_size,
+        implementation = "structured" if taps_of(apply_fn) is not None else "jacobian"
+        return empirical_ntk(apply_fn, params, x1, x2, implementation=implementation, batch_size=batch_size,
                              trainable=readout, outputs=outputs)
     x1, x2 = _check_inputs(x1, x2)
     return _output_covariance(apply_fn, params, x1, x1 if x2 is None else x2, outputs)
