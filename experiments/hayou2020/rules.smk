@@ -70,7 +70,6 @@ rule hayou2020_table2:
         stage_inputs("hayou2020", "table2"),
         "experiments/hayou2020/hayou_common.py",
         "experiments/hayou2020/cifar_resnet.py",
-        "experiments/hayou2020/cifar100.py",
     output:
         out("hayou2020", "table2"),
         out("hayou2020", "table2", "table2.md"),

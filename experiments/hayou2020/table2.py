@@ -9,7 +9,6 @@ fewer and shallower nets and epochs (reported as reduced, on stand-in data).
 
 from __future__ import annotations
 
-import cifar100  # noqa: F401  (registers the CIFAR-100 dataset)
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -14,8 +14,8 @@ import pytest
 from fake_datasets import idx_gz
 from sklearn.datasets import load_digits
 
-from ntkrepro.data import load
-from ntkrepro.data.formats import parse_cifar10_archive, parse_idx_pair, read_idx
+from ntkrepro.data import get_spec, load
+from ntkrepro.data.formats import parse_cifar10_archive, parse_cifar100_archive, parse_idx_pair, read_idx
 
 
 def test_idx_split_parses_to_nhwc_images_and_int_labels(fake_mnist, tmp_path):
@@ -92,3 +92,23 @@ def test_digits_match_scikit_learn_with_fixed_split():
     np.testing.assert_array_equal(train.x[..., 0], reference.images[:1347])
     np.testing.assert_array_equal(test.y, reference.target[1347:])
     assert train.provenance.source == "bundled" and len(train.provenance.sha256) == 64
+
+
+def test_cifar100_archive_fine_labels_and_channel_order(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cifar-100-python.tar.gz"
+    rows = {}
+    with tarfile.open(path, "w:gz") as archive:
+        for split, n in (("train", 6), ("test", 3)):
+            rows[split] = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+            blob = pickle.dumps({b"data": rows[split], b"fine_labels": [7 * i for i in range(n)],
+                                 b"coarse_labels": [0] * n}, protocol=2)
+            info = tarfile.TarInfo(f"cifar-100-python/{split}")
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    images, labels = parse_cifar100_archive((path,), "test")
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [0, 7, 14]  # fine labels, not coarse
+    # a row holds the red, green and blue 32x32 planes one after another
+    assert images[1, 0, 1, 0] == rows["test"][1, 1] and images[1, 0, 0, 2] == rows["test"][1, 2048]
+    assert get_spec("cifar100").num_classes == 100

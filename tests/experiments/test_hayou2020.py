@@ -4,11 +4,8 @@ the rate diagnostics, the EOC solver, and the pieces of the training tables (net
 
 from __future__ import annotations
 
-import io
 import math
-import pickle
 import sys
-import tarfile
 from pathlib import Path
 
 import jax
@@ -23,7 +20,6 @@ import ntkrepro  # noqa: F401  (x64)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "hayou2020"))
 
-import cifar100  # noqa: E402
 import deep_kernels as dk  # noqa: E402
 import hayou_common as hc  # noqa: E402
 from cifar_resnet import cifar_resnet  # noqa: E402
@@ -311,19 +307,3 @@ def test_cifar_resnet_scaled_branches_and_shapes():
     np.testing.assert_allclose(nets["standard"].apply_fn(zeroed, x), nets["scaled"].apply_fn(zeroed, x), rtol=1e-12)
     with pytest.raises(ValueError, match="6n \\+ 2"):
         cifar_resnet(depth=10, num_classes=5)
-
-
-def test_cifar100_parser_reads_the_published_layout(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "cifar-100-python.tar.gz"
-    with tarfile.open(path, "w:gz") as archive:
-        for split, n in (("train", 6), ("test", 3)):
-            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-            blob = pickle.dumps({b"data": data, b"fine_labels": list(range(n)), b"coarse_labels": [0] * n}, protocol=2)
-            info = tarfile.TarInfo(f"cifar-100-python/{split}")
-            info.size = len(blob)
-            archive.addfile(info, io.BytesIO(blob))
-    images, labels = cifar100.parse_cifar100_archive((path,), "test")
-    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
-    assert labels.tolist() == [0, 1, 2]
-    assert "cifar100" in cifar100.REGISTRY

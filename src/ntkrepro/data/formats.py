@@ -19,6 +19,7 @@ import numpy as np
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 CIFAR_ROOT = "cifar-10-batches-py"
+CIFAR100_ROOT = "cifar-100-python"
 CIFAR_TRAIN_MEMBERS = tuple(f"{CIFAR_ROOT}/data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_MEMBERS = (f"{CIFAR_ROOT}/test_batch",)
 
@@ -76,14 +77,14 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _cifar_batch(archive: tarfile.TarFile, member: str) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(archive: tarfile.TarFile, member: str, labels_key: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:
     try:
         fh = archive.extractfile(member)
     except KeyError:
         raise ValueError(f"CIFAR archive lacks member {member}") from None
     batch = _ArrayUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
     data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    labels = np.asarray(batch[labels_key], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise ValueError(f"{member}: expected data (n, 3072) and n labels, got {data.shape} "
                          f"and {labels.shape}")
@@ -99,6 +100,15 @@ def parse_cifar10_archive(paths: tuple[Path, ...], split: str) -> tuple[np.ndarr
     with tarfile.open(archive_path, "r:gz") as archive:
         parts = [_cifar_batch(archive, m) for m in members]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def parse_cifar100_archive(paths: tuple[Path, ...], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-100 python version: pickled dicts ``{b'data', b'fine_labels', b'coarse_labels'}`` as members
+    ``cifar-100-python/train`` (50,000) and ``cifar-100-python/test`` (10,000) of ``cifar-100-python.tar.gz``.
+    Images (n, 32, 32, 3) and the 100 fine labels."""
+    (archive_path,) = paths
+    with tarfile.open(archive_path, "r:gz") as archive:
+        return _cifar_batch(archive, f"{CIFAR100_ROOT}/{split}", labels_key=b"fine_labels")
 
 
 def parse_digits_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:

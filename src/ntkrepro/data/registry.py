@@ -136,6 +136,13 @@ CIFAR10_ARCHIVE = RemoteFile(
     ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
     "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
 )
+# The publisher lists MD5 eb9058c3a382ffc7106e4002c42a8d85; this is the SHA-256 of that same file (as pinned
+# by Keras' and torchvision's loaders).
+CIFAR100_ARCHIVE = RemoteFile(
+    "cifar-100-python.tar.gz",
+    ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
+    "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+)
 DIGITS_TRAIN = 1347  # first 1347 rows train, last 450 test: train_test_split(test_size=0.25, shuffle=False)
 
 
@@ -174,6 +181,12 @@ register(DatasetSpec(
     num_classes=2, image_shape=(32, 32, 3), pixel_max=255.0, sizes={"train": 10000, "test": 2000},
     files={"train": (CIFAR10_ARCHIVE,), "test": (CIFAR10_ARCHIVE,)},
     parse=formats.parse_cifar10_archive, classes=(0, 1), folder="cifar10",
+))
+register(DatasetSpec(
+    name="cifar100", kind="files", description="CIFAR-100 (fine labels), python pickles in tar.gz",
+    num_classes=100, image_shape=(32, 32, 3), pixel_max=255.0, sizes={"train": 50000, "test": 10000},
+    files={"train": (CIFAR100_ARCHIVE,), "test": (CIFAR100_ARCHIVE,)},
+    parse=formats.parse_cifar100_archive,
 ))
 register(DatasetSpec(
     name="digits", kind="bundled", description="scikit-learn's bundled 8x8 digits",
