@@ -2,7 +2,7 @@
 same session. Writes benchmarks/results/<date>-<study>.json with machine info and prints a summary.
 
     .venv/bin/python benchmarks/run.py fc       # FC NTK Gram, n=4000, d=3072, ReLU, depth 10, f32 and f64
-    .venv/bin/python benchmarks/run.py cntk     # CNTK-V / CNTK-GAP depth 6 on 32x32x3: pairs/s
+    .venv/bin/python benchmarks/run.py cntk     # CNTK-V (512 images) / CNTK-GAP (6) depth 6 on 32x32x3: pairs/s
     .venv/bin/python benchmarks/run.py deq      # DEQ-NTK Gram 10,000 x 10,000 (+ the paper's per-entry solver)
     .venv/bin/python benchmarks/run.py empirical  # empirical NTK: FC width 1024 depth 4, CNN 128 channels
 
@@ -175,8 +175,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("study", choices=["fc", "cntk", "deq", "empirical"])
     p.add_argument("--n", type=int, default=4000)
-    p.add_argument("--n-vanilla", type=int, default=128)
-    p.add_argument("--n-gap", type=int, default=4)
+    p.add_argument("--n-vanilla", type=int, default=512)
+    p.add_argument("--n-gap", type=int, default=6)
     p.add_argument("--n-deq", type=int, default=10000)
     p.add_argument("--n-empirical-fc", type=int, default=200)
     p.add_argument("--n-empirical-cnn", type=int, default=8)
