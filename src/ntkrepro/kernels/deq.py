@@ -31,6 +31,7 @@ from ntkrepro.kernels.fc import (
     check_inputs,
     check_variances,
     gaussian_layer,
+    layer_sweep,
     tile_gram,
 )
 from ntkrepro.kernels.gaussian import arccos, get_activation
@@ -57,15 +58,10 @@ def _deq_iteration(x1, x2, sigma_w2, sigma_u2, sigma_b2, *, depth, activation, a
             d1, d2, sigma, theta = carry
             k1, k2, k, kdot = gaussian_layer(activation, d1, d2, sigma)
             sigma_next = sigma_w2 * k + sigma_u2 * g12 + sigma_b2
-            theta_next = sigma_w2 * kdot * theta + sigma_next
-            carry = (sigma_w2 * k1 + sigma_u2 * g1 + sigma_b2, sigma_w2 * k2 + sigma_u2 * g2 + sigma_b2,
-                     sigma_next, theta_next)
-            return carry, (sigma_next, theta_next) if all_depths else None
+            return (sigma_w2 * k1 + sigma_u2 * g1 + sigma_b2, sigma_w2 * k2 + sigma_u2 * g2 + sigma_b2,
+                    sigma_next, sigma_w2 * kdot * theta + sigma_next)
 
-        (_, _, sigma, theta), stacked = lax.scan(layer, (g1, g2, g12, g12), None, length=depth - 1)
-        if all_depths:
-            return Kernels(jnp.concatenate([g12[None], stacked[0]]), jnp.concatenate([g12[None], stacked[1]]))
-        return Kernels(sigma, theta)
+        return layer_sweep(layer, (g1, g2, g12, g12), all_depths=all_depths, length=depth - 1)
 
     return blockwise(tile, x1, x2)
 

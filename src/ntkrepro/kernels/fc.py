@@ -152,6 +152,20 @@ def tile_gram(xa, xb, same):
     return da, db, jnp.where(same & eye, da[:, None], gram)
 
 
+def layer_sweep(layer, init, *, all_depths: bool, length: int | None = None, xs=None) -> Kernels:
+    """``lax.scan`` of ``layer(carry, x) -> carry`` over the layers of a tile, the carry ending with
+    (nngp, ntk): the last layer's Kernels, or every depth's along a leading axis (``init``'s as depth 1)."""
+
+    def step(carry, x):
+        carry = layer(carry, x)
+        return carry, carry[-2:] if all_depths else None
+
+    last, stacked = lax.scan(step, init, xs, length=length)
+    if not all_depths:
+        return Kernels(*last[-2:])
+    return Kernels(*(jnp.concatenate([first[None], rest]) for first, rest in zip(init[-2:], stacked, strict=True)))
+
+
 def gaussian_layer(activation: Activation, d1, d2, cross):
     """One nonlinearity on a tile: (E phi phi on the two diagonals, E phi phi and E phi' phi' on the pairs)."""
     k, kdot = activation.expectations(d1[:, None], cross, d2[None, :])
@@ -175,14 +189,9 @@ def _fc(x1, x2, sigma_w2, sigma_b2, *, depth, activation, all_depths):
             d1, d2, nngp, ntk = carry
             k1, k2, k, kdot = gaussian_layer(activation, d1, d2, nngp)
             nngp_next = sigma_b2 + sigma_w2 * k
-            ntk_next = sigma_w2 * kdot * ntk + nngp_next
-            carry = (sigma_b2 + sigma_w2 * k1, sigma_b2 + sigma_w2 * k2, nngp_next, ntk_next)
-            return carry, (nngp_next, ntk_next) if all_depths else None
+            return (sigma_b2 + sigma_w2 * k1, sigma_b2 + sigma_w2 * k2, nngp_next, sigma_w2 * kdot * ntk + nngp_next)
 
-        (_, _, nngp_last, ntk_last), stacked = lax.scan(layer, (d1, d2, nngp, nngp), None, length=depth - 1)
-        if all_depths:
-            return Kernels(jnp.concatenate([nngp[None], stacked[0]]), jnp.concatenate([nngp[None], stacked[1]]))
-        return Kernels(nngp_last, ntk_last)
+        return layer_sweep(layer, (d1, d2, nngp, nngp), all_depths=all_depths, length=depth - 1)
 
     return blockwise(tile, x1, x2)
 

@@ -128,6 +128,13 @@ def _asin_small(s):
     return s + s * t * poly
 
 
+def _asin_folded(a):
+    """(a > 1/2, asin(a) for a <= 1/2 else asin(sqrt((1 - a) / 2))) for 0 <= a <= 1: the argument folded into
+    [0, 1/2], where :func:`_asin_small` holds (asin(a) = pi/2 - 2 asin(sqrt((1 - a) / 2)))."""
+    big = a > 0.5
+    return big, _asin_small(jnp.where(big, jnp.sqrt(jnp.maximum(1.0 - a, 0.0) * 0.5), a))
+
+
 # Abramowitz & Stegun 4.4.46: arccos(a) = sqrt(1 - a) sum_k c_k a^k + e, |e| <= 2e-8 on [0, 1].
 _ACOS_COEFFS_AS = (1.5707963050, -0.2145988016, 0.0889789874, -0.0501743046, 0.0308918810, -0.0170881256,
                    0.0066700901, -0.0012624911)
@@ -147,17 +154,14 @@ def arccos(x):
             poly = poly * a + c
         r = jnp.sqrt(1.0 - a) * poly
     else:
-        big = a > 0.5
-        s = _asin_small(jnp.where(big, jnp.sqrt(jnp.maximum(1.0 - a, 0.0) * 0.5), a))
+        big, s = _asin_folded(a)
         r = jnp.where(big, 2.0 * s, jnp.pi / 2 - s)
     return jnp.where(x < 0, jnp.pi - r, r)
 
 
 def arcsin(x):
     """arcsin with the accuracy and speed of :func:`arccos` (relative accuracy kept near 0)."""
-    a = jnp.abs(x)
-    big = a > 0.5
-    s = _asin_small(jnp.where(big, jnp.sqrt(jnp.maximum(1.0 - a, 0.0) * 0.5), a))
+    big, s = _asin_folded(jnp.abs(x))
     r = jnp.where(big, jnp.pi / 2 - 2.0 * s, s)
     return jnp.where(x < 0, -r, r)
 

@@ -18,7 +18,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from ntkrepro.kernels.fc import (
     Kernels,
@@ -27,6 +26,7 @@ from ntkrepro.kernels.fc import (
     check_inputs,
     check_variances,
     gaussian_layer,
+    layer_sweep,
     tile_gram,
 )
 from ntkrepro.kernels.gaussian import get_activation
@@ -46,16 +46,11 @@ def _resnet(x1, x2, sigma_w2, sigma_b2, *, depth, activation, all_depths, scaled
             branch = 1.0 / index if scaled else 1.0  # a_l^2
             k1, k2, k, kdot = gaussian_layer(activation, q1, q2, q12)
             sigma = sigma_b2 + sigma_w2 * k
-            ntk = ntk * (1.0 + branch * sigma_w2 * kdot) + branch * sigma
-            carry = (q1 + branch * (sigma_b2 + sigma_w2 * k1), q2 + branch * (sigma_b2 + sigma_w2 * k2),
-                     q12 + branch * sigma, ntk)
-            return carry, (carry[2], ntk) if all_depths else None
+            return (q1 + branch * (sigma_b2 + sigma_w2 * k1), q2 + branch * (sigma_b2 + sigma_w2 * k2),
+                    q12 + branch * sigma, ntk * (1.0 + branch * sigma_w2 * kdot) + branch * sigma)
 
         layers = jnp.arange(2, depth + 1, dtype=xa.dtype)
-        (_, _, q12_last, ntk_last), stacked = lax.scan(layer, (q1, q2, q12, q12), layers)
-        if all_depths:
-            return Kernels(jnp.concatenate([q12[None], stacked[0]]), jnp.concatenate([q12[None], stacked[1]]))
-        return Kernels(q12_last, ntk_last)
+        return layer_sweep(layer, (q1, q2, q12, q12), all_depths=all_depths, xs=layers)
 
     return blockwise(tile, x1, x2)
 
