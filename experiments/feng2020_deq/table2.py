@@ -5,7 +5,15 @@ hours)."""
 from __future__ import annotations
 
 import pandas as pd
-from deq_eval import evaluate_deq_settings, gram_regression, load_with, paper_values, result_row, setting_tag
+from deq_eval import (
+    cdeq_kwargs,
+    evaluate_deq_settings,
+    gram_regression,
+    load_with,
+    paper_values,
+    result_row,
+    setting_tag,
+)
 
 from ntkrepro.plotting import figure
 from ntkrepro.stage import StageResult, load_split, main
@@ -20,8 +28,9 @@ def run(cfg) -> StageResult:
     deq, metrics = evaluate_deq_settings(cfg, train, test)
     metrics["deq_settings_spread_pp"] = float(deq.test_acc_pct.max() - deq.test_acc_pct.min())
 
-    cdeq_vars = dict(sigma_w2=float(c.sigma_w2), sigma_u2=float(c.sigma_u2))
-    r = gram_regression("cdeq", {**cdeq_vars, "tol": c.tol, "max_iter": c.max_iter},
+    kernel_kwargs = cdeq_kwargs(c)  # as deq_eval.gram_requests: the same Gram hash for tile jobs
+    cdeq_vars = {k: kernel_kwargs[k] for k in ("sigma_w2", "sigma_u2")}
+    r = gram_regression("cdeq", kernel_kwargs,
                         img_train.x, img_train.y, img_test.x, img_test.y, num_classes=img_train.num_classes,
                         cfg=cfg, tile=p.cdeq_tile, ridge=p.ridge, label_pos=p.label_pos,
                         label_neg=p.label_neg, warmup_max_n=0)
