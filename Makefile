@@ -32,7 +32,7 @@ reproduce: $(BIN)/.installed data
 
 test: $(BIN)/.installed data
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ruff check .
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -n 2 --dist loadfile -q
+	PATH=$(CURDIR)/$(BIN):$$PATH HYPOTHESIS_PROFILE=ci $(BIN)/pytest -n 2 --dist loadfile -q
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
