@@ -62,9 +62,10 @@ def test_empirical_ntk_equals_brute_force(name):
         np.testing.assert_allclose(got, cross, **tol)
     got = empirical_ntk(net.apply_fn, params, x1, implementation="jacobian", trainable=net.trainable_mask)
     np.testing.assert_allclose(got, jnp.einsum("ijkk->ij", sym) / k, **tol)
-    got = empirical_ntk(net.apply_fn, params, x1, implementation="jacobian", batch_size=2, trainable=mask,
-                        outputs="full")
-    np.testing.assert_allclose(got, sym, **tol)
+    for implementation in ("jacobian", "ntvp"):
+        got = empirical_ntk(net.apply_fn, params, x1, implementation=implementation, batch_size=2, trainable=mask,
+                            outputs="full")
+        np.testing.assert_allclose(got, sym, **tol)
 
 
 def test_recomputed_column_jacobians_give_the_same_kernel(monkeypatch):
