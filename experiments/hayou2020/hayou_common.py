@@ -1,5 +1,6 @@
 """Shared by the Hayou et al. 2020 stages: depth grids, the input pairs of the kernel checks, the exact
-limits of the (normalized) NTKs, rate diagnostics of an error curve, and the paper's values for markers.
+limits of the (normalized) NTKs, rate diagnostics of an error curve, the paper's values for markers, and the
+seeded SGD runs of Tables 1-2 (test accuracy after an early and a late epoch).
 
 Rate diagnostics. An error e(L) is classified from its deepest decades (L_max/100, L_max/10, L_max):
 * ``1/L``: L e(L) has settled: it moves by less than ``settle`` (relative) over the last decade;
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import jax
 import numpy as np
 from deep_kernels import (
     eoc_point,
@@ -25,12 +27,43 @@ from deep_kernels import (
 
 from ntkrepro.claims import load_registry
 from ntkrepro.kernels import meanfield
+from ntkrepro.train import TrainingDiverged, train
 
 
 def paper_values(artifact: str) -> dict:
     """The published value of each metric of ``artifact`` (from claims.yaml; figure markers only)."""
     path = Path(__file__).with_name("claims.yaml")
     return {c.metric: c.paper_value for c in load_registry(path) if c.artifact == artifact}
+
+
+def accuracies_at_epochs(net, data, *, seed: int, n_seeds: int, epochs: tuple[int, int], batch_size: int,
+                         learning_rate, chance: float, label: str, notes: list) -> tuple[np.ndarray, np.ndarray]:
+    """Test accuracies (%) after the early and the late epoch of ``n_seeds`` SGD runs (cross-entropy, seeds
+    ``seed``, ``seed`` + 1, ...). ``data`` = (x, y, x_test, y_test); ``epochs`` = (early, late), late a
+    multiple of early. A run that diverges counts at ``chance`` for both, and a line goes to ``notes``."""
+    x, y, x_test, y_test = data
+    early, late = epochs
+    steps_per_epoch = len(x) // batch_size
+    runs = []
+    for s in range(n_seeds):
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), s)
+        params = net.init_fn(jax.random.fold_in(key, 0), x.shape)
+        try:
+            result = train(net.apply_fn, params, x, y, steps=late * steps_per_epoch, learning_rate=learning_rate,
+                           loss="cross_entropy", batch_size=batch_size, key=jax.random.fold_in(key, 1),
+                           eval_every=early * steps_per_epoch, x_test=x_test, y_test=y_test)
+            by_step = {e["step"]: 100.0 * e["test_accuracy"] for e in result.evals}
+        except TrainingDiverged as err:
+            notes.append(f"{label} seed {s}: diverged at step {err.step}; counted at chance")
+            by_step = {}
+        runs.append([by_step.get(epoch * steps_per_epoch, chance) for epoch in (early, late)])
+    runs = np.asarray(runs)
+    return runs[:, 0], runs[:, 1]
+
+
+def mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def depth_grid(max_depth: int, per_decade: int) -> np.ndarray:

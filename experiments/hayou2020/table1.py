@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from deep_kernels import eoc_point
-from hayou_common import paper_values
+from hayou_common import accuracies_at_epochs, mean_std, paper_values
 from omegaconf import OmegaConf
 
 from ntkrepro.nets import Network, fc
@@ -30,7 +29,6 @@ from ntkrepro.nets.core import (
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, load_split, main
-from ntkrepro.train import TrainingDiverged, train
 
 EPOCH_TAGS = ("early", "late")
 ORDERINGS = ("classS_beats_relu_like", "prelu_ge_relu", "softplus_sigmoid_at_chance")
@@ -132,7 +130,6 @@ def run(cfg) -> StageResult:
         x, y = _flat(train_set)
         x_test, y_test = _flat(test_set)
         n_train[dataset] = len(x)
-        steps_per_epoch = len(x) // int(p.batch_size)
         chance = 100.0 / train_set.num_classes
         for entry in progress(list(p.models), desc=f"table1 {dataset}", enabled=cfg.progress):
             sigma_w2, sigma_b2 = init_variances(entry, dataset)
@@ -144,34 +141,12 @@ def run(cfg) -> StageResult:
                 sigma_w2=sigma_w2,
                 sigma_b2=sigma_b2,
             )
-            accs = {tag: [] for tag in EPOCH_TAGS}
-            for seed in range(int(p.n_seeds)):
-                key = jax.random.fold_in(jax.random.PRNGKey(int(cfg.seed)), seed)
-                params = net.init_fn(jax.random.fold_in(key, 0), x.shape)
-                try:
-                    result = train(
-                        net.apply_fn,
-                        params,
-                        x,
-                        y,
-                        steps=late * steps_per_epoch,
-                        learning_rate=float(p.lr),
-                        loss="cross_entropy",
-                        batch_size=int(p.batch_size),
-                        key=jax.random.fold_in(key, 1),
-                        eval_every=early * steps_per_epoch,
-                        x_test=x_test,
-                        y_test=y_test,
-                    )
-                    by_step = {e["step"]: 100.0 * e["test_accuracy"] for e in result.evals}
-                except TrainingDiverged as err:
-                    notes.append(f"{dataset}/{entry.name}/seed {seed}: diverged at step {err.step}; counted at chance")
-                    by_step = {}
-                for tag, epochs in (("early", early), ("late", late)):
-                    accs[tag].append(by_step.get(epochs * steps_per_epoch, chance))
-            for tag, epochs in (("early", early), ("late", late)):
-                values = np.asarray(accs[tag])
-                mean, std = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            accs = accuracies_at_epochs(net, (x, y, x_test, y_test), seed=int(cfg.seed), n_seeds=int(p.n_seeds),
+                                        epochs=(early, late), batch_size=int(p.batch_size),
+                                        learning_rate=float(p.lr), chance=chance, label=f"{dataset}/{entry.name}",
+                                        notes=notes)
+            for tag, epochs, values in zip(EPOCH_TAGS, (early, late), accs, strict=True):
+                mean, std = mean_std(values)
                 metrics[f"acc_{dataset}_{entry.name}_{tag}"] = mean
                 metrics[f"std_{dataset}_{entry.name}_{tag}"] = std
                 rows.append(

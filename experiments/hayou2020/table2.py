@@ -9,18 +9,17 @@ fewer and shallower nets and epochs (reported as reduced, on stand-in data).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from cifar_resnet import cifar_resnet
-from hayou_common import paper_values
+from hayou_common import accuracies_at_epochs, mean_std, paper_values
 
 from ntkrepro.nets import resnet
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, load_split, main
-from ntkrepro.train import TrainingDiverged, step_decay_schedule, train
+from ntkrepro.train import step_decay_schedule
 
 VARIANTS = ("standard", "scaled")
 EPOCH_TAGS = ("early", "late")
@@ -72,36 +71,12 @@ def run(cfg) -> StageResult:
     jobs = [(int(d), v) for d in p.depths for v in VARIANTS]
     for depth, variant in progress(jobs, desc="table2", enabled=cfg.progress):
         net = build_net(p.model, depth=depth, branch_scale=variant, num_classes=train_set.num_classes, dtype=dtype)
-        accs = {tag: [] for tag in EPOCH_TAGS}
-        for seed in range(int(p.n_seeds)):
-            key = jax.random.fold_in(jax.random.PRNGKey(int(cfg.seed)), seed)
-            params = net.init_fn(jax.random.fold_in(key, 0), x.shape)
-            try:
-                result = train(
-                    net.apply_fn,
-                    params,
-                    x,
-                    y,
-                    steps=late * steps_per_epoch,
-                    learning_rate=schedule,
-                    loss="cross_entropy",
-                    batch_size=int(p.batch_size),
-                    key=jax.random.fold_in(key, 1),
-                    eval_every=early * steps_per_epoch,
-                    x_test=x_test,
-                    y_test=y_test,
-                )
-                by_step = {e["step"]: 100.0 * e["test_accuracy"] for e in result.evals}
-            except TrainingDiverged as err:
-                notes.append(f"depth {depth} {variant} seed {seed}: diverged at step {err.step}; counted at chance")
-                by_step = {}
-            for tag, epochs in (("early", early), ("late", late)):
-                accs[tag].append(by_step.get(epochs * steps_per_epoch, chance))
         label = f"{p.model.name}{depth}"
-        for tag, epochs in (("early", early), ("late", late)):
-            values = np.asarray(accs[tag])
-            mean = float(values.mean())
-            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        accs = accuracies_at_epochs(net, (x, y, x_test, y_test), seed=int(cfg.seed), n_seeds=int(p.n_seeds),
+                                    epochs=(early, late), batch_size=int(p.batch_size), learning_rate=schedule,
+                                    chance=chance, label=f"depth {depth} {variant}", notes=notes)
+        for tag, epochs, values in zip(EPOCH_TAGS, (early, late), accs, strict=True):
+            mean, std = mean_std(values)
             metrics[f"acc_{label}_{variant}_{tag}"] = mean
             metrics[f"std_{label}_{variant}_{tag}"] = std
             rows.append(
