@@ -17,32 +17,14 @@ and at t = inf eigenvalues below ``rcond * max(lambda)`` are treated as 0 (a pse
 
 from __future__ import annotations
 
-import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkrepro.regression import kernel_regression
+from ntkrepro.regression import check_finite, full_precision_matmuls, kernel_regression
 
 LOSSES = ("mean", "sum")
-
-
-def _full_precision_matmuls(fn):
-    """Run ``fn`` with full-precision matmuls (no TF32 on GPUs for float32 inputs)."""
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        with jax.default_matmul_precision("highest"):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
-def _finite(name, a):
-    if not isinstance(a, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(a))):
-        raise ValueError(f"{name} contains NaN or inf")
 
 
 def _times(t):
@@ -65,7 +47,7 @@ def _square(name, a, n=None):
     a = jnp.asarray(a)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or (n is not None and a.shape[0] != n):
         raise ValueError(f"{name} must be a square ({n or 'n'}, {n or 'n'}) matrix, got shape {a.shape}")
-    _finite(name, a)
+    check_finite(name, a)
     return a
 
 
@@ -73,7 +55,7 @@ def _rows(name, a, n, m=None):
     a = jnp.asarray(a)
     if a.ndim != 2 or a.shape[1] != n or (m is not None and a.shape[0] != m):
         raise ValueError(f"{name} must be ({m or 'm'}, {n}), got shape {a.shape}")
-    _finite(name, a)
+    check_finite(name, a)
     return a
 
 
@@ -91,7 +73,7 @@ def _spectral_filter(eigenvalues, t, rate, rcond):
     return jnp.stack(rows)
 
 
-@_full_precision_matmuls
+@full_precision_matmuls
 def linearized_outputs(ntk_train, y_train, f0_train, *, t, lr: float = 1.0, loss: str = "mean",
                        ntk_test_train=None, f0_test=None, rcond: float = 1e-12):
     """Outputs of the linearized network at time(s) t (module docstring; Jacot sec. 5, survey eq. 9).
@@ -109,8 +91,8 @@ def linearized_outputs(ntk_train, y_train, f0_train, *, t, lr: float = 1.0, loss
     y, f0 = jnp.asarray(y_train), jnp.asarray(f0_train)
     if y.shape[0] != n or y.shape != f0.shape:
         raise ValueError(f"y_train {y.shape} and f0_train {f0.shape} must both have {n} rows and equal shapes")
-    _finite("y_train", y)
-    _finite("f0_train", f0)
+    check_finite("y_train", y)
+    check_finite("f0_train", f0)
     if (ntk_test_train is None) != (f0_test is None):
         raise ValueError("pass ntk_test_train and f0_test together (or neither)")
     times = _times(t)
@@ -126,7 +108,7 @@ def linearized_outputs(ntk_train, y_train, f0_train, *, t, lr: float = 1.0, loss
         f0_test = jnp.asarray(f0_test)
         if f0_test.shape[0] != ntk_test_train.shape[0] or f0_test.shape[1:] != y.shape[1:]:
             raise ValueError(f"f0_test {f0_test.shape} does not match ntk_test_train {ntk_test_train.shape}")
-        _finite("f0_test", f0_test)
+        check_finite("f0_test", f0_test)
         filters = _spectral_filter(lam, times, rate, rcond)
         projected = ntk_test_train @ vecs
         test = jnp.stack([f0_test - projected @ (g.reshape(shape) * residual0) for g in filters])
@@ -135,7 +117,7 @@ def linearized_outputs(ntk_train, y_train, f0_train, *, t, lr: float = 1.0, loss
     return train, test
 
 
-@_full_precision_matmuls
+@full_precision_matmuls
 def ntk_ensemble(ntk_train, ntk_test_train, nngp_train, nngp_test_train, nngp_test_test, y_train, *,
                  t=math.inf, lr: float = 1.0, loss: str = "mean", rcond: float = 1e-12):
     """Mean and covariance over initializations of the linearized net at time t (survey eqs. 152-156).
@@ -158,7 +140,7 @@ def ntk_ensemble(ntk_train, ntk_test_train, nngp_train, nngp_test_train, nngp_te
     y = jnp.asarray(y_train)
     if y.ndim not in (1, 2) or y.shape[0] != n:
         raise ValueError(f"y_train must be (N,) or (N, k) with N = {n}, got shape {y.shape}")
-    _finite("y_train", y)
+    check_finite("y_train", y)
     times = _times(t)
     lam, vecs = jnp.linalg.eigh(ntk_train)
     filters = _spectral_filter(lam, times, _rate(lr, loss, n), rcond)
@@ -174,7 +156,7 @@ def ntk_ensemble(ntk_train, ntk_test_train, nngp_train, nngp_test_train, nngp_te
     return jnp.stack(means), jnp.stack(covs)
 
 
-@_full_precision_matmuls
+@full_precision_matmuls
 def gp_posterior(k_train, k_test_train, k_test_test, y_train, *, noise: float = 0.0, jitter: float = 0.0):
     """Posterior mean K(x, X)(K + noise I)^-1 y and covariance K(x, x') - K(x, X)(K + noise I)^-1 K(X, x')
     of a zero-mean GP (survey eqs. 149-150); Cholesky solves with the jitter policy of

@@ -25,7 +25,7 @@ from jax.scipy.sparse.linalg import cg
 JITTER_STEPS = 3
 
 
-def _full_precision_matmuls(fn):
+def full_precision_matmuls(fn):
     """Run ``fn`` with full-precision matmuls (no TF32 on GPUs for float32 inputs)."""
 
     @functools.wraps(fn)
@@ -36,7 +36,8 @@ def _full_precision_matmuls(fn):
     return wrapped
 
 
-def _finite(name, a):
+def check_finite(name, a):
+    """Raise if the concrete array ``a`` has NaN or inf (traced arrays pass)."""
     if not isinstance(a, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(a))):
         raise ValueError(f"{name} contains NaN or inf")
 
@@ -59,7 +60,7 @@ def _check_system(k_train, y_train, k_test):
             raise ValueError(f"k_test must be (m, n) with n = {n} training points, got shape {k_test.shape}")
     for name, a in (("k_train", k_train), ("y_train", y_train), ("k_test", k_test)):
         if a is not None:
-            _finite(name, a)
+            check_finite(name, a)
     return k_train, y_train, k_test
 
 
@@ -84,7 +85,7 @@ def _factor(k_train, ridge: float, jitter: float):
     raise ValueError(f"K_train + {ridges[-1]:g} I is not positive definite (Cholesky failed); {hint}")
 
 
-@_full_precision_matmuls
+@full_precision_matmuls
 def solve(k_train, y_train, *, ridge: float = 0.0, jitter: float = 0.0, solver: str = "cholesky",
           tol: float = 1e-10, max_iter: int | None = None):
     """alpha = (K + ridge I)^-1 Y for Y of shape (n,) or (n, k).
@@ -112,7 +113,7 @@ def solve(k_train, y_train, *, ridge: float = 0.0, jitter: float = 0.0, solver: 
     raise ValueError(f"unknown solver {solver!r}; use 'cholesky' or 'cg'")
 
 
-@_full_precision_matmuls
+@full_precision_matmuls
 def kernel_regression(k_train, y_train, k_test, *, ridge: float = 0.0, jitter: float = 0.0,
                       solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None):
     """Kernel (ridge) regression predictions K(test, train) (K(train, train) + ridge I)^-1 Y.
