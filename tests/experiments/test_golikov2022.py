@@ -297,11 +297,11 @@ def test_time_compiled_excludes_the_warm_up_call():
     def fn(x):
         calls.append(x)
         if len(calls) == 1:
-            time.sleep(0.3)  # "compilation"
+            time.sleep(1.0)  # "compilation" (sleeping costs no CPU time)
         return np.zeros(1)
 
     wall, cpu = gram_cost.time_compiled(fn, 1, repeats=2)
-    assert len(calls) == 3 and wall < 0.1 and cpu < 0.1
+    assert len(calls) == 3 and wall < 0.5 and cpu < 0.5  # a 0.5 s margin for a busy machine
 
 
 def test_time_compiled_takes_the_best_repeat_per_clock():
