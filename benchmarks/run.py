@@ -5,6 +5,7 @@ same session. Writes benchmarks/results/<date>-<study>.json with machine info an
     .venv/bin/python benchmarks/run.py cntk     # CNTK-V (512 images) / CNTK-GAP (6) depth 6 on 32x32x3: pairs/s
     .venv/bin/python benchmarks/run.py deq      # DEQ-NTK Gram 10,000 x 10,000 (+ the paper's per-entry solver)
     .venv/bin/python benchmarks/run.py empirical  # empirical NTK: FC width 1024 depth 4, CNN 128 channels
+    .venv/bin/python benchmarks/run.py trace    # CNTK-GAP's 3x3 trace operator: shifted adds vs convolution
 
 The peer runs as a subprocess (benchmarks/nt_peer.py in benchmarks/.venv-nt); inputs come from numpy's
 RandomState(seed) on both sides. Timings: compiled computation, best of `repeats` after a warm-up.
@@ -36,10 +37,15 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    try:  # a copied working tree (e.g. on a device machine) may have no git
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    except OSError:
+        commit = ""
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem_gb, 1), "python": platform.python_version(),
-            "jax": jax.__version__, "backend": jax.default_backend(), "loadavg_1m": os.getloadavg()[0],
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": commit}
+            "jax": jax.__version__, "backend": jax.default_backend(),
+            "devices": [d.device_kind for d in jax.devices()], "loadavg_1m": os.getloadavg()[0],
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": commit or os.environ.get("NTKREPRO_COMMIT", "")}
 
 
 def best_of(fn, repeats: int) -> float:
@@ -106,9 +112,54 @@ def study_cntk(a) -> dict:
                      "peer_pairs_per_s": nt.get("pairs_per_s"),
                      "speedup": ours_pps / nt["pairs_per_s"] if "pairs_per_s" in nt else None, "peer": nt})
         full = 60000**2 / 2
-        rows[-1]["cifar10_full_gram_depth21_cpu_hours_extrapolated"] = full / ours_pps * (20 / 5) / 3600
+        # device-hours on this backend ("cpu_hours" on a CPU, "gpu_hours" on one GPU)
+        rows[-1][f"cifar10_full_gram_depth21_{jax.default_backend()}_hours_extrapolated"] = (
+            full / ours_pps * (20 / 5) / 3600)
     return {"study": "cntk", "depth": 6, "image": [32, 32, 3], "rows": rows,
             "note": "extrapolation: measured depth-6 pairs/s scaled linearly in conv layers (5 -> 20)"}
+
+
+def study_trace(a) -> dict:
+    """CNTK-GAP's trace operator L (Arora et al. eq. 7 on (P, Q, P, Q) per pair, 3x3, zero padding) on
+    ``a.n_trace`` pairs of 32x32 maps, float32, three ways: q^2 shifted adds (what ``ntkrepro.kernels.conv``
+    uses), separable q + q shifted adds, and two 2-D convolutions with an identity q x q filter
+    (``lax.conv_general_dilated``) over the (i, i') and (j, j') planes. All three are checked equal first."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    from ntkrepro.kernels.conv import trace_operator
+
+    q, r, side = 3, 1, 32
+
+    def separable(m):
+        for axes in ((1, 3), (2, 4)):
+            padded = jnp.pad(m, [(r, r) if ax in axes else (0, 0) for ax in range(m.ndim)])
+            m = sum(lax.slice_in_dim(lax.slice_in_dim(padded, s, s + side, axis=axes[0]), s, s + side, axis=axes[1])
+                    for s in range(q))
+        return m
+
+    def convolution(m):
+        kernel = jnp.eye(q, dtype=m.dtype)[:, :, None, None]  # HWIO: sum over the diagonal of the window
+        b = m.shape[0]
+        for perm in ((0, 2, 4, 1, 3), (0, 1, 3, 2, 4)):  # the (i, i') plane, then the (j, j') plane
+            planes = jnp.transpose(m, perm).reshape(-1, side, side, 1)
+            out = lax.conv_general_dilated(planes, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            m = jnp.transpose(out.reshape(b, side, side, side, side), np.argsort(perm))
+        return m
+
+    m = jnp.asarray(np.random.RandomState(a.seed).randn(a.n_trace, side, side, side, side).astype(np.float32))
+    variants = {"shifted_adds_q2": lambda m: trace_operator(m, filter_size=q), "shifted_adds_separable": separable,
+                "convolution": convolution}
+    fns = {name: jax.jit(fn) for name, fn in variants.items()}
+    reference = np.asarray(fns["shifted_adds_q2"](m))
+    rows = []
+    for name, fn in fns.items():
+        np.testing.assert_allclose(np.asarray(fn(m)), reference, rtol=1e-5, atol=1e-5)
+        seconds = best_of(lambda fn=fn: fn(m), a.repeats)
+        rows.append({"variant": name, "seconds": seconds, "ms_per_pair": 1e3 * seconds / a.n_trace,
+                     "entries_per_s": m.size / seconds})
+    return {"study": "trace", "pairs": a.n_trace, "maps": [side, side], "filter": q, "dtype": "float32",
+            "rows": rows}
 
 
 def study_deq(a) -> dict:
@@ -176,20 +227,23 @@ def study_empirical(a) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("study", choices=["fc", "cntk", "deq", "empirical"])
+    p.add_argument("study", choices=["fc", "cntk", "deq", "empirical", "trace"])
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--n-vanilla", type=int, default=512)
     p.add_argument("--n-gap", type=int, default=6)
     p.add_argument("--n-deq", type=int, default=10000)
     p.add_argument("--n-empirical-fc", type=int, default=200)
     p.add_argument("--n-empirical-cnn", type=int, default=8)
+    p.add_argument("--n-trace", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results-dir", type=Path, default=HERE / "results")
     a = p.parse_args()
-    result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq, "empirical": study_empirical}[a.study](a)
+    result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq, "empirical": study_empirical,
+              "trace": study_trace}[a.study](a)
     result["machine"] = machine()
-    out = HERE / "results" / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"
-    out.parent.mkdir(exist_ok=True)
+    out = a.results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str)[:3000])
     print(f"wrote {out}", file=sys.stderr)

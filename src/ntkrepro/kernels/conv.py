@@ -151,10 +151,9 @@ def box_sum(m, *, filter_size: int, axes: tuple[int, int] = (-2, -1)):
 def trace_operator(m, *, filter_size: int):
     """The trace operator L on (..., P, Q, P, Q) as q^2 shifted adds of the zero-padded tensor.
 
-    Measured per 32x32 pair in float32 on this project's 2-core CPU (shared, so absolute times are
-    loose; the ratios held): q^2 = 9 shifted adds 13 ms (XLA fuses them into one loop), separable
-    3 + 3 shifted adds 22 ms (two passes over memory), a separable 2-D convolution with a diagonal 3 x 3
-    kernel (``lax.conv_general_dilated``) 507 ms.
+    Per 32x32 pair in float32 on the project's 2-core CPU (``benchmarks/run.py trace``): q^2 = 9 shifted
+    adds 4.7 ms (XLA fuses them into one loop), separable 3 + 3 shifted adds 6.0 ms (two passes over
+    memory), two 2-D convolutions with an identity 3 x 3 filter (``lax.conv_general_dilated``) 54 ms.
     """
     r = filter_size // 2
     if r == 0:
