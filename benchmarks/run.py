@@ -59,6 +59,8 @@ def best_of(fn, repeats: int) -> float:
 
 
 def peer(*args) -> dict:
+    if PEER is None:
+        return {"error": "peer skipped (--no-peer)"}
     if not PEER.exists():
         return {"error": f"peer venv missing: {PEER} (see benchmarks/README.md)"}
     out = subprocess.run([str(PEER), str(HERE / "nt_peer.py"), *map(str, args)], capture_output=True, text=True)
@@ -172,7 +174,8 @@ def study_deq(a) -> dict:
     kw = {"sigma_w2": 0.25, "sigma_u2": 0.25, "sigma_b2": 0.5}
     ours = best_of(lambda: deq_ntk(x, **kw).ntk, 1)
     # the paper's method: one scalar root solve per entry (measured on a sample, extrapolated)
-    dots = (x[:200] @ x[200:400].T).ravel()[:2000]
+    half = max(1, min(200, a.n_deq // 2))
+    dots = (x[:half] @ x[half:2 * half].T).ravel()[:2000]
 
     def solve(t):
         f = lambda r: kw["sigma_w2"] * (np.sqrt(max(0.0, 1 - r * r)) + (np.pi - np.arccos(np.clip(r, -1, 1))) * r) \
@@ -225,7 +228,7 @@ def study_empirical(a) -> dict:
                     "no bias); weights are drawn differently, which does not change the cost"}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("study", choices=["fc", "cntk", "deq", "empirical", "trace"])
     p.add_argument("--n", type=int, default=4000)
@@ -238,7 +241,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
-    a = p.parse_args()
+    p.add_argument("--no-peer", action="store_true", help="skip neural-tangents (e.g. on a device without it)")
+    a = p.parse_args(argv)
+    if a.no_peer:
+        global PEER
+        PEER = None
     result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq, "empirical": study_empirical,
               "trace": study_trace}[a.study](a)
     result["machine"] = machine()
