@@ -89,6 +89,29 @@ def test_duplicate_ids_rejected(tmp_path):
         load_registry(_registry(tmp_path, [VALUE, VALUE]))
 
 
+def test_evidence_metrics_travel_with_the_verdict_and_reach_the_report(tmp_path):
+    claim = {**VALUE, "exact": True, "evidence": ["slope", "converged"]}
+    (c,) = load_registry(_registry(tmp_path, [claim]))
+    record = _record(1.5)
+    record["metrics"].update(slope=-0.4844, converged=False)
+    result = evaluate(c, record)
+    assert result.status == "contradicted" and result.evidence == {"slope": -0.4844, "converged": False}
+    results = tmp_path / "results" / "quick"
+    (results / "p" / "a").mkdir(parents=True)
+    (results / "p" / "a" / "metrics.json").write_text(json.dumps({**record, "figures": [], "tables": []}))
+    md = build(results, tmp_path / "experiments")[0].read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| c1 |"))
+    assert "evidence: slope = -0.4844, converged = false; why: experiments/p/README.md" in row
+
+
+def test_evidence_must_name_metrics_the_stage_produced(tmp_path):
+    with pytest.raises(ClaimError, match="list of metric names"):
+        load_registry(_registry(tmp_path, [{**VALUE, "evidence": "slope"}]))
+    (c,) = load_registry(_registry(tmp_path, [{**VALUE, "evidence": ["slope"]}]))
+    with pytest.raises(ClaimError, match=r"evidence metrics \['slope'\]"):
+        evaluate(c, _record(1.0))
+
+
 def test_report_lists_claims_and_artifacts(tmp_path):
     _registry(tmp_path, [VALUE, {**VALUE, "id": "c2", "artifact": "b"}])
     results = tmp_path / "results" / "quick"

@@ -16,6 +16,7 @@ A registry is ``experiments/<paper>/claims.yaml``::
         needs_scale: quick               # smallest scale at which the measurement is meaningful
         needs_data: true                 # a stand-in dataset cannot confirm it (default true if data used)
         exact: false                     # measured by an exact computation: a miss is "contradicted"
+        evidence: [lambda2, n_train]     # optional: other metrics of the artifact shown with the verdict
 
 Statuses: ``reproduced``, ``deviates``, ``contradicted`` (an exact computation disagrees with the
 paper), ``not run at this scale``, ``data unavailable`` (the stage ran on a stand-in).
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class Claim:
     needs_scale: str
     needs_data: bool
     exact: bool
+    evidence: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ClaimResult:
     scale: str | None
     data: str | None
     detail: str
+    evidence: dict[str, Any] = field(default_factory=dict)  # the claim's evidence metrics, as measured
 
 
 def load_registry(path: str | Path) -> list[Claim]:
@@ -89,6 +92,9 @@ def load_registry(path: str | Path) -> list[Claim]:
             raise ClaimError(f"{path}: claim {raw['id']}: a tolerance {{abs|rel: x}} is required")
         if tol and not raw.get("tolerance_reason"):
             raise ClaimError(f"{path}: claim {raw['id']}: tolerance_reason is required")
+        evidence = raw.get("evidence") or []
+        if not (isinstance(evidence, list) and all(isinstance(e, str) for e in evidence)):
+            raise ClaimError(f"{path}: claim {raw['id']}: evidence must be a list of metric names")
         needs_scale = raw.get("needs_scale", "quick")
         if needs_scale not in SCALE_RANK:
             raise ClaimError(f"{path}: claim {raw['id']}: needs_scale must be one of {list(SCALE_RANK)}")
@@ -99,6 +105,7 @@ def load_registry(path: str | Path) -> list[Claim]:
                 statement=raw.get("statement", ""), kind=raw["kind"], tolerance=tol,
                 tolerance_reason=raw.get("tolerance_reason", ""), needs_scale=needs_scale,
                 needs_data=bool(raw.get("needs_data", True)), exact=bool(raw.get("exact", False)),
+                evidence=tuple(evidence),
             )
         )
     return claims
@@ -121,13 +128,18 @@ def evaluate(claim: Claim, record: dict | None) -> ClaimResult:
             f"claim {claim.paper}/{claim.id} references metric {claim.metric!r}, which stage "
             f"{claim.artifact!r} did not produce (it has: {', '.join(sorted(metrics)) or 'none'})"
         )
+    missing = [m for m in claim.evidence if m not in metrics]
+    if missing:
+        raise ClaimError(f"claim {claim.paper}/{claim.id}: evidence metrics {missing} are not in stage "
+                         f"{claim.artifact!r}'s metrics")
     measured = metrics[claim.metric]
     scale = record.get("scale")
     data = record.get("data") or {}
     data_name = data.get("name")
     if data.get("substituted_for"):
         data_name = f"{data_name} (stand-in for {data['substituted_for']})"
-    base = dict(claim=claim, measured=measured, scale=scale, data=data_name)
+    base = dict(claim=claim, measured=measured, scale=scale, data=data_name,
+                evidence={m: metrics[m] for m in claim.evidence})
 
     if measured is None or (isinstance(measured, float) and math.isnan(measured)):
         return ClaimResult(**base, status="not run at this scale", difference=None,

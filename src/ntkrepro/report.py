@@ -68,6 +68,17 @@ def figure_caption(rec: dict, fig: str) -> str:
             f"runtime {runtime}.")
 
 
+def _notes(r: ClaimResult) -> str:
+    """The detail (or the tolerance's reason), then the claim's evidence metrics as measured; a
+    contradicted claim points to the paper's README, where the derivation is."""
+    parts = [r.detail or r.claim.tolerance_reason]
+    if r.evidence:
+        parts.append("evidence: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in r.evidence.items()))
+    if r.status == "contradicted":
+        parts.append(f"why: experiments/{r.claim.paper}/README.md")
+    return "; ".join(p for p in parts if p)
+
+
 def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str:
     papers = sorted({r.claim.paper for r in results} | {p for p, _ in records})
     lines = [f"# ntkrepro reproduction report — scale `{scale}`", "",
@@ -82,7 +93,7 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str
         lines += ["", f"## {paper}", "", "### Claims", ""]
         rows = [[r.claim.id, r.claim.where, r.claim.statement or r.claim.metric, _fmt(r.claim.paper_value),
                  _fmt(r.measured), _fmt(r.difference), _tol(r.claim), r.status, r.scale or "—",
-                 r.data or "—", r.detail or r.claim.tolerance_reason]
+                 r.data or "—", _notes(r)]
                 for r in results if r.claim.paper == paper]
         lines += _md_table(["id", "where", "claim", "paper", "measured", "diff", "tolerance", "status",
                             "scale", "data", "notes"], rows)
