@@ -1,16 +1,12 @@
 """Shared by the Arora et al. 2019 stages: image downsampling for the reduced scales, the cached CNTK
 Gram of a training + test set (and the list of a stage's Grams, for tile jobs), kernel regression with
-the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax), log-log slopes, and
-the paper's values for figure markers."""
+the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax) and log-log slopes."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from ntkrepro.claims import load_registry
 from ntkrepro.gram import compute_gram
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import load_split
@@ -98,9 +94,3 @@ def log_axis_with_ticks(ax, ticks, *, label: str) -> None:
     ax.set_xticks(list(ticks), [str(t) for t in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(label)
-
-
-def paper_values(artifact: str) -> dict:
-    """The published value of each metric of ``artifact`` (from claims.yaml; figure markers only)."""
-    path = Path(__file__).with_name("claims.yaml")
-    return {c.metric: c.paper_value for c in load_registry(path) if c.artifact == artifact}

@@ -4,6 +4,7 @@ subset, read off the same Gram) and SGD-trained CNN-V / CNN-GAP (best over a gri
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -13,11 +14,11 @@ from arora_common import (
     cntk_blocks,
     downsample,
     log_axis_with_ticks,
-    paper_values,
     regression_accuracy,
 )
 from scipy.stats import spearmanr
 
+from ntkrepro.claims import paper_values
 from ntkrepro.data import select_subset
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.nets import cnn
@@ -207,7 +208,7 @@ def run(cfg) -> StageResult:
                "cnn_grid_runs": len(grid)},
         seeds=[cfg.seed, p.subset.seed, c.seed],
         tables={"table1": table, "cnn_grid": grid_table, "kernels": pd.DataFrame(kernel_rows)},
-        figures={"table1": _figure(cells, paper_values("table1"), data_label)},
+        figures={"table1": _figure(cells, paper_values(Path(__file__).with_name("claims.yaml"), "table1"), data_label)},
         step_metrics=step_metrics,
         notes=[f"test data: {test_set.provenance}",
                f"'-2K' columns: class-balanced subset of {len(subset)} of the {len(x_tr)} training "

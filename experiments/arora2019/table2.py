@@ -4,6 +4,8 @@ over independent draws) - against depth."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import numpy as np
 import pandas as pd
@@ -12,10 +14,10 @@ from arora_common import (
     cntk_blocks,
     downsample,
     log_axis_with_ticks,
-    paper_values,
     regression_accuracy,
 )
 
+from ntkrepro.claims import paper_values
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.nets import cnn
 from ntkrepro.plotting import band, figure
@@ -127,7 +129,7 @@ def run(cfg) -> StageResult:
                "downsample": p.downsample, "channels": p.channels, "n_draws": p.n_draws},
         seeds=[cfg.seed, p.seed],
         tables={"table2": table, "kernels": rows, "draws": pd.DataFrame(draws)},
-        figures={"table2": _figure(rows, paper_values("table2"), data_label)},
+        figures={"table2": _figure(rows, paper_values(Path(__file__).with_name("claims.yaml"), "table2"), data_label)},
         notes=[f"test data: {test_set.provenance}",
                f"random features: empirical NTK of {p.channels}-channel CNNs, {p.n_draws} draws, median"],
     )

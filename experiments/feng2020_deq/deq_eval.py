@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ntkrepro.claims import load_registry
 from ntkrepro.gram import compute_gram
 from ntkrepro.io import atomic_write_json
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
@@ -193,10 +192,3 @@ def result_row(method: str, variances: dict, r: dict, cost: dict) -> dict:
     return {"method": method, **variances, "test_acc_pct": r["acc_pct"], "n_train": r["n_train"],
             "n_test": r["n_test"], "gram_seconds": r["gram_wall_s"], "solve_seconds": r["solve_wall_s"],
             **cost}
-
-
-def paper_values(paper: str, artifact: str) -> dict:
-    """The published value of each metric of ``artifact`` (read from claims.yaml, for figure markers)."""
-    path = Path(__file__).with_name("claims.yaml")
-    return {c.metric: c.paper_value for c in load_registry(path)
-            if c.paper == paper and c.artifact == artifact and c.kind == "value"}

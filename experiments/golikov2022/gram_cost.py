@@ -21,7 +21,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from ntkrepro.claims import load_registry
+from ntkrepro.claims import paper_values
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.kernels.fc import fc_kernels
 from ntkrepro.plotting import figure, loglog_with_fit
@@ -32,12 +32,6 @@ KERNELS = ("fc", "cntk_v", "cntk_gap")
 AXES = ("m", "d")
 TIME = "cpu_seconds"  # fitted and plotted: the process's CPU time, robust to other jobs on the machine
 COLORS = {"fc": "C0", "cntk_v": "C1", "cntk_gap": "C2"}
-
-
-def paper_values() -> dict:
-    """The published value of each gram_cost metric (read from claims.yaml; figure markers only)."""
-    return {c.metric: c.paper_value for c in load_registry(Path(__file__).with_name("claims.yaml"))
-            if c.artifact == "gram_cost"}
 
 
 def gram_fn(kernel: str, *, depth: int, dtype=jnp.float32, batch_size: int | None = None) -> Callable:
@@ -131,7 +125,7 @@ def run(cfg) -> StageResult:
     timings = pd.DataFrame(rows)
 
     metrics, fits = {}, []
-    published = paper_values()
+    published = paper_values(Path(__file__).with_name("claims.yaml"), "gram_cost")
     fig, axes = figure(1, 2, height=2.8)
     for ax, axis in zip(axes.reshape(-1), AXES, strict=True):
         marked = False

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ntkrepro.claims import load_registry
+from ntkrepro.claims import paper_values
 from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.kernels.fc import fc_kernels
@@ -43,12 +43,6 @@ from ntkrepro.stage import StageResult, load_split, main
 ARCHS = ("fc", "cnn")
 PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
 VARIANCE_ONLY_RATE = -0.5  # the mean of M independent draws: error ~ M^-1/2 when there is no bias
-
-
-def paper_values() -> dict:
-    """The published value of each mc_vs_exact metric (read from claims.yaml; figure markers only)."""
-    return {c.metric: c.paper_value for c in load_registry(Path(__file__).with_name("claims.yaml"))
-            if c.artifact == "mc_vs_exact"}
 
 
 # ---------------------------------------------------------------- models
@@ -348,7 +342,7 @@ def run(cfg) -> StageResult:
     probe_table = pd.DataFrame(probe_rows)
 
     summary, metrics = summarize_grid(grid, exact_acc, seed=cfg.seed)
-    published = paper_values()
+    published = paper_values(Path(__file__).with_name("claims.yaml"), "mc_vs_exact")
     metrics.update(bias_metrics(bias, depth=p.depth, control_depth=p.control_depth,
                                 t_threshold=p.bias_t_threshold, share_threshold=p.bias_share_threshold))
     figures = {

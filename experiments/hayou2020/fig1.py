@@ -6,6 +6,7 @@ with several sigma_w (alpha_L = L (1 + sigma_w^2/2)^(L-1)), each from one exact 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from hayou_common import (
@@ -14,11 +15,11 @@ from hayou_common import (
     exponential_rate,
     first_layer_covariance,
     loglog_slope,
-    paper_values,
     phase_case,
     resnet_case,
 )
 
+from ntkrepro.claims import paper_values
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main
@@ -80,7 +81,8 @@ def run(cfg) -> StageResult:
     return StageResult(
         metrics=metrics,
         sizes={"max_depth": int(depths[-1]), "n_depths": len(depths), "ordered_depth": int(p.ordered_depth)},
-        figures={"fig1": _figure(depths, panels, lo, hi, paper_values(cfg.artifact))},
+        figures={"fig1": _figure(depths, panels, lo, hi,
+                                 paper_values(Path(__file__).with_name("claims.yaml"), cfg.artifact))},
         arrays={
             "depths": depths,
             **{f"a_{name}": err for name, err in panels["a"]},

@@ -1,6 +1,6 @@
 """Shared by the Hayou et al. 2020 stages: depth grids, the input pairs of the kernel checks, the exact
-limits of the (normalized) NTKs, rate diagnostics of an error curve, the paper's values for markers, and the
-seeded SGD runs of Tables 1-2 (test accuracy after an early and a late epoch).
+limits of the (normalized) NTKs, rate diagnostics of an error curve, and the seeded SGD runs of Tables 1-2
+(test accuracy after an early and a late epoch).
 
 Rate diagnostics. An error e(L) is classified from its deepest decades (L_max/100, L_max/10, L_max):
 * ``1/L``: L e(L) has settled: it moves by less than ``settle`` (relative) over the last decade;
@@ -13,7 +13,6 @@ A Theta(1/L) claim is checked as "1/L"; a Theta(log L / L) claim as "log(L)/L".
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -25,15 +24,8 @@ from deep_kernels import (
     relu_resnet,
 )
 
-from ntkrepro.claims import load_registry
 from ntkrepro.kernels import meanfield
 from ntkrepro.train import TrainingDiverged, train
-
-
-def paper_values(artifact: str) -> dict:
-    """The published value of each metric of ``artifact`` (from claims.yaml; figure markers only)."""
-    path = Path(__file__).with_name("claims.yaml")
-    return {c.metric: c.paper_value for c in load_registry(path) if c.artifact == artifact}
 
 
 def accuracies_at_epochs(net, data, *, seed: int, n_seeds: int, epochs: tuple[int, int], batch_size: int,

@@ -111,6 +111,12 @@ def load_registry(path: str | Path) -> list[Claim]:
     return claims
 
 
+def paper_values(registry: str | Path, artifact: str) -> dict:
+    """The published value of each metric of ``artifact`` in a registry: for figure markers only (the
+    verdicts come from :func:`evaluate`)."""
+    return {c.metric: c.paper_value for c in load_registry(registry) if c.artifact == artifact}
+
+
 def _within(measured: float, expected: float, tol: dict) -> bool:
     ok_abs = "abs" in tol and abs(measured - expected) <= tol["abs"]
     ok_rel = "rel" in tol and abs(measured - expected) <= tol["rel"] * abs(expected)
