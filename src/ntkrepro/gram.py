@@ -52,7 +52,6 @@ import argparse
 import hashlib
 import importlib
 import importlib.util
-import io
 import json
 import logging
 import math
@@ -65,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkrepro.io import atomic_save_npz, atomic_write_bytes, atomic_write_json
+from ntkrepro.io import atomic_save_npy, atomic_save_npz, atomic_write_json
 from ntkrepro.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -482,9 +481,7 @@ def request_gram(cache_root: str | Path, x1, x2=None, *, kernel: str, kernel_kwa
         if x is not None:
             paths[name] = Path(cache_root) / "gram_data" / f"{getattr(spec, name)['sha256']}.npy"
             if not paths[name].exists():
-                buf = io.BytesIO()
-                np.save(buf, np.asarray(x), allow_pickle=False)
-                atomic_write_bytes(paths[name], buf.getvalue())
+                atomic_save_npy(paths[name], x)
     path = Path(cache_root) / "gram_requests" / f"{spec.hash}.json"
     if path.exists():  # named by its content: rewriting it would only make Snakemake plan it again
         return path
