@@ -26,6 +26,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ntkrepro.io import atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 PEER = HERE / ".venv-nt" / "bin" / "python"
 
@@ -45,7 +47,7 @@ def machine() -> dict:
             "jax": jax.__version__, "backend": jax.default_backend(),
             "devices": [d.device_kind for d in jax.devices()], "loadavg_1m": os.getloadavg()[0],
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": commit or os.environ.get("NTKREPRO_COMMIT", "")}
+            "git_commit": commit}
 
 
 def best_of(fn, repeats: int) -> float:
@@ -250,8 +252,7 @@ def main(argv=None) -> None:
               "trace": study_trace}[a.study](a)
     result["machine"] = machine()
     out = a.results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write_text(out, json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str)[:3000])
     print(f"wrote {out}", file=sys.stderr)
 
