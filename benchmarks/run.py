@@ -251,6 +251,7 @@ def main(argv=None) -> None:
     result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq, "empirical": study_empirical,
               "trace": study_trace}[a.study](a)
     result["machine"] = machine()
+    result["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}  # sizes, seed, repeats
     out = a.results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"
     atomic_write_text(out, json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str)[:3000])
