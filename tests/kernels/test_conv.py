@@ -245,8 +245,22 @@ def test_multi_device_matches_single_device(tmp_path):
 def test_auto_batch_rule():
     assert conv.auto_pairs_per_batch(1024, 4) >= 1
     assert conv.auto_pairs_per_batch(1, 4) == conv._MAX_PAIRS_PER_BATCH * jax.device_count()
-    plan = conv._plan_blocks(10, 7, pairs=12, entries_per_pair=16, symmetric=False)
-    assert plan.b1 % plan.rows_per_step == 0 and plan.b1 * plan.b2 <= 12 + plan.b2 * plan.rows_per_step
+
+
+@given(n1=st.integers(1, 600), n2=st.integers(1, 600), pairs=st.integers(1, 8192),
+       entries=st.sampled_from([16, 1024, 2**20]), symmetric=st.booleans())
+def test_block_plan(n1, n2, pairs, entries, symmetric):
+    plan = conv._plan_blocks(n1, n2, pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
+    columns = n1 if symmetric else n2
+    assert plan.b1 % (plan.rows_per_step * jax.device_count()) == 0
+    assert plan.b2 <= max(1, math.isqrt(pairs)) and plan.b2 <= columns
+    assert plan.b2 == columns or plan.b2 < conv._LANES or plan.b2 % conv._LANES == 0  # whole vectors
+    if symmetric:
+        assert plan.b1 == plan.b2
+    else:
+        assert plan.b1 * plan.b2 <= pairs + plan.b2 * plan.rows_per_step
+    step = plan.rows_per_step * plan.b2 * entries
+    assert plan.rows_per_step == 1 or step <= conv._CHUNK_ENTRIES
 
 
 # ---------------------------------------------------------------- bad input
