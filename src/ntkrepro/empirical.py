@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkrepro.blocks import blockwise_on_host, pad_rows
 from ntkrepro.nets.core import combine, partition, taps_of
 
 IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
@@ -242,19 +243,6 @@ def _choose_implementation(implementation: str, apply_fn, params, x1, x2, mask, 
     return "jacobian" if costs["jacobian"] <= costs["ntvp"] else "ntvp"
 
 
-def _blocks(x: jax.Array, size: int) -> list[tuple[int, int, jax.Array]]:
-    """(start, stop, padded block) triples; the last block is padded with its last row (one compile)."""
-    out = []
-    for start in range(0, x.shape[0], size):
-        block = x[start:start + size]
-        stop = start + block.shape[0]
-        if block.shape[0] < size:
-            pad = jnp.repeat(block[-1:], size - block.shape[0], axis=0)
-            block = jnp.concatenate([block, pad], axis=0)
-        out.append((start, stop, block))
-    return out
-
-
 def empirical_ntk(
     apply_fn: Callable,
     params,
@@ -321,42 +309,39 @@ def empirical_ntk(
     if batch_size is None:
         block_bytes = (k if outputs == "trace" else k * k) * jnp.dtype(out.dtype).itemsize
         batch_size = max(1, min(BLOCK_BYTES // max(row_bytes, 1), math.isqrt(BLOCK_BYTES // block_bytes)))
-    rows, cols = _blocks(x1, int(min(batch_size, n1))), _blocks(x2, int(min(batch_size, n2)))
+    b1, b2 = int(min(batch_size, n1)), int(min(batch_size, n2))
     # Jacobian contraction: column Jacobians (structured: factors) are computed once and kept when they fit in
     # COLUMN_CACHE_BYTES (otherwise recomputed per row block: for conv nets a Jacobian costs far more than its
-    # contraction).
-    keep_columns = len(cols) * cols[0][2].shape[0] * row_bytes <= COLUMN_CACHE_BYTES
+    # contraction); a row block's are kept while its row of blocks is evaluated.
+    keep_columns = -(-n2 // b2) * b2 * row_bytes <= COLUMN_CACHE_BYTES or b2 == n2
     column_cache: dict[int, Any] = {}
+    row_cache: dict[int, Any] = {}
 
-    def column_factors(j):
-        if j in column_cache:
-            return column_cache[j]
-        fac = factors(cols[j][2])
-        if keep_columns or len(cols) == 1:
-            column_cache[j] = fac
+    def column_factors(c0):
+        if c0 in column_cache:
+            return column_cache[c0]
+        fac = factors(pad_rows(x2[c0:c0 + b2], b2))
+        if keep_columns:
+            column_cache[c0] = fac
         return fac
 
-    result = None
-    for i, (r0, r1, xb1) in enumerate(rows):
-        f1 = None
-        if implementation != "ntvp":
-            f1 = column_factors(i) if symmetric else factors(xb1)
-        for j, (c0, c1, xb2) in enumerate(cols):
-            if symmetric and j < i:
-                continue
-            if implementation != "ntvp":
-                block = contract(f1, f1 if symmetric and j == i else column_factors(j), outputs)
-            else:
-                block = _ntvp(apply_fn, theta, rest, xb1, xb2, outputs)
-            block = np.asarray(block)
-            if result is None:
-                result = np.zeros((n1, n2) + block.shape[2:], dtype=block.dtype)
-            result[r0:r1, c0:c1] = block[: r1 - r0, : c1 - c0]
-            if symmetric and j > i:
-                mirrored = np.swapaxes(block, 0, 1)
-                if outputs == "full":
-                    mirrored = np.swapaxes(mirrored, 2, 3)
-                result[c0:c1, r0:r1] = mirrored[: c1 - c0, : r1 - r0]
+    def row_factors(r0):
+        if r0 not in row_cache:
+            row_cache.clear()
+            row_cache[r0] = column_factors(r0) if symmetric else factors(pad_rows(x1[r0:r0 + b1], b1))
+        return row_cache[r0]
+
+    def pair_block(r0, c0):
+        if implementation == "ntvp":
+            return (_ntvp(apply_fn, theta, rest, pad_rows(x1[r0:r0 + b1], b1), pad_rows(x2[c0:c0 + b2], b2),
+                          outputs),)
+        f1 = row_factors(r0)
+        return (contract(f1, f1 if symmetric and c0 == r0 else column_factors(c0), outputs),)
+
+    def mirror(block):  # the transpose of a block: pair axes, and output axes for "full"
+        return block.transpose(1, 0, 3, 2) if outputs == "full" else block.T
+
+    (result,) = blockwise_on_host(pair_block, n1, n2, b1, b2, symmetric=symmetric, mirror=mirror)
     return jnp.asarray(result)
 
 

@@ -13,7 +13,7 @@ from jax.flatten_util import ravel_pytree
 from scipy import special
 
 import ntkrepro  # noqa: F401  (x64)
-from ntkrepro.kernels import fc
+from ntkrepro import blocks
 from ntkrepro.kernels.fc import (
     Kernels,
     arora_fc_kernels,
@@ -273,8 +273,8 @@ def test_many_blocks_assemble_to_the_one_block_gram(monkeypatch, symmetric):
     x2 = None if symmetric else _inputs(97, 4, seed=4)
     jax.clear_caches()
     one = fc_kernels(x, x2, depth=3, sigma_b2=0.1, all_depths=True)
-    monkeypatch.setattr(fc, "BLOCK_BYTES", 1)  # 64-row blocks: 3 x 3 (or 3 x 2) tiles, padded rows
-    assert fc.block_grid(150, 8) == (3, 50)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 1)  # 64-row blocks: 3 x 3 (or 3 x 2) tiles, padded rows
+    assert blocks.block_grid(150, 8) == (3, 50)
     jax.clear_caches()
     many = fc_kernels(x, x2, depth=3, sigma_b2=0.1, all_depths=True)
     jax.clear_caches()

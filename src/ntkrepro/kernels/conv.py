@@ -51,6 +51,7 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from ntkrepro.blocks import blockwise_on_host, pad_rows
 from ntkrepro.kernels.fc import Kernels, check_variances
 from ntkrepro.kernels.gaussian import Activation, arccos, get_activation
 
@@ -375,40 +376,6 @@ def _plan_blocks(n1: int, n2: int, *, pairs: int, entries_per_pair: int, symmetr
     return _BlockPlan(max(unit, min(pairs // b2, n1) // unit * unit), b2, rows_per_step)
 
 
-def _pad_rows(a, size: int):
-    """Pad ``a`` to ``size`` rows by repeating its first row (keeps every input valid)."""
-    missing = size - a.shape[0]
-    if missing <= 0:
-        return a
-    return np.concatenate([a, np.repeat(a[:1], missing, axis=0)], axis=0)
-
-
-def _blockwise(block_fn, rows: tuple, cols: tuple, plan: _BlockPlan, *, symmetric: bool):
-    """Evaluate ``block_fn(*row_blocks, *col_blocks) -> tuple of (b1, b2)`` over all blocks of the row-first
-    arrays ``rows`` (n1, ...) and ``cols`` (n2, ...) (upper-triangle blocks only when ``symmetric``) and
-    assemble (n1, n2) numpy arrays."""
-    n1, n2 = rows[0].shape[0], cols[0].shape[0]
-    results = None
-    for r0 in range(0, n1, plan.b1):
-        rs = slice(r0, min(n1, r0 + plan.b1))
-        row_blocks = [jnp.asarray(_pad_rows(a[rs], plan.b1)) for a in rows]
-        for c0 in range(r0 if symmetric else 0, n2, plan.b2):
-            cs = slice(c0, min(n2, c0 + plan.b2))
-            col_blocks = [jnp.asarray(_pad_rows(a[cs], plan.b2)) for a in cols]
-            values = [np.asarray(v) for v in block_fn(*row_blocks, *col_blocks)]
-            if results is None:
-                results = [np.zeros((n1, n2), v.dtype) for v in values]
-            nr, nc = rs.stop - rs.start, cs.stop - cs.start
-            for out, v in zip(results, values, strict=True):
-                v = v[:nr, :nc]
-                if symmetric and r0 == c0:  # K(x, y) and K(y, x) may differ in the last bit: keep one
-                    v = np.triu(v) + np.triu(v, 1).T
-                out[rs, cs] = v
-                if symmetric:
-                    out[cs, rs] = v.T
-    return results
-
-
 # ---------------------------------------------------------------- public: CNTK
 
 
@@ -451,8 +418,13 @@ def cntk(x1, x2=None, *, depth: int, readout: str = "vanilla", fix_first_last: b
     block = functools.partial(_cntk_block, rows_per_step=plan.rows_per_step, filter_size=q, activation=act,
                               fix_first_last=bool(fix_first_last), readout=readout)
     scale_array = jnp.asarray(scale, x1.dtype)
-    nngp, ntk = _blockwise(lambda a, da, b, db: block(a, b, da, db, scale_array), (x1, d1), (x2, d2), plan,
-                           symmetric=symmetric)
+
+    def pair_block(r0, c0):
+        a, da = (jnp.asarray(pad_rows(v[r0:r0 + plan.b1], plan.b1)) for v in (x1, d1))
+        b, db = (jnp.asarray(pad_rows(v[c0:c0 + plan.b2], plan.b2)) for v in (x2, d2))
+        return block(a, b, da, db, scale_array)
+
+    nngp, ntk = blockwise_on_host(pair_block, x1.shape[0], x2.shape[0], plan.b1, plan.b2, symmetric=symmetric)
     return Kernels(jnp.asarray(nngp), jnp.asarray(ntk))
 
 
@@ -619,8 +591,13 @@ def cdeq_ntk(x1, x2=None, *, sigma_w2: float, sigma_u2: float, tol: float = 1e-6
     plan = _plan_blocks(x1.shape[0], x2.shape[0], pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
     block = functools.partial(_cdeq_block, rows_per_step=plan.rows_per_step, filter_size=q, activation=act,
                               max_iter=int(max_iter))
-    nngp, ntk, sigma_iters, theta_iters = _blockwise(lambda a, b: block(a, b, *params), (x1,), (x2,), plan,
-                                                     symmetric=symmetric)
+
+    def pair_block(r0, c0):
+        a = jnp.asarray(pad_rows(x1[r0:r0 + plan.b1], plan.b1))
+        return block(a, jnp.asarray(pad_rows(x2[c0:c0 + plan.b2], plan.b2)), *params)
+
+    nngp, ntk, sigma_iters, theta_iters = blockwise_on_host(pair_block, x1.shape[0], x2.shape[0], plan.b1,
+                                                            plan.b2, symmetric=symmetric)
     if np.any(sigma_iters == 0) or np.any(theta_iters == 0):
         raise RuntimeError(f"CDEQ-NTK: {int(np.sum(sigma_iters == 0))} Sigma and {int(np.sum(theta_iters == 0))} "
                            f"Theta fixed points did not reach tol={tol:g} in max_iter={max_iter} iterations")

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ntkrepro.blocks import blockwise, blockwise_on_host, pad_rows
 from ntkrepro.kernels.fc import (
     Kernels,
-    blockwise,
     check_depth,
     check_inputs,
     check_variances,
@@ -179,11 +179,6 @@ def _fixed_point_tile(xa, xb, coeffs, sigma_w2, sigma_u2, tol, *, max_iter):
     return rho, theta, it, jnp.max(jnp.abs(res)), jnp.all(done(res, slope(phi)))
 
 
-def _pad_rows(x, multiple):
-    extra = (-x.shape[0]) % multiple
-    return jnp.concatenate([x, jnp.zeros((extra, x.shape[1]), x.dtype)]) if extra else x
-
-
 def deq_ntk(x1, x2=None, *, sigma_w2: float, sigma_u2: float, sigma_b2: float, tol: float | None = None,
             max_iter: int = 20, norm_tol: float = 1e-6, sum_tol: float = 1e-9, tile: int = 2048,
             dtype=None) -> DEQFixedPoint:
@@ -232,22 +227,19 @@ def deq_ntk(x1, x2=None, *, sigma_w2: float, sigma_u2: float, sigma_b2: float, t
     n1, n2 = x1.shape[0], xb_all.shape[0]
     size_a = min(tile, n1)
     size_b = size_a if symmetric else min(tile, n2)  # equal tiles, one compilation per call
-    xa_pad, xb_pad = _pad_rows(x1, size_a), _pad_rows(xb_all, size_b)
-    rho_out = np.empty((xa_pad.shape[0], xb_pad.shape[0]), dt)
-    theta_out = np.empty_like(rho_out)
-    iterations, worst, converged = 0, 0.0, True
-    for i in range(0, n1, size_a):
-        for j in range(i if symmetric else 0, n2, size_b):
-            rho, theta, it, res, ok = _fixed_point_tile(xa_pad[i:i + size_a], xb_pad[j:j + size_b], *args,
-                                                        max_iter=int(max_iter))
-            rho, theta = np.asarray(rho), np.asarray(theta)
-            rho_out[i:i + size_a, j:j + size_b], theta_out[i:i + size_a, j:j + size_b] = rho, theta
-            if symmetric and j != i:
-                rho_out[j:j + size_b, i:i + size_a], theta_out[j:j + size_b, i:i + size_a] = rho.T, theta.T
-            iterations, worst = max(iterations, int(it)), max(worst, float(res))
-            converged = converged and bool(ok)
+    tile_stats = []  # (Newton steps, max residual, converged) per tile
+
+    def pair_block(r0, c0):
+        rho, theta, it, res, ok = _fixed_point_tile(pad_rows(x1[r0:r0 + size_a], size_a),
+                                                    pad_rows(xb_all[c0:c0 + size_b], size_b), *args,
+                                                    max_iter=int(max_iter))
+        tile_stats.append((int(it), float(res), bool(ok)))
+        return rho, theta
+
+    rho, theta = blockwise_on_host(pair_block, n1, n2, size_a, size_b, symmetric=symmetric)
+    steps, residuals, oks = zip(*tile_stats, strict=True)
+    iterations, worst, converged = max(steps), max(residuals), all(oks)
     if not (converged and worst <= tol):
         raise RuntimeError(f"DEQ-NTK fixed point did not reach tol={tol:g} (|F| and Newton correction) "
                            f"within {max_iter} Newton steps (max residual {worst:.2e})")
-    return DEQFixedPoint(jax.device_put(rho_out[:n1, :n2]), jax.device_put(theta_out[:n1, :n2]),
-                         jnp.asarray(iterations), jnp.asarray(worst))
+    return DEQFixedPoint(jax.device_put(rho), jax.device_put(theta), jnp.asarray(iterations), jnp.asarray(worst))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ntkrepro.blocks import blockwise
 from ntkrepro.kernels.gaussian import Activation, get_activation
 
 
@@ -81,66 +82,6 @@ def check_depth(depth) -> int:
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
         raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
     return int(depth)
-
-
-# ---------------------------------------------------------------- blockwise Gram evaluation
-
-BLOCK_BYTES = 2**21  # one (b, b) tile array: ~2 MiB, so that a tile's whole recursion stays in cache
-
-
-def block_grid(n: int, itemsize: int) -> tuple[int, int]:
-    """(number of blocks, block size) covering n rows in equal blocks of about BLOCK_BYTES per tile."""
-    target = max(64, math.isqrt(BLOCK_BYTES // itemsize))
-    count = -(-n // target)
-    return count, -(-n // count)
-
-
-def blockwise(tile_fn, x1, x2):
-    """Evaluate a kernel tile by tile and assemble it; call inside jit.
-
-    ``tile_fn(xa, xb, same)`` maps row blocks (ba, d), (bb, d) to a pytree of (..., ba, bb) arrays;
-    ``same`` (a traced bool) is true on the diagonal blocks of a Gram of one input set. Each tile's
-    layer recursion then runs on cache-sized arrays (the elementwise work is memory-bound on whole
-    matrices). x2 None: only the upper blocks are computed, mirrored, and the diagonal blocks are made
-    exactly symmetric, so the Gram is symmetric bit for bit. Rows are padded by repeating the last one.
-    """
-    symmetric = x2 is None
-    xb_all = x1 if symmetric else x2
-    n1, n2 = x1.shape[0], xb_all.shape[0]
-    count1, size1 = block_grid(n1, x1.dtype.itemsize)
-    count2, size2 = (count1, size1) if symmetric else block_grid(n2, x1.dtype.itemsize)
-    pad = lambda x, rows: jnp.pad(x, ((0, rows - x.shape[0]), (0, 0)), mode="edge")
-    xa_all, xb_all = pad(x1, count1 * size1), pad(xb_all, count2 * size2)
-    grid = [(i, j) for i in range(count1) for j in range(i if symmetric else 0, count2)]
-    index = jnp.asarray(np.array(grid, np.int32))
-
-    def tile(ij):
-        xa = lax.dynamic_slice_in_dim(xa_all, ij[0] * size1, size1)
-        xb = lax.dynamic_slice_in_dim(xb_all, ij[1] * size2, size2)
-        return tile_fn(xa, xb, symmetric & (ij[0] == ij[1]))
-
-    tiles = lax.map(tile, index)  # leaves (tiles, ..., size1, size2)
-    if symmetric:
-        position = {ij: k for k, ij in enumerate(grid)}
-        order = np.array([[position[min(i, j), max(i, j)] for j in range(count2)] for i in range(count1)])
-        lower = np.less.outer(np.arange(count1), np.arange(count2)).T  # block row > block column
-        diagonal = np.eye(count1, dtype=bool)
-        strict_lower = np.tril(np.ones((size1, size1), bool), -1)
-    else:
-        order = np.arange(count1 * count2).reshape(count1, count2)
-
-    def assemble(leaf):
-        blocks = leaf[order]  # (count1, count2, ..., size1, size2)
-        if symmetric:
-            mirror = lower[:, :, None, None] | (diagonal[:, :, None, None] & strict_lower)
-            mirror = mirror.reshape(count1, count2, *(1,) * (leaf.ndim - 3), size1, size2)
-            blocks = jnp.where(mirror, jnp.swapaxes(blocks, -1, -2), blocks)
-        lead = leaf.shape[1:-2]
-        blocks = jnp.moveaxis(blocks, (0, 1), (len(lead), len(lead) + 2))
-        full = blocks.reshape(*lead, count1 * size1, count2 * size2)
-        return full[..., :n1, :n2]
-
-    return jax.tree_util.tree_map(assemble, tiles)
 
 
 def tile_gram(xa, xb, same):

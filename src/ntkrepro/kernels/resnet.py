@@ -19,9 +19,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ntkrepro.blocks import blockwise
 from ntkrepro.kernels.fc import (
     Kernels,
-    blockwise,
     check_depth,
     check_inputs,
     check_variances,
