@@ -3,8 +3,9 @@ batch 128, lr 1e-2) with 7 activations, each initialized on its EOC where it has
 a late number of epochs (paper: 10 and 100), on MNIST and CIFAR-10 (stand-ins at the reduced scales).
 
 PReLU (He et al. 2015) is a leaky ReLU whose negative slope is learned, one slope per layer, initialized
-at ``init_slope``; its net is built here on ``ntkrepro.nets.core`` because the library's nets take fixed
-activations. The other six use ``ntkrepro.nets.fc``.
+at ``init_slope``; its net (``prelu_fc``) takes ``ntkrepro.nets.fc``'s parameters, adds the slopes and has
+its own forward pass, because the library's nets take fixed activations. The other six use
+``ntkrepro.nets.fc``.
 """
 
 from __future__ import annotations
@@ -21,13 +22,7 @@ from omegaconf import OmegaConf
 
 from ntkrepro.claims import paper_values
 from ntkrepro.nets import Network, fc
-from ntkrepro.nets.core import (
-    check_input,
-    effective_weight,
-    init_layers,
-    readout_mask_fn,
-    trainable_mask_fn,
-)
+from ntkrepro.nets.core import check_input, effective_weight, readout_mask_fn, trainable_mask_fn
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, load_split, main
@@ -43,20 +38,12 @@ def prelu_fc(
     a_l x (x <= 0), one trainable slope a_l per hidden layer, a_l = ``init_slope`` at initialization."""
     if depth < 2 or width < 1 or out_dim < 1:
         raise ValueError(f"prelu_fc needs depth >= 2, width >= 1, out_dim >= 1; got {depth}, {width}, {out_dim}")
+    base = fc(depth=depth, width=width, out_dim=out_dim, sigma_w2=sigma_w2, sigma_b2=sigma_b2, dtype=dtype)
     use_bias = sigma_b2 > 0
     bias_scale = math.sqrt(sigma_b2)
 
-    def init_fn(key, input_shape):
-        d = int(input_shape[-1])
-        fan_ins = [d] + [width] * (depth - 1)
-        fan_outs = [width] * (depth - 1) + [out_dim]
-        specs = []
-        for fan_in, fan_out in zip(fan_ins, fan_outs, strict=True):
-            layer = {"w": ((fan_in, fan_out), math.sqrt(sigma_w2 / fan_in))}
-            if use_bias:
-                layer["b"] = ((fan_out,), bias_scale)
-            specs.append(layer)
-        params = init_layers(key, specs, "ntk", dtype)
+    def init_fn(key, input_shape):  # the FC net's parameters plus a slope per hidden layer
+        params = base.init_fn(key, input_shape)
         return [layer if i == 0 else {**layer, "a": jnp.asarray(init_slope, dtype)} for i, layer in enumerate(params)]
 
     def apply_fn(params, x):
