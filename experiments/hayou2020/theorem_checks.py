@@ -90,18 +90,8 @@ def run(cfg) -> StageResult:
             fit_ranges[f"{name}_{key}"] = fit
         fit_ranges[f"{name}_lambda"] = f"K^L/(L q) at L = {top:,}"
         for r, d_off, d_diag in zip(case["runs"], off, diag, strict=True):
-            details.append(
-                {
-                    "case": f"Thm. 1 EOC {act} (sigma_w2={point.sigma_w2:.6g}, sigma_b2={point.sigma_b2:g})",
-                    "pair": _pair_text(r["pair"]),
-                    "offdiag_rate": rate_label(d_off),
-                    "offdiag_L_err": d_off["L_err"],
-                    "offdiag_slope": d_off["slope"],
-                    "offdiag_log_coef_over_q": d_off["log_coefficient"] / r["q_off"],
-                    "diag_rate": rate_label(d_diag),
-                    "lambda_at_max": r["lambda_at_max"],
-                }
-            )
+            details.append(_rate_detail(
+                f"Thm. 1 EOC {act} (sigma_w2={point.sigma_w2:.6g}, sigma_b2={point.sigma_b2:g})", r, d_off, d_diag))
         figs_data["eoc"].append(case)
 
     # ---- Prop. 2: ordered and chaotic phases
@@ -181,19 +171,9 @@ def run(cfg) -> StageResult:
             metrics[f"{tag}_lambda"] = float(np.median([r["lambda_at_max"] for r in case["runs"]]))
             per_sw.append(entry)
             for r, d_off, d_diag in zip(case["runs"], off, diag, strict=True):
-                details.append(
-                    {
-                        "case": f"{'Thm. 2' if scale == 'standard' else 'Prop. 3'} {scale} ReLU ResNet "
-                        f"(sigma_w2={float(sw2):g}, sigma_b2=0)",
-                        "pair": _pair_text(r["pair"]),
-                        "offdiag_rate": rate_label(d_off),
-                        "offdiag_L_err": d_off["L_err"],
-                        "offdiag_slope": d_off["slope"],
-                        "offdiag_log_coef_over_q": d_off["log_coefficient"] / r["q_off"],
-                        "diag_rate": rate_label(d_diag),
-                        "lambda_at_max": r["lambda_at_max"],
-                    }
-                )
+                details.append(_rate_detail(
+                    f"{'Thm. 2' if scale == 'standard' else 'Prop. 3'} {scale} ReLU ResNet "
+                    f"(sigma_w2={float(sw2):g}, sigma_b2=0)", r, d_off, d_diag))
             figs_data["resnet"].append(case)
         if scale == "standard":
             metrics["resnet_standard_diag_rate_inv_L"] = all(_all(e["diag"], "is_inv_L") for e in per_sw)
@@ -254,6 +234,20 @@ def _bounded_in_log(depths, errors, band: float) -> bool:
 def _pair_text(pair: dict) -> str:
     n1, n2 = pair["norm2"]
     return f"|x|^2/d={n1:g}, |x'|^2/d={n2:g}, cos={pair['cos']:g}"
+
+
+def _rate_detail(case: str, run: dict, d_off: dict, d_diag: dict) -> dict:
+    """One row of the details table: a case's input pair, its off-diagonal and diagonal convergence rates."""
+    return {
+        "case": case,
+        "pair": _pair_text(run["pair"]),
+        "offdiag_rate": rate_label(d_off),
+        "offdiag_L_err": d_off["L_err"],
+        "offdiag_slope": d_off["slope"],
+        "offdiag_log_coef_over_q": d_off["log_coefficient"] / run["q_off"],
+        "diag_rate": rate_label(d_diag),
+        "lambda_at_max": run["lambda_at_max"],
+    }
 
 
 def _claims_table(cfg, metrics: dict, fit_ranges: dict) -> pd.DataFrame:
