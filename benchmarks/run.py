@@ -41,13 +41,15 @@ def machine() -> dict:
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     try:  # a copied working tree (e.g. on a device machine) may have no git
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, cwd=HERE).stdout.strip()
     except OSError:
-        commit = ""
+        commit, changed = "", ""
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem_gb, 1), "python": platform.python_version(),
             "jax": jax.__version__, "backend": jax.default_backend(),
             "devices": [d.device_kind for d in jax.devices()], "loadavg_1m": os.getloadavg()[0],
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": commit}
+            "git_commit": commit, "git_uncommitted_changes": bool(changed)}
 
 
 def best_of(fn, repeats: int) -> float:
@@ -125,15 +127,21 @@ def study_cntk(a) -> dict:
 
 def study_trace(a) -> dict:
     """CNTK-GAP's trace operator L (Arora et al. eq. 7 on (P, Q, P, Q) per pair, 3x3, zero padding) on
-    ``a.n_trace`` pairs of 32x32 maps, float32, three ways: q^2 shifted adds (what ``ntkrepro.kernels.conv``
-    uses), separable q + q shifted adds, and two 2-D convolutions with an identity q x q filter
-    (``lax.conv_general_dilated``) over the (i, i') and (j, j') planes. All three are checked equal first."""
+    ``a.n_trace`` pairs of 32x32 maps, float32, four ways: on the dense tensor as q^2 shifted adds, as
+    separable q + q shifted adds, and as two 2-D convolutions with an identity q x q filter
+    (``lax.conv_general_dilated``) over the (i, i') and (j, j') planes; and on the P*Q cyclic offset
+    planes as masked separable box sums (``ntkrepro.kernels.conv.plane_box_sum``, what the library uses).
+    All four are checked equal first."""
     import jax.numpy as jnp
     from jax import lax
 
-    from ntkrepro.kernels.conv import trace_operator
+    from ntkrepro.kernels.conv import plane_box_sum, plane_masks
 
     q, r, side = 3, 1, 32
+
+    def shifted_adds(m):
+        padded = jnp.pad(m, [(0, 0)] + [(r, r)] * 4)
+        return sum(padded[:, s:s + side, t:t + side, s:s + side, t:t + side] for s in range(q) for t in range(q))
 
     def separable(m):
         for axes in ((1, 3), (2, 4)):
@@ -151,19 +159,39 @@ def study_trace(a) -> dict:
             m = jnp.transpose(out.reshape(b, side, side, side, side), np.argsort(perm))
         return m
 
+    # cyclic offset planes: plane (u, v)[i, j] = M[i, j, (i + u) % P, (j + v) % Q], pairs in the minor axis
+    uv = np.arange(side * side)
+    ok_i = jnp.stack([plane_masks(u, side, filter_size=q) for u in uv // side])
+    ok_j = jnp.stack([plane_masks(v, side, filter_size=q) for v in uv % side])
+    rows = (np.arange(side)[None, :, None] + (uv // side)[:, None, None]) % side  # (planes, i, 1)
+    cols = (np.arange(side)[None, None, :] + (uv % side)[:, None, None]) % side  # (planes, 1, j)
+    ii, jj = np.arange(side)[None, :, None], np.arange(side)[None, None, :]
+
+    def to_planes(m):  # (pairs, P, Q, P, Q) -> (planes, 1, P, Q, pairs)
+        return jnp.moveaxis(m[:, ii, jj, rows, cols], 0, -1)[:, None]
+
+    def from_planes(t):
+        out = np.zeros((t.shape[-1], side, side, side, side), np.float32)
+        out[:, ii, jj, rows, cols] = np.moveaxis(np.asarray(t[:, 0]), -1, 0)
+        return out
+
+    def offset_planes(t):
+        return jax.vmap(lambda t, a, b: plane_box_sum(t, a, b, filter_size=q))(t, ok_i, ok_j)
+
     m = jnp.asarray(np.random.RandomState(a.seed).randn(a.n_trace, side, side, side, side).astype(np.float32))
-    variants = {"shifted_adds_q2": lambda m: trace_operator(m, filter_size=q), "shifted_adds_separable": separable,
-                "convolution": convolution}
-    fns = {name: jax.jit(fn) for name, fn in variants.items()}
-    reference = np.asarray(fns["shifted_adds_q2"](m))
-    rows = []
-    for name, fn in fns.items():
-        np.testing.assert_allclose(np.asarray(fn(m)), reference, rtol=1e-5, atol=1e-5)
-        seconds = best_of(lambda fn=fn: fn(m), a.repeats)
-        rows.append({"variant": name, "seconds": seconds, "ms_per_pair": 1e3 * seconds / a.n_trace,
-                     "entries_per_s": m.size / seconds})
+    variants = {"shifted_adds_q2": (shifted_adds, m, np.asarray), "shifted_adds_separable": (separable, m, np.asarray),
+                "convolution": (convolution, m, np.asarray),
+                "offset_planes_masked_separable": (offset_planes, to_planes(m), from_planes)}
+    reference = np.asarray(jax.jit(shifted_adds)(m))
+    rows_out = []
+    for name, (fn, arg, back) in variants.items():
+        fn = jax.jit(fn)
+        np.testing.assert_allclose(back(fn(arg)), reference, rtol=1e-5, atol=1e-5)
+        seconds = best_of(lambda fn=fn, arg=arg: fn(arg), a.repeats)
+        rows_out.append({"variant": name, "seconds": seconds, "ms_per_pair": 1e3 * seconds / a.n_trace,
+                         "entries_per_s": m.size / seconds})
     return {"study": "trace", "pairs": a.n_trace, "maps": [side, side], "filter": q, "dtype": "float32",
-            "rows": rows}
+            "rows": rows_out}
 
 
 def study_deq(a) -> dict:

@@ -31,9 +31,10 @@ def test_study_runs_without_the_peer_and_writes_json(run, tmp_path, args):
     result = json.loads(out.read_text())
     assert result["study"] == args[0]
     assert result["machine"]["backend"] == "cpu" and result["machine"]["devices"]
+    assert isinstance(result["machine"]["git_uncommitted_changes"], bool)
     if args[0] == "trace":
         assert [r["variant"] for r in result["rows"]] == ["shifted_adds_q2", "shifted_adds_separable",
-                                                          "convolution"]
+                                                          "convolution", "offset_planes_masked_separable"]
         assert all(r["seconds"] > 0 for r in result["rows"])
     if args[0] in ("cntk", "fc"):
         assert all(r["peer"] == {"error": "peer skipped (--no-peer)"} and r["speedup"] is None

@@ -123,17 +123,52 @@ def test_cntk_other_activation_uses_its_c_sigma(images):
     np.testing.assert_allclose(got.nngp, ref[0], rtol=1e-10)
 
 
+def full_4d_cntk(x1, x2, *, depth, fix):
+    """A second algorithm: the dense (P, Q, P, Q) recursion of every pair with the trace operator as q^2 = 9
+    shifted adds of the zero-padded tensor, ReLU, float64 -> (vanilla (nngp, ntk), gap (nngp, ntk))."""
+    relu = conv.get_activation("relu")
+    p_side, q_side = x1.shape[1:3]
+
+    def trace(m):
+        padded = jnp.pad(m, [(0, 0), (0, 0)] + [(1, 1)] * 4)
+        return sum(padded[..., a:a + p_side, b:b + q_side, a:a + p_side, b:b + q_side]
+                   for a in range(3) for b in range(3))
+
+    d1 = np.moveaxis(np.asarray(conv.cntk_diagonals(x1, depth=depth, dtype=jnp.float64)), 1, 0)
+    d2 = np.moveaxis(np.asarray(conv.cntk_diagonals(x2, depth=depth, dtype=jnp.float64)), 1, 0)
+    sigma = trace(jnp.einsum("aijc,bklc->abijkl", x1, x2))
+    theta = jnp.zeros_like(sigma) if fix else sigma
+    for h in range(depth - 1):
+        k, kdot = relu.expectations(d1[h][:, None, :, :, None, None], sigma, d2[h][None, :, None, None, :, :])
+        if h == depth - 2:
+            break
+        sigma, theta = 2 / 9 * trace(k), 2 / 9 * trace(kdot * theta + k)
+    last = kdot * theta if fix else kdot * theta + k
+    vanilla = tuple(2 / 9 * np.einsum("abijij->ab", a) for a in (k, last))
+    return vanilla, tuple(2 / 9 * np.mean(a, axis=(2, 3, 4, 5)) for a in (k, last))
+
+
 @pytest.mark.parametrize("fix", [False, True])
-def test_offset0_vanilla_equals_trace_of_full_4d_computation(fix):
+def test_offset0_vanilla_and_offset_planes_gap_equal_the_full_4d_computation(fix):
     rng = np.random.default_rng(3)
     x1, x2 = rng.standard_normal((2, 5, 6, 3)), rng.standard_normal((3, 5, 6, 3))
-    d1 = conv.cntk_diagonals(x1, depth=5, dtype=jnp.float64)
-    d2 = conv.cntk_diagonals(x2, depth=5, dtype=jnp.float64)
-    full = conv._full_chunk(jnp.asarray(x1), jnp.asarray(x2), d1, d2, 2.0 / 9, filter_size=3,
-                            activation=conv.get_activation("relu"), fix_first_last=fix, readout="vanilla")
+    vanilla, gap = full_4d_cntk(x1, x2, depth=5, fix=fix)
     offset0 = cntk(x1, x2, depth=5, fix_first_last=fix, dtype=jnp.float64)
-    np.testing.assert_allclose(offset0.ntk, full[1], rtol=1e-12)
-    np.testing.assert_allclose(offset0.nngp, full[0], rtol=1e-12)
+    np.testing.assert_allclose(offset0.ntk, vanilla[1], rtol=1e-12)
+    np.testing.assert_allclose(offset0.nngp, vanilla[0], rtol=1e-12)
+    planes = cntk(x1, x2, depth=5, readout="gap", fix_first_last=fix, dtype=jnp.float64)
+    np.testing.assert_allclose(planes.ntk, gap[1], rtol=1e-12)
+    np.testing.assert_allclose(planes.nngp, gap[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3, 4])
+def test_plane_masks_cut_the_window_at_the_wrap_point(shift):
+    ok = np.asarray(conv.plane_masks(shift, 5, filter_size=3))  # rows: neighbour offset -1, 0, +1
+    for i in range(5):
+        for a, offset in enumerate((-1, 0, 1)):
+            j = i + offset
+            same_side = (i < 5 - shift) == (j < 5 - shift)
+            assert ok[a, i] == (0 <= j < 5 and same_side), (shift, i, offset)
 
 
 # ---------------------------------------------------------------- analytic vs a wide finite CNN

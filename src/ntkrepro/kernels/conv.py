@@ -20,8 +20,14 @@ first and the last layer are not trained).
 The vanilla kernel needs only the P*Q offset-0 entries: L preserves offsets, so Sigma and Theta at
 offset 0 depend only on offset-0 entries and on the per-pixel diagonals (the offset-0 entries of the x-x
 kernel), and every trace operator becomes a q x q box sum of a (P, Q) map: O(P Q L) per pair. GAP needs
-every offset: (P, Q, P, Q) per pair. Per-image diagonals are computed once per image and reused for
-every pair.
+all (P Q)^2 entries, which split the same way into P*Q independent *cyclic offset planes*: plane (u, v)
+holds M[i, j, (i + u) mod P, (j + v) mod Q] for all (i, j), i.e. the offset-0 map of x against x' rolled
+by (u, v), so every entry appears exactly once. On a plane L is a q x q box sum that must not cross the
+wrap point (i = P - u, j = Q - v: there the true neighbour is out of range, 0), a box sum with 0/1
+neighbour weights (:func:`plane_masks`). GAP is then the vanilla computation over the P*Q planes in
+turn, each in cache, with the mean of all entries as readout: O((P Q)^2 L) per pair with no (P, Q, P, Q)
+tensor in memory (2.5-3x the dense 4-D computation on the project's CPU). Per-image diagonals are
+computed once per image and reused for every pair.
 
 CDEQ-NTK (Feng & Kolter Thm. 3, eqs. 15-21): see :func:`cdeq_ntk`; its value tr(Theta*) also needs only
 offset 0.
@@ -30,11 +36,10 @@ Batching (``batch_size`` = pairs per compiled call; None = automatic): a call ev
 b1 x b2 pairs (b2 a multiple of the 16-lane vector width unless one block spans all columns: an odd
 b2 wastes vector lanes, 0.4-0.7x the throughput); inside it ``lax.map`` walks over row chunks of
 ~``_CHUNK_ENTRIES`` entries per array so that a layer's temporaries stay in the CPU cache (XLA
-materializes them between fusions). The automatic
-block holds as many pairs as fit in a quarter of the free memory (free device memory on an accelerator,
-available RAM on CPU) at ``_LIVE_ARRAYS`` live pair-sized arrays of P*Q (offset 0) or (P*Q)^2 (GAP)
-entries, at most ``_MAX_PAIRS_PER_BATCH``. With several JAX devices the rows of every block are sharded
-over the devices (one block = ``device_count`` times as many pairs).
+materializes them between fusions). The automatic block holds as many pairs as fit in a quarter of the
+free memory (free device memory on an accelerator, available RAM on CPU) at ``_LIVE_ARRAYS`` live
+pair-sized arrays of P*Q entries (one plane), at most ``_MAX_PAIRS_PER_BATCH``. With several JAX devices
+the rows of every block are sharded over the devices (one block = ``device_count`` times as many pairs).
 """
 
 from __future__ import annotations
@@ -152,20 +157,30 @@ def box_sum(m, *, filter_size: int, axes: tuple[int, int] = (-2, -1)):
     return padded
 
 
-def trace_operator(m, *, filter_size: int):
-    """The trace operator L on (..., P, Q, P, Q) as q^2 shifted adds of the zero-padded tensor.
+def plane_masks(shift, size: int, *, filter_size: int, dtype=jnp.float32):
+    """(q, size) 0/1 weights of the q neighbours i + a - (q-1)/2 of each position i in the cyclic offset
+    plane of ``shift`` (module docstring): 1 where the neighbour is in range and on the same side of the
+    wrap point size - shift as i (no wrap: shift 0 gives the plain zero-padded window)."""
+    r = filter_size // 2
+    i = jnp.arange(size)
+    j = i[None, :] + jnp.arange(-r, r + 1)[:, None]
+    cut = size - shift
+    return ((j >= 0) & (j < size) & ((i[None, :] < cut) == (j < cut))).astype(dtype)
 
-    Per 32x32 pair in float32 on the project's 2-core CPU (``benchmarks/run.py trace``): q^2 = 9 shifted
-    adds 4.7 ms (XLA fuses them into one loop), separable 3 + 3 shifted adds 6.0 ms (two passes over
-    memory), two 2-D convolutions with an identity 3 x 3 filter (``lax.conv_general_dilated``) 54 ms.
-    """
+
+def plane_box_sum(m, ok_i, ok_j, *, filter_size: int):
+    """The trace operator on cyclic offset planes (r, P, Q, b): q x q window sums over axes 1 and 2 with
+    the neighbour weights ``ok_i`` (q, P) and ``ok_j`` (q, Q) of :func:`plane_masks`, separable."""
     r = filter_size // 2
     if r == 0:
         return m
-    p_side, q_side = m.shape[-4], m.shape[-3]
-    padded = jnp.pad(m, [(0, 0)] * (m.ndim - 4) + [(r, r)] * 4)
-    return sum(padded[..., a:a + p_side, b:b + q_side, a:a + p_side, b:b + q_side]
-               for a in range(filter_size) for b in range(filter_size))
+    p_side, q_side = m.shape[1:3]
+    padded = jnp.pad(m, [(0, 0), (r, r), (0, 0), (0, 0)])
+    m = sum(lax.slice_in_dim(padded, a, a + p_side, axis=1) * ok_i[a][None, :, None, None]
+            for a in range(filter_size))
+    padded = jnp.pad(m, [(0, 0), (0, 0), (r, r), (0, 0)])
+    return sum(lax.slice_in_dim(padded, b, b + q_side, axis=2) * ok_j[b][None, None, :, None]
+               for b in range(filter_size))
 
 
 # ---------------------------------------------------------------- Gaussian expectations
@@ -239,12 +254,17 @@ def _pixel_products(x1, x2):
     return jnp.sum(x1[:, None] * x2[None], axis=-1)
 
 
-def _vanilla_chunk(x1, x2t, d1, d2t, scale, *, filter_size, activation, fix_first_last):
-    """Offset-0 CNTK-V: x1 (r, P, Q, C), d1 (r, L, P, Q) against the columns x2t (P, Q, C, b), d2t (L, P, Q, b)
-    -> (r, b) x 2. Pair arrays are (r, P, Q, b): the columns' pairs in the minor axis, so the box sums
-    shift whole vectors and the expectations vectorize over pairs (3x the throughput of (r, b, P, Q)).
+def _plane_chunk(x1, x2t, d1, d2t, scale, masks, *, filter_size, activation, fix_first_last):
+    """CNTK sums over one offset plane: x1 (r, P, Q, C), d1 (r, L, P, Q) against the columns x2t (P, Q, C, b),
+    d2t (L, P, Q, b) rolled to the plane -> (sum K(L), sum last) (r, b), times c/q^2. ``masks`` None: offset
+    0 (plain box sums), else (ok_i, ok_j) of :func:`plane_masks`. Pair arrays are (r, P, Q, b): the
+    columns' pairs in the minor axis, so the box sums shift whole vectors and the expectations vectorize
+    over pairs (3x the throughput of (r, b, P, Q)).
     """
-    box = functools.partial(box_sum, filter_size=filter_size, axes=(1, 2))
+    if masks is None:
+        box = functools.partial(box_sum, filter_size=filter_size, axes=(1, 2))
+    else:
+        box = functools.partial(plane_box_sum, ok_i=masks[0], ok_j=masks[1], filter_size=filter_size)
     sigma = box(jnp.einsum("rijc,ijcb->rijb", x1, x2t, precision=lax.Precision.HIGHEST))
     theta = jnp.zeros_like(sigma) if fix_first_last else sigma
 
@@ -261,29 +281,6 @@ def _vanilla_chunk(x1, x2t, d1, d2t, scale, *, filter_size, activation, fix_firs
     k, kdot = pair_expectations(sigma, d1[-1], d2t[-1])
     last = kdot * theta if fix_first_last else kdot * theta + k
     return scale * jnp.sum(k, axis=(1, 2)), scale * jnp.sum(last, axis=(1, 2))
-
-
-def _full_chunk(x1, x2, d1, d2, scale, *, filter_size, activation, fix_first_last, readout):
-    """CNTK from the full (P, Q, P, Q) tensors of every pair (any readout); shapes as :func:`_vanilla_chunk`."""
-    trace = functools.partial(trace_operator, filter_size=filter_size)
-    sigma = trace(jnp.einsum("aijc,bklc->abijkl", x1, x2, precision=lax.Precision.HIGHEST))
-    theta = jnp.zeros_like(sigma) if fix_first_last else sigma
-
-    def pair_expectations(sigma, e1, e2):
-        return expectations(activation, e1[:, None, :, :, None, None], sigma, e2[None, :, None, None, :, :])
-
-    def layer(carry, diagonals):
-        sigma, theta = carry
-        k, kdot = pair_expectations(sigma, *diagonals)
-        return (scale * trace(k), scale * trace(kdot * theta + k)), None
-
-    d1, d2 = jnp.moveaxis(d1, 1, 0), jnp.moveaxis(d2, 1, 0)
-    (sigma, theta), _ = lax.scan(layer, (sigma, theta), (d1[:-1], d2[:-1]))
-    k, kdot = pair_expectations(sigma, d1[-1], d2[-1])
-    last = kdot * theta if fix_first_last else kdot * theta + k
-    if readout == "gap":
-        return scale * jnp.mean(k, axis=(-4, -3, -2, -1)), scale * jnp.mean(last, axis=(-4, -3, -2, -1))
-    return (scale * jnp.einsum("abijij->ab", k), scale * jnp.einsum("abijij->ab", last))
 
 
 # ---------------------------------------------------------------- blocks, chunks, devices
@@ -313,17 +310,31 @@ def _over_devices(fn, row_arrays: tuple, replicated: tuple):
 @functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "fix_first_last",
                                              "readout"))
 def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation, fix_first_last, readout):
-    """CNTK (nngp, ntk) of a block x1 (b1, ...) x x2 (b2, ...): (b1, b2) each."""
-    if readout == "vanilla":
-        chunk = functools.partial(_vanilla_chunk, filter_size=filter_size, activation=activation,
-                                  fix_first_last=fix_first_last)
-        x2, d2 = jnp.moveaxis(x2, 0, -1), jnp.moveaxis(d2, 0, -1)  # columns' pairs in the minor axis
-    else:
-        chunk = functools.partial(_full_chunk, filter_size=filter_size, activation=activation,
-                                  fix_first_last=fix_first_last, readout=readout)
+    """CNTK (nngp, ntk) of a block x1 (b1, ...) x x2 (b2, ...): (b1, b2) each. Vanilla: the offset-0 plane;
+    GAP: the sum over all P*Q cyclic offset planes (columns rolled by (u, v)) / (P Q)^2."""
+    chunk = functools.partial(_plane_chunk, filter_size=filter_size, activation=activation,
+                              fix_first_last=fix_first_last)
+    x2, d2 = jnp.moveaxis(x2, 0, -1), jnp.moveaxis(d2, 0, -1)  # columns' pairs in the minor axis
+    p_side, q_side = x2.shape[:2]
+
+    def plane(x1, d1, x2, d2, scale, masks):
+        return _map_row_chunks(lambda xa, da: chunk(xa, x2, da, d2, scale, masks), rows_per_step, x1, d1)
 
     def local(x1, d1, x2, d2, scale):
-        return _map_row_chunks(lambda xa, da: chunk(xa, x2, da, d2, scale), rows_per_step, x1, d1)
+        if readout == "vanilla":
+            return plane(x1, d1, x2, d2, scale, None)
+
+        def add_plane(sums, uv):
+            u, v = uv // q_side, uv % q_side
+            masks = (plane_masks(u, p_side, filter_size=filter_size, dtype=x1.dtype),
+                     plane_masks(v, q_side, filter_size=filter_size, dtype=x1.dtype))
+            rolled = plane(x1, d1, jnp.roll(x2, (-u, -v), axis=(0, 1)), jnp.roll(d2, (-u, -v), axis=(1, 2)),
+                           scale, masks)
+            return tuple(a + b for a, b in zip(sums, rolled, strict=True)), None
+
+        zeros = jnp.zeros((x1.shape[0], x2.shape[-1]), x1.dtype)
+        sums, _ = lax.scan(add_plane, (zeros, zeros), jnp.arange(p_side * q_side))
+        return tuple(a / (p_side * q_side) ** 2 for a in sums)
 
     return _over_devices(local, (x1, d1), (x2, d2, scale))
 
@@ -412,7 +423,7 @@ def cntk(x1, x2=None, *, depth: int, readout: str = "vanilla", fix_first_last: b
     d1, d2 = (np.asarray(_cntk_diagonals(jnp.asarray(x), jnp.asarray(scale, x.dtype), num_layers=depth - 1,
                                          filter_size=q, activation=act)) for x in (x1, x2))
     p_side, q_side = x1.shape[1:3]
-    entries = p_side * q_side if readout == "vanilla" else (p_side * q_side) ** 2
+    entries = p_side * q_side  # per pair and array, both readouts (GAP walks the offset planes in turn)
     pairs = batch_size or auto_pairs_per_batch(entries, x1.dtype.itemsize)
     plan = _plan_blocks(x1.shape[0], x2.shape[0], pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
     block = functools.partial(_cntk_block, rows_per_step=plan.rows_per_step, filter_size=q, activation=act,
