@@ -34,6 +34,11 @@ def pad_rows(a, size: int):
     return xp.concatenate([a, xp.repeat(a[-1:], missing, axis=0)], axis=0)
 
 
+def row_block(a, start: int, size: int) -> jax.Array:
+    """Rows start:start+size of ``a`` as a JAX array, the last block padded to ``size`` rows (:func:`pad_rows`)."""
+    return jnp.asarray(pad_rows(a[start:start + size], size))
+
+
 # ---------------------------------------------------------------- inside one compiled call
 
 
@@ -99,7 +104,7 @@ def blockwise_on_host(block_fn: Callable[[int, int], Sequence], n1: int, n2: int
                       symmetric: bool, mirror: Callable[[np.ndarray], np.ndarray] = _swap_pair_axes
                       ) -> list[np.ndarray]:
     """Evaluate ``block_fn(r0, c0) -> (v, ...)``, each v (b1, b2, ...) for rows r0:r0+b1 and columns
-    c0:c0+b2 (the caller pads the last block with :func:`pad_rows`), over the (n1, n2) grid and assemble
+    c0:c0+b2 (the caller cuts them with :func:`row_block`), over the (n1, n2) grid and assemble
     numpy arrays (n1, n2, ...). ``symmetric`` (needs n1 = n2, b1 = b2): upper blocks only, each mirrored
     with ``mirror`` (the transpose of a block: swaps the two pair axes, and any output axes with them).
     """

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkrepro.blocks import blockwise_on_host, pad_rows
+from ntkrepro.blocks import blockwise_on_host, row_block
 from ntkrepro.nets.core import combine, partition, taps_of
 
 IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
@@ -320,7 +320,7 @@ def empirical_ntk(
     def column_factors(c0):
         if c0 in column_cache:
             return column_cache[c0]
-        fac = factors(pad_rows(x2[c0:c0 + b2], b2))
+        fac = factors(row_block(x2, c0, b2))
         if keep_columns:
             column_cache[c0] = fac
         return fac
@@ -328,13 +328,12 @@ def empirical_ntk(
     def row_factors(r0):
         if r0 not in row_cache:
             row_cache.clear()
-            row_cache[r0] = column_factors(r0) if symmetric else factors(pad_rows(x1[r0:r0 + b1], b1))
+            row_cache[r0] = column_factors(r0) if symmetric else factors(row_block(x1, r0, b1))
         return row_cache[r0]
 
     def pair_block(r0, c0):
         if implementation == "ntvp":
-            return (_ntvp(apply_fn, theta, rest, pad_rows(x1[r0:r0 + b1], b1), pad_rows(x2[c0:c0 + b2], b2),
-                          outputs),)
+            return (_ntvp(apply_fn, theta, rest, row_block(x1, r0, b1), row_block(x2, c0, b2), outputs),)
         f1 = row_factors(r0)
         return (contract(f1, f1 if symmetric and c0 == r0 else column_factors(c0), outputs),)
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ntkrepro.blocks import blockwise, blockwise_on_host, pad_rows
+from ntkrepro.blocks import blockwise, blockwise_on_host, row_block
 from ntkrepro.kernels.fc import (
     Kernels,
     check_depth,
@@ -230,9 +230,8 @@ def deq_ntk(x1, x2=None, *, sigma_w2: float, sigma_u2: float, sigma_b2: float, t
     tile_stats = []  # (Newton steps, max residual, converged) per tile
 
     def pair_block(r0, c0):
-        rho, theta, it, res, ok = _fixed_point_tile(pad_rows(x1[r0:r0 + size_a], size_a),
-                                                    pad_rows(xb_all[c0:c0 + size_b], size_b), *args,
-                                                    max_iter=int(max_iter))
+        rho, theta, it, res, ok = _fixed_point_tile(row_block(x1, r0, size_a), row_block(xb_all, c0, size_b),
+                                                    *args, max_iter=int(max_iter))
         tile_stats.append((int(it), float(res), bool(ok)))
         return rho, theta
 
