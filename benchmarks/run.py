@@ -5,7 +5,7 @@ same session. Writes benchmarks/results/<date>-<study>.json with machine info an
     .venv/bin/python benchmarks/run.py cntk     # CNTK-V (512 images) / CNTK-GAP (6) depth 6 on 32x32x3: pairs/s
     .venv/bin/python benchmarks/run.py deq      # DEQ-NTK Gram 10,000 x 10,000 (+ the paper's per-entry solver)
     .venv/bin/python benchmarks/run.py empirical  # empirical NTK: FC width 1024 depth 4, CNN 128 channels
-    .venv/bin/python benchmarks/run.py trace    # CNTK-GAP's 3x3 trace operator: shifted adds vs convolution
+    .venv/bin/python benchmarks/run.py trace    # CNTK-GAP's trace operator: shifted adds, convolution, offset planes
 
 The peer runs as a subprocess (benchmarks/nt_peer.py in benchmarks/.venv-nt); inputs come from numpy's
 RandomState(seed) on both sides. Timings: compiled computation, best of `repeats` after a warm-up.
