@@ -38,12 +38,14 @@ def test_read_idx_other_type_codes_and_uncompressed(tmp_path):
     np.testing.assert_array_equal(parsed, values)
 
 
-@pytest.mark.parametrize("content, message", [
-    (gzip.compress(b"\x00\x00\x07\x01\x00\x00\x00\x02ab"), "not an IDX file"),
-    (gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05ab"), "announces 13 bytes, file has 10"),
+# raw bytes as parameters, compressed in the test: gzip output carries a timestamp, and parameter ids that
+# differ between pytest-xdist workers (collected a second apart) abort the whole run
+@pytest.mark.parametrize("raw, message", [
+    (b"\x00\x00\x07\x01\x00\x00\x00\x02ab", "not an IDX file"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x05ab", "announces 13 bytes, file has 10"),
 ])
-def test_read_idx_rejects_bad_files(tmp_path, content, message):
-    (tmp_path / "bad-idx1-ubyte.gz").write_bytes(content)
+def test_read_idx_rejects_bad_files(tmp_path, raw, message):
+    (tmp_path / "bad-idx1-ubyte.gz").write_bytes(gzip.compress(raw))
     with pytest.raises(ValueError, match=message):
         read_idx(tmp_path / "bad-idx1-ubyte.gz")
 
