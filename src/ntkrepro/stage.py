@@ -48,8 +48,12 @@ class StageResult:
     """What a stage's ``run(cfg)`` returns. Only ``metrics`` is required.
 
     ``data``: the provenance of the data actually used (``ntkrepro.data.Provenance`` or a dict with
-    name, source, sha256, substituted_for); ``None`` for analytic stages. ``sizes``/``seeds``: what the
+    name, source, sha256, substituted_for); ``None`` for analytic stages. Every split read through
+    :func:`load_split` is recorded as well (``metrics.json["splits"]``). ``sizes``/``seeds``: what the
     numbers were computed on. ``step_metrics``: curves as ``{name: [(step, value), ...]}``.
+    ``uncertainty``: ``{metric: Estimate.record()}`` (``ntkrepro.stats``) for a metric that is a mean
+    over seeds or a fitted slope; ``diverged``: ``{metric: {"diverged": k, "runs": n}}`` for a metric
+    aggregated over runs of which k diverged (and were left out of it).
     """
 
     metrics: dict[str, Any]
@@ -61,6 +65,8 @@ class StageResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     step_metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    uncertainty: dict[str, dict] = field(default_factory=dict)
+    diverged: dict[str, dict] = field(default_factory=dict)
 
 
 def _git(*args: str) -> str | None:
