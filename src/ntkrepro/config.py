@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SCALES = ("smoke", "quick", "paper")
 PRECISIONS = ("float32", "float64")
 
@@ -143,6 +146,84 @@ def validate(cfg: DictConfig) -> None:
         _walk(cfg.data, "data")
 
 
+# Keys that say where and how a run executes, not what it computes: never an override of the premise.
+INFRA_KEYS = ("out_dir", "results_root", "data_cache", "threads", "progress")
+INFRA_PREFIXES = ("tracking.",)
+
+
+def registered_config(experiment: str, scale: str) -> dict[str, Any] | None:
+    """The flattened resolved config of ``experiment`` (``<paper>/<artifact>``) at ``scale`` as registered in
+    ``conf/`` (no command-line overrides); None when no such experiment config exists."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if scale not in SCALES or not (CONF_DIR / "experiment" / f"{experiment}.yaml").is_file():
+        return None
+    overrides = [f"experiment={experiment}", f"scale={scale}"]
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is conf/
+        return flatten(compose(config_name="config", overrides=overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return flatten(compose(config_name="config", overrides=overrides))
+
+
+def overrides(run: dict[str, Any], registered: dict[str, Any]) -> dict[str, dict]:
+    """``{key: {"registered": value, "run": value}}`` for every key where a run's flattened config differs
+    from the registered one (execution-only keys such as out_dir, threads, tracking.* left out)."""
+    from ntkrepro.claims import _same
+
+    out = {}
+    for key in sorted(set(run) | set(registered)):
+        if key in INFRA_KEYS or key.startswith(INFRA_PREFIXES):
+            continue
+        a, b = registered.get(key, "<absent>"), run.get(key, "<absent>")
+        if not _same(a, b):
+            out[key] = {"registered": a, "run": b}
+    return out
+
+
+def premise_config(flat: dict[str, Any]) -> dict[str, Any]:
+    """The premise keys of a flattened config (what a claim's statement can depend on)."""
+    from ntkrepro.claims import is_premise_key
+
+    return {k: v for k, v in flat.items() if is_premise_key(k)}
+
+
+def checkable(paper: str, experiments_dir: Path | str = "experiments") -> list[tuple[str, str, list[str], str]]:
+    """Per claim of ``experiments/<paper>/claims.yaml``: (id, artifact, the scales whose registered config
+    meets its premise, the violations at the first scale that does not)."""
+    from ntkrepro.claims import load_registry, premise_violations
+
+    rows = []
+    configs: dict[tuple[str, str], dict | None] = {}
+    for claim in load_registry(Path(experiments_dir) / paper / "claims.yaml"):
+        for scale in SCALES:
+            if (claim.artifact, scale) not in configs:
+                configs[(claim.artifact, scale)] = registered_config(f"{paper}/{claim.artifact}", scale)
+        paper_cfg = configs[(claim.artifact, "paper")]
+        if paper_cfg is None:
+            rows.append((claim.id, claim.artifact, [], f"no conf/experiment/{paper}/{claim.artifact}.yaml"))
+            continue
+        ok, why = [], ""
+        for scale in SCALES:
+            violations = premise_violations(claim, configs[(claim.artifact, scale)], premise_config(paper_cfg), {})
+            if violations:
+                why = f"{scale}: " + "; ".join(str(v) for v in violations)  # the largest failing scale
+            else:
+                ok.append(scale)
+        rows.append((claim.id, claim.artifact, ok, why))
+    return rows
+
+
+def _cli(argv: list[str]) -> int:
+    """``python -m ntkrepro.config checkable <paper>``: where each claim's premise is met."""
+    if len(argv) != 2 or argv[0] != "checkable":
+        print("usage: python -m ntkrepro.config checkable <paper>", file=sys.stderr)
+        return 2
+    for cid, artifact, ok, why in checkable(argv[1]):
+        print(f"{cid:40s} {artifact:16s} checkable at: {', '.join(ok) or 'NONE'}" + (f"   [{why}]" if why else ""))
+    return 0
+
+
 def flatten(cfg, prefix: str = "") -> dict[str, Any]:
     """Flatten a (resolved) config into ``{"a.b.c": value}`` (lists kept as values)."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
@@ -154,3 +235,7 @@ def flatten(cfg, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(sys.argv[1:]))

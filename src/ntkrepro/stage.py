@@ -39,7 +39,7 @@ import numpy as np
 from ntkrepro import config as config_mod
 from ntkrepro.io import atomic_save_npz, atomic_savefig, atomic_write_json, atomic_write_text
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = config_mod.CONF_DIR
 FIGURE_FORMATS = ("png", "pdf")
 
 
@@ -100,17 +100,22 @@ def data_record(data: Any) -> dict[str, Any]:
     return dict(data)
 
 
+# Provenance of every split read through load_split during one stage run (set by execute).
+_loaded_splits: list[dict] | None = None
+
+
 def load_split(cfg, split: str, *, n: int | None = None):
     """Load ``split`` ("train"/"test") of the experiment's dataset (``cfg.data``): the one way stages
     read data. Stand-ins (``cfg.data.substitute``) are used only where the scale allows them; the
-    returned dataset's provenance records any substitution."""
+    returned dataset's provenance records any substitution, and every split read during a stage run
+    lands in its ``metrics.json["splits"]``."""
     from ntkrepro import data as data_mod
 
     d = cfg.data
     if d is None:
         raise ValueError(f"experiment {cfg.paper}/{cfg.artifact} declares no data")
     size = n if n is not None else d.get(f"n_{split}")
-    return data_mod.load(
+    dataset = data_mod.load(
         d.name,
         split,
         n=size,
@@ -124,6 +129,9 @@ def load_split(cfg, split: str, *, n: int | None = None):
         options=d.get("options"),
         dtype=np.float32 if cfg.precision == "float32" else np.float64,
     )
+    if _loaded_splits is not None:
+        _loaded_splits.append({"requested": d.name, **data_record(dataset.provenance)})
+    return dataset
 
 
 def _set_threads(threads: int) -> None:
@@ -162,11 +170,40 @@ def _write_outputs(out_dir: Path, result: StageResult) -> list[Path]:
     return written
 
 
+def premise_record(cfg) -> dict[str, Any]:
+    """What the claims are judged against: the run's flattened ``config``, the paper-scale registered
+    ``paper_config`` (premise keys only) and the run's ``overrides`` against the registered config of its
+    scale (both None for an experiment not registered in conf/)."""
+    run = config_mod.flatten(cfg)
+    experiment = f"{cfg.paper}/{cfg.artifact}"
+    registered = config_mod.registered_config(experiment, cfg.scale.name)
+    paper = config_mod.registered_config(experiment, "paper")
+    return {
+        "config": run,
+        "overrides": None if registered is None else config_mod.overrides(run, registered),
+        "paper_config": None if paper is None else config_mod.premise_config(paper),
+    }
+
+
+def _collected_splits(splits: list[dict]) -> list[dict]:
+    """One entry per distinct split read (a stage may read the same split twice)."""
+    out, seen = [], set()
+    for s in splits:
+        key = (s.get("requested"), s.get("name"), s.get("split"), s.get("n"), s.get("indices_sha256"),
+               s.get("preprocess"))
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
 def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: Any = None) -> dict:
     """Run one stage for a composed config; return the metrics.json record. (No Hydra needed.)"""
+    global _loaded_splits
     from omegaconf import OmegaConf
 
     config_mod.validate(cfg)
+    premise = premise_record(cfg)
     _set_threads(cfg.threads)
     logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing noise in every stage log
     out_dir = Path(out_dir)
@@ -175,7 +212,12 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
     start = time.perf_counter()
-    result = run_fn(cfg)
+    _loaded_splits = []
+    try:
+        result = run_fn(cfg)
+        splits = _collected_splits(_loaded_splits)
+    finally:
+        _loaded_splits = None
     runtime = time.perf_counter() - start
     if not isinstance(result, StageResult):
         raise TypeError(f"run(cfg) must return a StageResult, got {type(result).__name__}")
@@ -189,6 +231,7 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
         "scale": cfg.scale.name,
         "metrics": result.metrics,
         "data": data_record(result.data),
+        "splits": splits,
         "sizes": result.sizes,
         "seeds": result.seeds,
         "precision": cfg.precision,
@@ -200,6 +243,9 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
         "figures": sorted(result.figures),
         "tables": sorted(result.tables),
         "notes": result.notes,
+        "uncertainty": result.uncertainty,
+        "diverged": result.diverged,
+        **premise,
         "unstated_settings": config_mod.flatten(resolved.get("unstated", {})),
         "mlflow_run_id": None,
         "tracking_error": None,
@@ -237,8 +283,10 @@ def _track(cfg, resolved, record, written, out_dir: Path, sweep, step_metrics) -
         "data.name": data.get("name"),
         "data.source": data.get("source"),
         "data.sha256": data.get("sha256"),
-        "data.substituted": data.get("substituted_for") is not None,
+        "data.substituted": data.get("substituted_for") is not None
+        or any(s.get("substituted_for") for s in record["splits"]),
         "data.substituted_for": data.get("substituted_for"),
+        "overrides": ", ".join(f"{k}={v['run']}" for k, v in (record["overrides"] or {}).items()) or "none",
         "out_dir": str(out_dir),
         **{k: v for k, v in record["runtime"].items()},
     }
