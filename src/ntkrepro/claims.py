@@ -127,7 +127,7 @@ def _same(a, b) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return a == b
@@ -137,7 +137,8 @@ def _check_constraint(where: str, key: str, c) -> None:
     if isinstance(c, dict):
         bad = set(c) - set(CONSTRAINT_OPS)
         if bad or not c:
-            raise ClaimError(f"{where}: settings.{key}: a constraint mapping takes {list(CONSTRAINT_OPS)}, got {sorted(c)}")
+            raise ClaimError(f"{where}: settings.{key}: a constraint mapping takes {list(CONSTRAINT_OPS)}, "
+                             f"got {sorted(c)}")
         for op in ("min_len", "min_distinct"):
             if op in c and not (isinstance(c[op], int) and c[op] >= 1):
                 raise ClaimError(f"{where}: settings.{key}.{op} must be an integer >= 1")

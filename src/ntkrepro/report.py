@@ -18,7 +18,17 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ntkrepro.claims import STATUSES, ClaimError, ClaimResult, evaluate_all, load_records
+from ntkrepro.claims import (
+    CHECK_STATUSES,
+    STATUSES,
+    ClaimError,
+    ClaimResult,
+    evaluate,
+    evaluate_all,
+    load_records,
+    load_registry,
+    load_sweep_records,
+)
 from ntkrepro.io import atomic_write_text
 
 
@@ -34,8 +44,17 @@ def _fmt(v) -> str:
 
 def _tol(c) -> str:
     parts = [f"±{c.tolerance['abs']:g}" if "abs" in c.tolerance else "",
-             f"±{100 * c.tolerance['rel']:g}%" if "rel" in c.tolerance else ""]
+             f"±{100 * c.tolerance['rel']:g}%" if "rel" in c.tolerance else "",
+             f"±{c.tolerance['se']:g} se" if "se" in c.tolerance else ""]
     return " or ".join(p for p in parts if p) or "—"
+
+
+def _measured(r: ClaimResult) -> str:
+    """The measured value with its standard error, when one was measured."""
+    se = (r.uncertainty or {}).get("se")
+    if se is None or not isinstance(se, (int, float)) or se != se:
+        return _fmt(r.measured)
+    return f"{_fmt(r.measured)} ± {se:.2g}"
 
 
 def _version(dist: str) -> str:
@@ -71,7 +90,7 @@ def figure_caption(rec: dict, fig: str) -> str:
 def _notes(r: ClaimResult) -> str:
     """The detail (or the tolerance's reason), then the claim's evidence metrics as measured; a
     contradicted claim points to the paper's README, where the derivation is."""
-    parts = [r.detail or r.claim.tolerance_reason]
+    parts = [r.detail or r.claim.tolerance_reason, r.statistics]
     if r.evidence:
         parts.append("evidence: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in r.evidence.items()))
     if r.status == "contradicted":
@@ -79,24 +98,60 @@ def _notes(r: ClaimResult) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str:
+def sweep_section(sweeps: list[tuple[dict, list[ClaimResult]]]) -> list[str]:
+    """Hydra multirun jobs: each judged against its own config, listed apart from the registered runs."""
+    if not sweeps:
+        return []
+    lines = ["", "## Sweep jobs (not counted in the scoreboard)", "",
+             "Each job's claims are evaluated against its own resolved config; an override of a claim's "
+             "premise makes it *not comparable*."]
+    rows = []
+    for rec, res in sweeps:
+        counts = Counter(r.status for r in res)
+        overrides = rec.get("overrides") or {}
+        rows.append([f"{rec.get('paper')}/{rec.get('artifact')}", str(Path(rec["_path"]).parent),
+                     ", ".join(f"{k}={_fmt(v['run'])}" for k, v in overrides.items()) or "none",
+                     ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "no claims"])
+    return lines + [""] + _md_table(["artifact", "job folder", "overrides", "claims"], rows)
+
+
+def build_markdown(results: list[ClaimResult], records: dict, scale: str,
+                   sweeps: list[tuple[dict, list[ClaimResult]]] | None = None) -> str:
     papers = sorted({r.claim.paper for r in results} | {p for p, _ in records})
     lines = [f"# ntkrepro reproduction report — scale `{scale}`", "",
              f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the metrics.json files "
              "and the claims registries (no recomputation).", "", "## Scoreboard", ""]
     rows = []
+    claims = [r for r in results if not r.claim.consistency]
+    checks = [r for r in results if r.claim.consistency]
     for paper in papers:
         counts = Counter(r.status for r in results if r.claim.paper == paper)
-        rows.append([paper, *[str(counts.get(s, 0)) for s in STATUSES]])
-    lines += _md_table(["paper", *STATUSES], rows)
+        rows.append([paper, *[str(counts.get(s, 0)) for s in STATUSES],
+                     "/".join(str(counts.get(s, 0)) for s in CHECK_STATUSES)])
+    lines += _md_table(["paper", *STATUSES, "consistency checks (holds/fails/not run)"], rows)
+    lines += ["", "A claim is *reproduced* only when the run had the claim's premise: the paper's settings "
+              "for every config key the claim depends on (or the constraint its registry declares), no "
+              "override of them, real data on every split. *not comparable*: a command-line override or "
+              "a sweep removed the premise; *not run at this scale*: the scale's registered config lacks "
+              "it; both give the indicative verdict. *inconclusive*: the measurement's interval "
+              "(± 2 standard errors) straddles the tolerance. *paper inconsistent*: the text's number "
+              "disagrees with the paper's own table. Consistency checks (identities and regimes that "
+              "cannot fail) are listed apart and never counted as reproduced."]
+    header = ["id", "where", "claim", "paper", "measured", "diff", "tolerance", "status", "scale", "data", "notes"]
     for paper in papers:
         lines += ["", f"## {paper}", "", "### Claims", ""]
         rows = [[r.claim.id, r.claim.where, r.claim.statement or r.claim.metric, _fmt(r.claim.paper_value),
-                 _fmt(r.measured), _fmt(r.difference), _tol(r.claim), r.status, r.scale or "—",
+                 _measured(r), _fmt(r.difference), _tol(r.claim), r.status, r.scale or "—",
                  r.data or "—", _notes(r)]
-                for r in results if r.claim.paper == paper]
-        lines += _md_table(["id", "where", "claim", "paper", "measured", "diff", "tolerance", "status",
-                            "scale", "data", "notes"], rows)
+                for r in claims if r.claim.paper == paper]
+        lines += _md_table(header, rows)
+        paper_checks = [r for r in checks if r.claim.paper == paper]
+        if paper_checks:
+            lines += ["", "### Consistency checks (not counted as reproduced)", ""]
+            lines += _md_table(header, [[r.claim.id, r.claim.where, r.claim.statement or r.claim.metric,
+                                         _fmt(r.claim.paper_value), _measured(r), _fmt(r.difference),
+                                         _tol(r.claim), r.status, r.scale or "—", r.data or "—", _notes(r)]
+                                        for r in paper_checks])
         lines += ["", "### Artifacts", ""]
         for (p, artifact), rec in sorted(records.items()):
             if p != paper:
@@ -110,6 +165,16 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str
                       f"runtime {rec.get('runtime_s')} s; commit {str(rec.get('git_commit'))[:10]}"
                       f"{' (dirty)' if rec.get('git_dirty') else ''}; MLflow run "
                       f"`{rec.get('mlflow_run_id')}`", ""]
+            for split in rec.get("splits") or []:
+                stand_in = f" — **stand-in for {split['substituted_for']}**" if split.get("substituted_for") else ""
+                lines += [f"- split `{split.get('split')}`: {split.get('name')}, n = {split.get('n')}, source "
+                          f"{split.get('source')}, sha256 {str(split.get('sha256'))[:12]}, indices "
+                          f"{str(split.get('indices_sha256'))[:12]}{stand_in}"]
+            overrides = rec.get("overrides")
+            lines += ["", "overrides of the registered config: " + (
+                "unknown (not recorded)" if overrides is None else
+                ", ".join(f"`{k}` {_fmt(v['registered'])} → {_fmt(v['run'])}" for k, v in overrides.items())
+                or "none"), ""]
             for fig in rec.get("figures", []):
                 lines += [f"![{artifact}: {fig}]({paper}/{folder.name}/{fig}.png)", "",
                           f"*{figure_caption(rec, fig)}*", ""]
@@ -117,6 +182,7 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str) -> str
                 md = folder / f"{table}.md"
                 if md.exists():
                     lines += [f"Table `{table}`:", "", md.read_text().strip(), ""]
+    lines += sweep_section(sweeps or [])
     lines += ["", "## Provenance", ""]
     lines += _md_table(["artifact", "commit", "dirty", "date", "host", "JAX", "backend / devices",
                         "MLflow run"],
@@ -203,8 +269,11 @@ def build(results_dir: Path, experiments_dir: Path) -> tuple[Path, Path]:
     registries = sorted(Path(experiments_dir).glob("*/claims.yaml"))
     results = evaluate_all(registries, results_dir)
     records = load_records(results_dir)
+    claims = [c for reg in registries for c in load_registry(reg)]
+    sweeps = [(rec, [evaluate(c, rec) for c in claims if (c.paper, c.artifact) == (rec["paper"], rec["artifact"])])
+              for rec in load_sweep_records(results_dir)]
     scale = results_dir.name
-    md = build_markdown(results, records, scale)
+    md = build_markdown(results, records, scale, sweeps)
     md_path = atomic_write_text(results_dir / "report.md", md)
     html_path = atomic_write_text(results_dir / "report.html", build_html(md, results_dir))
     return md_path, html_path
