@@ -7,8 +7,10 @@ from html.parser import HTMLParser
 import matplotlib.pyplot as plt
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ntkrepro.claims import ClaimError, evaluate, load_registry
+from ntkrepro.claims import ClaimError, evaluate, load_registry, satisfies
 from ntkrepro.io import atomic_savefig
 from ntkrepro.plotting import figure
 from ntkrepro.report import build
@@ -22,30 +24,145 @@ def _registry(tmp_path, claims, paper="p"):
 
 
 VALUE = {"id": "c1", "artifact": "a", "metric": "m", "paper_value": 1.0, "where": "Tab. 1",
-         "kind": "value", "tolerance": {"abs": 0.1}, "tolerance_reason": "seed noise",
-         "needs_scale": "quick"}
+         "kind": "value", "tolerance": {"abs": 0.1}, "tolerance_reason": "seed noise"}
+PAPER_CONFIG = {"precision": "float64", "params.widths": [100, 1000], "data.n_train": 512}
 
 
-def _record(value, scale="quick", substituted_for=None):
+def _record(value, scale="quick", substituted_for=None, config=None, overrides=None):
+    """A metrics.json record whose run had the paper's settings unless ``config`` says otherwise."""
+    splits = [{"split": "train", "name": "digits", "n": 512, "substituted_for": None},
+              {"split": "test", "name": substituted_for and "fashion_mnist" or "digits", "n": 100,
+               "substituted_for": substituted_for}]
     return {"paper": "p", "artifact": "a", "scale": scale, "metrics": {"m": value},
-            "data": {"name": "digits", "substituted_for": substituted_for}}
+            "data": {"name": "digits", "substituted_for": None}, "splits": splits,
+            "config": {**PAPER_CONFIG, "seed": 0, **(config or {})}, "paper_config": dict(PAPER_CONFIG),
+            "overrides": overrides or {}}
 
 
 @pytest.mark.parametrize(
-    "value,scale,subst,exact,status",
+    "value,config,overridden,subst,exact,status",
     [
-        (1.05, "quick", None, False, "reproduced"),
-        (1.5, "quick", None, False, "deviates"),
-        (1.5, "quick", None, True, "contradicted"),
-        (1.05, "smoke", None, False, "not run at this scale"),
-        (1.05, "quick", "mnist", False, "data unavailable"),
-        (None, "quick", None, False, "not run at this scale"),
+        (1.05, None, False, None, False, "reproduced"),
+        (1.5, None, False, None, False, "deviates"),
+        (1.5, None, False, None, True, "contradicted"),
+        (1.05, {"params.widths": [100, 300]}, False, None, False, "not run at this scale"),
+        (1.05, {"params.widths": [100]}, True, None, False, "not comparable"),
+        (1.05, {"precision": "float32"}, True, None, False, "not comparable"),
+        (1.05, {"seed": 3}, True, None, False, "reproduced"),  # another seed is a replication, not a new premise
+        (1.05, None, False, "mnist", False, "data unavailable"),  # a stand-in on the test split only
+        (None, None, False, None, False, "not run at this scale"),
     ],
 )
-def test_statuses(tmp_path, value, scale, subst, exact, status):
+def test_statuses(tmp_path, value, config, overridden, subst, exact, status):
     (claim,) = load_registry(_registry(tmp_path, [{**VALUE, "exact": exact}]))
-    result = evaluate(claim, _record(value, scale, subst))
+    overrides = {k: {"registered": None, "run": v} for k, v in (config or {}).items()} if overridden else {}
+    result = evaluate(claim, _record(value, substituted_for=subst, config=config, overrides=overrides))
     assert result.status == status
+    if status in ("not comparable", "not run at this scale") and value is not None:
+        assert "(indicative: reproduced)" in result.detail and result.verdict == "reproduced"
+
+
+def test_settings_and_free_replace_the_paper_equality(tmp_path):
+    """A claim about the widest width only: any width list holding 1000 meets it; a free key may differ."""
+    claim = {**VALUE, "settings": {"params.widths": {"includes": [1000]}},
+             "free": {"data.n_train": "the claim is about the kernel at init, no data"}}
+    (c,) = load_registry(_registry(tmp_path, [claim]))
+    assert evaluate(c, _record(1.0, config={"params.widths": [1000], "data.n_train": 64})).status == "reproduced"
+    res = evaluate(c, _record(1.0, config={"params.widths": [100]},
+                              overrides={"params.widths": {"registered": [100, 1000], "run": [100]}}))
+    assert res.status == "not comparable" and "params.widths overridden to [100]" in res.detail
+
+
+def test_artifact_block_applies_to_every_claim_and_claims_refine_it(tmp_path):
+    path = tmp_path / "experiments" / "p" / "claims.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump({
+        "paper": "p",
+        "artifacts": {"a": {"settings": {"params.widths": {"min_distinct": 2}},
+                            "free": {"data.n_train": "not used by these claims"}}},
+        "claims": [VALUE, {**VALUE, "id": "c2", "settings": {"params.widths": {"includes": [1000]}}}]}))
+    c1, c2 = load_registry(path)
+    assert c1.settings == {"params.widths": {"min_distinct": 2}} and "data.n_train" in c1.free
+    assert c2.settings == {"params.widths": {"includes": [1000]}} and "data.n_train" in c2.free
+    one = _record(1.0, config={"params.widths": [1000, 1000]})
+    assert evaluate(c1, one).status == "not run at this scale"  # one distinct width: no ordering to check
+    assert evaluate(c2, one).status == "reproduced"
+
+
+@given(st.lists(st.integers(-3, 3), max_size=6), st.integers(1, 4))
+def test_min_distinct_counts_distinct_values(values, k):
+    assert satisfies(values, {"min_distinct": k}) == (len(set(values)) >= k)
+
+
+@given(st.lists(st.floats(-10, 10), min_size=1, max_size=5), st.floats(-10, 10), st.floats(-10, 10))
+def test_min_max_bound_every_element(values, lo, hi):
+    assert satisfies(values, {"min": lo, "max": hi}) == all(lo <= v <= hi for v in values)
+
+
+@pytest.mark.parametrize(
+    "measured,se,tolerance,status",
+    [
+        (1.05, 0.01, {"abs": 0.1}, "reproduced"),      # 1.05 ± 0.02 inside ±0.1
+        (1.05, 0.2, {"abs": 0.1}, "inconclusive"),     # 1.05 ± 0.4 straddles the band
+        (1.5, 0.1, {"abs": 0.1}, "deviates"),          # 1.5 ± 0.2 entirely outside
+        (1.3, 0.2, {"se": 2}, "reproduced"),           # within 2 measured standard errors
+        (1.5, 0.2, {"se": 2}, "deviates"),
+        (1.0, float("nan"), {"se": 2}, "inconclusive"),  # one run: no spread to compare with
+    ],
+)
+def test_uncertainty_interval(tmp_path, measured, se, tolerance, status):
+    (c,) = load_registry(_registry(tmp_path, [{**VALUE, "tolerance": tolerance}]))
+    rec = _record(measured)
+    rec["uncertainty"] = {"m": {"se": se, "n": 10, "over": "seeds"}}
+    res = evaluate(c, rec)
+    assert res.status == status
+    assert res.statistics.startswith("seeds: n = 10")
+
+
+def test_single_run_is_labelled(tmp_path):
+    (c,) = load_registry(_registry(tmp_path, [VALUE]))
+    assert evaluate(c, _record(1.0)).statistics == "single run (no spread measured)"
+
+
+def test_diverged_runs_are_stated(tmp_path):
+    (c,) = load_registry(_registry(tmp_path, [VALUE]))
+    rec = _record(1.0)
+    rec["diverged"] = {"m": {"diverged": 2, "runs": 5}}
+    assert "2 of 5 runs diverged" in evaluate(c, rec).detail
+
+
+def test_consistency_checks_are_not_reproduced(tmp_path):
+    (c,) = load_registry(_registry(tmp_path, [{**VALUE, "consistency": "an identity of the recursion"}]))
+    assert evaluate(c, _record(1.0)).status == "check holds"
+    assert evaluate(c, _record(2.0)).status == "check fails"
+    assert evaluate(c, _record(1.0, config={"params.widths": [1]}, overrides={"params.widths": {}})).status \
+        == "check not run"
+
+
+def test_paper_disagreeing_with_its_own_table(tmp_path):
+    table = [{**VALUE, "id": "t_a", "paper_value": 80.0}, {**VALUE, "id": "t_b", "paper_value": 69.7},
+             {**VALUE, "id": "t_c", "paper_value": 60.0}]
+    text = {**VALUE, "id": "gain", "paper_value": 9.0, "tolerance": {"abs": 0.5},
+            "paper_table": "mean(t_a, t_b) - t_c - 4.85"}
+    claims = {c.id: c for c in load_registry(_registry(tmp_path, [*table, text]))}
+    assert claims["gain"].table_value == pytest.approx(10.0)
+    res = evaluate(claims["gain"], _record(10.2))  # a perfect run measures what the table says
+    assert res.status == "paper inconsistent" and res.verdict == "reproduced"
+    assert "the paper's own table 10" in res.detail
+    consistent = {**text, "paper_table": "mean(t_a, t_b) - t_c - 5.85"}
+    (_, _, _, c2) = load_registry(_registry(tmp_path, [*table, consistent]))
+    assert evaluate(c2, _record(9.2)).status == "reproduced"
+    with pytest.raises(ClaimError, match="'nope'"):
+        load_registry(_registry(tmp_path, [*table, {**text, "paper_table": "nope - 1"}]))
+    with pytest.raises(ClaimError, match="only numbers"):
+        load_registry(_registry(tmp_path, [*table, {**text, "paper_table": "__import__('os')"}]))
+
+
+def test_run_without_recorded_config_is_not_comparable(tmp_path):
+    (c,) = load_registry(_registry(tmp_path, [VALUE]))
+    rec = _record(1.0)
+    del rec["config"]
+    assert evaluate(c, rec).status == "not comparable"
 
 
 def test_relative_tolerance_and_difference(tmp_path):
@@ -77,7 +194,12 @@ def test_metric_no_stage_produced_fails_loudly(tmp_path):
 
 @pytest.mark.parametrize(
     "bad,msg",
-    [({"kind": "guess"}, "kind"), ({"tolerance": None}, "tolerance"), ({"needs_scale": "huge"}, "needs_scale")],
+    [({"kind": "guess"}, "kind"), ({"tolerance": None}, "tolerance"), ({"needs_scale": "quick"}, "needs_scale"),
+     ({"tolerance": {"abs": -1}}, "> 0"), ({"tolerance": {"sd": 1}}, "tolerance takes"),
+     ({"settings": {"params.widths": {"atleast": 2}}}, "constraint mapping"),
+     ({"free": {"params.widths": ""}}, "reason"),
+     ({"settings": {"params.w": 1}, "free": {"params.w": "x"}}, "both constrained and free"),
+     ({"consistency": True}, "consistency takes")],
 )
 def test_registry_validation(tmp_path, bad, msg):
     with pytest.raises(ClaimError, match=msg):
@@ -120,7 +242,7 @@ def test_report_lists_claims_and_artifacts(tmp_path):
     (results / "p" / "a" / "metrics.json").write_text(json.dumps(rec))
     md_path, html_path = build(results, tmp_path / "experiments")
     md = md_path.read_text()
-    assert "| p | 1 | 0 | 0 | 1 | 0 |" in md  # c1 reproduced, c2 (stage b absent) not run
+    assert "| p | 1 | 0 | 0 | 0 | 0 | 0 | 1 | 0 | 0/0/0 |" in md  # c1 reproduced, c2 (stage b absent) not run
     assert "n_points" in md
     assert "<table>" in html_path.read_text()
 
@@ -160,7 +282,7 @@ def test_report_figure_captions_name_config_data_sizes_seeds_precision_runtime(t
               "seeds": [0, 3], "precision": "float32", "runtime_s": 12.5}
     records = {"a": {**_record(1.02, substituted_for="mnist"), **common},
                "b": {**_record(1.02), **common, "artifact": "b", "figures": ["curve", "absent"],
-                     "data": {"name": "gaussian", "substituted_for": None}}}
+                     "data": {"name": "gaussian", "substituted_for": None}, "splits": []}}
     pngs = {}
     for artifact, rec in records.items():
         folder = results / "p" / artifact
@@ -183,7 +305,7 @@ def test_report_figure_captions_name_config_data_sizes_seeds_precision_runtime(t
                      "scale `quick`", "sizes n_train=20, widths=[50, 200]", "seeds 0, 3",
                      "precision float32", "runtime 12.5 s"):
             assert part in caption, (part, caption)
-    assert "data `digits` (stand-in for `mnist`)" in captions["a", "curve"]
+    assert "train `digits` (n=512), test `fashion_mnist` (n=100, stand-in for `mnist`)" in captions["a", "curve"]
     assert "data `gaussian`;" in captions["b", "curve"] and "stand-in" not in captions["b", "curve"]
 
     page = _Figures()

@@ -79,6 +79,10 @@ def figure_caption(rec: dict, fig: str) -> str:
     used = f"`{data.get('name')}`"
     if data.get("substituted_for"):
         used += f" (stand-in for `{data['substituted_for']}`)"
+    if rec.get("splits"):
+        used = ", ".join(f"{s.get('split')} `{s.get('name')}` (n={s.get('n')}"
+                         + (f", stand-in for `{s['substituted_for']}`)" if s.get("substituted_for") else ")")
+                         for s in rec["splits"])
     sizes = ", ".join(f"{k}={_fmt(v)}" for k, v in (rec.get("sizes") or {}).items()) or "—"
     seeds = ", ".join(str(s) for s in rec.get("seeds") or []) or "none"
     runtime = "—" if rec.get("runtime_s") is None else f"{_fmt(rec['runtime_s'])} s"
