@@ -78,3 +78,36 @@ def test_bad_value_fails_before_compute(tmp_path):
     with pytest.raises(ConfigError):
         execute(cfg, lambda c: called.append(1), out_dir=tmp_path / "x")
     assert not called
+
+
+def test_every_split_read_and_the_premise_are_recorded(tmp_path):
+    """A registered experiment run with a command-line override: metrics.json holds the resolved config,
+    the paper-scale premise, the override against the registered config, and both splits read."""
+    from ntkrepro.stage import load_split
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "experiment=jacot2018/fig3", "scale=smoke", f"results_root={tmp_path}/results", "tracking.enabled=false",
+            "data=digits", "data.n_train=20", "+data.n_test=10", "params.widths=[50]", "seed=3"])
+
+    def run(c):
+        train, test = load_split(c, "train"), load_split(c, "test")
+        load_split(c, "train")  # read twice: recorded once
+        return StageResult(metrics={"n": len(train.x) + len(test.x)}, data=train.provenance)
+
+    record = execute(cfg, run, out_dir=tmp_path / "out")
+    assert [(s["split"], s["name"], s["n"], s["requested"]) for s in record["splits"]] == [
+        ("train", "digits", 20, "digits"), ("test", "digits", 10, "digits")]
+    assert record["config"]["params.widths"] == [50] and record["config"]["seed"] == 3
+    assert record["overrides"]["params.widths"] == {"registered": [50, 200], "run": [50]}
+    assert record["overrides"]["data.name"] == {"registered": "mnist", "run": "digits"}
+    assert record["overrides"]["seed"] == {"registered": 0, "run": 3}
+    assert not any(k.startswith(("tracking.", "results_root", "out_dir")) for k in record["overrides"])
+    assert record["paper_config"]["params.widths"] == [100, 1000, 10000]
+    assert record["paper_config"]["data.n_train"] == 512 and "seed" not in record["paper_config"]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["splits"] == record["splits"]
+
+
+def test_unregistered_experiment_records_no_premise(tmp_path):
+    record = execute(_cfg(tmp_path, "tracking.enabled=false"), _run, out_dir=tmp_path / "out")
+    assert record["overrides"] is None and record["paper_config"] is None and record["splits"] == []
