@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from jacot_common import circle_points, gd_stepper, init_key, jacot_net, ntk_row_fn
+from jacot_common import (circle_points, decreasing, distinct_widths, gd_stepper, init_key, jackknife,
+                          jacot_net, ntk_row_fn)
 
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
@@ -44,15 +45,15 @@ def mean_z_score(samples: np.ndarray, limit: np.ndarray) -> float:
 
 def run(cfg) -> StageResult:
     p = cfg.params
-    widths = sorted(int(w) for w in p.widths)
-    if len(widths) < 2:
-        raise ValueError(f"params.widths needs at least two widths to compare, got {widths}")
+    widths = distinct_widths(p.widths, at_least=2)  # Fig. 1 compares widths: one width is refused
     if len(p.x0) != 2:
         raise ValueError(f"params.x0 must be a point of the plane (2 numbers), got {list(p.x0)}")
     if p.n_grid < 2:
         raise ValueError(f"params.n_grid must be >= 2 (a curve over the circle), got {p.n_grid}")
     if p.n_inits < 2:
         raise ValueError(f"params.n_inits must be >= 2 (a spread needs two inits), got {p.n_inits}")
+    if p.steps < 1:
+        raise ValueError(f"params.steps must be >= 1 (the trained kernel needs training), got {p.steps}")
     dtype = np.float32 if cfg.precision == "float32" else np.float64
     train = load_split(cfg, "train")
     x_train = np.asarray(train.x, dtype=dtype)
@@ -77,30 +78,36 @@ def run(cfg) -> StageResult:
         kernels[w]["trained"].append(np.asarray(ntk_rows[w](params, x0, grid)))
     kernels = {w: {t: np.stack(v) for t, v in d.items()} for w, d in kernels.items()}
 
-    rows, metrics = [], {}
+    rows, metrics, uncertainty = [], {}, {}
     for w in widths:
         k0, kt = kernels[w]["t0"], kernels[w]["trained"]
-        row = {"width": w, "n_inits": p.n_inits,
-               "spread_t0": relative_spread(k0, limit), "spread_trained": relative_spread(kt, limit),
-               "inflation": inflation(k0, kt, limit),
-               "mean_rel_err_t0": mean_relative_error(k0, limit),
-               "mean_rel_err_trained": mean_relative_error(kt, limit),
+        # each metric with its standard error over the inits (a jackknife; a plain mean for inflation)
+        est = {"spread_t0": jackknife(k0, lambda s: relative_spread(s, limit)),
+               "spread_trained": jackknife(kt, lambda s: relative_spread(s, limit)),
+               "inflation": jackknife(kt - k0, lambda d: inflation(np.zeros_like(d), d, limit)),
+               "mean_rel_err_t0": jackknife(k0, lambda s: mean_relative_error(s, limit)),
+               "mean_rel_err_trained": jackknife(kt, lambda s: mean_relative_error(s, limit))}
+        row = {"width": w, "n_inits": p.n_inits, **{k: e.value for k, e in est.items()},
                "mean_z_t0": mean_z_score(k0, limit)}
         rows.append(row)
         metrics.update({f"{k}_w{w}": v for k, v in row.items() if k not in ("width", "n_inits")})
+        uncertainty.update({f"{k}_w{w}": e.record() for k, e in est.items()})
     small, large = rows[0], rows[-1]
     for key in ("spread_t0", "spread_trained", "inflation", "mean_rel_err_t0", "mean_rel_err_trained"):
         metrics[f"{key}_smallest_width"] = small[key]
         metrics[f"{key}_largest_width"] = large[key]
+        uncertainty[f"{key}_smallest_width"] = uncertainty[f"{key}_w{small['width']}"]
+        uncertainty[f"{key}_largest_width"] = uncertainty[f"{key}_w{large['width']}"]
     metrics["spread_t0_ratio_small_over_large"] = small["spread_t0"] / large["spread_t0"]
     metrics["sqrt_width_ratio"] = float(np.sqrt(large["width"] / small["width"]))
     metrics["inflation_ratio_small_over_large"] = small["inflation"] / large["inflation"]
-    metrics["spread_decreases_with_width"] = bool(
-        all(a["spread_t0"] > b["spread_t0"] for a, b in zip(rows, rows[1:], strict=False)))
-    metrics["inflation_decreases_with_width"] = bool(
-        small["inflation"] > 0 and all(a["inflation"] > b["inflation"] for a, b in zip(rows, rows[1:],
-                                                                                       strict=False)))
-    metrics["mean_rel_err_t0_max"] = max(r["mean_rel_err_t0"] for r in rows)
+    metrics["spread_decreases_with_width"] = decreasing(r["spread_t0"] for r in rows)
+    ordered = decreasing(r["inflation"] for r in rows)
+    metrics["inflation_decreases_with_width"] = None if ordered is None else bool(small["inflation"] > 0 and ordered)
+    worst = max(rows, key=lambda r: r["mean_rel_err_t0"])
+    metrics["mean_rel_err_t0_max"] = worst["mean_rel_err_t0"]
+    metrics["mean_rel_err_t0_max_width"] = worst["width"]
+    uncertainty["mean_rel_err_t0_max"] = uncertainty[f"mean_rel_err_t0_w{worst['width']}"]
 
     curves = {"angle": angles, "limit": limit}
     for w in widths:
@@ -112,6 +119,7 @@ def run(cfg) -> StageResult:
         sizes={"n_train": int(x_train.shape[0]), "widths": widths, "n_inits": int(p.n_inits),
                "n_grid": int(p.n_grid), "depth": int(p.depth), "steps": int(p.steps)},
         seeds=[int(cfg.seed)],
+        uncertainty=uncertainty,
         tables={"fig1_summary": pd.DataFrame(rows), "fig1_curves": pd.DataFrame(curves)},
         figures={"fig1": _figure(angles, limit, kernels, widths, steps=p.steps, depth=p.depth)},
         arrays={"angles": angles, "limit": limit,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from jacot_common import circle_points, gd_stepper, init_key, jacot_net
+from jacot_common import circle_points, distinct_widths, gd_stepper, init_key, jackknife, jacot_net
 from scipy import linalg, stats
 
 from ntkrepro.kernels.fc import jacot_fc_kernels
@@ -61,7 +61,11 @@ def fraction_inside(samples, lower, upper) -> float:
 
 def run(cfg) -> StageResult:
     p = cfg.params
-    widths = sorted(int(w) for w in p.widths)
+    widths = distinct_widths(p.widths, at_least=1)  # no ordering over widths: one width is a valid run
+    if len(p.train_angles) < 1:
+        raise ValueError("params.train_angles needs at least one training point")
+    if p.steps < 1:
+        raise ValueError(f"params.steps must be >= 1, got {p.steps}")
     if p.target not in TARGETS:
         raise ValueError(f"params.target must be one of {sorted(TARGETS)}, got {p.target!r}")
     if p.n_grid < 2:
@@ -99,19 +103,25 @@ def run(cfg) -> StageResult:
     outputs = {w: np.stack(v) for w, v in outputs.items()}
 
     gp_std_rms = float(np.sqrt(np.mean(var)))
-    rows, metrics = [], {}
+    rows, metrics, uncertainty = [], {}, {}
     for w in widths:
         f = outputs[w]
-        row = {"width": w, "n_inits": p.n_inits,
-               "frac_inside_10_90": fraction_inside(f, q10, q90),
-               "mean_err_over_gp_std": float(np.sqrt(np.mean((f.mean(axis=0) - mean) ** 2)) / gp_std_rms),
-               "spread_ratio": float(np.sqrt(np.mean(f.var(axis=0, ddof=1))) / gp_std_rms),
+        # standard errors over the inits: the fraction inside is a plain mean of per-init fractions,
+        # the spread and the mean error are jackknifed
+        est = {"frac_inside_10_90": jackknife(f, lambda s: fraction_inside(s, q10, q90)),
+               "mean_err_over_gp_std": jackknife(
+                   f, lambda s: np.sqrt(np.mean((s.mean(axis=0) - mean) ** 2)) / gp_std_rms),
+               "spread_ratio": jackknife(f, lambda s: np.sqrt(np.mean(s.var(axis=0, ddof=1))) / gp_std_rms)}
+        row = {"width": w, "n_inits": p.n_inits, **{k: e.value for k, e in est.items()},
                "train_rmse_max": max(train_rmse[w])}
         rows.append(row)
         metrics.update({f"{k}_w{w}": v for k, v in row.items() if k not in ("width", "n_inits")})
+        uncertainty.update({f"{k}_w{w}": e.record() for k, e in est.items()})
     for key in ("frac_inside_10_90", "mean_err_over_gp_std", "spread_ratio"):
         metrics[f"{key}_smallest_width"] = rows[0][key]
         metrics[f"{key}_largest_width"] = rows[-1][key]
+        uncertainty[f"{key}_smallest_width"] = uncertainty[f"{key}_w{rows[0]['width']}"]
+        uncertainty[f"{key}_largest_width"] = uncertainty[f"{key}_w{rows[-1]['width']}"]
     metrics["train_rmse_max"] = max(r["train_rmse_max"] for r in rows)
     metrics["gp_std_rms"] = gp_std_rms
     metrics["gp_mean_t_vs_converged_max_abs"] = float(np.max(np.abs(mean - mean_inf)))
@@ -127,6 +137,7 @@ def run(cfg) -> StageResult:
         sizes={"n_train": len(x_train), "widths": widths, "n_inits": int(p.n_inits),
                "n_grid": int(p.n_grid), "depth": int(p.depth), "steps": int(p.steps)},
         seeds=[int(cfg.seed)],
+        uncertainty=uncertainty,
         tables={"fig2_summary": pd.DataFrame(rows), "fig2_curves": pd.DataFrame(curves)},
         figures={"fig2": _figure(angles, outputs, (q10, q50, q90), widths,
                                  np.asarray(p.train_angles), y_train)},

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from jacot_common import gd_stepper, init_key, jacot_net
+from jacot_common import decreasing, distinct_widths, gd_stepper, init_key, jacot_net
 
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.stats import LineFit, line_fit, mean_se
 
 
 def kernel_pca(gram: np.ndarray, *, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,13 +62,28 @@ def log_deviation(g_norm: np.ndarray, predicted: np.ndarray) -> float:
 
 def fitted_rate(times: np.ndarray, g_norm: np.ndarray) -> float:
     """Least-squares slope of -ln ||g_t|| against t (the decay rate; lambda_2 in the limit)."""
-    y = np.log(np.maximum(np.asarray(g_norm), np.finfo(float).tiny))
-    return float(-np.polyfit(np.asarray(times, dtype=float), y, 1)[0])
+    return -rate_fit(times, g_norm).slope
+
+
+def rate_fit(times: np.ndarray, g_norms: np.ndarray) -> LineFit:
+    """One least-squares line of ln ||g_t|| against t through the points of every trajectory in
+    ``g_norms`` ((trials, T) or (T,), all on ``times``): its slope is minus the decay rate and equals
+    the mean of the per-trial slopes (same times); its standard error and n come from the pooled
+    residuals (``ntkrepro.stats.line_fit``)."""
+    g = np.atleast_2d(np.asarray(g_norms, dtype=np.float64))
+    t = np.asarray(times, dtype=np.float64)
+    y = np.log(np.maximum(g, np.finfo(float).tiny))
+    return line_fit(np.tile(t, g.shape[0]), y.ravel())
 
 
 def run(cfg) -> StageResult:
     p = cfg.params
-    widths = sorted(int(w) for w in p.widths)
+    widths = distinct_widths(p.widths, at_least=1)  # one width: the orderings are None (not measured)
+    if p.record_every < 1:
+        raise ValueError(f"params.record_every must be >= 1, got {p.record_every}")
+    if p.steps < p.record_every:
+        raise ValueError(f"params.steps ({p.steps}) must be >= params.record_every ({p.record_every}): "
+                         "a decay needs two recorded points")
     if p.n_trials < 1:
         raise ValueError(f"params.n_trials must be >= 1, got {p.n_trials}")
     if p.n_components < 3:
@@ -127,21 +143,36 @@ def run(cfg) -> StageResult:
                "gap_ratio_footnote_over_paper_beta": float((lam_fn[0] / lam_fn[1]) / (lam[0] / lam[1])),
                "gap_diff_ratio_footnote_over_paper_beta": float((lam_fn[0] - lam_fn[1]) / (lam[0] - lam[1])),
                **{f"lambda{k + 1}_empirical_largest_width": v for k, v in enumerate(lam_empirical[:3])}}
-    rows = []
+    rows, uncertainty = [], {}
+    half = len(times) // 2
     for w in widths:
+        g_dev = [log_deviation(g, predicted) for g in g_norms[w]]
+        h_max = h_norms[w].max(axis=1) / p.amplitude
+        fit = rate_fit(times, g_norms[w])
         row = {"width": w, "n_trials": p.n_trials,
-               "g_log_dev": float(np.mean([log_deviation(g, predicted) for g in g_norms[w]])),
-               "h_max_rel": float(np.mean(h_norms[w].max(axis=1)) / p.amplitude),
-               "g_rate_over_lambda2": float(np.mean([fitted_rate(times, g) for g in g_norms[w]]) / lam[1])}
+               "g_log_dev": float(np.mean(g_dev)), "h_max_rel": float(np.mean(h_max)),
+               "g_rate_over_lambda2": -fit.slope / lam[1],
+               # local rates: the first and the second half of the time range (a drift the fit hides)
+               "g_rate_over_lambda2_first_half": (-rate_fit(times[:half + 1], g_norms[w][:, :half + 1]).slope
+                                                  / lam[1]) if half >= 1 else None,
+               "g_rate_over_lambda2_second_half": (-rate_fit(times[half:], g_norms[w][:, half:]).slope
+                                                   / lam[1]) if len(times) - half >= 2 else None}
         rows.append(row)
         metrics.update({f"{k}_w{w}": v for k, v in row.items() if k not in ("width", "n_trials")})
-    for key in ("g_log_dev", "h_max_rel", "g_rate_over_lambda2"):
-        metrics[f"{key}_smallest_width"] = rows[0][key]
-        metrics[f"{key}_largest_width"] = rows[-1][key]
-    metrics["g_dev_decreases_with_width"] = bool(
-        all(a["g_log_dev"] > b["g_log_dev"] for a, b in zip(rows, rows[1:], strict=False)))
-    metrics["h_decreases_with_width"] = bool(
-        all(a["h_max_rel"] > b["h_max_rel"] for a, b in zip(rows, rows[1:], strict=False)))
+        rate = fit.slope_estimate()
+        uncertainty[f"g_rate_over_lambda2_w{w}"] = {**rate.record(), "se": float(rate.se / lam[1])}
+        if p.n_trials >= 2:
+            uncertainty[f"g_log_dev_w{w}"] = mean_se(g_dev, over="trials").record()
+            uncertainty[f"h_max_rel_w{w}"] = mean_se(h_max, over="trials").record()
+    for key in ("g_log_dev", "h_max_rel", "g_rate_over_lambda2", "g_rate_over_lambda2_first_half",
+                "g_rate_over_lambda2_second_half"):
+        for which, row in (("smallest", rows[0]), ("largest", rows[-1])):
+            metrics[f"{key}_{which}_width"] = row[key]
+            if f"{key}_w{row['width']}" in uncertainty:
+                uncertainty[f"{key}_{which}_width"] = uncertainty[f"{key}_w{row['width']}"]
+    # orderings over the widths: None (not measured) with one width, never a vacuous True
+    metrics["g_dev_decreases_with_width"] = decreasing(r["g_log_dev"] for r in rows)
+    metrics["h_decreases_with_width"] = decreasing(r["h_max_rel"] for r in rows)
     metrics = {k: float(v) if isinstance(v, np.floating) else v for k, v in metrics.items()}
 
     curves = {"t": times, "g_predicted": predicted}
@@ -154,6 +185,7 @@ def run(cfg) -> StageResult:
         sizes={"n_batch": n, "input_dim": int(x.shape[1]), "widths": widths, "n_trials": int(p.n_trials),
                "depth": int(p.depth), "steps": int(p.steps), "record_every": int(p.record_every)},
         seeds=[int(cfg.seed)],
+        uncertainty=uncertainty,
         tables={"fig3_summary": pd.DataFrame(rows), "fig3_eigenvalues": pd.DataFrame(table),
                 "fig3_curves": pd.DataFrame(curves)},
         figures={"fig3": _figure(comps, labels, times, predicted, g_norms, h_norms, widths, lam)},

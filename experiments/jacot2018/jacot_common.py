@@ -19,6 +19,7 @@ import numpy as np
 
 from ntkrepro.kernels.fc import jacot_to_fc
 from ntkrepro.nets import Network, fc
+from ntkrepro.stats import Estimate, mean_se
 from ntkrepro.train import square_loss
 
 
@@ -75,3 +76,40 @@ def circle_points(angles) -> np.ndarray:
     """(cos g, sin g) for each angle g: (n, 2)."""
     g = np.asarray(angles, dtype=np.float64)
     return np.stack([np.cos(g), np.sin(g)], axis=1)
+
+
+def distinct_widths(widths, *, at_least: int) -> list[int]:
+    """The sorted widths of ``params.widths``, refused (one-line ``ValueError`` naming the parameter)
+    when a width repeats or fewer than ``at_least`` are given: the stages key their runs by width."""
+    ws = [int(w) for w in widths]
+    if len(set(ws)) != len(ws):
+        raise ValueError(f"params.widths must not repeat a width, got {ws}")
+    if len(ws) < at_least:
+        raise ValueError(f"params.widths needs at least {at_least} distinct width(s), got {ws}")
+    if any(w < 1 for w in ws):
+        raise ValueError(f"params.widths must be positive integers, got {ws}")
+    return sorted(ws)
+
+
+def decreasing(values) -> bool | None:
+    """Whether ``values`` (ordered by increasing width) strictly decrease; None (not measured) for
+    fewer than two values: an ordering over one width compares nothing."""
+    v = list(values)
+    if len(v) < 2:
+        return None
+    return bool(all(a > b for a, b in zip(v, v[1:], strict=False)))
+
+
+def jackknife(samples, statistic: Callable, *, over: str = "inits") -> Estimate:
+    """``statistic(samples)`` with its delete-one jackknife standard error over the first axis of
+    ``samples`` (the inits or trials): se^2 = (n-1)/n sum_i (theta_(-i) - mean theta_(-))^2, computed as
+    the standard error of the mean of the pseudo-values n theta - (n-1) theta_(-i)
+    (``ntkrepro.stats.mean_se``). For a statistic that is a plain mean it equals s / sqrt(n)."""
+    s = np.asarray(samples)
+    n = s.shape[0]
+    if n < 2:
+        raise ValueError(f"a jackknife needs at least two {over}, got {n}")
+    full = float(statistic(s))
+    loo = np.array([float(statistic(np.delete(s, i, axis=0))) for i in range(n)])
+    se = mean_se(n * full - (n - 1) * loo, over=over).se
+    return Estimate(full, se, n, over)
