@@ -319,3 +319,20 @@ def test_report_figure_captions_name_config_data_sizes_seeds_precision_runtime(t
             assert figure_html["src"] is None
     assert "figure file missing: p/b/absent.png" in page.paragraphs
     assert not any(p.startswith("*Figure") or p.startswith("Figure") for p in page.paragraphs)
+
+
+def test_sweep_jobs_are_judged_on_their_own_config_and_not_counted(tmp_path):
+    _registry(tmp_path, [VALUE])
+    results = tmp_path / "results" / "quick"
+    registered = {**_record(1.02), "figures": [], "tables": []}
+    job = {**_record(1.02, config={"params.widths": [100]},
+                     overrides={"params.widths": {"registered": [100, 1000], "run": [100]}}),
+           "figures": [], "tables": []}
+    (results / "p" / "a" / "multirun" / "20261206-0000" / "0").mkdir(parents=True)
+    (results / "p" / "a" / "metrics.json").write_text(json.dumps(registered))
+    (results / "p" / "a" / "multirun" / "20261206-0000" / "0" / "metrics.json").write_text(json.dumps(job))
+    md = build(results, tmp_path / "experiments")[0].read_text()
+    assert "| p | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0/0/0 |" in md  # only the registered run is counted
+    sweep = md[md.index("## Sweep jobs"):]
+    row = next(line for line in sweep.splitlines() if line.startswith("| p/a |"))
+    assert "params.widths=[100]" in row and "not comparable 1" in row
