@@ -20,6 +20,7 @@ from ntkrepro.plotting import band, figure
 from ntkrepro.progress import progress
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.stats import mean_se
 
 MODELS = ("ntk", "deq")
 
@@ -116,10 +117,26 @@ def _draw(rng, n_pool: int, n: int) -> np.ndarray:
     return np.sort(rng.choice(n_pool, size=n, replace=False))
 
 
+def check_params(p) -> None:
+    """One-line ValueError for settings that would make a Fig. 1 comparison empty, before any compute."""
+    if len(p.panels) < 1:
+        raise ValueError("params.panels needs at least one (sigma_w2, sigma_b2) panel")
+    if len({int(d) for d in p.depths}) < 2 or min(int(d) for d in p.depths) < 1:
+        raise ValueError(f"params.depths needs >= 2 distinct depths >= 1 (the accuracy at the first vs the "
+                         f"deepest), got {list(p.depths)}")
+    if p.n_draws < 2:
+        raise ValueError(f"params.n_draws must be >= 2 (the CI over draws), got {p.n_draws}")
+    if not 0 <= p.spectrum_draw < p.n_draws:
+        raise ValueError(f"params.spectrum_draw must be one of the draws 0..{p.n_draws - 1}, got {p.spectrum_draw}")
+    if p.n_train < 2 or p.n_test < 1:
+        raise ValueError(f"params.n_train >= 2 and params.n_test >= 1 needed, got {p.n_train}, {p.n_test}")
+
+
 def run(cfg) -> StageResult:
     p = cfg.params
+    check_params(p)
     panels = [dict(sigma_w2=float(q.sigma_w2), sigma_b2=float(q.sigma_b2)) for q in p.panels]
-    depths = sorted(int(d) for d in p.depths)
+    depths = sorted({int(d) for d in p.depths})
     for q in panels:  # every variance checked before any compute
         for model in MODELS:
             model_variances(model, **q, deq_sigma_b2=p.deq_sigma_b2)
@@ -164,6 +181,7 @@ def run(cfg) -> StageResult:
     summary = _summarize(per_draw, level=p.ci_level)
     spectrum = pd.DataFrame(spectra)
     metrics = _metrics(summary, spectrum, fixed_point_err, panels, depths)
+    uncertainty = draw_uncertainty(per_draw, panels, depths)
     figures = {"fig1": _accuracy_figure(summary, panels), "fig1_freeze": _freeze_figure(spectrum, panels)}
     return StageResult(
         metrics=metrics,
@@ -175,7 +193,22 @@ def run(cfg) -> StageResult:
         tables={"fig1_accuracy": summary, "fig1_spectrum": spectrum, "fig1_per_draw": per_draw},
         figures=figures,
         notes=[f"test data: {pool_test.provenance}"],
+        uncertainty=uncertainty,
     )
+
+
+def draw_uncertainty(per_draw: pd.DataFrame, panels, depths) -> dict:
+    """Standard error over draws of each per-panel mean accuracy reported as a metric (first and deepest
+    depth): ``StageResult.uncertainty`` entries."""
+    out = {}
+    for q in panels:
+        tag = panel_tag(q["sigma_w2"], q["sigma_b2"])
+        for model, depth, name in (("ntk", depths[0], f"ntk_acc_pct_depth{depths[0]}_{tag}"),
+                                   ("ntk", depths[-1], f"ntk_acc_pct_deepest_{tag}"),
+                                   ("deq", depths[-1], f"deq_acc_pct_deepest_{tag}")):
+            g = per_draw[(per_draw.panel == tag) & (per_draw.model == model) & (per_draw.depth == depth)]
+            out[name] = mean_se(g["test_acc_pct"], over="draws").record()
+    return out
 
 
 def _summarize(per_draw: pd.DataFrame, *, level: float) -> pd.DataFrame:
@@ -208,7 +241,8 @@ def _metrics(summary, spectrum, fixed_point_err, panels, depths) -> dict:
         singletons.append(last.ci_halfwidth == 0.0)
         tail = deq[deq.depth >= tail_from]
         stable.append(np.ptp(tail.test_acc_pct) <= tail.ci_halfwidth.max())
-        deq_wins.append(deq.iloc[-1].test_acc_pct > last.test_acc_pct)
+        deq_wins.append(deq.iloc[-1].test_acc_pct - last.test_acc_pct
+                        > deq.iloc[-1].ci_halfwidth + last.ci_halfwidth)
         spec = spectrum[(spectrum.panel == tag) & (spectrum.depth == max(depths))]
         erank = dict(zip(spec.model, spec.effective_rank, strict=True))
         m[f"ntk_effective_rank_deepest_{tag}"] = erank["ntk"]
@@ -226,13 +260,20 @@ def _metrics(summary, spectrum, fixed_point_err, panels, depths) -> dict:
     m["ntk_ci_singleton_deepest_all_panels"] = bool(all(singletons))
     m["deq_accuracy_stable_all_panels"] = bool(all(stable))
     m["deq_beats_deepest_ntk_all_panels"] = bool(all(deq_wins))
-    by_sw2 = [h for _, h in sorted(zip((q["sigma_w2"] for q in panels), half_depths, strict=True))]
-    m["ntk_freeze_later_with_larger_sw2"] = bool(
-        None not in by_sw2
-        and all(a <= b for a, b in zip(by_sw2, by_sw2[1:], strict=False))
-        and by_sw2[0] < by_sw2[-1]
-    )
+    m["ntk_freeze_later_with_larger_sw2"] = freeze_later_with_larger_sw2(
+        [q["sigma_w2"] for q in panels], half_depths)
     return m
+
+
+def freeze_later_with_larger_sw2(sigma_w2s, half_depths) -> bool | None:
+    """Whether the NTK's half-drop depth is non-decreasing in sigma_W^2 and larger at the largest than at
+    the smallest; None (not measured) with fewer than 2 distinct sigma_W^2 (no ordering to check)."""
+    if len(set(sigma_w2s)) < 2:
+        return None
+    by_sw2 = [h for _, h in sorted(zip(sigma_w2s, half_depths, strict=True), key=lambda t: t[0])]
+    return bool(None not in by_sw2
+                and all(a <= b for a, b in zip(by_sw2, by_sw2[1:], strict=False))
+                and by_sw2[0] < by_sw2[-1])
 
 
 def _accuracy_figure(summary, panels):

@@ -186,3 +186,63 @@ def test_gram_timing_measures_records_reads_and_scales(tmp_path):
     resumed = deq_eval.Timed(None, wall_s=1.0, cpu_s=1.5)  # 1 of 4 tiles computed now
     assert deq_eval.gram_timing(_gram_result("k2", 1, 3), resumed, timing_root=tmp_path) == (4.0, 6.0)
     assert deq_eval.gram_timing(_gram_result("k3", 0, 4), cached, timing_root=tmp_path) == (None, None)
+
+
+def test_deq_beats_ntk_needs_more_than_both_ci_halfwidths():
+    panels = [{"sigma_w2": 0.5, "sigma_b2": 0.5}]
+    spectrum = pd.DataFrame([{"panel": "w50_b50", "model": m, "depth": 200, "condition_number": 1.0,
+                              "effective_rank": e} for m, e in (("ntk", 1.0), ("deq", 3.0))])
+    gaps = {"w50_b50": (0.0, 0.0)}
+    for deq_deepest, expected in ((14.0, True), (13.0, False)):  # NTK 10 +- 1, DEQ +- 2: apart by > 3?
+        rows = (_summary("w50_b50", "ntk", [45, 20, 10, 10], [2, 2, 1, 1])
+                + _summary("w50_b50", "deq", [45, 44, 44, deq_deepest], [2, 2, 2, 2]))
+        m = fig1._metrics(pd.DataFrame(rows), spectrum, gaps, panels, [1, 10, 100, 200])
+        assert m["deq_beats_deepest_ntk_all_panels"] is expected
+
+
+def test_freeze_ordering_needs_two_distinct_sigma_w2():
+    assert fig1.freeze_later_with_larger_sw2([0.5], [10.0]) is None  # one panel: nothing to order
+    assert fig1.freeze_later_with_larger_sw2([0.5, 0.5], [10.0, 20.0]) is None
+    assert fig1.freeze_later_with_larger_sw2([0.8, 0.5], [100.0, 10.0]) is True  # sorted by sigma_w2
+    assert fig1.freeze_later_with_larger_sw2([0.5, 0.8], [100.0, 10.0]) is False
+    assert fig1.freeze_later_with_larger_sw2([0.5, 0.8], [None, 10.0]) is False  # no drop in one panel
+    assert fig1.freeze_later_with_larger_sw2([0.5, 0.65, 0.8], [10.0, 10.0, 10.0]) is False  # not larger
+
+
+def _fig1_params(**changes):
+    from omegaconf import OmegaConf
+
+    base = {"panels": [{"sigma_w2": 0.5, "sigma_b2": 0.5}], "depths": [1, 8], "n_draws": 2,
+            "spectrum_draw": 0, "n_train": 10, "n_test": 5}
+    base.update(changes)
+    return OmegaConf.create(base)
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"panels": []}, "params.panels"),
+    ({"depths": [8]}, "params.depths"),
+    ({"depths": [8, 8]}, "params.depths"),
+    ({"depths": [0, 8]}, "params.depths"),
+    ({"n_draws": 1}, "params.n_draws"),
+    ({"spectrum_draw": 2}, "params.spectrum_draw"),
+    ({"n_train": 1}, "params.n_train"),
+])
+def test_fig1_check_params_refuses_empty_comparisons(changes, match):
+    fig1.check_params(_fig1_params())
+    with pytest.raises(ValueError, match=match):
+        fig1.check_params(_fig1_params(**changes))
+
+
+def test_draw_uncertainty_is_the_standard_error_over_draws():
+    panels = [{"sigma_w2": 0.5, "sigma_b2": 0.5}]
+    rng = np.random.default_rng(3)
+    rows = [{"panel": "w50_b50", "model": model, "depth": d, "draw": k, "test_acc_pct": float(rng.uniform(0, 100))}
+            for model in ("ntk", "deq") for d in (1, 8) for k in range(5)]
+    per_draw = pd.DataFrame(rows)
+    out = fig1.draw_uncertainty(per_draw, panels, [1, 8])
+    sel = per_draw[(per_draw.model == "deq") & (per_draw.depth == 8)].test_acc_pct
+    assert out["deq_acc_pct_deepest_w50_b50"]["se"] == pytest.approx(stats.sem(sel))
+    assert out["deq_acc_pct_deepest_w50_b50"]["n"] == 5
+    sel = per_draw[(per_draw.model == "ntk") & (per_draw.depth == 1)].test_acc_pct
+    assert out["ntk_acc_pct_depth1_w50_b50"]["se"] == pytest.approx(stats.sem(sel))
+    assert set(out) == {"ntk_acc_pct_depth1_w50_b50", "ntk_acc_pct_deepest_w50_b50", "deq_acc_pct_deepest_w50_b50"}
