@@ -257,7 +257,13 @@ def _compose(artifact, *overrides):
 
 
 @pytest.mark.parametrize(("module", "artifact", "override", "message"), [
-    (fig1, "fig1", "params.widths=[100]", "two widths"),
+    (fig1, "fig1", "params.widths=[100]", "params.widths"),
+    (fig1, "fig1", "params.widths=[100,100]", "params.widths"),
+    (fig2, "fig2", "params.widths=[]", "params.widths"),
+    (fig2, "fig2", "params.widths=[50,50]", "params.widths"),
+    (fig3, "fig3", "params.widths=[]", "params.widths"),
+    (fig3, "fig3", "params.record_every=0", "params.record_every"),
+    (fig3, "fig3", "params.steps=10", "params.steps"),
     (fig1, "fig1", "params.x0=[1.0,0.0,0.0]", "x0"),
     (fig2, "fig2", "params.train_angles=[0.5,0.5,1.0,2.0]", "distinct"),
     (fig2, "fig2", "params.target=sine", "target"),
@@ -267,3 +273,75 @@ def _compose(artifact, *overrides):
 def test_stages_reject_bad_settings_before_compute(module, artifact, override, message):
     with pytest.raises(ValueError, match=message):
         module.run(_compose(artifact, override))
+
+
+@pytest.mark.parametrize("n", [2, 5, 10])
+def test_jackknife_of_a_mean_is_the_standard_error_of_the_mean(n):
+    x = np.random.default_rng(n).standard_normal((n, 3))
+    est = common.jackknife(x, lambda s: s.mean())
+    assert est.value == pytest.approx(x.mean())
+    assert est.se == pytest.approx(np.std(x.mean(axis=1), ddof=1) / math.sqrt(n), rel=1e-10)
+    assert (est.n, est.over) == (n, "inits")
+
+
+def test_jackknife_of_a_nonlinear_statistic_follows_the_textbook_formula():
+    x = np.random.default_rng(8).standard_normal((7, 4)) + 2.0
+    stat = lambda s: float(np.linalg.norm(s.mean(axis=0)) / s.std(ddof=1))  # noqa: E731
+    loo = np.array([stat(np.concatenate([x[:i], x[i + 1:]])) for i in range(7)])
+    expected = math.sqrt(6 / 7 * np.sum((loo - loo.mean()) ** 2))  # Efron & Tibshirani (11.5)
+    est = common.jackknife(x, stat, over="trials")
+    assert est.value == pytest.approx(stat(x))
+    assert est.se == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match="two"):
+        common.jackknife(x[:1], stat)
+
+
+def test_orderings_over_fewer_than_two_widths_are_not_measured():
+    assert common.decreasing([]) is None
+    assert common.decreasing([0.3]) is None
+    assert common.decreasing([3.0, 2.0, 1.0]) is True
+    assert common.decreasing([3.0, 1.0, 2.0]) is False
+    assert common.decreasing([1.0, 1.0]) is False
+
+
+def test_distinct_widths():
+    assert common.distinct_widths([1000, 50], at_least=2) == [50, 1000]
+    for bad, at_least in (([50, 50], 1), ([50], 2), ([], 1), ([0], 1)):
+        with pytest.raises(ValueError, match="params.widths"):
+            common.distinct_widths(bad, at_least=at_least)
+
+
+def test_pooled_rate_fit_is_the_mean_of_the_trial_fits_with_the_pooled_standard_error():
+    t = np.arange(0, 201, 20, dtype=float)
+    rng = np.random.default_rng(9)
+    g = 0.5 * np.exp(-np.array([[0.010], [0.014]]) * t) * np.exp(0.05 * rng.standard_normal((2, t.size)))
+    fit = fig3.rate_fit(t, g)
+    per_trial = [fig3.fitted_rate(t, gi) for gi in g]
+    assert -fit.slope == pytest.approx(np.mean(per_trial), rel=1e-10)
+    reference = stats.linregress(np.tile(t, 2), np.log(g).ravel())
+    assert fit.slope == pytest.approx(reference.slope, rel=1e-10)
+    assert fit.slope_se == pytest.approx(reference.stderr, rel=1e-10)
+    assert fit.n == 2 * t.size
+
+
+def _fig3_on_digits(widths):
+    cfg = _compose("fig3", "data=digits", "data.n_train=24", f"params.widths={widths}", "params.steps=40",
+                   "params.record_every=20", "params.n_trials=2", "params.max_depth_table=4", "progress=false")
+    return fig3.run(cfg)
+
+
+def test_fig3_with_one_width_measures_no_ordering():
+    result = _fig3_on_digits("[16]")
+    assert result.metrics["g_dev_decreases_with_width"] is None
+    assert result.metrics["h_decreases_with_width"] is None
+    # the rate is still measured, with the fit's standard error over 2 trials x 3 recorded times
+    u = result.uncertainty["g_rate_over_lambda2_largest_width"]
+    assert (u["n"], u["over"]) == (6, "fit points") and u["se"] >= 0
+    assert result.uncertainty["g_log_dev_w16"]["n"] == 2
+
+
+def test_fig3_orderings_compare_the_widths_measured():
+    result = _fig3_on_digits("[8,32]")
+    rows = result.tables["fig3_summary"]
+    assert result.metrics["g_dev_decreases_with_width"] is bool(rows.g_log_dev.iloc[0] > rows.g_log_dev.iloc[1])
+    assert result.metrics["h_decreases_with_width"] is bool(rows.h_max_rel.iloc[0] > rows.h_max_rel.iloc[1])
