@@ -346,16 +346,25 @@ def main(run_fn: Callable[[Any], StageResult], *, experiment: str) -> None:
         if hc.mode == RunMode.MULTIRUN:
             out_dir = Path(hc.runtime.output_dir)
             sweep = (Path(hc.sweep.dir) / "mlflow_parent_run", hc.job.override_dirname or hc.job.num)
+
+        def fail(message: str):
+            print(message, file=sys.stderr)
+            if hc.mode == RunMode.MULTIRUN:
+                # A sweep job (local or submitit): an exception is returned to the launcher as a failed
+                # job, which Hydra prints as this one line (sys.exit would kill a submitit job silently).
+                from hydra.errors import CompactHydraException
+
+                raise CompactHydraException(message) from None
+            sys.exit(2)
+
         try:
             execute(cfg, run_fn, out_dir=out_dir, sweep=sweep)
         except config_mod.ConfigError as err:
-            print(str(err), file=sys.stderr)
-            sys.exit(2)
+            fail(str(err))
         except (ValueError, _data_unavailable()) as err:
             # Bad input detected by the library before compute: one line, non-zero exit.
             if os.environ.get("NTKREPRO_TRACEBACK"):
                 traceback.print_exc()
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            fail(f"error: {err}")
 
     _app()
