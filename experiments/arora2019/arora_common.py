@@ -1,6 +1,6 @@
 """Shared by the Arora et al. 2019 stages: image downsampling for the reduced scales, the cached CNTK
 Gram of a training + test set (and the list of a stage's Grams, for tile jobs), kernel regression with
-the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax) and log-log slopes."""
+the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax)."""
 
 from __future__ import annotations
 
@@ -77,15 +77,6 @@ def regression_accuracy(k_train, k_test, y_train, y_test, *, num_classes: int, r
     pred = kernel_regression(np.asarray(k_train, dtype=np.float64), targets,
                              np.asarray(k_test, dtype=np.float64), ridge=ridge)
     return 100.0 * float(accuracy(np.asarray(pred), np.asarray(y_test)))
-
-
-def loglog_slope(x, y) -> tuple[float, float]:
-    """Least-squares (slope, intercept) of log y against log x."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.size < 2 or np.any(x <= 0) or np.any(y <= 0):
-        raise ValueError("loglog_slope needs >= 2 matching positive values")
-    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
-    return float(slope), float(intercept)
 
 
 def log_axis_with_ticks(ax, ticks, *, label: str) -> None:

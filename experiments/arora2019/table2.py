@@ -23,6 +23,7 @@ from ntkrepro.nets import cnn
 from ntkrepro.plotting import band, figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.stats import relative_error
 
 TABLE_DEPTHS = (3, 4, 6, 11, 21)
 SHORT = {"vanilla": "v", "gap": "gap"}
@@ -35,11 +36,6 @@ def random_feature_gram(net, x_all, n_train: int, *, key):
     gram = np.asarray(empirical_ntk(net.apply_fn, params, x_all, x_all[:n_train], trainable=net.trainable_mask,
                                     implementation="jacobian"), dtype=np.float64)
     return gram[:n_train], gram[n_train:]
-
-
-def relative_error(k_hat, k) -> float:
-    """||K_hat - K||_F / ||K||_F."""
-    return float(np.linalg.norm(k_hat - k) / np.linalg.norm(k))
 
 
 def summarize(cells: dict) -> dict:

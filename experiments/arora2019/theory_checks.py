@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pandas as pd
-from arora_common import READOUTS, downsample, log_axis_with_ticks, loglog_slope
+from arora_common import READOUTS, downsample, log_axis_with_ticks
 
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.kernels.conv import cntk
@@ -18,6 +18,7 @@ from ntkrepro.plotting import figure, loglog_with_fit
 from ntkrepro.progress import progress
 from ntkrepro.regression import one_hot_shifted
 from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.stats import local_slopes, loglog_fit, relative_error
 from ntkrepro.train import train
 
 SHORT = {"vanilla": "v", "gap": "gap"}
@@ -35,10 +36,23 @@ def kernel_gd_prediction(k_train, k_test, targets, *, learning_rate: float, step
     return k_test @ (vec @ (filt[:, None] * (vec.T @ targets)))
 
 
-def relative_error(a, b) -> float:
-    """||a - b||_F / ||b||_F."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+def check_params(p) -> None:
+    """Refuse, before any compute, a sweep over which no rate can be fitted (one line naming the parameter)."""
+    for name in ("init", "trained"):
+        widths = list(p[name].widths)
+        if len(set(widths)) < 2:
+            raise ValueError(f"params.{name}.widths needs at least 2 distinct widths to fit a rate, got {widths}")
+
+
+def rate_metrics(widths, errors, name: str) -> tuple[dict, dict, object]:
+    """The fitted log-log slope of ``errors`` against ``widths`` (metric ``name``), the width-to-width local
+    slopes (``<name>_local_slopes``, rounded to 3 digits: how the exponent drifts along the sweep) and the
+    fit's standard error and number of points (``StageResult.uncertainty``). Returns (metrics,
+    uncertainty, fit)."""
+    fit = loglog_fit(widths, errors)
+    metrics = {name: fit.slope,
+               f"{name}_local_slopes": [round(float(v), 3) for v in local_slopes(widths, errors)]}
+    return metrics, {name: fit.slope_estimate().record()}, fit
 
 
 def init_errors(x, *, depth, readout, widths, n_seeds, filter_size, seed, enabled):
@@ -141,9 +155,10 @@ def _figure(init, trained, *, init_depth, trained_depth, steps):
 
 def run(cfg) -> StageResult:
     p = cfg.params
+    check_params(p)
     train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
     x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
-    metrics, figs_data = {}, {}
+    metrics, uncertainty, figs_data = {}, {}, {}
 
     init_rows = []
     for readout in READOUTS:
@@ -153,11 +168,12 @@ def run(cfg) -> StageResult:
     init_df = pd.DataFrame(init_rows)
     for readout in READOUTS:
         widths, rms, lo, hi = _rms_by_width(init_df[init_df.readout == readout])
-        slope, intercept = loglog_slope(widths, rms)
-        metrics[f"init_rate_{SHORT[readout]}"] = slope
+        rate, se, fit = rate_metrics(widths, rms, f"init_rate_{SHORT[readout]}")
+        metrics.update(rate)
+        uncertainty.update(se)
         for w, e in zip(widths, rms, strict=True):
             metrics[f"init_rel_error_{SHORT[readout]}_w{w}"] = float(e)
-        figs_data[readout] = (widths, rms, lo, hi, slope, intercept)
+        figs_data[readout] = (widths, rms, lo, hi, fit.slope, fit.intercept)
 
     targets = np.asarray(one_hot_shifted(np.asarray(train_set.y), train_set.num_classes,
                                          pos=p.label_pos, neg=p.label_neg), dtype=x_tr.dtype)
@@ -167,8 +183,10 @@ def run(cfg) -> StageResult:
                                         filter_size=p.filter_size, seed=p.seed, enabled=cfg.progress)
     trained_df = pd.DataFrame(trained_rows)
     widths, rms, lo, hi = _rms_by_width(trained_df)
-    slope, intercept = loglog_slope(widths, rms)
-    metrics["trained_rate"] = slope
+    rate, se, fit = rate_metrics(widths, rms, "trained_rate")
+    metrics.update(rate)
+    uncertainty.update(se)
+    slope, intercept = fit.slope, fit.intercept
     metrics["trained_gap_decreases"] = bool(slope < 0 and rms[-1] < rms[0])
     for w, e in zip(widths, rms, strict=True):
         metrics[f"trained_rel_error_w{w}"] = float(e)
@@ -188,6 +206,7 @@ def run(cfg) -> StageResult:
         seeds=[cfg.seed, p.seed],
         tables={"init_errors": init_df, "trained_errors": trained_df},
         figures={"theory_checks": fig},
+        uncertainty=uncertainty,
         notes=["Thm 3.2 check: centred net f(theta) - f(theta_0) (removes the init output, the role of "
                "the paper's small kappa); compared at the same GD step with the exact kernel's solution",
                f"kernel GD solution at T={t.steps}: relative train residual "
