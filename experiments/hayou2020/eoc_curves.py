@@ -5,7 +5,8 @@ uses (are they on the EOC?).
 The curve is parameterized by the fixed-point variance q > 0 (Sec. 4.1): sigma_w^2 = 1 / E[phi'(sqrt(q) Z)^2],
 sigma_b^2 = q - sigma_w^2 E[phi(sqrt(q) Z)^2], kept where sigma_b^2 >= 0. At a given (sigma_b, sigma_w): q*
 is the fixed point of the variance map (from q = 1), chi_1 = sigma_w^2 E[phi'(sqrt(q*) Z)^2], and the depth
-scale of the ordered/chaotic behaviour is xi = 1 / |log chi_1|.
+scale of the ordered/chaotic behaviour is xi = 1 / |log chi_1|. The stage reports chi_1 and |chi_1 - 1| at
+each point; whether that is "on the EOC" is the claims registry's tolerance, not a stage setting.
 """
 
 from __future__ import annotations
@@ -32,8 +33,17 @@ def _tag(name: str) -> str:
     return name.replace(":", "_").replace(".", "p")
 
 
+def check_params(p) -> None:
+    """Refuse a q grid that makes the curves (and the "has an EOC" answers) empty, before any compute."""
+    if int(p.n_q) < 2:
+        raise ValueError(f"params.n_q = {p.n_q}: the EOC curves need at least 2 values of q")
+    if not (0 < float(p.q_min) < float(p.q_max)):
+        raise ValueError(f"params.q_min, params.q_max = {p.q_min}, {p.q_max}: need 0 < q_min < q_max")
+
+
 def run(cfg) -> StageResult:
     p = cfg.params
+    check_params(p)
     q_grid = np.logspace(math.log10(p.q_min), math.log10(p.q_max), int(p.n_q))
     metrics: dict = {}
     curves = []
@@ -71,8 +81,10 @@ def run(cfg) -> StageResult:
         chi = meanfield.chi1(act, sigma_w2=sw**2, sigma_b2=sb**2, q=q) if math.isfinite(q) else float("nan")
         if not math.isfinite(q):
             phase = "no fixed point (variance grows with depth)"
+        elif abs(chi - 1) <= 1e-12:  # chi_1 = 1 to round-off
+            phase = "EOC"
         else:
-            phase = "EOC" if abs(chi - 1) < p.eoc_tol else ("ordered" if chi < 1 else "chaotic")
+            phase = "ordered (chi_1 < 1)" if chi < 1 else "chaotic (chi_1 > 1)"
         depth_scale = 1.0 / abs(math.log(chi)) if math.isfinite(chi) and abs(chi - 1) > 1e-12 else float("inf")
         row = {
             "name": pt.name,
@@ -81,6 +93,7 @@ def run(cfg) -> StageResult:
             "sigma_w": sw,
             "q_star": q,
             "chi1": chi,
+            "abs_chi1_minus_1": abs(chi - 1) if math.isfinite(chi) else float("nan"),
             "phase": phase,
             "depth_scale": depth_scale,
         }

@@ -1,7 +1,13 @@
 """Hayou et al. 2020, Fig. 1: |K^L/alpha_L - AK^inf| against depth L for (a) ReLU, ELU and Tanh on the EOC
 (alpha_L = L), (b) ReLU and ELU in the ordered phase (alpha_L = 1, limit q*/(1 - chi_1)), (c) ReLU ResNets
 with several sigma_w (alpha_L = L (1 + sigma_w^2/2)^(L-1)), each from one exact recursion over all depths
-(``deep_kernels``), with log-log (a, c) or log-linear (b) slopes fitted over the stated depth ranges."""
+(``deep_kernels``), with log-log (a, c) or log-linear (b) slopes fitted over the stated depth ranges.
+
+Every fitted exponent is recorded with its standard error and number of points (``ntkrepro.stats``) and
+the local slopes between consecutive decades (a log factor shows as a drift of the local slope). Panel (b)
+reports the ratio of the log-linear rate over the second half of the fitted depths to the first and how
+much the rate fades, max(0, 1 - ratio): 0 for an exponential (or faster) decay, ~0.7 for a power law. The sigma_w comparison of (c) needs at least
+two distinct sigma_w (None otherwise); the fit range must hold at least two depths of the grid."""
 
 from __future__ import annotations
 
@@ -14,11 +20,12 @@ from hayou_common import (
     eoc_case,
     exponential_rate,
     first_layer_covariance,
-    loglog_slope,
+    loglog_fit,
     phase_case,
     resnet_case,
 )
 
+from ntkrepro import stats
 from ntkrepro.claims import paper_values
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
@@ -29,21 +36,53 @@ def _tag(value: float) -> str:
     return f"{value:g}".replace(".", "p")
 
 
-def run(cfg) -> StageResult:
-    p = cfg.params
+def check_params(p) -> np.ndarray:
+    """Refuse settings that leave a fit or a comparison empty (one line naming the parameter); return the
+    depth grid."""
     depths = depth_grid(int(p.max_depth), int(p.per_decade))
+    if len(p.fit_range) != 2:
+        raise ValueError(f"params.fit_range must be [lo, hi], got {list(p.fit_range)}")
     lo, hi = int(p.fit_range[0]), int(p.fit_range[1])
     if not (1 <= lo < hi <= depths[-1]):
         raise ValueError(f"params.fit_range {list(p.fit_range)} must lie in [1, max_depth={depths[-1]}]")
+    n_fit = int(np.sum((depths >= lo) & (depths <= hi)))
+    if n_fit < 3:
+        raise ValueError(f"params.fit_range {list(p.fit_range)} holds {n_fit} depth(s) of the grid; a slope with a "
+                         "standard error needs at least 3 (widen it or raise params.per_decade)")
+    if not list(p.resnet_sigma_w2):
+        raise ValueError("params.resnet_sigma_w2 is empty: panel (c) needs at least one sigma_w2")
+    if int(p.ordered_depth) < 2 * int(p.ordered_fit_start) + 2:
+        raise ValueError(f"params.ordered_depth {p.ordered_depth} leaves no two halves after "
+                         f"params.ordered_fit_start {p.ordered_fit_start}")
+    return depths
+
+
+def _slope_metrics(metrics: dict, uncertainty: dict, name: str, depths, err, lo: int, hi: int) -> stats.LineFit:
+    """The fitted log-log slope (with its standard error) and the local slopes between the decades of the fit range."""
+    fit = loglog_fit(depths, err, lo, hi)
+    metrics[name] = fit.slope
+    uncertainty[name] = fit.slope_estimate().record()
+    anchors = [d for d in depths if lo <= d <= hi and round(math.log10(d), 9).is_integer()]
+    if len(anchors) >= 2:
+        values = [err[np.flatnonzero(depths == d)[0]] for d in anchors]
+        metrics[f"{name}_local"] = [float(v) for v in stats.local_slopes(anchors, values)]
+    return fit
+
+
+def run(cfg) -> StageResult:
+    p = cfg.params
+    depths = check_params(p)
+    lo, hi = int(p.fit_range[0]), int(p.fit_range[1])
     pairs = [dict(p.pair)]
     metrics: dict = {"fit_lo": lo, "fit_hi": hi}
+    uncertainty: dict = {}
     panels: dict = {"a": [], "b": [], "c": []}
 
     for case_cfg in progress(list(p.eoc), desc="(a) EOC", enabled=cfg.progress):
         case = eoc_case(case_cfg.activation, sigma_b2=float(case_cfg.sigma_b2), pairs=pairs, depths=depths)
         run_ = case["runs"][0]
         err = np.abs(run_["off_err"]) / run_["q_off"]
-        metrics[f"fig1a_{case['activation']}_slope"] = loglog_slope(depths, err, lo, hi)
+        _slope_metrics(metrics, uncertainty, f"fig1a_{case['activation']}_slope", depths, err, lo, hi)
         panels["a"].append((case["activation"], err))
 
     for case_cfg in p.ordered:
@@ -60,26 +99,37 @@ def run(cfg) -> StageResult:
         mid = (start + end) // 2
         first, second = exponential_rate(l_axis, err, start, mid), exponential_rate(l_axis, err, mid, end)
         name = f"fig1b_{case['activation']}"
-        metrics[f"{name}_exponential"] = bool(second > 0 and second >= 0.75 * first)
+        metrics[f"{name}_rate_ratio"] = second / first if first > 0 else None
+        metrics[f"{name}_rate_fade"] = max(0.0, 1.0 - second / first) if first > 0 else None
         metrics[f"{name}_rate"] = second
         metrics[f"{name}_minus_log_chi1"] = -math.log(case["chi1"])
         panels["b"].append((case, err, (mid, end, second)))
 
-    slopes = []
+    fits = {}
     for sw2 in progress(list(p.resnet_sigma_w2), desc="(c) ResNets", enabled=cfg.progress):
         case = resnet_case(sigma_w2=float(sw2), branch_scale="standard", pairs=pairs, depths=depths)
         run_ = case["runs"][0]
         err = np.abs(run_["off_err"]) / run_["q_off"]
-        slope = loglog_slope(depths, err, lo, hi)
-        metrics[f"fig1c_resnet_sw2_{_tag(float(sw2))}_slope"] = slope
-        slopes.append(slope)
+        fits[float(sw2)] = _slope_metrics(metrics, uncertainty, f"fig1c_resnet_sw2_{_tag(float(sw2))}_slope",
+                                          depths, err, lo, hi)
         panels["c"].append((float(sw2), err))
-    metrics["fig1c_resnet_slope_max_dev_from_minus_1"] = float(max(abs(s + 1) for s in slopes))
-    metrics["fig1c_resnet_slope_spread"] = float(max(slopes) - min(slopes))
+    worst = max(fits.values(), key=lambda f: abs(f.slope + 1))
+    metrics["fig1c_resnet_slope_max_dev_from_minus_1"] = float(abs(worst.slope + 1))
+    uncertainty["fig1c_resnet_slope_max_dev_from_minus_1"] = worst.slope_estimate().record()
+    metrics["n_resnet_sigma_w2"] = len(fits)
+    if len(fits) >= 2:  # a comparison over sigma_w needs two of them: one value gives no spread (None)
+        steep, flat = min(fits.values(), key=lambda f: f.slope), max(fits.values(), key=lambda f: f.slope)
+        metrics["fig1c_resnet_slope_spread"] = float(flat.slope - steep.slope)
+        uncertainty["fig1c_resnet_slope_spread"] = stats.Estimate(
+            flat.slope - steep.slope, math.hypot(flat.slope_se, steep.slope_se), min(flat.n, steep.n), "fit points"
+        ).record()
+    else:
+        metrics["fig1c_resnet_slope_spread"] = None
 
     s11, s12, s22 = first_layer_covariance(pairs[0], sigma_w2=1.0, sigma_b2=0.0)
     return StageResult(
         metrics=metrics,
+        uncertainty=uncertainty,
         sizes={"max_depth": int(depths[-1]), "n_depths": len(depths), "ordered_depth": int(p.ordered_depth)},
         figures={"fig1": _figure(depths, panels, lo, hi,
                                  paper_values(Path(__file__).with_name("claims.yaml"), cfg.artifact))},
@@ -91,7 +141,7 @@ def run(cfg) -> StageResult:
         notes=[
             f"input pair: |x|^2/d = {s11:g}, {s22:g}, cosine {s12 / math.sqrt(s11 * s22):g}; errors are "
             "relative to q (the scale of K/alpha_L)"
-        ],
+        ] + ([] if len(fits) >= 2 else ["one sigma_w2 only: the spread over sigma_w is not measured (None)"]),
     )
 
 

@@ -1,13 +1,15 @@
 """Shared by the Hayou et al. 2020 stages: depth grids, the input pairs of the kernel checks, the exact
 limits of the (normalized) NTKs, rate diagnostics of an error curve, and the seeded SGD runs of Tables 1-2
-(test accuracy after an early and a late epoch).
+(test accuracy after an early and a late epoch; diverged runs left out and counted).
 
 Rate diagnostics. An error e(L) is classified from its deepest decades (L_max/100, L_max/10, L_max):
-* ``1/L``: L e(L) has settled: it moves by less than ``settle`` (relative) over the last decade;
+* ``1/L``: L e(L) has settled: it moves by less than ``SETTLE`` (relative) over the last decade;
 * ``log(L)/L``: L e(L) keeps growing by the same amount per decade (the last two increments agree within
-  ``log_match``) and that amount is not negligible (more than ``settle`` of L e(L));
-* ``L^-1/2``: the log-log slope over the last decade is -1/2 within ``slope_tol``.
-A Theta(1/L) claim is checked as "1/L"; a Theta(log L / L) claim as "log(L)/L".
+  ``LOG_MATCH``) and that amount is not negligible (more than ``SETTLE`` of L e(L)).
+These two constants define what "Theta(1/L)" and "Theta(log L / L)" mean on a finite depth range; the raw
+numbers behind them (``drift``, ``increment_ratio``, the log-log ``slope`` over the last decade with its
+standard error) are reported with the claims. A Theta(1/L) claim is checked as "1/L", a Theta(log L / L)
+claim as "log(L)/L"; a power law L^-p is read from the fitted slope (the registry's tolerance decides).
 """
 
 from __future__ import annotations
@@ -24,15 +26,21 @@ from deep_kernels import (
     relu_resnet,
 )
 
+from ntkrepro import stats
 from ntkrepro.kernels import meanfield
 from ntkrepro.train import TrainingDiverged, train
 
+SETTLE = 0.01     # Theta(1/L): L e(L) moves by less than 1% over the last decade
+LOG_MATCH = 0.1   # Theta(log L / L): the last two per-decade increments of L e(L) agree within 10%
+
 
 def accuracies_at_epochs(net, data, *, seed: int, n_seeds: int, epochs: tuple[int, int], batch_size: int,
-                         learning_rate, chance: float, label: str, notes: list) -> tuple[np.ndarray, np.ndarray]:
+                         learning_rate, label: str, notes: list) -> tuple[np.ndarray, np.ndarray]:
     """Test accuracies (%) after the early and the late epoch of ``n_seeds`` SGD runs (cross-entropy, seeds
     ``seed``, ``seed`` + 1, ...). ``data`` = (x, y, x_test, y_test); ``epochs`` = (early, late), late a
-    multiple of early. A run that diverges counts at ``chance`` for both, and a line goes to ``notes``."""
+    multiple of early. A run whose loss becomes non-finite gives NaN at every epoch it did not reach (an
+    accuracy recorded before it diverged is kept), and a line naming the seed goes to ``notes``; diverged
+    runs are never counted at chance (see :func:`cell_summary`)."""
     x, y, x_test, y_test = data
     early, late = epochs
     steps_per_epoch = len(x) // batch_size
@@ -44,18 +52,31 @@ def accuracies_at_epochs(net, data, *, seed: int, n_seeds: int, epochs: tuple[in
             result = train(net.apply_fn, params, x, y, steps=late * steps_per_epoch, learning_rate=learning_rate,
                            loss="cross_entropy", batch_size=batch_size, key=jax.random.fold_in(key, 1),
                            eval_every=early * steps_per_epoch, x_test=x_test, y_test=y_test)
-            by_step = {e["step"]: 100.0 * e["test_accuracy"] for e in result.evals}
+            evals = result.evals
         except TrainingDiverged as err:
-            notes.append(f"{label} seed {s}: diverged at step {err.step}; counted at chance")
-            by_step = {}
-        runs.append([by_step.get(epoch * steps_per_epoch, chance) for epoch in (early, late)])
-    runs = np.asarray(runs)
+            notes.append(f"{label} seed {s}: diverged at step {err.step} (epoch {err.step / steps_per_epoch:.2f}); "
+                         "left out of the accuracies after it")
+            evals = err.evals
+        by_step = {e["step"]: 100.0 * e["test_accuracy"] for e in evals}
+        runs.append([by_step.get(epoch * steps_per_epoch, np.nan) for epoch in (early, late)])
+    runs = np.asarray(runs, dtype=float)
     return runs[:, 0], runs[:, 1]
 
 
-def mean_std(values: np.ndarray) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+def cell_summary(values) -> dict:
+    """One cell of Table 1/2 from its per-seed accuracies (NaN = the run diverged before this epoch):
+    ``mean`` (None when every run diverged), ``std`` (sample, None below 2 runs), the ``estimate``
+    (``ntkrepro.stats.mean_se`` over the finite runs, None when none), ``diverged`` and ``runs``."""
+    values = np.asarray(values, dtype=float)
+    ok = values[np.isfinite(values)]
+    est = stats.mean_se(ok, over="seeds") if ok.size else None
+    return {
+        "mean": None if est is None else est.value,
+        "std": float(np.std(ok, ddof=1)) if ok.size > 1 else None,
+        "estimate": est,
+        "diverged": int(values.size - ok.size),
+        "runs": int(values.size),
+    }
 
 
 def depth_grid(max_depth: int, per_decade: int) -> np.ndarray:
@@ -84,13 +105,19 @@ def value_at(depths: np.ndarray, values: np.ndarray, depth: int) -> float:
     return float(values[idx[0]])
 
 
-def loglog_slope(depths, errors, lo: int, hi: int) -> float:
-    """Least-squares slope of log|e| against log L over lo <= L <= hi."""
+def loglog_fit(depths, errors, lo: int, hi: int) -> stats.LineFit | None:
+    """``ntkrepro.stats.loglog_fit`` of |e| against L over lo <= L <= hi (None with fewer than 2 points)."""
     depths, errors = np.asarray(depths, float), np.abs(np.asarray(errors, float))
     keep = (depths >= lo) & (depths <= hi) & (errors > 0)
     if keep.sum() < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(depths[keep]), np.log(errors[keep]), 1)[0])
+        return None
+    return stats.loglog_fit(depths[keep], errors[keep])
+
+
+def loglog_slope(depths, errors, lo: int, hi: int) -> float:
+    """Least-squares slope of log|e| against log L over lo <= L <= hi (nan with fewer than 2 points)."""
+    fit = loglog_fit(depths, errors, lo, hi)
+    return float("nan") if fit is None else fit.slope
 
 
 def exponential_rate(depths, errors, lo: int, hi: int) -> float:
@@ -99,18 +126,16 @@ def exponential_rate(depths, errors, lo: int, hi: int) -> float:
     keep = (depths >= lo) & (depths <= hi) & (errors > 0)
     if keep.sum() < 2:
         return float("nan")
-    return float(-np.polyfit(depths[keep], np.log(errors[keep]), 1)[0])
+    return float(-stats.line_fit(depths[keep], np.log(errors[keep])).slope)
 
 
-def rate_diagnostics(
-    depths, errors, *, ref: float, settle: float = 0.01, log_match: float = 0.1, slope_tol: float = 0.05
-) -> dict:
+def rate_diagnostics(depths, errors, *, ref: float) -> dict:
     """Classify the decay of ``errors`` (signed) over the last two decades of ``depths`` (see module doc).
 
     Returns ``L_err`` (L e at L_max), ``drift`` (relative change of L e over the last decade),
     ``increment_ratio`` (last / previous per-decade increment of L e), ``log_coefficient`` (A in
-    L e = A ln L + B from the last decade), ``slope`` (log-log slope over the last decade), and the
-    booleans ``is_inv_L``, ``is_log_over_L``, ``is_inv_sqrt_L``; ``vanishes`` when |e| stays below
+    L e = A ln L + B from the last decade), ``slope`` / ``slope_se`` / ``slope_n`` (log-log fit over the
+    last decade), and the booleans ``is_inv_L``, ``is_log_over_L``; ``vanishes`` when |e| stays below
     1e-12 ``ref`` (zero to round-off; ``ref`` is the size of the limit).
     """
     depths = np.asarray(depths)
@@ -124,17 +149,19 @@ def rate_diagnostics(
     drift = abs(s2 - s1) / abs(s2) if s2 != 0 else float("nan")
     inc1, inc0 = s2 - s1, s1 - s0
     ratio = inc1 / inc0 if inc0 != 0 else float("nan")
-    slope = loglog_slope(depths, errors, l1, l2)
+    fit = loglog_fit(depths, errors, l1, l2)
+    slope = float("nan") if fit is None else fit.slope
     return {
         "L_err": s2,
         "drift": drift,
         "increment_ratio": ratio,
         "log_coefficient": inc1 / math.log(10.0),
         "slope": slope,
+        "slope_se": float("nan") if fit is None else fit.slope_se,
+        "slope_n": 0 if fit is None else fit.n,
         "vanishes": vanishes,
-        "is_inv_L": bool(not vanishes and drift < settle),
-        "is_log_over_L": bool(not vanishes and drift >= settle and abs(ratio - 1.0) < log_match),
-        "is_inv_sqrt_L": bool(not vanishes and abs(slope + 0.5) < slope_tol),
+        "is_inv_L": bool(not vanishes and drift < SETTLE),
+        "is_log_over_L": bool(not vanishes and drift >= SETTLE and abs(ratio - 1.0) < LOG_MATCH),
     }
 
 
@@ -142,10 +169,10 @@ def rate_label(diag: dict) -> str:
     """A short name of the measured decay class."""
     if diag["vanishes"]:
         return "0 (exact at every depth)"
-    for key, label in (("is_inv_L", "1/L"), ("is_log_over_L", "log(L)/L"), ("is_inv_sqrt_L", "L^-1/2")):
+    for key, label in (("is_inv_L", "1/L"), ("is_log_over_L", "log(L)/L")):
         if diag[key]:
             return label
-    return f"L^{diag['slope']:.2f} (none of 1/L, log(L)/L, L^-1/2)"
+    return f"L^{diag['slope']:.2f} (neither 1/L nor log(L)/L)"
 
 
 # ------------------------------------------------------------ the kernel cases of Fig. 1 and the theorems

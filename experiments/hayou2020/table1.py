@@ -6,6 +6,11 @@ PReLU (He et al. 2015) is a leaky ReLU whose negative slope is learned, one slop
 at ``init_slope``; its net (``prelu_fc``) takes ``ntkrepro.nets.fc``'s parameters, adds the slopes and has
 its own forward pass, because the library's nets take fixed activations. The other six use
 ``ntkrepro.nets.fc``.
+
+Each cell is the mean over seeds with its standard error (``ntkrepro.stats.mean_se``); a run whose loss
+becomes non-finite is left out of the cells it did not reach and counted (``diverged``), a cell whose runs
+all diverged is None. The "stuck at chance" claims read the raw distance of Softplus and Sigmoid from chance
+(the registry's tolerance decides what "~ chance" is).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from deep_kernels import eoc_point
-from hayou_common import accuracies_at_epochs, mean_std
+from hayou_common import accuracies_at_epochs, cell_summary
 from omegaconf import OmegaConf
 
 from ntkrepro.claims import paper_values
@@ -28,7 +33,7 @@ from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, load_split, main
 
 EPOCH_TAGS = ("early", "late")
-ORDERINGS = ("classS_beats_relu_like", "prelu_ge_relu", "softplus_sigmoid_at_chance")
+ORDERINGS = ("classS_beats_relu_like", "prelu_ge_relu", "softplus_sigmoid_from_chance")
 
 
 def prelu_fc(
@@ -104,6 +109,7 @@ def run(cfg) -> StageResult:
     if late % early:
         raise ValueError(f"params.epochs.late ({late}) must be a multiple of params.epochs.early ({early})")
     rows, metrics, provenance, notes, n_train = [], {}, {}, [], {}
+    uncertainty, diverged = {}, {}
     for dataset in p.datasets:
         if dataset not in p.run_datasets:  # not run at this scale: the claims read None
             for entry in p.models:
@@ -132,12 +138,16 @@ def run(cfg) -> StageResult:
             )
             accs = accuracies_at_epochs(net, (x, y, x_test, y_test), seed=int(cfg.seed), n_seeds=int(p.n_seeds),
                                         epochs=(early, late), batch_size=int(p.batch_size),
-                                        learning_rate=float(p.lr), chance=chance, label=f"{dataset}/{entry.name}",
-                                        notes=notes)
+                                        learning_rate=float(p.lr), label=f"{dataset}/{entry.name}", notes=notes)
             for tag, epochs, values in zip(EPOCH_TAGS, (early, late), accs, strict=True):
-                mean, std = mean_std(values)
-                metrics[f"acc_{dataset}_{entry.name}_{tag}"] = mean
+                cell = cell_summary(values)
+                mean, std = cell["mean"], cell["std"]
+                name = f"acc_{dataset}_{entry.name}_{tag}"
+                metrics[name] = mean
                 metrics[f"std_{dataset}_{entry.name}_{tag}"] = std
+                if cell["estimate"] is not None:
+                    uncertainty[name] = cell["estimate"].record()
+                diverged[name] = {"diverged": cell["diverged"], "runs": cell["runs"]}
                 rows.append(
                     {
                         "dataset": dataset,
@@ -149,13 +159,16 @@ def run(cfg) -> StageResult:
                         "test_acc_mean": mean,
                         "test_acc_std": std,
                         "n_seeds": len(values),
+                        "diverged": cell["diverged"],
                     }
                 )
         for tag in EPOCH_TAGS:
-            metrics.update(_orderings(metrics, dataset, tag, chance, float(p.chance_band)))
+            metrics.update(_orderings(metrics, uncertainty, diverged, dataset, tag, chance))
     table = pd.DataFrame(rows)
     return StageResult(
         metrics=metrics,
+        uncertainty=uncertainty,
+        diverged={k: v for k, v in diverged.items() if k in metrics},
         data=_combined_provenance(provenance),
         sizes={
             "depth": int(p.depth),
@@ -171,21 +184,32 @@ def run(cfg) -> StageResult:
     )
 
 
-def _orderings(metrics: dict, dataset: str, tag: str, chance: float, band: float) -> dict:
-    """The paper's orderings of Sec. 6.2 as booleans over the mean accuracies."""
+def _orderings(metrics: dict, uncertainty: dict, diverged: dict, dataset: str, tag: str, chance: float) -> dict:
+    """The paper's orderings of Sec. 6.2 as booleans over the mean accuracies (None when a cell they compare
+    has no run left), and the largest distance of Softplus / Sigmoid from chance (percentage points) with
+    the standard error of that cell."""
 
     def acc(name):
         return metrics[f"acc_{dataset}_{name}_{tag}"]
 
-    relu_like = max(acc("relu"), acc("lrelu_0p01"), acc("prelu"))
     prefix = f"{dataset}_{tag}"
-    return {
-        f"{prefix}_{ORDERINGS[0]}": bool(min(acc("elu"), acc("tanh")) > relu_like),
-        f"{prefix}_{ORDERINGS[1]}": bool(acc("prelu") >= acc("relu")),
-        f"{prefix}_{ORDERINGS[2]}": bool(
-            abs(acc("softplus") - chance) <= band and abs(acc("sigmoid") - chance) <= band
-        ),
-    }
+    out = {}
+    class_s, relu_like = [acc("elu"), acc("tanh")], [acc("relu"), acc("lrelu_0p01"), acc("prelu")]
+    out[f"{prefix}_{ORDERINGS[0]}"] = (
+        None if None in class_s + relu_like else bool(min(class_s) > max(relu_like)))
+    out[f"{prefix}_{ORDERINGS[1]}"] = None if None in (acc("prelu"), acc("relu")) else bool(acc("prelu") >= acc("relu"))
+    name = f"{prefix}_{ORDERINGS[2]}"
+    cells = [f"acc_{dataset}_{a}_{tag}" for a in ("softplus", "sigmoid")]
+    if any(metrics[c] is None for c in cells):
+        out[name] = None
+    else:
+        far = max(cells, key=lambda c: abs(metrics[c] - chance))
+        out[name] = abs(metrics[far] - chance)
+        if far in uncertainty:
+            uncertainty[name] = uncertainty[far]
+        diverged[name] = {"diverged": sum(diverged[c]["diverged"] for c in cells),
+                          "runs": sum(diverged[c]["runs"] for c in cells)}
+    return out
 
 
 def _combined_provenance(provenance: dict) -> dict:
@@ -211,7 +235,8 @@ def _figure(table: pd.DataFrame, published: dict):
         for k, epoch in enumerate(sorted(set(sub.epoch))):
             rows = sub[sub.epoch == epoch].set_index("activation").loc[names]
             pos = np.arange(len(names)) + 0.4 * k
-            ax.bar(pos, rows.test_acc_mean, width=0.4, yerr=rows.test_acc_std, label=f"epoch {epoch}")
+            ax.bar(pos, rows.test_acc_mean.astype(float), width=0.4, yerr=rows.test_acc_std.astype(float),
+                   label=f"epoch {epoch}")
             tag = EPOCH_TAGS[k]
             marks = [published.get(f"acc_{dataset}_{n}_{tag}") for n in names]
             ax.plot(

@@ -5,6 +5,9 @@ Paper scale: CIFAR ResNet-32/50/104 (``cifar_resnet``) on CIFAR-100, 160 epochs,
 read at epochs 10 and 160 (needs a GPU and the CIFAR-100 archive). Reduced scales: the fully connected
 ReLU ResNet of eqs. 12-13 (``ntkrepro.nets.resnet``, NTK parameterization) on flattened stand-in images,
 fewer and shallower nets and epochs (reported as reduced, on stand-in data).
+
+Each cell is the mean over seeds with its standard error; diverged runs are left out and counted per cell
+(a cell whose runs all diverged is None, and so is every comparison it enters).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from cifar_resnet import cifar_resnet
-from hayou_common import accuracies_at_epochs, mean_std
+from hayou_common import accuracies_at_epochs, cell_summary
 
 from ntkrepro.claims import paper_values
 from ntkrepro.nets import resnet
@@ -69,19 +72,23 @@ def run(cfg) -> StageResult:
     schedule = step_decay_schedule(
         float(p.lr), boundaries=[int(e) * steps_per_epoch for e in p.lr_decay_epochs], factor=float(p.lr_decay_factor)
     )
-    chance = 100.0 / train_set.num_classes
-    rows, metrics, notes = [], {}, []
+    rows, metrics, notes, uncertainty, diverged = [], {}, [], {}, {}
     jobs = [(int(d), v) for d in p.depths for v in VARIANTS]
     for depth, variant in progress(jobs, desc="table2", enabled=cfg.progress):
         net = build_net(p.model, depth=depth, branch_scale=variant, num_classes=train_set.num_classes, dtype=dtype)
         label = f"{p.model.name}{depth}"
         accs = accuracies_at_epochs(net, (x, y, x_test, y_test), seed=int(cfg.seed), n_seeds=int(p.n_seeds),
                                     epochs=(early, late), batch_size=int(p.batch_size), learning_rate=schedule,
-                                    chance=chance, label=f"depth {depth} {variant}", notes=notes)
+                                    label=f"depth {depth} {variant}", notes=notes)
         for tag, epochs, values in zip(EPOCH_TAGS, (early, late), accs, strict=True):
-            mean, std = mean_std(values)
-            metrics[f"acc_{label}_{variant}_{tag}"] = mean
+            cell = cell_summary(values)
+            mean, std = cell["mean"], cell["std"]
+            name = f"acc_{label}_{variant}_{tag}"
+            metrics[name] = mean
             metrics[f"std_{label}_{variant}_{tag}"] = std
+            if cell["estimate"] is not None:
+                uncertainty[name] = cell["estimate"].record()
+            diverged[name] = {"diverged": cell["diverged"], "runs": cell["runs"]}
             rows.append(
                 {
                     "model": label,
@@ -90,20 +97,26 @@ def run(cfg) -> StageResult:
                     "test_acc_mean": mean,
                     "test_acc_std": std,
                     "n_seeds": len(values),
+                    "diverged": cell["diverged"],
                 }
             )
     for depth in p.depths:
         label = f"{p.model.name}{int(depth)}"
         for tag in EPOCH_TAGS:
-            metrics[f"{label}_{tag}_scaled_ge_standard"] = bool(
-                metrics[f"acc_{label}_scaled_{tag}"] >= metrics[f"acc_{label}_standard_{tag}"]
-            )
+            scaled, standard = metrics[f"acc_{label}_scaled_{tag}"], metrics[f"acc_{label}_standard_{tag}"]
+            metrics[f"{label}_{tag}_scaled_ge_standard"] = (
+                None if scaled is None or standard is None else bool(scaled >= standard))
     deepest = f"{p.model.name}{int(max(p.depths))}"
     metrics["deepest_late_scaled_ge_standard"] = metrics[f"{deepest}_late_scaled_ge_standard"]
     metrics["deepest_early_scaled_ge_standard"] = metrics[f"{deepest}_early_scaled_ge_standard"]
-    metrics["all_late_scaled_ge_standard"] = all(
-        metrics[f"{p.model.name}{int(d)}_late_scaled_ge_standard"] for d in p.depths
-    )
+    late = [metrics[f"{p.model.name}{int(d)}_late_scaled_ge_standard"] for d in p.depths]
+    metrics["all_late_scaled_ge_standard"] = None if None in late else all(late)
+    for key, cells in (("deepest_late_scaled_ge_standard", [deepest]), ("deepest_early_scaled_ge_standard", [deepest]),
+                       ("all_late_scaled_ge_standard", [f"{p.model.name}{int(d)}" for d in p.depths])):
+        tag = "early" if "early" in key else "late"
+        names = [f"acc_{c}_{v}_{tag}" for c in cells for v in VARIANTS]
+        diverged[key] = {"diverged": sum(diverged[n]["diverged"] for n in names),
+                         "runs": sum(diverged[n]["runs"] for n in names)}
     for depth in p.paper_depths:  # the paper's cells, not measured at the reduced scales
         for variant in VARIANTS:
             for tag in EPOCH_TAGS:
@@ -111,6 +124,8 @@ def run(cfg) -> StageResult:
     table = pd.DataFrame(rows)
     return StageResult(
         metrics=metrics,
+        uncertainty=uncertainty,
+        diverged=diverged,
         data=train_set.provenance,
         sizes={
             "n_train": len(x),
@@ -136,7 +151,8 @@ def _figure(table: pd.DataFrame, published: dict):
         for j, variant in enumerate(VARIANTS):
             rows = sub[sub.variant == variant].set_index("model").loc[models]
             pos = np.arange(len(models)) + 0.4 * j
-            ax.bar(pos, rows.test_acc_mean, width=0.4, yerr=rows.test_acc_std, label=variant)
+            ax.bar(pos, rows.test_acc_mean.astype(float), width=0.4, yerr=rows.test_acc_std.astype(float),
+                   label=variant)
             marks = [published.get(f"acc_{m}_{variant}_{tag}") for m in models]
             ax.plot(
                 pos,

@@ -1,6 +1,11 @@
 """Hayou et al. 2020: every rate and limit of Prop. 2, Thm. 1, Thm. 2, Prop. 3 and the correlation rates
 of App. Lemmas 2, 3, 7, 8, measured on the exact infinite-width recursions (``deep_kernels``) up to depth
-``params.max_depth``; a table of claim / measurement / fit range / verdict and the scaled-error figures."""
+``params.max_depth``; a table of claim / measurement / fit range / verdict and the scaled-error figures.
+
+Fitted slopes and growth exponents are recorded with their standard errors (``ntkrepro.stats``); the rate
+classes "1/L" and "log(L)/L" are defined in ``hayou_common`` (``SETTLE``, ``LOG_MATCH``) and reported with
+the raw numbers behind them (the largest drift of L e over the last decade, the increment ratios); a power
+law is read from its fitted slope, judged by the registry."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from hayou_common import (
     depth_grid,
     eoc_case,
     exponential_rate,
-    loglog_slope,
+    loglog_fit,
     phase_case,
     rate_diagnostics,
     rate_label,
@@ -25,7 +30,8 @@ from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main
 
-RELU_S = 2 * math.sqrt(2) / (3 * math.pi)  # f(c) = c + s (1 - c)^{3/2} + ... for the normalized ReLU map
+RELU_S = 2 * math.sqrt(2) / (3 * math.pi)
+LOG_BAND = 2.0  # Theta(1/log L) on a finite range: e ln L at L_max/100, L_max/10, L_max of one sign, within a factor 2  # f(c) = c + s (1 - c)^{3/2} + ... for the normalized ReLU map
 
 
 def _tag(value: float) -> str:
@@ -41,9 +47,11 @@ def run(cfg) -> StageResult:
     depths = depth_grid(int(p.max_depth), int(p.per_decade))
     top = int(depths[-1])
     fit = f"L in [{top // 10:,}, {top:,}] (and {top // 100:,} for the increment ratio)"
-    rate_kw = dict(settle=float(p.settle), log_match=float(p.log_match), slope_tol=float(p.slope_tol))
     pairs = [dict(pair) for pair in p.pairs]
+    if top < 100 or top % 100:
+        raise ValueError(f"params.max_depth = {p.max_depth}: the rate diagnostics need a multiple of 100 (>= 100)")
     metrics: dict = {"max_depth": top}
+    uncertainty: dict = {}
     fit_ranges: dict[str, str] = {}
     details: list[dict] = []
     figs_data: dict = {"eoc": [], "resnet": [], "phase": []}
@@ -52,8 +60,8 @@ def run(cfg) -> StageResult:
     for case_cfg in progress(list(p.eoc), desc="EOC cases", enabled=cfg.progress):
         case = eoc_case(case_cfg.activation, sigma_b2=float(case_cfg.sigma_b2), pairs=pairs, depths=depths)
         act, point = case["activation"], case["point"]
-        off = [rate_diagnostics(depths, r["off_err"], ref=r["q_off"], **rate_kw) for r in case["runs"]]
-        diag = [rate_diagnostics(depths, r["diag_err"], ref=r["q_off"], **rate_kw) for r in case["runs"]]
+        off = [rate_diagnostics(depths, r["off_err"], ref=r["q_off"], ) for r in case["runs"]]
+        diag = [rate_diagnostics(depths, r["diag_err"], ref=r["q_off"], ) for r in case["runs"]]
         name = f"eoc_{act}"
         metrics.update(
             {
@@ -61,8 +69,9 @@ def run(cfg) -> StageResult:
                 f"{name}_q": point.q,
                 f"{name}_offdiag_rate_inv_L": _all(off, "is_inv_L"),
                 f"{name}_offdiag_rate_log_over_L": _all(off, "is_log_over_L"),
-                f"{name}_offdiag_rate_inv_sqrt_L": _all(off, "is_inv_sqrt_L"),
                 f"{name}_offdiag_slope": float(np.median([d["slope"] for d in off])),
+                f"{name}_offdiag_max_drift": float(max(d["drift"] for d in off)),
+                f"{name}_diag_max_drift": _max_drift(diag),
                 f"{name}_offdiag_log_coefficient_over_q": float(
                     np.median([d["log_coefficient"] / r["q_off"] for d, r in zip(off, case["runs"], strict=True)])
                 ),
@@ -71,6 +80,8 @@ def run(cfg) -> StageResult:
                 f"{name}_lambda": float(np.median([r["lambda_at_max"] for r in case["runs"]])),
             }
         )
+        median = sorted(off, key=lambda d: d["slope"])[len(off) // 2]  # the pair behind the median slope
+        uncertainty[f"{name}_offdiag_slope"] = {"se": median["slope_se"], "n": median["slope_n"], "over": "fit points"}
         gamma = case["runs"][0]["run"].gamma
         if case["relu_like"]:
             metrics[f"{name}_corr_l2_gamma"] = float(top**2 * gamma[-1])
@@ -82,8 +93,9 @@ def run(cfg) -> StageResult:
         for key in (
             "offdiag_rate_inv_L",
             "offdiag_rate_log_over_L",
-            "offdiag_rate_inv_sqrt_L",
             "offdiag_slope",
+            "offdiag_max_drift",
+            "diag_max_drift",
             "offdiag_log_coefficient_over_q",
             "diag_rate_inv_L",
         ):
@@ -117,10 +129,12 @@ def run(cfg) -> StageResult:
                     exponential_rate(l_axis, err, lo, mid),
                     exponential_rate(l_axis, err, mid, hi),
                 )
-                metrics[f"{name}_exponential"] = bool(rate_second > 0 and rate_second >= 0.75 * rate_first)
+                metrics[f"{name}_rate_ratio"] = rate_second / rate_first if rate_first > 0 else None
+                metrics[f"{name}_rate_fade"] = max(0.0, 1.0 - rate_second / rate_first) if rate_first > 0 else None
+                fit_ranges[f"{name}_rate_fade"] = f"1 - rate over [{mid}, {hi}] / rate over [{lo}, {mid}], floored at 0"
                 metrics[f"{name}_rate"] = rate_second
                 metrics[f"{name}_rate_over_minus_log_chi1"] = rate_second / -math.log(case["chi1"])
-                fit_ranges[f"{name}_exponential"] = f"L in [{lo}, {mid}] vs [{mid}, {hi}] (error above 1e3 eps)"
+                fit_ranges[f"{name}_rate_ratio"] = f"L in [{mid}, {hi}] over [{lo}, {mid}] (error above 1e3 eps)"
                 fit_ranges[f"{name}_rate"] = f"L in [{mid}, {hi}]"
             else:
                 k11 = np.array([r["k11"] for r in case["runs"]])
@@ -142,8 +156,8 @@ def run(cfg) -> StageResult:
         per_sw: list[dict] = []
         for sw2 in progress(list(p.resnet_sigma_w2), desc=f"{scale} ResNets", enabled=cfg.progress):
             case = resnet_case(sigma_w2=float(sw2), branch_scale=scale, pairs=pairs, depths=depths)
-            off = [rate_diagnostics(depths, r["off_err"], ref=r["q_off"], **rate_kw) for r in case["runs"]]
-            diag = [rate_diagnostics(depths, r["diag_err"], ref=r["q_off"], **rate_kw) for r in case["runs"]]
+            off = [rate_diagnostics(depths, r["off_err"], ref=r["q_off"], ) for r in case["runs"]]
+            diag = [rate_diagnostics(depths, r["diag_err"], ref=r["q_off"], ) for r in case["runs"]]
             tag = f"resnet_{scale}_sw2_{_tag(float(sw2))}"
             alpha = float(sw2) / 2
             gamma = case["runs"][0]["run"].gamma[-1]
@@ -155,8 +169,9 @@ def run(cfg) -> StageResult:
                 metrics[f"{tag}_corr_l2_gamma_scaled"] = float(top**2 * gamma * (alpha / (1 + alpha)) ** 2)
             else:
                 log_k = case["runs"][0]["log_k11"]
-                growth = loglog_slope(depths, np.exp(log_k - log_k[-1]), top // 10, top)
-                metrics[f"{tag}_growth_exponent_minus_half_sw2"] = growth - alpha
+                growth = loglog_fit(depths, np.exp(log_k - log_k[-1]), top // 10, top)
+                metrics[f"{tag}_growth_exponent_minus_half_sw2"] = growth.slope - alpha
+                uncertainty[f"{tag}_growth_exponent_minus_half_sw2"] = growth.slope_estimate().record()
                 metrics[f"{tag}_corr_log2_gamma_sw4_over_16"] = float(math.log(top) ** 2 * gamma * float(sw2) ** 2 / 16)
                 gam = case["runs"][0]["run"].gamma
                 i1 = np.flatnonzero(depths == top // 10)[0]
@@ -164,9 +179,9 @@ def run(cfg) -> StageResult:
                     (gam[-1] ** -0.5 - gam[i1] ** -0.5) / math.log(10.0) * 4 / float(sw2)
                 )
                 fit_ranges[f"{tag}_corr_slope_inv_sqrt_gamma"] = f"(1-c)^(-1/2) between L = {top // 10:,} and {top:,}"
-                entry["settled_off"] = [_bounded_in_log(depths, r["off_err"], float(p.log_band)) for r in case["runs"]]
+                entry["settled_off"] = [_bounded_in_log(depths, r["off_err"], LOG_BAND) for r in case["runs"]]
                 entry["settled_diag"] = [
-                    _bounded_in_log(depths, r["diag_err"], float(p.log_band)) for r in case["runs"]
+                    _bounded_in_log(depths, r["diag_err"], LOG_BAND) for r in case["runs"]
                 ]
             metrics[f"{tag}_lambda"] = float(np.median([r["lambda_at_max"] for r in case["runs"]]))
             per_sw.append(entry)
@@ -179,9 +194,12 @@ def run(cfg) -> StageResult:
             metrics["resnet_standard_diag_rate_inv_L"] = all(_all(e["diag"], "is_inv_L") for e in per_sw)
             metrics["resnet_standard_offdiag_rate_inv_L"] = all(_all(e["off"], "is_inv_L") for e in per_sw)
             metrics["resnet_standard_offdiag_rate_log_over_L"] = all(_all(e["off"], "is_log_over_L") for e in per_sw)
+            metrics["resnet_standard_offdiag_max_drift"] = float(max(d["drift"] for e in per_sw for d in e["off"]))
+            metrics["resnet_standard_diag_max_drift"] = _max_drift([d for e in per_sw for d in e["diag"]])
             lams = [metrics[k] for k in metrics if k.startswith("resnet_standard") and k.endswith("_lambda")]
             metrics["resnet_standard_lambda_in_unit_interval"] = bool(all(0 < v < 1 for v in lams))
-            for key in ("diag_rate_inv_L", "offdiag_rate_inv_L", "offdiag_rate_log_over_L"):
+            for key in ("diag_rate_inv_L", "offdiag_rate_inv_L", "offdiag_rate_log_over_L", "offdiag_max_drift",
+                        "diag_max_drift"):
                 fit_ranges[f"resnet_standard_{key}"] = fit + ", every sigma_w2 and pair"
         else:
             metrics["resnet_scaled_diag_rate_inv_log_L"] = all(all(e["settled_diag"]) for e in per_sw)
@@ -189,7 +207,7 @@ def run(cfg) -> StageResult:
             for key in ("diag_rate_inv_log_L", "offdiag_rate_inv_log_L"):
                 fit_ranges[f"resnet_scaled_{key}"] = (
                     f"e ln L at L = {top // 100:,}, {top // 10:,}, {top:,}: one sign, "
-                    f"within a factor {p.log_band} (every sigma_w2 and pair)"
+                    f"within a factor {LOG_BAND:g} (every sigma_w2 and pair)"
                 )
         for key in metrics:
             if key.startswith(f"resnet_{scale}_sw2") and key not in fit_ranges:
@@ -198,9 +216,10 @@ def run(cfg) -> StageResult:
         if "_corr_" in key and key not in fit_ranges:
             fit_ranges[key] = f"L = {top:,}"
 
-    table = _claims_table(cfg, metrics, fit_ranges)
+    table = _claims_table(cfg, metrics, fit_ranges, uncertainty)
     return StageResult(
         metrics=metrics,
+        uncertainty=uncertainty,
         sizes={
             "max_depth": top,
             "n_depths": len(depths),
@@ -220,6 +239,12 @@ def run(cfg) -> StageResult:
             "measure K/(L q) at the deepest depth independently"
         ],
     )
+
+
+def _max_drift(diags: list[dict]) -> float | None:
+    """The largest relative change of L e over the last decade (None when every error vanishes: no rate)."""
+    drifts = [d["drift"] for d in diags if not d["vanishes"]]
+    return float(max(drifts)) if drifts else None
 
 
 def _bounded_in_log(depths, errors, band: float) -> bool:
@@ -250,17 +275,18 @@ def _rate_detail(case: str, run: dict, d_off: dict, d_diag: dict) -> dict:
     }
 
 
-def _claims_table(cfg, metrics: dict, fit_ranges: dict) -> pd.DataFrame:
+def _claims_table(cfg, metrics: dict, fit_ranges: dict, uncertainty: dict) -> pd.DataFrame:
     """One row per claim of this artifact: the registry's statement and paper value, the measurement,
-    the fit range and the status the report will give it at this scale."""
+    the fit range and what the numbers alone say (the report adds the premise: the run's settings)."""
     from pathlib import Path
 
-    record = {"metrics": metrics, "scale": cfg.scale.name, "data": None}
+    record = {"metrics": metrics, "scale": cfg.scale.name, "data": None, "uncertainty": uncertainty}
     rows = []
     for claim in load_registry(Path(__file__).with_name("claims.yaml")):
         if claim.artifact != cfg.artifact:
             continue
         result = evaluate(claim, record)
+        verdict = result.verdict or result.status
         rows.append(
             {
                 "where": claim.where,
@@ -268,13 +294,15 @@ def _claims_table(cfg, metrics: dict, fit_ranges: dict) -> pd.DataFrame:
                 "paper": _show(claim.paper_value),
                 "measured": _show(metrics[claim.metric]),
                 "fit range": fit_ranges.get(claim.metric, ""),
-                "verdict": result.status,
+                "verdict (numbers alone)": f"{verdict} (consistency check)" if claim.consistency else verdict,
             }
         )
     return pd.DataFrame(rows)
 
 
 def _show(value) -> str:
+    if value is None:
+        return "not measured"
     return str(value) if isinstance(value, bool) else f"{value:.6g}"
 
 
