@@ -8,7 +8,9 @@
 #   snakemake --profile profiles/slurm arora2019_table1_grams --config scale=paper   # Gram tiles as jobs
 #
 # config keys (command line only): scale (smoke|quick|paper), results (root folder, default
-# "results"), data_cache (download cache, default "data_cache"); gram_threads (rules/gram.smk).
+# "results"), data_cache (download cache, default "data_cache"); tracking (sqlite|server|disabled) and
+# tracking_uri (MLflow, see below); gram_threads (rules/gram.smk).
+import shlex
 from pathlib import Path
 
 SCALES = ("smoke", "quick", "paper")
@@ -34,11 +36,24 @@ def stage_inputs(paper, artifact):
     return [f"experiments/{paper}/{artifact}.py", f"conf/experiment/{paper}/{artifact}.yaml"]
 
 
+# MLflow tracking of the stages (conf/tracking/): --config tracking=server tracking_uri=http://host:5000
+# (a cluster: one server for the whole workflow, profiles/slurm/mlflow-server.sh); default: the stages'
+# own default (SQLite under <results>/mlflow).
+TRACKINGS = ("sqlite", "server", "disabled")
+TRACKING = config.get("tracking")
+if TRACKING is not None and TRACKING not in TRACKINGS:
+    raise ValueError(f"--config tracking={TRACKING!r}: expected one of {TRACKINGS}")
+TRACKING_URI = config.get("tracking_uri")
+TRACKING_OVERRIDES = (f" tracking={TRACKING}" if TRACKING else "") + (
+    f" tracking.uri={shlex.quote(str(TRACKING_URI))}" if TRACKING_URI else ""
+)
+
+
 def stage_shell(paper, artifact):
     """The command every stage rule runs (Hydra overrides only; values live in conf/)."""
     return (
         f"python experiments/{paper}/{artifact}.py scale={SCALE} results_root={RESULTS_ROOT} "
-        f"data_cache={DATA_CACHE} threads={{threads}} progress=false > {{log}} 2>&1"
+        f"data_cache={DATA_CACHE} threads={{threads}} progress=false{TRACKING_OVERRIDES} > {{log}} 2>&1"
     )
 
 
