@@ -50,7 +50,9 @@ def test_execute_writes_everything_and_tracks(tmp_path):
     runs = tracking.search_runs(cfg.tracking.uri, "testpaper", "tags.scale = 'smoke'")
     (run,) = runs
     assert run.data.metrics["value"] == 4.0
-    assert run.data.params["params.depth"] == "2"
+    assert run.data.params["cfg.params.depth"] == "2"
+    assert run.info.run_name == "demo [smoke]" and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.source.name"] == "experiments/testpaper/demo.py"
     assert run.data.tags["data.name"] == "circle" and run.data.tags["data.substituted"] == "False"
     assert run.data.tags["git_commit"]
     from mlflow.tracking import MlflowClient
@@ -111,3 +113,68 @@ def test_every_split_read_and_the_premise_are_recorded(tmp_path):
 def test_unregistered_experiment_records_no_premise(tmp_path):
     record = execute(_cfg(tmp_path, "tracking.enabled=false"), _run, out_dir=tmp_path / "out")
     assert record["overrides"] is None and record["paper_config"] is None and record["splits"] == []
+
+
+def _client(cfg):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking.normalize_uri(cfg.tracking.uri))
+
+
+def test_run_spans_the_compute_and_carries_the_claim_verdicts(tmp_path, monkeypatch):
+    import time
+
+    import yaml
+
+    from ntkrepro import stage
+
+    reg = tmp_path / "experiments" / "testpaper" / "claims.yaml"
+    reg.parent.mkdir(parents=True)
+    reg.write_text(yaml.safe_dump({"paper": "testpaper", "claims": [
+        {"id": "c_value", "artifact": "demo", "metric": "value", "paper_value": 4.0, "where": "Fig. 1",
+         "kind": "value", "tolerance": {"abs": 0.1}, "tolerance_reason": "r"}]}))
+    monkeypatch.setattr(stage, "EXPERIMENTS_DIR", tmp_path / "experiments")
+    cfg = _cfg(tmp_path)
+
+    def slow(c):
+        time.sleep(1.5)
+        return _run(c)
+
+    record = execute(cfg, slow, out_dir=tmp_path / "out")
+    run = _client(cfg).get_run(record["mlflow_run_id"])
+    assert run.info.end_time - run.info.start_time >= 1500  # the run started before the compute
+    # an unregistered experiment has no paper config: its claims are not comparable, and the tag says so
+    assert run.data.tags["claim.c_value"] == "not comparable"
+    exp = _client(cfg).get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = {a.path for a in _client(cfg).list_artifacts(run.info.run_id)}
+    assert "verdicts.csv" in names and (tmp_path / "out" / "verdicts.csv").exists()
+
+
+@pytest.mark.parametrize("exc,status", [(ZeroDivisionError("division by zero"), "FAILED"),
+                                        (KeyboardInterrupt(), "KILLED")])
+def test_a_failing_or_interrupted_stage_ends_its_run(tmp_path, exc, status):
+    cfg = _cfg(tmp_path)
+
+    def boom(c):
+        raise exc
+
+    with pytest.raises(type(exc)):
+        execute(cfg, boom, out_dir=tmp_path / "out")
+    (run,) = tracking.search_runs(cfg.tracking.uri, "testpaper")
+    assert run.info.status == status
+    assert type(exc).__name__ in run.data.tags["error"]
+    assert not (tmp_path / "out" / ".mlflow_run_id").exists()  # closed: nothing left to close later
+
+
+def test_a_run_left_running_by_a_killed_attempt_is_closed_and_linked(tmp_path):
+    cfg = _cfg(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = tracking.start_run(uri=cfg.tracking.uri, artifact_root=None, experiment="testpaper",
+                               run_name="demo [smoke]", params={}, tags={})
+    (out / ".mlflow_run_id").write_text(stale)  # what a kill -9 during the compute leaves behind
+    record = execute(cfg, _run, out_dir=out)
+    assert record["mlflow_previous_run_id"] == stale
+    assert _client(cfg).get_run(stale).info.status == "KILLED"
+    assert _client(cfg).get_run(record["mlflow_run_id"]).data.tags["previous_attempt_run_id"] == stale

@@ -40,6 +40,7 @@ from ntkrepro import config as config_mod
 from ntkrepro.io import atomic_save_npz, atomic_savefig, atomic_write_json, atomic_write_text
 
 CONF_DIR = config_mod.CONF_DIR
+EXPERIMENTS_DIR = CONF_DIR.parent / "experiments"  # the claims registries (data, never imported)
 FIGURE_FORMATS = ("png", "pdf")
 
 
@@ -197,9 +198,150 @@ def _collected_splits(splits: list[dict]) -> list[dict]:
     return out
 
 
+class StageInterrupted(BaseException):
+    """SIGTERM during a stage (a cluster's time limit, a cancelled job): its MLflow run ends KILLED."""
+
+
+def _one_line(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+class _Tracker:
+    """The MLflow run of one stage execution: started before the compute (true duration), ended after it
+    FINISHED, or FAILED / KILLED with the one-line error. A run left RUNNING by a killed attempt is
+    closed (KILLED) by the next attempt and linked from its metrics.json. Tracking failures are reported
+    and recorded, never raised: they cannot lose a computed result."""
+
+    def __init__(self, cfg, out_dir: Path, sweep):
+        self.cfg, self.out_dir, self.sweep = cfg, out_dir, sweep
+        self.enabled = bool(cfg.tracking.enabled)
+        self.run_id: str | None = None
+        self.previous_run_id: str | None = None
+        self.error: str | None = None
+        self.marker = out_dir / ".mlflow_run_id"
+
+    def _guard(self, fn):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - tracking must never lose a computed result
+            self.error = self.error or _one_line(err)
+            print(f"WARNING: MLflow tracking failed ({self.error}); results are safe in {self.out_dir}",
+                  file=sys.stderr)
+            return None
+
+    def start(self, params: dict, tags: dict) -> None:
+        from ntkrepro import tracking
+
+        if not self.enabled:
+            return
+        cfg = self.cfg
+        if self.marker.exists():
+            previous = self.marker.read_text().strip()
+            note = "its process ended without closing the run (killed?); closed by a later attempt"
+            if self._guard(lambda: tracking.close_if_running(cfg.tracking.uri, previous, note=note)):
+                self.previous_run_id = previous
+        parent, run_name = None, f"{cfg.artifact} [{cfg.scale.name}]"
+        if self.sweep is not None:
+            key_file, job_name = self.sweep
+            parent = self._guard(lambda: tracking.parent_run_id(
+                cfg.tracking.uri, cfg.tracking.artifact_root, experiment=cfg.paper, key_file=key_file,
+                name=f"{cfg.artifact} [{cfg.scale.name}] sweep",
+                tags={**tags, "sweep": True, "out_dir": str(key_file.parent)}))
+            run_name = f"{run_name} {job_name}"
+        if self.previous_run_id:
+            tags = {**tags, "previous_attempt_run_id": self.previous_run_id}
+        self.run_id = self._guard(lambda: tracking.start_run(
+            uri=cfg.tracking.uri, artifact_root=cfg.tracking.artifact_root, experiment=cfg.paper,
+            run_name=run_name, params=params, tags=tags, parent_run_id=parent,
+            description=experiment_description(cfg.paper)))
+        if self.run_id:
+            atomic_write_text(self.marker, self.run_id)
+
+    def end(self, status: str, **logged) -> None:
+        from ntkrepro import tracking
+
+        if self.run_id is None:
+            return
+        run_id = self.run_id
+        if self._guard(lambda: tracking.end_run(uri=self.cfg.tracking.uri, run_id=run_id, status=status, **logged)) \
+                is None and self.error is None:
+            self.marker.unlink(missing_ok=True)  # closed: nothing left for a later attempt to close
+
+
+def experiment_description(paper: str) -> str:
+    """The MLflow experiment's description: the paper (title line of its README) and its artifacts, each
+    with the first comment line of its config."""
+    readme = EXPERIMENTS_DIR / paper / "README.md"
+    title = readme.read_text().splitlines()[0].lstrip("# ").strip() if readme.is_file() else paper
+    lines = [f"**{title}** — reproduced by ntkrepro (`experiments/{paper}/`, claims in `claims.yaml`).", ""]
+    for conf in sorted((CONF_DIR / "experiment" / paper).glob("*.yaml")):
+        first = next((ln.lstrip("# ").strip() for ln in conf.read_text().splitlines()
+                      if ln.startswith("#") and "@package" not in ln), "")
+        lines.append(f"- `{conf.stem}`: {first}")
+    return "\n".join(lines)
+
+
+def _artifact_verdicts(cfg, record: dict) -> list:
+    """This artifact's claims judged on this run (None-safe: no registry, or a metric it lacks)."""
+    from ntkrepro.claims import ClaimError, evaluate, load_registry
+
+    registry = EXPERIMENTS_DIR / cfg.paper / "claims.yaml"
+    if not registry.is_file():
+        return []
+    try:
+        return [evaluate(c, record) for c in load_registry(registry) if c.artifact == cfg.artifact]
+    except ClaimError as err:
+        print(f"WARNING: claims of {cfg.paper}/{cfg.artifact} not evaluated: {err}", file=sys.stderr)
+        return []
+
+
+def _verdicts_table(verdicts: list):
+    import pandas as pd
+
+    return pd.DataFrame([{"claim": r.claim.id, "status": r.status, "paper": r.claim.paper_value,
+                          "measured": r.measured, "verdict": r.verdict, "detail": r.detail} for r in verdicts])
+
+
+def _tracking_params(record: dict) -> dict:
+    """Run params: the requested config (``cfg.*``) and the data each split actually used (``data.used.*``)."""
+    params = {f"cfg.{k}": v for k, v in record["config"].items()}
+    for s in record["splits"]:
+        for field_ in ("name", "n", "source", "sha256", "substituted_for"):
+            params[f"data.used.{s['split']}.{s.get('requested')}.{field_}"] = s.get(field_)
+    return params
+
+
+def _tracking_tags(cfg, record: dict, out_dir: Path) -> dict:
+    data = record["data"]
+    substituted = [s for s in record["splits"] if s.get("substituted_for")]
+    return {
+        "paper": cfg.paper,
+        "artifact": cfg.artifact,
+        "scale": cfg.scale.name,
+        "precision": cfg.precision,
+        "git_commit": record["git_commit"],
+        "git_dirty": record["git_dirty"],
+        "data.name": data.get("name"),
+        "data.source": data.get("source"),
+        "data.sha256": data.get("sha256"),
+        "data.substituted": bool(data.get("substituted_for")) or bool(substituted),
+        "data.substituted_for": data.get("substituted_for")
+        or ", ".join(sorted({s["substituted_for"] for s in substituted})) or None,
+        "overrides": ", ".join(f"{k}={v['run']}" for k, v in (record["overrides"] or {}).items()) or "none",
+        "out_dir": str(out_dir),
+        "mlflow.source.name": f"experiments/{cfg.paper}/{cfg.artifact}.py",
+        "mlflow.source.type": "LOCAL",
+        **({"mlflow.source.git.commit": record["git_commit"]} if record["git_commit"] else {}),
+        **record["runtime"],
+    }
+
+
 def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: Any = None) -> dict:
     """Run one stage for a composed config; return the metrics.json record. (No Hydra needed.)"""
     global _loaded_splits
+    import signal
+
     from omegaconf import OmegaConf
 
     config_mod.validate(cfg)
@@ -210,25 +352,50 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    commit, dirty = git_state()
+    record = {
+        "paper": cfg.paper, "artifact": cfg.artifact, "scale": cfg.scale.name, "metrics": {},
+        "data": data_record(None), "splits": [], "git_commit": commit, "git_dirty": dirty,
+        "runtime": _runtime_info(), **premise,
+    }
+    overrides = ", ".join(f"{k}={_short(v['run'])}" for k, v in (premise["overrides"] or {}).items())
+    print(f"[stage] {cfg.paper}/{cfg.artifact} at scale {cfg.scale.name}; overrides of the registered config: "
+          f"{overrides or 'none'}; output {out_dir}", flush=True)
+    tracker = _Tracker(cfg, out_dir, sweep)
+    tracker.start(_tracking_params(record), _tracking_tags(cfg, record, out_dir))
 
+    def _terminate(signum, frame):
+        raise StageInterrupted(f"signal {signum}")
+
+    try:
+        previous_handler = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (a launcher's worker): no handler
+        previous_handler = None
     start = time.perf_counter()
     _loaded_splits = []
     try:
         result = run_fn(cfg)
+        if not isinstance(result, StageResult):
+            raise TypeError(f"run(cfg) must return a StageResult, got {type(result).__name__}")
         splits = _collected_splits(_loaded_splits)
+    except (KeyboardInterrupt, StageInterrupted) as err:
+        tracker.end("KILLED", tags={"error": f"interrupted ({_one_line(err)})"})
+        raise
+    except BaseException as err:
+        tracker.end("FAILED", tags={"error": _one_line(err)})
+        raise
     finally:
         _loaded_splits = None
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     runtime = time.perf_counter() - start
-    if not isinstance(result, StageResult):
-        raise TypeError(f"run(cfg) must return a StageResult, got {type(result).__name__}")
+    for s in splits:
+        stand_in = f" (stand-in for {s['substituted_for']})" if s.get("substituted_for") else ""
+        print(f"[stage] data {s['split']}: {s['name']}{stand_in}, n = {s['n']}, source {s['source']}", flush=True)
+    print(f"[stage] computed in {runtime:.1f} s", flush=True)
 
     written = _write_outputs(out_dir, result)
-    commit, dirty = git_state()
-    info = _runtime_info()
-    record = {
-        "paper": cfg.paper,
-        "artifact": cfg.artifact,
-        "scale": cfg.scale.name,
+    record.update({
         "metrics": result.metrics,
         "data": data_record(result.data),
         "splits": splits,
@@ -236,87 +403,43 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
         "seeds": result.seeds,
         "precision": cfg.precision,
         "runtime_s": round(runtime, 3),
-        "git_commit": commit,
-        "git_dirty": dirty,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "runtime": info,
         "figures": sorted(result.figures),
         "tables": sorted(result.tables),
         "notes": result.notes,
         "uncertainty": result.uncertainty,
         "diverged": result.diverged,
-        **premise,
         "unstated_settings": config_mod.flatten(resolved.get("unstated", {})),
-        "mlflow_run_id": None,
-        "tracking_error": None,
-    }
+        "mlflow_run_id": tracker.run_id,
+        "mlflow_previous_run_id": tracker.previous_run_id,
+        "tracking_error": tracker.error,
+    })
     metrics_path = atomic_write_json(out_dir / "metrics.json", record)
 
-    if cfg.tracking.enabled:
-        try:
-            record["mlflow_run_id"] = _track(
-                cfg, resolved, record, written, out_dir, sweep, result.step_metrics
-            )
-        except Exception as err:  # noqa: BLE001 - tracking must never lose a computed result
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            record["tracking_error"] = f"{type(err).__name__}: {first}"
-            print(
-                f"WARNING: MLflow tracking failed ({record['tracking_error']}); "
-                f"results are safe in {out_dir}",
-                file=sys.stderr,
-            )
-        atomic_write_json(metrics_path, record)
+    verdicts = _artifact_verdicts(cfg, record)
+    if verdicts:
+        table = _verdicts_table(verdicts)
+        written.append(atomic_write_text(out_dir / "verdicts.csv", table.to_csv(index=False)))
+        counts = table["status"].value_counts()
+        print("[stage] verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+        for r in verdicts:
+            print(f"[stage]   {r.claim.id}: {r.status}" + (f" — {r.detail}" if r.detail else ""), flush=True)
+    if tracker.run_id:
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics["runtime_s"] = record["runtime_s"]
+        tracker.end("FINISHED", metrics=metrics, step_metrics=result.step_metrics,
+                    artifacts=[*written, out_dir / "config.yaml", metrics_path, out_dir / "stage.log"],
+                    tags={**_tracking_tags(cfg, record, out_dir),
+                          **{f"claim.{r.claim.id}": r.status for r in verdicts}})
+        if tracker.error:
+            record["tracking_error"] = tracker.error
+            atomic_write_json(metrics_path, record)
     return record
 
 
-def _track(cfg, resolved, record, written, out_dir: Path, sweep, step_metrics) -> str:
-    from ntkrepro import tracking
-
-    data = record["data"]
-    tags = {
-        "paper": cfg.paper,
-        "artifact": cfg.artifact,
-        "scale": cfg.scale.name,
-        "precision": cfg.precision,
-        "git_commit": record["git_commit"],
-        "git_dirty": record["git_dirty"],
-        "data.name": data.get("name"),
-        "data.source": data.get("source"),
-        "data.sha256": data.get("sha256"),
-        "data.substituted": data.get("substituted_for") is not None
-        or any(s.get("substituted_for") for s in record["splits"]),
-        "data.substituted_for": data.get("substituted_for"),
-        "overrides": ", ".join(f"{k}={v['run']}" for k, v in (record["overrides"] or {}).items()) or "none",
-        "out_dir": str(out_dir),
-        **{k: v for k, v in record["runtime"].items()},
-    }
-    parent = None
-    run_name = cfg.artifact
-    if sweep is not None:
-        key_file, job_name = sweep
-        parent = tracking.parent_run_id(
-            cfg.tracking.uri, cfg.tracking.artifact_root, experiment=cfg.paper,
-            key_file=key_file, name=f"{cfg.artifact} sweep",
-            tags={**tags, "sweep": True, "out_dir": str(key_file.parent)},
-        )
-        run_name = f"{cfg.artifact} {job_name}"
-    metrics = {
-        k: v for k, v in record["metrics"].items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-    metrics["runtime_s"] = record["runtime_s"]
-    return tracking.log_run(
-        uri=cfg.tracking.uri,
-        artifact_root=cfg.tracking.artifact_root,
-        experiment=cfg.paper,
-        run_name=run_name,
-        params=config_mod.flatten(resolved),
-        metrics=metrics,
-        tags=tags,
-        artifacts=[*written, out_dir / "config.yaml", out_dir / "metrics.json"],
-        step_metrics=step_metrics,
-        parent_run_id=parent,
-    )
+def _short(v) -> str:
+    text = str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _data_unavailable() -> type:

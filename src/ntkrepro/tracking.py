@@ -27,7 +27,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 import mlflow  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 MAX_PARAM_LEN = 6000
@@ -75,20 +75,29 @@ def _retry(fn, *, attempts: int = 6, first_wait: float = 0.5):
     raise AssertionError("unreachable")
 
 
-def _experiment_id(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's UI then opens an experiment on its runs table
+
+
+def _experiment_id(client: MlflowClient, name: str, artifact_root: str | None, description: str | None = None) -> str:
+    """The id of experiment ``name`` (created if missing) as a model-training experiment with a description."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if artifact_root:
-        location = Path(artifact_root, name).resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # created concurrently by another process
+    if exp is None:
+        location = None
+        if artifact_root:
+            location = Path(artifact_root, name).resolve().as_uri()
+        try:
+            client.create_experiment(name, artifact_location=location,
+                                     tags={"mlflow.experimentKind": EXPERIMENT_KIND})
+        except Exception:  # noqa: BLE001 - created concurrently by another process
+            pass
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            raise
-        return exp.experiment_id
+            raise RuntimeError(f"MLflow experiment {name!r} could not be created")
+    if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+    if description and exp.tags.get("mlflow.note.content") != description:
+        client.set_experiment_tag(exp.experiment_id, "mlflow.note.content", description)
+    return exp.experiment_id
 
 
 def init_store(uri: str, artifact_root: str | None, experiments: Iterable[str]) -> None:
@@ -127,6 +136,85 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
+def start_run(
+    *,
+    uri: str,
+    artifact_root: str | None,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, Any],
+    parent_run_id: str | None = None,
+    description: str | None = None,
+) -> str:
+    """Create a RUNNING run with its params and tags (before the compute, so the UI shows the true
+    duration); return its id. Raises on failure (the caller reports it)."""
+    uri = normalize_uri(uri)
+    all_tags = _str_tags(tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    param_list = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(params.items())]
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        exp_id = _retry(lambda: _experiment_id(client, experiment, artifact_root, description))
+        run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags))
+        run_id = run.info.run_id
+        for chunk in _chunks(param_list, 100):
+            _retry(lambda c=chunk: client.log_batch(run_id, params=c))
+    return run_id
+
+
+def end_run(
+    *,
+    uri: str,
+    run_id: str,
+    status: str = "FINISHED",
+    metrics: dict[str, float] | None = None,
+    step_metrics: dict[str, list[tuple[int, float]]] | None = None,
+    artifacts: Iterable[Path] = (),
+    tags: dict[str, Any] | None = None,
+) -> None:
+    """Log a run's metrics, artifacts and tags, then end it with ``status`` (FINISHED, FAILED, KILLED)."""
+    uri = normalize_uri(uri)
+    now = int(time.time() * 1000)
+    metric_list = [
+        Metric(k, float(v), now, 0)
+        for k, v in sorted((metrics or {}).items())
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    for name, curve in (step_metrics or {}).items():
+        metric_list += [Metric(name, float(v), now, int(s)) for s, v in curve]
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        tag_list = [RunTag(k, v[:5000]) for k, v in _str_tags(tags or {}).items()]
+        for chunk in _chunks(tag_list, 100):
+            _retry(lambda c=chunk: client.log_batch(run_id, tags=c))
+        for chunk in _chunks(metric_list, 1000):
+            _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
+        for path in artifacts:
+            path = Path(path)
+            if path.exists():
+                _retry(lambda p=path: client.log_artifact(run_id, str(p)))
+        _retry(lambda: client.set_terminated(run_id, status=status))
+
+
+def close_if_running(uri: str, run_id: str, *, status: str = "KILLED", note: str = "") -> bool:
+    """End a run left RUNNING by a process that died (kill -9, lost node); True if it was RUNNING."""
+    uri = normalize_uri(uri)
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - a run id from another store, or deleted
+            return False
+        if run.info.status != "RUNNING":
+            return False
+        if note:
+            _retry(lambda: client.set_tag(run_id, "error", note))
+        _retry(lambda: client.set_terminated(run_id, status=status))
+    return True
+
+
 def log_run(
     *,
     uri: str,
@@ -140,35 +228,17 @@ def log_run(
     step_metrics: dict[str, list[tuple[int, float]]] | None = None,
     parent_run_id: str | None = None,
 ) -> str:
-    """Log one finished stage run; return its run id. Raises on failure (the caller reports it)."""
-    uri = normalize_uri(uri)
-    now = int(time.time() * 1000)
-    all_tags = _str_tags(tags)
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    param_list = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(params.items())]
-    metric_list = [
-        Metric(k, float(v), now, 0)
-        for k, v in sorted(metrics.items())
-        if isinstance(v, (int, float)) and v is not None
-    ]
-    for name, curve in (step_metrics or {}).items():
-        metric_list += [Metric(name, float(v), now, int(s)) for s, v in curve]
-    with _store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        exp_id = _retry(lambda: _experiment_id(client, experiment, artifact_root))
-        run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags))
-        run_id = run.info.run_id
-        for chunk in _chunks(param_list, 100):
-            _retry(lambda c=chunk: client.log_batch(run_id, params=c))
-        for chunk in _chunks(metric_list, 1000):
-            _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
-        for path in artifacts:
-            path = Path(path)
-            if path.exists():
-                _retry(lambda p=path: client.log_artifact(run_id, str(p)))
-        _retry(lambda: client.set_terminated(run_id, status="FINISHED"))
+    """Log one finished run in one go (start + end); return its run id."""
+    run_id = start_run(uri=uri, artifact_root=artifact_root, experiment=experiment, run_name=run_name,
+                       params=params, tags=tags, parent_run_id=parent_run_id)
+    end_run(uri=uri, run_id=run_id, metrics=metrics, step_metrics=step_metrics, artifacts=artifacts)
     return run_id
+
+
+def child_statuses(uri: str, experiment: str, parent_run_id: str) -> list[str]:
+    """Statuses of the child runs of a sweep's parent run."""
+    runs = search_runs(uri, experiment, f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return [r.info.status for r in runs]
 
 
 def search_runs(uri: str, experiment: str, filter_string: str = "") -> list:
@@ -180,4 +250,5 @@ def search_runs(uri: str, experiment: str, filter_string: str = "") -> list:
     return client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=10000)
 
 
-__all__ = ["init_store", "log_run", "parent_run_id", "search_runs", "normalize_uri", "mlflow"]
+__all__ = ["init_store", "start_run", "end_run", "close_if_running", "log_run", "parent_run_id", "child_statuses",
+           "search_runs", "normalize_uri", "mlflow"]
