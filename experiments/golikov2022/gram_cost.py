@@ -27,6 +27,7 @@ from ntkrepro.kernels.fc import fc_kernels
 from ntkrepro.plotting import figure, loglog_with_fit
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main
+from ntkrepro.stats import LineFit, local_slopes, loglog_fit
 
 KERNELS = ("fc", "cntk_v", "cntk_gap")
 AXES = ("m", "d")
@@ -62,9 +63,10 @@ def time_compiled(fn: Callable, x, *, repeats: int,
     return tuple(float(b) for b in best)
 
 
-def fit_power_law(sizes, seconds, *, top: int) -> tuple[float, float, np.ndarray]:
-    """(exponent, log prefactor, sizes used) of seconds ~ exp(log prefactor) size^exponent, fitted by least
-    squares in log-log over the ``top`` largest sizes."""
+def fit_power_law(sizes, seconds, *, top: int) -> tuple[LineFit, np.ndarray]:
+    """(fit, sizes used) of seconds ~ exp(intercept) size^slope, fitted by least squares in log-log over the
+    ``top`` largest sizes (``ntkrepro.stats.loglog_fit``: the slope's standard error over ``top`` points,
+    nan with two)."""
     order = np.argsort(np.asarray(sizes, dtype=float))
     sizes = np.asarray(sizes, dtype=float)[order]
     seconds = np.asarray(seconds, dtype=float)[order]
@@ -72,8 +74,7 @@ def fit_power_law(sizes, seconds, *, top: int) -> tuple[float, float, np.ndarray
         raise ValueError(f"a power-law fit over the top {top} sizes needs top >= 2 and at most "
                          f"{len(sizes)} (the number of sizes)")
     used = sizes[-top:]
-    slope, intercept = np.polyfit(np.log(used), np.log(seconds[-top:]), 1)
-    return float(slope), float(intercept), used
+    return loglog_fit(used, seconds[-top:]), used
 
 
 def timing_jobs(p) -> list[dict]:
@@ -124,16 +125,22 @@ def run(cfg) -> StageResult:
                      "shape": "x".join(map(str, job["shape"])), "wall_seconds": wall, "cpu_seconds": cpu})
     timings = pd.DataFrame(rows)
 
-    metrics, fits = {}, []
+    metrics, fits, uncertainty = {}, [], {}
     published = paper_values(Path(__file__).with_name("claims.yaml"), "gram_cost")
     fig, axes = figure(1, 2, height=2.8)
     for ax, axis in zip(axes.reshape(-1), AXES, strict=True):
         marked = False
         for kernel, group in timings[timings.axis == axis].groupby("kernel", sort=False):
-            exponent, log_prefactor, used = fit_power_law(group["size"], group[TIME], top=p.fit_top)
+            fit, used = fit_power_law(group["size"], group[TIME], top=p.fit_top)
+            exponent, log_prefactor = fit.slope, fit.intercept
             metrics[f"{kernel}_exponent_{axis}"] = exponent
-            fits.append({"kernel": kernel, "axis": axis, "exponent": exponent,
-                         "fit_sizes": ",".join(f"{s:g}" for s in used)})
+            uncertainty[f"{kernel}_exponent_{axis}"] = fit.slope_estimate().record()
+            ordered = group.sort_values("size")
+            drift = local_slopes(ordered["size"], ordered[TIME])
+            metrics[f"{kernel}_local_slopes_{axis}"] = [round(float(v), 3) for v in drift]
+            fits.append({"kernel": kernel, "axis": axis, "exponent": exponent, "exponent_se": fit.slope_se,
+                         "fit_points": fit.n, "fit_sizes": ",".join(f"{s:g}" for s in used),
+                         "local_slopes": ",".join(f"{v:.3f}" for v in drift)})
             loglog_with_fit(ax, group["size"], group[TIME], slope=exponent, intercept=log_prefactor,
                             label=kernel, fit_label=f"fit {exponent:.2f}", marker="o", markersize=3,
                             color=COLORS[kernel])
@@ -165,6 +172,7 @@ def run(cfg) -> StageResult:
         seeds=[cfg.seed],
         tables={"timings": timings, "exponents": pd.DataFrame(fits)},
         figures={"gram_cost": fig},
+        uncertainty=uncertainty,
         notes=["times: best of repeats after a warm-up (compile) call; exponents from the process CPU time "
                "(wall time in timings.csv); threads as in sizes (0 = all cores)"],
     )

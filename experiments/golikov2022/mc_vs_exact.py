@@ -39,6 +39,7 @@ from ntkrepro.plotting import band, figure
 from ntkrepro.progress import progress
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.stats import Estimate, local_slopes, mean_se
 
 ARCHS = ("fc", "cnn")
 PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
@@ -329,7 +330,7 @@ def run(cfg) -> StageResult:
                            checkpoints=checkpoints)
         exact_shape = kernel_shape(exact)
         bias_rows.append({"arch": arch, "activation": act, "depth": depth, "width": q.width,
-                          "draws": q.n_groups * q.group_size, "exact_shape": exact_shape,
+                          "draws": q.n_groups * q.group_size, "n_groups": q.n_groups, "exact_shape": exact_shape,
                           **summarize_probe(probe, exact_shape)})
         for c, m in enumerate(checkpoints):
             errs, shape_dev = probe["error"][:, c], probe["shape"][:, c] / exact_shape - 1.0
@@ -341,10 +342,11 @@ def run(cfg) -> StageResult:
     bias = pd.DataFrame(bias_rows)
     probe_table = pd.DataFrame(probe_rows)
 
-    summary, metrics = summarize_grid(grid, exact_acc, seed=cfg.seed)
+    summary, metrics, uncertainty = summarize_grid(grid, exact_acc, seed=cfg.seed)
     published = paper_values(Path(__file__).with_name("claims.yaml"), "mc_vs_exact")
-    metrics.update(bias_metrics(bias, depth=p.depth, control_depth=p.control_depth,
-                                t_threshold=p.bias_t_threshold, share_threshold=p.bias_share_threshold))
+    probe_metrics, probe_uncertainty = bias_metrics(bias, depth=p.depth, control_depth=p.control_depth)
+    metrics.update(probe_metrics)
+    uncertainty.update(probe_uncertainty)
     figures = {
         "mc_error_vs_width": _plot_vs(summary, combos, x="width", lines="M", value="error", logy=True,
                                       reference_slopes={c: published.get(f"err_slope_width_m1_{c[0]}_{c[1]}")
@@ -369,6 +371,7 @@ def run(cfg) -> StageResult:
         seeds=[cfg.seed],
         tables={"mc_grid_summary": summary, "mc_bias": bias, "mc_bias_probe": probe_table},
         figures=figures,
+        uncertainty=uncertainty,
         notes=[f"exact-kernel test accuracy {arch}/{act}: {acc:.3f}"
                for (arch, act), acc in exact_acc.items()],
     )
@@ -388,12 +391,17 @@ def bootstrap_slope_se(errors_by_width: dict, *, n_boot: int, seed: int) -> floa
     return float(np.std(slopes, ddof=1))
 
 
-def summarize_grid(grid: pd.DataFrame, exact_acc: dict, *, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def summarize_grid(grid: pd.DataFrame, exact_acc: dict, *,
+                   seed: int = 0) -> tuple[pd.DataFrame, dict, dict]:
     """Per (arch, activation, width, M): median (``error``), RMS and 10-90% range of the error and mean /
-    10-90% of the accuracy over groups; metrics: slopes of the median error against width and M, and the
-    orderings the claims check. The median, not the RMS: at small widths a rare draw whose kernel scale is
-    several times too large (ReLU: the scale is a product of per-layer chi-square-like factors) dominates
-    a mean over a few dozen draws; both scale as n^-1/2 once the fluctuations are Gaussian."""
+    10-90% of the accuracy over groups. Returns (summary, metrics, uncertainty): slopes of the median error
+    against width and M (the M = 1 width slope with its bootstrap standard error over the draws and its
+    local slopes), the accuracy gaps at the narrowest width with the paired reduction from M = 1 to M_max
+    (standard error over the M_max groups), and the orderings the claims check (None where the grid has
+    fewer than 2 widths or 2 sample counts: nothing to order). The median, not the RMS: at small widths a
+    rare draw whose kernel scale is several times too large (ReLU: the scale is a product of per-layer
+    chi-square-like factors) dominates a mean over a few dozen draws; both scale as n^-1/2 once the
+    fluctuations are Gaussian."""
     rows = []
     for (arch, act, width, m), g in grid.groupby(["arch", "activation", "width", "M"]):
         rows.append({"arch": arch, "activation": act, "width": width, "M": m, "groups": len(g),
@@ -402,8 +410,8 @@ def summarize_grid(grid: pd.DataFrame, exact_acc: dict, *, seed: int = 0) -> tup
                      "accuracy_q10": g.accuracy.quantile(0.1), "accuracy_q90": g.accuracy.quantile(0.9),
                      "accuracy_exact": exact_acc[arch, act]})
     summary = pd.DataFrame(rows)
-    metrics = {}
-    decreasing_in_width, decreasing_in_m = True, True
+    metrics, uncertainty = {}, {}
+    slopes_width, slopes_samples, gaps_shrink = [], [], []
     for (arch, act), s in summary.groupby(["arch", "activation"]):
         tag = f"{arch}_{act}"
         m_values = sorted(s.M.unique())
@@ -412,53 +420,85 @@ def summarize_grid(grid: pd.DataFrame, exact_acc: dict, *, seed: int = 0) -> tup
             by_width = s[s.M == m].sort_values("width")
             slope = loglog_slope(by_width.width, by_width.error) if len(widths) > 1 else math.nan
             if m == m_values[0]:
-                metrics[f"err_slope_width_m{m}_{tag}"] = slope
+                name = f"err_slope_width_m{m}_{tag}"
+                metrics[name] = slope
                 single = grid[(grid.arch == arch) & (grid.activation == act) & (grid.M == m)]
-                metrics[f"err_slope_width_m{m}_se_{tag}"] = (
-                    bootstrap_slope_se({w: g.error.to_numpy() for w, g in single.groupby("width")},
-                                       n_boot=200, seed=seed) if len(widths) > 1 else math.nan)
+                se = (bootstrap_slope_se({w: g.error.to_numpy() for w, g in single.groupby("width")},
+                                         n_boot=200, seed=seed) if len(widths) > 1 else math.nan)
+                metrics[f"err_slope_width_m{m}_se_{tag}"] = se
+                if len(widths) > 1:
+                    uncertainty[name] = Estimate(slope, se, len(widths), "widths (bootstrap se over draws)").record()
+                    metrics[f"err_local_slopes_width_m{m}_{tag}"] = [
+                        round(float(v), 3) for v in local_slopes(by_width.width, by_width.error)]
             if m == m_values[-1]:
                 metrics[f"err_slope_width_m{m}_{tag}"] = slope
-            decreasing_in_width &= bool(slope < 0)
-        slopes_m = []
+            if len(widths) > 1:
+                slopes_width.append(slope)
         for w in widths:
             by_m = s[s.width == w].sort_values("M")
-            slopes_m.append(loglog_slope(by_m.M, by_m.error) if len(m_values) > 1 else math.nan)
-        metrics[f"err_slope_samples_max_{tag}"] = float(np.max(slopes_m))
-        decreasing_in_m &= bool(np.all(np.asarray(slopes_m) < 0))
+            if len(m_values) > 1:
+                slopes_samples.append(loglog_slope(by_m.M, by_m.error))
+        metrics[f"err_slope_samples_max_{tag}"] = (
+            float(np.max(slopes_samples[-len(widths):])) if len(m_values) > 1 else math.nan)
         narrow = s[s.width == widths[0]].set_index("M")
         metrics[f"acc_exact_{tag}"] = exact_acc[arch, act]
         metrics[f"acc_gap_m{m_values[0]}_{tag}"] = exact_acc[arch, act] - narrow.accuracy[m_values[0]]
         metrics[f"acc_gap_m{m_values[-1]}_{tag}"] = exact_acc[arch, act] - narrow.accuracy[m_values[-1]]
-    metrics["error_decreases_with_width"] = decreasing_in_width
-    metrics["error_decreases_with_samples"] = decreasing_in_m
-    first, last = (f"m{m}" for m in (summary.M.min(), summary.M.max()))
-    metrics["accuracy_gap_shrinks_with_samples"] = all(
-        metrics[f"acc_gap_{last}_{arch}_{act}"] < metrics[f"acc_gap_{first}_{arch}_{act}"]
-        for arch, act in summary[["arch", "activation"]].drop_duplicates().itertuples(index=False))
-    return summary, metrics
+        if len(m_values) > 1:
+            cells = grid[(grid.arch == arch) & (grid.activation == act) & (grid.width == widths[0])]
+            reduction = paired_accuracy_gain(cells, m_values[0], m_values[-1])
+            metrics[f"acc_gap_reduction_{tag}"] = reduction.value
+            uncertainty[f"acc_gap_reduction_{tag}"] = reduction.record()
+            gaps_shrink.append(metrics[f"acc_gap_m{m_values[-1]}_{tag}"] < metrics[f"acc_gap_m{m_values[0]}_{tag}"])
+    metrics["error_decreases_with_width"] = bool(np.all(np.asarray(slopes_width) < 0)) if slopes_width else None
+    metrics["error_decreases_with_samples"] = (bool(np.all(np.asarray(slopes_samples) < 0))
+                                               if slopes_samples else None)
+    metrics["accuracy_gap_shrinks_with_samples"] = bool(all(gaps_shrink)) if gaps_shrink else None
+    return summary, metrics, uncertainty
 
 
-def bias_metrics(bias: pd.DataFrame, *, depth: int, control_depth: int, t_threshold: float,
-                 share_threshold: float) -> dict:
-    """Per (arch, activation): shape bias and t at both depths, the M = 1 bias share at ``depth``; the
-    orderings: bias detected (t >= threshold) at ``depth``, not at ``control_depth`` (|t| < threshold),
-    variance dominating one draw's error (bias share < ``share_threshold``)."""
-    metrics, control_ok, variance_dominates = {}, True, True
+def paired_accuracy_gain(cells: pd.DataFrame, m_small: int, m_large: int) -> Estimate:
+    """Mean over the groups of ``m_large`` draws of (accuracy of the group's mean kernel - mean accuracy of
+    its ``m_small``-draw sub-groups), with its standard error over those groups (independent draws). The
+    sub-groups of group g are groups g*k .. g*k + k - 1 of size ``m_small`` (k = m_large / m_small; the
+    groups are consecutive), so the mean over groups equals the difference of the two mean accuracies."""
+    if m_large % m_small:
+        raise ValueError(f"M = {m_large} is not a multiple of M = {m_small}")
+    k = m_large // m_small
+    small = cells[cells.M == m_small].set_index("group").accuracy
+    large = cells[cells.M == m_large].set_index("group").accuracy
+    if len(small) != k * len(large):
+        raise ValueError(f"{len(large)} groups of M = {m_large} need {k * len(large)} groups of M = {m_small}, "
+                         f"got {len(small)}")
+    gains = [large[g] - small.loc[g * k: g * k + k - 1].mean() for g in large.index]
+    return mean_se(gains, over="groups of M_max draws")
+
+
+def bias_metrics(bias: pd.DataFrame, *, depth: int, control_depth: int) -> tuple[dict, dict]:
+    """Raw measurements of the bias probe (the registry's tolerances decide): per (arch, activation) the
+    shape bias delta (uncertainty: its standard error over the groups), its t statistic and Frobenius
+    bias at both depths; at ``depth`` the relative standard error of delta, se / |mean delta| = 1/|t|
+    (small: a bias is resolved from zero) and the share of one draw's mean squared error that is squared
+    bias; the largest |t| over the combinations at ``control_depth`` (exactly unbiased: t ~ Student) and the
+    largest bias share at ``depth``."""
+    metrics, uncertainty, control_t, shares = {}, {}, [], []
     for row in bias.itertuples(index=False):
         tag = f"{row.arch}_{row.activation}_depth{row.depth}"
         metrics[f"shape_bias_{tag}"] = row.shape_bias
+        uncertainty[f"shape_bias_{tag}"] = {"se": float(row.shape_bias_se), "n": int(row.n_groups),
+                                            "over": "groups of draws"}
         metrics[f"shape_bias_t_{tag}"] = row.shape_bias_t
         metrics[f"frobenius_bias_{tag}"] = row.frobenius_bias
         if row.depth == depth:
             metrics[f"bias_share_m1_{row.arch}_{row.activation}"] = row.bias_share_m1
-            metrics[f"bias_detected_{row.arch}_{row.activation}"] = bool(row.shape_bias_t >= t_threshold)
-            variance_dominates &= bool(row.bias_share_m1 < share_threshold)
+            metrics[f"shape_bias_rel_se_{row.arch}_{row.activation}"] = (
+                1.0 / abs(row.shape_bias_t) if row.shape_bias_t != 0 else math.inf)
+            shares.append(row.bias_share_m1)
         if row.depth == control_depth:
-            control_ok &= bool(abs(row.shape_bias_t) < t_threshold)
-    metrics["control_depth_unbiased"] = control_ok
-    metrics["variance_dominates_m1"] = variance_dominates
-    return metrics
+            control_t.append(abs(row.shape_bias_t))
+    metrics["control_shape_bias_abs_t_max"] = float(max(control_t)) if control_t else None
+    metrics["bias_share_m1_max"] = float(max(shares)) if shares else None
+    return metrics, uncertainty
 
 
 # ---------------------------------------------------------------- figures

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import time
 from pathlib import Path
 
 import jax
@@ -218,7 +217,7 @@ def _synthetic_grid(error_of):
     for arch, act in (("fc", "relu"), ("cnn", "erf")):
         for width in (8, 16, 32):
             for m in (1, 2, 4):
-                for g in range(3):
+                for g in range(12 // m):  # 12 draws, split into consecutive groups of M
                     rows.append({"arch": arch, "activation": act, "width": width, "M": m, "group": g,
                                  "error": error_of(width, m), "accuracy": 0.9 - 0.1 / m})
     return pd.DataFrame(rows), {("fc", "relu"): 0.9, ("cnn", "erf"): 0.9}
@@ -226,40 +225,97 @@ def _synthetic_grid(error_of):
 
 def test_summarize_grid_slopes_and_orderings():
     grid, exact_acc = _synthetic_grid(lambda n, m: (n * m) ** -0.5)
-    summary, metrics = mc.summarize_grid(grid, exact_acc)
+    summary, metrics, uncertainty = mc.summarize_grid(grid, exact_acc)
     assert metrics["err_slope_width_m1_fc_relu"] == pytest.approx(-0.5)
+    assert uncertainty["err_slope_width_m1_fc_relu"]["n"] == 3  # widths
+    assert uncertainty["err_slope_width_m1_fc_relu"]["se"] == pytest.approx(0.0, abs=1e-12)  # no spread
+    assert metrics["err_local_slopes_width_m1_cnn_erf"] == [-0.5, -0.5]
     assert metrics["err_slope_width_m4_cnn_erf"] == pytest.approx(-0.5)
     assert metrics["err_slope_samples_max_fc_relu"] == pytest.approx(-0.5)
     assert metrics["error_decreases_with_width"] and metrics["error_decreases_with_samples"]
     assert metrics["acc_gap_m1_fc_relu"] == pytest.approx(0.1)
     assert metrics["acc_gap_m4_fc_relu"] == pytest.approx(0.025)
+    assert metrics["acc_gap_reduction_fc_relu"] == pytest.approx(0.1 - 0.025)
+    assert uncertainty["acc_gap_reduction_fc_relu"]["n"] == 3  # groups of M_max = 4 draws
     assert metrics["accuracy_gap_shrinks_with_samples"]
-    assert set(summary.groups) == {3}
+    assert set(summary.groups) == {12, 6, 3}
 
 
 def test_summarize_grid_detects_a_width_floor():
     grid, exact_acc = _synthetic_grid(lambda n, m: 0.1 * m**-0.5 if n < 32 else 0.2)
-    _, metrics = mc.summarize_grid(grid, exact_acc)
+    _, metrics, _ = mc.summarize_grid(grid, exact_acc)
     assert not metrics["error_decreases_with_width"]
     assert metrics["error_decreases_with_samples"] is False  # width 32 does not improve with M
 
 
-def test_bias_metrics_thresholds():
+def test_bias_metrics_are_raw_measurements():
     bias = pd.DataFrame([
-        {"arch": "fc", "activation": "relu", "depth": 2, "shape_bias": 0.001, "shape_bias_t": 0.5,
-         "frobenius_bias": 0.0, "bias_share_m1": 0.0},
-        {"arch": "fc", "activation": "relu", "depth": 3, "shape_bias": 0.03, "shape_bias_t": 4.0,
-         "frobenius_bias": 0.02, "bias_share_m1": 0.01},
-        {"arch": "fc", "activation": "erf", "depth": 2, "shape_bias": -0.01, "shape_bias_t": -3.5,
-         "frobenius_bias": 0.0, "bias_share_m1": 0.0},
-        {"arch": "fc", "activation": "erf", "depth": 3, "shape_bias": 0.01, "shape_bias_t": 2.0,
-         "frobenius_bias": 0.01, "bias_share_m1": 0.6},
+        {"arch": "fc", "activation": "relu", "depth": 2, "shape_bias": 0.001, "shape_bias_se": 0.002,
+         "shape_bias_t": 0.5, "n_groups": 16, "frobenius_bias": 0.0, "bias_share_m1": 0.0},
+        {"arch": "fc", "activation": "relu", "depth": 3, "shape_bias": 0.03, "shape_bias_se": 0.0075,
+         "shape_bias_t": 4.0, "n_groups": 16, "frobenius_bias": 0.02, "bias_share_m1": 0.01},
+        {"arch": "fc", "activation": "erf", "depth": 2, "shape_bias": -0.01, "shape_bias_se": 0.003,
+         "shape_bias_t": -3.5, "n_groups": 16, "frobenius_bias": 0.0, "bias_share_m1": 0.0},
+        {"arch": "fc", "activation": "erf", "depth": 3, "shape_bias": -0.01, "shape_bias_se": 0.005,
+         "shape_bias_t": -2.0, "n_groups": 16, "frobenius_bias": 0.01, "bias_share_m1": 0.6},
     ])
-    m = mc.bias_metrics(bias, depth=3, control_depth=2, t_threshold=3.0, share_threshold=0.5)
-    assert m["bias_detected_fc_relu"] and not m["bias_detected_fc_erf"]
-    assert not m["control_depth_unbiased"]  # |t| = 3.5 at depth 2 for erf
-    assert not m["variance_dominates_m1"]  # erf share 0.6
+    m, u = mc.bias_metrics(bias, depth=3, control_depth=2)
+    assert m["shape_bias_rel_se_fc_relu"] == pytest.approx(0.25)  # 1/|t|
+    assert m["shape_bias_rel_se_fc_erf"] == pytest.approx(0.5)  # |t| = 2: a negative bias, not resolved
+    assert m["control_shape_bias_abs_t_max"] == pytest.approx(3.5)  # the largest |t| at depth 2
+    assert m["bias_share_m1_max"] == pytest.approx(0.6)
     assert m["shape_bias_t_fc_relu_depth3"] == 4.0
+    assert u["shape_bias_fc_relu_depth3"] == {"se": 0.0075, "n": 16, "over": "groups of draws"}
+    assert not any("detected" in k or "dominates" in k for k in m)  # no verdicts in the stage
+
+
+def test_bias_verdicts_come_from_the_registry():
+    """The registry's bands on the raw metrics: |t| >= 3 resolves a bias, |t| <= 3 passes the control,
+    a bias share above 1/2 fails 'variance dominates'."""
+    from ntkrepro.claims import compare, load_registry
+
+    claims = {c.id: c for c in load_registry(STAGES / "claims.yaml")}
+    bias, control, share = (claims["mc_bias_persists_fc_relu"], claims["mc_one_hidden_layer_unbiased"],
+                            claims["mc_variance_dominates"])
+    assert compare(bias, 1 / 4.0, bias.paper_value, None) == "reproduced"
+    assert compare(bias, 1 / 2.5, bias.paper_value, None) == "deviates"
+    assert compare(control, 2.9, control.paper_value, None) == "reproduced"
+    assert compare(control, 3.2, control.paper_value, None) == "deviates"
+    assert compare(share, 0.001, share.paper_value, None) == "reproduced"
+    assert compare(share, 0.6, share.paper_value, None) == "deviates"
+
+
+def test_survey_exponent_tolerance_fails_a_cubic_looking_fit():
+    """Issue 14: the d^4 claim must not pass 3.41. A fit of 3.41 +- 0.05 deviates; 3.8 +- 0.05 passes;
+    3.6 +- 0.1 straddles the band (inconclusive)."""
+    from ntkrepro.claims import compare, load_registry
+
+    claim = {c.id: c for c in load_registry(STAGES / "claims.yaml")}["gram_quartic_in_side_gap"]
+    assert compare(claim, 3.41, 4.0, {"se": 0.02, "n": 5}) == "deviates"
+    assert compare(claim, 3.8, 4.0, {"se": 0.05, "n": 5}) == "reproduced"
+    assert compare(claim, 3.6, 4.0, {"se": 0.1, "n": 5}) == "inconclusive"
+
+
+def test_paired_accuracy_gain_by_brute_force():
+    rng = np.random.default_rng(5)
+    acc1 = rng.uniform(0.5, 0.9, 12)  # 12 single draws
+    acc4 = rng.uniform(0.5, 0.9, 3)  # 3 groups of 4 consecutive draws
+    cells = pd.DataFrame([{"M": 1, "group": g, "accuracy": a} for g, a in enumerate(acc1)]
+                         + [{"M": 4, "group": g, "accuracy": a} for g, a in enumerate(acc4)])
+    gain = mc.paired_accuracy_gain(cells, 1, 4)
+    diffs = acc4 - acc1.reshape(3, 4).mean(axis=1)
+    assert gain.value == pytest.approx(diffs.mean()) == pytest.approx(acc4.mean() - acc1.mean())
+    assert gain.se == pytest.approx(stats.sem(diffs)) and gain.n == 3
+
+
+def test_summarize_grid_orderings_need_two_widths_and_two_sample_counts():
+    grid, exact_acc = _synthetic_grid(lambda n, m: (n * m) ** -0.5)
+    _, metrics, _ = mc.summarize_grid(grid[grid.width == 8], exact_acc)
+    assert metrics["error_decreases_with_width"] is None  # one width: no slope to order
+    assert math.isnan(metrics["err_slope_width_m1_fc_relu"])
+    _, metrics, _ = mc.summarize_grid(grid[grid.M == 1], exact_acc)
+    assert metrics["error_decreases_with_samples"] is None
+    assert metrics["accuracy_gap_shrinks_with_samples"] is None
 
 
 def _params(**changes):
@@ -292,16 +348,21 @@ def test_check_params_rejects_bad_settings(changes, match):
 
 
 def test_time_compiled_excludes_the_warm_up_call():
+    """An injected clock that the function itself advances: the warm-up (compile) call costs 100 units,
+    each timed call 2 and 3 units on the two clocks; the clocks are read around the timed calls only."""
+    now = {"wall": 0.0, "cpu": 0.0}
     calls = []
 
     def fn(x):
         calls.append(x)
-        if len(calls) == 1:
-            time.sleep(1.0)  # "compilation" (sleeping costs no CPU time)
+        step = 100.0 if len(calls) == 1 else 1.0
+        now["wall"] += 2 * step
+        now["cpu"] += 3 * step
         return np.zeros(1)
 
-    wall, cpu = gram_cost.time_compiled(fn, 1, repeats=2)
-    assert len(calls) == 3 and wall < 0.5 and cpu < 0.5  # a 0.5 s margin for a busy machine
+    wall, cpu = gram_cost.time_compiled(fn, 1, repeats=2, clocks=(lambda: now["wall"], lambda: now["cpu"]))
+    assert len(calls) == 3  # one warm-up and two timed calls
+    assert (wall, cpu) == (2.0, 3.0)  # the warm-up's 200 / 300 units are not in any timed interval
 
 
 def test_time_compiled_takes_the_best_repeat_per_clock():
@@ -320,12 +381,23 @@ def test_fit_power_law_uses_the_largest_sizes(exponent, prefactor):
     sizes = np.array([64.0, 8.0, 16.0, 32.0])  # unsorted on purpose
     seconds = prefactor * sizes**exponent
     seconds[sizes == 8.0] = 1.0  # a fixed overhead at the smallest size must not enter the fit
-    slope, log_prefactor, used = gram_cost.fit_power_law(sizes, seconds, top=3)
-    assert slope == pytest.approx(exponent, rel=1e-9)
-    assert log_prefactor == pytest.approx(math.log(prefactor), abs=1e-8)
+    fit, used = gram_cost.fit_power_law(sizes, seconds, top=3)
+    assert fit.slope == pytest.approx(exponent, rel=1e-9)
+    assert fit.intercept == pytest.approx(math.log(prefactor), abs=1e-8)
+    assert fit.n == 3 and fit.slope_se == pytest.approx(0.0, abs=1e-9)  # an exact power law
     np.testing.assert_array_equal(used, [16.0, 32.0, 64.0])
     with pytest.raises(ValueError, match="top"):
         gram_cost.fit_power_law(sizes, seconds, top=5)
+
+
+def test_fit_power_law_standard_error_matches_scipy():
+    sizes = np.array([16.0, 24.0, 32.0, 40.0, 48.0])
+    seconds = np.array([0.11, 0.52, 1.9, 4.1, 9.3])  # a noisy power law
+    fit, used = gram_cost.fit_power_law(sizes, seconds, top=4)
+    ref = stats.linregress(np.log(sizes[1:]), np.log(seconds[1:]))
+    assert fit.slope == pytest.approx(ref.slope, rel=1e-12)
+    assert fit.slope_se == pytest.approx(ref.stderr, rel=1e-9)
+    assert fit.n == 4
 
 
 def _gram_params(**changes):
@@ -376,3 +448,10 @@ def test_extrapolation_uses_both_exponents():
     out = gram_cost.extrapolations(timings, {"cntk_gap_exponent_m": 2.0, "cntk_gap_exponent_d": 4.0},
                                    _gram_params())
     assert out["cntk_gap_extrapolated_cpu_seconds"] == pytest.approx(2.0 * (100 / 1) ** 2 * (10 / 5) ** 4)
+
+
+def test_paired_accuracy_gain_refuses_inconsistent_groups():
+    cells = pd.DataFrame([{"M": 1, "group": g, "accuracy": 0.5} for g in range(3)]
+                         + [{"M": 2, "group": g, "accuracy": 0.6} for g in range(2)])
+    with pytest.raises(ValueError, match="groups of M = 2"):
+        mc.paired_accuracy_gain(cells, 1, 2)
