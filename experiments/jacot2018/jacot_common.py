@@ -11,6 +11,7 @@ kernel gradient flow with Theta(X, X)/N, one unit of time per step.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -104,12 +105,17 @@ def jackknife(samples, statistic: Callable, *, over: str = "inits") -> Estimate:
     """``statistic(samples)`` with its delete-one jackknife standard error over the first axis of
     ``samples`` (the inits or trials): se^2 = (n-1)/n sum_i (theta_(-i) - mean theta_(-))^2, computed as
     the standard error of the mean of the pseudo-values n theta - (n-1) theta_(-i)
-    (``ntkrepro.stats.mean_se``). For a statistic that is a plain mean it equals s / sqrt(n)."""
+    (``ntkrepro.stats.mean_se``). For a statistic that is a plain mean it equals s / sqrt(n). The se is
+    nan (not measured) where a leave-one-out value is undefined (a std of two inits)."""
     s = np.asarray(samples)
     n = s.shape[0]
     if n < 2:
         raise ValueError(f"a jackknife needs at least two {over}, got {n}")
     full = float(statistic(s))
-    loo = np.array([float(statistic(np.delete(s, i, axis=0))) for i in range(n)])
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "degrees of freedom <= 0"
+        loo = np.array([float(statistic(np.delete(s, i, axis=0))) for i in range(n)])
+    if not np.all(np.isfinite(loo)):  # e.g. a std over the n - 1 = 1 remaining: no spread measured
+        return Estimate(full, float("nan"), n, over)
     se = mean_se(n * full - (n - 1) * loo, over=over).se
     return Estimate(full, se, n, over)

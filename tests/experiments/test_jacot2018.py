@@ -294,6 +294,8 @@ def test_jackknife_of_a_nonlinear_statistic_follows_the_textbook_formula():
     assert est.se == pytest.approx(expected, rel=1e-10)
     with pytest.raises(ValueError, match="two"):
         common.jackknife(x[:1], stat)
+    two = common.jackknife(x[:2], lambda s: s.std(axis=0, ddof=1).mean())  # one init left: no std
+    assert two.value == pytest.approx(x[:2].std(axis=0, ddof=1).mean()) and math.isnan(two.se)
 
 
 def test_orderings_over_fewer_than_two_widths_are_not_measured():
@@ -345,3 +347,21 @@ def test_fig3_orderings_compare_the_widths_measured():
     rows = result.tables["fig3_summary"]
     assert result.metrics["g_dev_decreases_with_width"] is bool(rows.g_log_dev.iloc[0] > rows.g_log_dev.iloc[1])
     assert result.metrics["h_decreases_with_width"] is bool(rows.h_max_rel.iloc[0] > rows.h_max_rel.iloc[1])
+
+
+def test_every_claim_metric_and_evidence_is_produced_by_its_stage():
+    """The registry names metrics the stages write (a typo would only surface in the report)."""
+    from ntkrepro.claims import load_registry
+
+    claims = load_registry(STAGES / "claims.yaml")
+    runs = {"fig1": lambda: fig1.run(_compose("fig1", "params.widths=[4,8]", "params.n_inits=2", "params.steps=2",
+                                              "params.n_grid=5", "data.n_train=4", "progress=false")),
+            "fig2": lambda: fig2.run(_compose("fig2", "params.widths=[4,8]", "params.n_inits=2", "params.steps=2",
+                                              "params.n_grid=5", "progress=false")),
+            "fig3": lambda: _fig3_on_digits("[8,16]")}
+    assert {c.artifact for c in claims} == set(runs)
+    for artifact, run in runs.items():
+        result = run()
+        for c in (c for c in claims if c.artifact == artifact):
+            assert c.metric in result.metrics, c.id
+            assert set(c.evidence) <= set(result.metrics), c.id
