@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from jacot_common import (circle_points, decreasing, distinct_widths, gd_stepper, init_key, jackknife,
-                          jacot_net, ntk_row_fn)
+from jacot_common import (
+    circle_points,
+    decreasing,
+    distinct_widths,
+    gd_stepper,
+    init_key,
+    jackknife,
+    jacot_net,
+    ntk_row_fn,
+)
 
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
