@@ -104,9 +104,21 @@ def test_hydra_multirun_makes_a_parent_run_with_children(tmp_path):
     parents = [r for r in runs if r.data.tags.get("sweep") == "True"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 2
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-    assert sorted(c.data.params["seed"] for c in children) == ["0", "1"]
-    assert len(list(tmp_path.glob("smoke/hayou2020/eoc_curves/multirun/*/*/metrics.json"))) == 2
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.data.params["cfg.seed"] for c in children) == ["0", "1"]
+    jobs = sorted(tmp_path.glob("smoke/hayou2020/eoc_curves/multirun/*/*/metrics.json"))
+    assert len(jobs) == 2
+    # the parent ends with the sweep, carries its parameter space and multirun.yaml
+    assert parent.info.status == "FINISHED" and parent.data.params["sweep.seed"] == "0,1"
+    assert parent.data.tags["failed_jobs"] == "0" and parent.info.run_name == "eoc_curves [smoke] sweep"
+    client = tracking.mlflow.tracking.MlflowClient(tracking.normalize_uri(uri))
+    assert "multirun.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # each child's out_dir is its own job folder, its name the swept keys only
+    assert sorted(c.data.params["cfg.out_dir"] for c in children) == sorted(str(j.parent) for j in jobs)
+    assert sorted(c.info.run_name for c in children) == ["eoc_curves [smoke] seed=0", "eoc_curves [smoke] seed=1"]
+    # judged against its own config: a seed is a replication, so only the seed is listed as an override
+    assert [json.loads(j.read_text())["overrides"] for j in jobs] == [{}, {"seed": {"registered": 0, "run": 1}}]
 
 
 @pytest.mark.parametrize(

@@ -346,6 +346,7 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
 
     config_mod.validate(cfg)
     premise = premise_record(cfg)
+    premise["config"]["out_dir"] = str(out_dir)  # a sweep job's own folder, not the single-run one
     _set_threads(cfg.threads)
     logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing noise in every stage log
     out_dir = Path(out_dir)

@@ -235,6 +235,16 @@ def log_run(
     return run_id
 
 
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    """Add params to an existing run (a sweep parent's parameter space)."""
+    uri = normalize_uri(uri)
+    param_list = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(params.items())]
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        for chunk in _chunks(param_list, 100):
+            _retry(lambda c=chunk: client.log_batch(run_id, params=c))
+
+
 def child_statuses(uri: str, experiment: str, parent_run_id: str) -> list[str]:
     """Statuses of the child runs of a sweep's parent run."""
     runs = search_runs(uri, experiment, f"tags.mlflow.parentRunId = '{parent_run_id}'")
@@ -250,5 +260,6 @@ def search_runs(uri: str, experiment: str, filter_string: str = "") -> list:
     return client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=10000)
 
 
-__all__ = ["init_store", "start_run", "end_run", "close_if_running", "log_run", "parent_run_id", "child_statuses",
+__all__ = ["init_store", "start_run", "end_run", "close_if_running", "log_run", "parent_run_id", "log_params",
+           "child_statuses",
            "search_runs", "normalize_uri", "mlflow"]
