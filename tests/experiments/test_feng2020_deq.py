@@ -246,3 +246,34 @@ def test_draw_uncertainty_is_the_standard_error_over_draws():
     sel = per_draw[(per_draw.model == "ntk") & (per_draw.depth == 1)].test_acc_pct
     assert out["ntk_acc_pct_depth1_w50_b50"]["se"] == pytest.approx(stats.sem(sel))
     assert set(out) == {"ntk_acc_pct_depth1_w50_b50", "ntk_acc_pct_deepest_w50_b50", "deq_acc_pct_deepest_w50_b50"}
+
+
+def _fig1_record(**config_changes):
+    paper = {"params.n_train": 1000, "params.n_test": 100, "params.n_draws": 20, "params.ci_level": 0.95,
+             "params.depths": [1, 2, 100, 200, 300], "params.row_chunk": 32, "data.n_train": None}
+    config = {**paper, **config_changes}
+    metrics = {"ntk_effective_rank_deepest_max": 1.0 + 1e-9, "deq_iter_fixed_point_rel_err": 1e-13,
+               "deq_iter_fixed_point_diag_rel_err": 1e-7, "deq_effective_rank_exceeds_ntk_all_panels": True,
+               "deq_over_ntk_effective_rank_deepest_min": 3.0, "ntk_accuracy_drops_all_panels": True,
+               "ntk_acc_pct_depth1_w50_b50": 40.0, "ntk_acc_pct_deepest_w50_b50": 10.0,
+               "ntk_acc_pct_deepest_w80_b20": 10.0}
+    return {"paper": "feng2020_deq", "artifact": "fig1", "scale": "quick", "metrics": metrics,
+            "config": config, "paper_config": paper, "overrides": {},
+            "splits": [{"split": "train", "name": "cifar10", "n": 50000, "substituted_for": None}]}
+
+
+def test_fig1_registry_premise_and_consistency_checks():
+    """Mutations of the premise: fewer draws or points per draw than the caption leave the accuracy claims
+    unscored; the kernel-level checks are consistency checks (never "reproduced") that need 200 layers."""
+    from ntkrepro.claims import evaluate, load_registry
+
+    claims = {c.id: c for c in load_registry(STAGES / "claims.yaml")}
+    drops, freeze = claims["f1_ntk_accuracy_drops"], claims["f1_ntk_gram_freezes"]
+    assert evaluate(drops, _fig1_record()).status == "reproduced"
+    assert evaluate(drops, _fig1_record(**{"params.n_draws": 10})).status == "not run at this scale"
+    assert evaluate(drops, _fig1_record(**{"params.n_train": 400})).status == "not run at this scale"
+    assert evaluate(drops, _fig1_record(**{"params.row_chunk": 64})).status == "reproduced"  # free
+    assert evaluate(freeze, _fig1_record(**{"params.n_train": 400})).status == "check holds"
+    assert evaluate(freeze, _fig1_record(**{"params.depths": [1, 2, 4, 8, 16, 32]})).status == "check not run"
+    for cid in ("f1_ntk_gram_freezes", "f1_deq_iteration_reaches_fixed_point", "f1_deq_does_not_freeze"):
+        assert claims[cid].consistency
