@@ -1,6 +1,6 @@
 """ntkrepro.gram: tiles assemble exactly to the one-shot Gram (symmetric and cross), resuming recomputes only
-missing tiles, corrupt / partial tiles are recomputed, foreign tiles are rejected, the cache key, the command
-line and the Snakemake rules (rules/gram.smk)."""
+missing tiles, corrupt / partial / foreign / misplaced tiles are recomputed (more faults: test_gram_faults.py),
+the cache key, the command line and the Snakemake rules (rules/gram.smk)."""
 
 import json
 import logging
@@ -149,16 +149,22 @@ def test_corrupt_or_partial_tile_is_recomputed(ints, tmp_path, caplog, damage):
     np.testing.assert_array_equal(again.ntk, g.ntk)
 
 
-def test_tile_from_another_configuration_is_an_error(ints, tmp_path):
+def test_tile_from_another_configuration_or_position_is_recomputed(ints, tmp_path, caplog):
     a = gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
     b = gram.compute_gram(ints, kernel="test_poly", kernel_kwargs={"offset": 3.0}, cache_root=tmp_path, tile=4,
                           progress=False)
     shutil.copy(gram.tile_path(b.cache_dir, 0, 1), gram.tile_path(a.cache_dir, 0, 1))
-    with pytest.raises(gram.GramCacheError, match="another cache entry"):
-        gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
+    CALLS.clear()
+    with caplog.at_level(logging.WARNING, logger="ntkrepro.gram"):
+        again = gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
+    assert "written for configuration" in caplog.text and CALLS == [(4, 4)]
+    np.testing.assert_array_equal(again.ntk, a.ntk)
     shutil.copy(gram.tile_path(a.cache_dir, 0, 2), gram.tile_path(a.cache_dir, 0, 1))  # right hash, wrong place
-    with pytest.raises(gram.GramCacheError, match="holds tile"):
-        gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
+    CALLS.clear()
+    with caplog.at_level(logging.WARNING, logger="ntkrepro.gram"):
+        again = gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
+    assert "holds tile (0, 2)" in caplog.text and CALLS == [(4, 4)]
+    np.testing.assert_array_equal(again.ntk, a.ntk)
 
 
 def test_cache_key(ints):

@@ -4,7 +4,8 @@ A Gram matrix K(x1[subset1], x2[subset2]) of a registered kernel is split into s
 ``tile``; every tile is an independent unit of work, written atomically into a content-addressed cache:
 
     <cache_root>/gram/<hash>/manifest.json        identity + tile grid (+ data paths for the CLI)
-    <cache_root>/gram/<hash>/tile_<i>_<j>.npz     arrays nngp / ntk (those the kernel returns) + hash, i, j
+    <cache_root>/gram/<hash>/tile_<i>_<j>.npz     arrays nngp / ntk (those the kernel returns) + hash, i, j,
+                                                  sha256 (of the contents, checked on every read)
 
 ``<hash>`` is the SHA-256 of the canonical JSON (sorted keys, no spaces) of the identity
 (:class:`GramSpec`): kernel name, kernel keyword arguments, data fingerprints (SHA-256 of the array
@@ -12,11 +13,15 @@ bytes + shape + dtype), subset fingerprints, tile side, dtype and the cache form
 Gram (x2 None) stores the upper-triangle tiles (j >= i) only and is assembled exactly symmetric.
 
 Resuming and checking: :func:`compute_gram` computes only the tiles that are missing, so an
-interrupted run restarted with the same arguments recomputes nothing that was written. Every tile read
-back is verified; a tile that cannot be read, lacks a field, has the wrong shape or non-finite values
-(corrupt or partial) is logged and recomputed, never assembled. A tile whose stored hash differs from its
-directory's (a file from another configuration copied or moved in) raises :class:`GramCacheError`: delete
-the file (or the directory) to recompute it.
+interrupted run restarted with the same arguments recomputes nothing that was written. Every tile carries
+the SHA-256 of its contents (:func:`tile_digest`: the arrays' bytes, dtypes and shapes, its position and
+its configuration hash), computed when it is written and checked whenever it is read. A damaged cache
+never stops a run and never reaches a Gram: a tile that cannot be read (truncated, not a zip), lacks a
+field, has the wrong shape or non-finite values, whose contents do not match their SHA-256 (values
+changed in a valid file), that belongs to another configuration or another position (copied or moved
+in) is logged in one line and recomputed. Tiles are written to ``.tile_<i>_<j>.npz.<host>.<pid>.<n>.tmp``
+and renamed; such a temporary file left by a killed writer (its process gone, or older than
+:data:`STALE_TEMP_SECONDS`) is logged and removed, and its tile computed again.
 
 Kernels: :data:`KERNELS` maps names to ``"module:function"`` (imported on first use); any
 ``"package.module:function"`` path works as a name too. A kernel is called as
@@ -52,11 +57,16 @@ import argparse
 import hashlib
 import importlib
 import importlib.util
+import io
+import itertools
 import json
 import logging
 import math
 import os
+import re
+import socket
 import sys
+import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +81,10 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 FIELDS = ("nngp", "ntk")
+STALE_TEMP_SECONDS = 3600  # a tile's temporary file this old is stale whoever wrote it (writes take seconds)
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
+_TEMP_NAME = re.compile(r"^\.(?P<tile>tile_\d+_\d+\.npz)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.\d+\.tmp$")
+_TEMP_COUNTER = itertools.count()
 KERNELS: dict[str, str] = {
     "fc": "ntkrepro.kernels.fc:fc_kernels",
     "cntk": "ntkrepro.kernels.conv:cntk",
@@ -299,11 +313,15 @@ def write_manifest(spec: GramSpec, cache_root: str | Path, *, data_paths: Mappin
         "data_paths": {k: (None if v is None else str(Path(v).resolve())) for k, v in (data_paths or {}).items()},
     }
     if path.exists():
-        existing = read_manifest(path)
-        if existing["hash"] != spec.hash:
-            raise GramCacheError(f"{path} belongs to configuration {existing['hash']}, not {spec.hash}")
-        if not data_paths or existing.get("data_paths") == manifest["data_paths"]:
-            return path
+        try:
+            existing = read_manifest(path)
+            if existing["hash"] != spec.hash:
+                raise GramCacheError(f"it belongs to configuration {existing['hash']}")
+        except GramCacheError as err:  # the directory is named by the hash: the manifest is rewritten from it
+            log.warning("gram cache: damaged manifest %s (%s); rewriting it", path, err)
+        else:
+            if not data_paths or existing.get("data_paths") == manifest["data_paths"]:
+                return path
     atomic_write_json(path, manifest)
     return path
 
@@ -316,7 +334,10 @@ def read_manifest(path: str | Path) -> dict:
         identity = manifest["identity"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise GramCacheError(f"{path}: not a readable Gram manifest ({err})") from None
-    spec = GramSpec.from_identity(identity)
+    try:
+        spec = GramSpec.from_identity(identity)
+    except (KeyError, TypeError) as err:
+        raise GramCacheError(f"{path}: not a readable Gram manifest (identity lacks {err})") from None
     if spec.hash != manifest.get("hash"):
         raise GramCacheError(f"{path}: stored hash {manifest.get('hash')} is not the hash of its identity "
                              f"({spec.hash}); the manifest was edited or is corrupt: delete its directory")
@@ -328,11 +349,20 @@ def _tile_shape(spec: GramSpec, i: int, j: int) -> tuple[int, int]:
     return rows.stop - rows.start, cols.stop - cols.start
 
 
-def load_tile(spec: GramSpec, directory: Path, i: int, j: int) -> dict | None:
-    """The arrays of a valid cached tile, or None when it is missing, unreadable or partial (logged).
+def tile_digest(spec_hash: str, i: int, j: int, arrays: Mapping) -> str:
+    """SHA-256 of a tile's contents: its configuration hash, position, and each array's name, dtype, shape
+    and C-order bytes (fields in sorted order)."""
+    header = {"hash": spec_hash, "i": int(i), "j": int(j),
+              "arrays": {k: [str(np.asarray(v).dtype), list(np.shape(v))] for k, v in sorted(arrays.items())}}
+    h = hashlib.sha256(canonical_json(header).encode())
+    for _, v in sorted(arrays.items()):
+        h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()
 
-    Raises :class:`GramCacheError` if the tile carries another configuration's hash.
-    """
+
+def load_tile(spec: GramSpec, directory: Path, i: int, j: int) -> dict | None:
+    """The arrays of a valid cached tile, or None when it is missing or damaged: unreadable, partial, of
+    another configuration or position, or with contents that do not match their SHA-256 (one log line)."""
     path = tile_path(directory, i, j)
     if not path.exists():
         return None
@@ -340,19 +370,20 @@ def load_tile(spec: GramSpec, directory: Path, i: int, j: int) -> dict | None:
         with np.load(path, allow_pickle=False) as data:
             stored = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        log.warning("gram cache: unreadable tile %s (%s); recomputing it", path, err)
+        log.warning("gram cache: unreadable tile %s (%s); recomputing it", path, str(err).splitlines()[0][:200])
         return None
-    if "hash" in stored and str(stored["hash"]) != spec.hash:
-        raise GramCacheError(f"{path} was written for configuration {stored['hash']}, not {spec.hash} (a file "
-                             "from another cache entry?); delete it to recompute")
     problem = None
     arrays = {k: stored[k] for k in FIELDS if k in stored}
-    if "hash" not in stored or "i" not in stored or "j" not in stored:
-        problem = "missing hash / i / j"
+    if any(k not in stored for k in ("hash", "i", "j", "sha256")):
+        problem = f"missing {', '.join(k for k in ('hash', 'i', 'j', 'sha256') if k not in stored)}"
+    elif str(stored["hash"]) != spec.hash:
+        problem = f"written for configuration {str(stored['hash'])[:12]}, not {spec.hash[:12]} (copied in?)"
     elif (int(stored["i"]), int(stored["j"])) != (i, j):
-        raise GramCacheError(f"{path} holds tile ({int(stored['i'])}, {int(stored['j'])}), not ({i}, {j})")
+        problem = f"it holds tile ({int(stored['i'])}, {int(stored['j'])}), not ({i}, {j}) (moved or copied?)"
     elif not arrays:
         problem = f"none of the fields {FIELDS}"
+    elif tile_digest(spec.hash, i, j, arrays) != str(stored["sha256"]):
+        problem = "its contents do not match their SHA-256 (changed after it was written)"
     else:
         shape = _tile_shape(spec, i, j)
         for name, a in arrays.items():
@@ -364,6 +395,41 @@ def load_tile(spec: GramSpec, directory: Path, i: int, j: int) -> dict | None:
         log.warning("gram cache: invalid tile %s (%s); recomputing it", path, problem)
         return None
     return arrays
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: the process exists
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path, tile: tuple[int, int] | None = None) -> list[Path]:
+    """Remove the temporary tile files (of one tile, or all) whose writer is gone: its process on this host
+    has ended (kill -9), or the file is older than :data:`STALE_TEMP_SECONDS`. One log line per file."""
+    pattern = ".tile_*.tmp" if tile is None else f".tile_{tile[0]}_{tile[1]}.npz.*.tmp"
+    removed = []
+    for path in Path(directory).glob(pattern):
+        match = _TEMP_NAME.match(path.name)
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:  # renamed by its writer meanwhile
+            continue
+        stale = age > STALE_TEMP_SECONDS
+        if match and match["host"] == _HOST and not _pid_alive(int(match["pid"])):
+            stale, why = True, f"its writer, process {match['pid']}, is gone"
+        else:
+            why = f"{age / 60:.0f} min old"
+        if stale:
+            path.unlink(missing_ok=True)
+            name = match["tile"] if match else path.name
+            log.warning("gram cache: removed stale temporary file %s (%s); %s is computed again unless cached",
+                        path, why, name)
+            removed.append(path)
+    return removed
 
 
 def _kernel_outputs(result) -> dict:
@@ -402,9 +468,26 @@ def compute_tile(spec: GramSpec, x1, x2, i: int, j: int, *, kernel_fn: Callable 
 
 
 def save_tile(spec: GramSpec, directory: Path, i: int, j: int, arrays: Mapping) -> Path:
-    """Write a tile atomically (temporary file + rename) with its configuration hash and position."""
-    return atomic_save_npz(tile_path(directory, i, j), hash=np.array(spec.hash), i=np.array(i), j=np.array(j),
-                           **{k: np.asarray(v) for k, v in arrays.items()})
+    """Write a tile atomically with its configuration hash, position and SHA-256 (:func:`tile_digest`): a
+    temporary file named by host and process (so a stale one is recognised, :func:`remove_stale_temps`),
+    flushed to disk, then renamed."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    buf = io.BytesIO()
+    np.savez(buf, hash=np.array(spec.hash), i=np.array(i), j=np.array(j),
+             sha256=np.array(tile_digest(spec.hash, i, j, arrays)), **arrays)
+    path = tile_path(directory, i, j)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{next(_TEMP_COUNTER)}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def missing_tiles(spec: GramSpec, directory: Path) -> list[tuple[int, int]]:
@@ -450,6 +533,7 @@ def compute_gram(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = No
     fn = resolve_kernel(spec.kernel)
     directory = cache_dir(spec, cache_root)
     write_manifest(spec, cache_root)
+    remove_stale_temps(directory)
     todo = missing_tiles(spec, directory)
     for i, j in progress_bar(todo, total=len(todo), desc=f"gram {spec.kernel} {spec.hash[:8]}", enabled=progress):
         save_tile(spec, directory, i, j, compute_tile(spec, x1, x2, i, j, kernel_fn=fn, subset1=subset1,
@@ -551,6 +635,7 @@ def _cmd_tile(a) -> int:
     if (a.i, a.j) not in spec.tiles():
         raise ValueError(f"tile ({a.i}, {a.j}) is not in the grid of {a.manifest}")
     directory = Path(a.cache_root) / "gram" / spec.hash if a.cache_root else _manifest_cache_dir(a.manifest, spec)
+    remove_stale_temps(directory, (a.i, a.j))
     if load_tile(spec, directory, a.i, a.j) is None:
         x1, x2, s1, s2 = _load_data(manifest)
         save_tile(spec, directory, a.i, a.j, compute_tile(spec, x1, x2, a.i, a.j, subset1=s1, subset2=s2))
@@ -558,7 +643,9 @@ def _cmd_tile(a) -> int:
     else:
         print(f"tile ({a.i}, {a.j}) of {spec.hash} already cached")
     if a.done:
-        atomic_write_json(a.done, {"hash": spec.hash, "tile": [a.i, a.j],
+        with np.load(tile_path(directory, a.i, a.j), allow_pickle=False) as data:
+            digest = str(data["sha256"])
+        atomic_write_json(a.done, {"hash": spec.hash, "tile": [a.i, a.j], "sha256": digest,
                                    "path": str(tile_path(directory, a.i, a.j))})
     return 0
 
@@ -589,6 +676,7 @@ def _cmd_status(a) -> int:
     manifest = read_manifest(a.manifest)
     spec = GramSpec.from_identity(manifest["identity"])
     directory = Path(a.cache_root) / "gram" / spec.hash if a.cache_root else _manifest_cache_dir(a.manifest, spec)
+    remove_stale_temps(directory)
     missing = missing_tiles(spec, directory)
     print(f"{len(spec.tiles()) - len(missing)}/{len(spec.tiles())} tiles cached")
     for i, j in missing:
