@@ -63,9 +63,8 @@ def _slope_metrics(metrics: dict, uncertainty: dict, name: str, depths, err, lo:
     metrics[name] = fit.slope
     uncertainty[name] = fit.slope_estimate().record()
     anchors = [d for d in depths if lo <= d <= hi and round(math.log10(d), 9).is_integer()]
-    if len(anchors) >= 2:
-        values = [err[np.flatnonzero(depths == d)[0]] for d in anchors]
-        metrics[f"{name}_local"] = [float(v) for v in stats.local_slopes(anchors, values)]
+    values = [err[np.flatnonzero(depths == d)[0]] for d in anchors]
+    metrics[f"{name}_local"] = [float(v) for v in stats.local_slopes(anchors, values)] if len(anchors) >= 2 else []
     return fit
 
 
@@ -117,6 +116,8 @@ def run(cfg) -> StageResult:
     metrics["fig1c_resnet_slope_max_dev_from_minus_1"] = float(abs(worst.slope + 1))
     uncertainty["fig1c_resnet_slope_max_dev_from_minus_1"] = worst.slope_estimate().record()
     metrics["n_resnet_sigma_w2"] = len(fits)
+    metrics["fig1c_resnet_sigma_w2"] = list(fits)
+    metrics["fig1c_resnet_slopes"] = [f.slope for f in fits.values()]
     if len(fits) >= 2:  # a comparison over sigma_w needs two of them: one value gives no spread (None)
         steep, flat = min(fits.values(), key=lambda f: f.slope), max(fits.values(), key=lambda f: f.slope)
         metrics["fig1c_resnet_slope_spread"] = float(flat.slope - steep.slope)

@@ -56,7 +56,7 @@ def accuracies_at_epochs(net, data, *, seed: int, n_seeds: int, epochs: tuple[in
         except TrainingDiverged as err:
             notes.append(f"{label} seed {s}: diverged at step {err.step} (epoch {err.step / steps_per_epoch:.2f}); "
                          "left out of the accuracies after it")
-            evals = err.evals
+            evals = [e for e in err.evals if e["step"] < err.step]  # the diverged step's parameters are broken
         by_step = {e["step"]: 100.0 * e["test_accuracy"] for e in evals}
         runs.append([by_step.get(epoch * steps_per_epoch, np.nan) for epoch in (early, late)])
     runs = np.asarray(runs, dtype=float)
