@@ -42,13 +42,13 @@ def test_unknown_scale_is_rejected():
 @pytest.mark.parametrize(
     "override,fragment",
     [
-        ("+params.sigma_w2=-1.0", "params.sigma_w2 = -1.0 must be a finite number >= 0"),
-        ("+params.depth=0", "params.depth = 0 must be an integer >= 1"),
-        ("+params.depths=[1,0]", "params.depths = 0 must be an integer >= 1"),
-        ("+params.widths=[10,2.5]", "params.widths = 2.5 must be an integer >= 1"),
-        ("+params.activation=swishy", "params.activation = 'swishy' must be a registered activation"),
-        ("+params.lr=0", "params.lr = 0 must be a positive number"),
-        ("precision=float16", "precision = 'float16'"),
+        ("+params.sigma_w2=-1.0", "error: params.sigma_w2: must be a finite number >= 0 (a variance) (got -1.0)"),
+        ("+params.depth=0", "error: params.depth: must be an integer >= 1 (got 0)"),
+        ("+params.depths=[1,0]", "error: params.depths: must be an integer >= 1 (got 0)"),
+        ("+params.widths=[10,2.5]", "error: params.widths: must be an integer >= 1 (got 2.5)"),
+        ("+params.activation=swishy", "error: params.activation: must be a registered activation (got 'swishy')"),
+        ("+params.lr=0", "error: params.lr: must be a positive number (got 0)"),
+        ("precision=float16", "error: precision: must be one of float32, float64 (got 'float16')"),
     ],
 )
 def test_bad_values_give_one_line_errors(override, fragment):

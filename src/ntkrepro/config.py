@@ -15,18 +15,37 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from ntkrepro.checks import ConfigError, bad, build, dataset, param
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SCALES = ("smoke", "quick", "paper")
 PRECISIONS = ("float32", "float64")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot be run; the message is one line."""
+__all__ = ["ConfigError", "DataSchema", "validate", "flatten", "registered_config", "overrides"]
+
+
+def _dataset_or_none(value) -> str | None:
+    return None if value is None else dataset(value)
+
+
+@dataclass
+class DataSchema:
+    """``data``: the dataset a stage reads (``conf/data/<name>.yaml``, sizes set by the experiment)."""
+
+    name: str = param(check=dataset)
+    substitute: str | None = param(None, check=_dataset_or_none)
+    preprocess: Literal["scale01", "standardize", "unit_norm", "pixel_unit_norm"] | None = None
+    classes: list[int] | None = param(None, ge=0, min_len=2, distinct=True)
+    n_train: int | None = param(None, ge=1)
+    n_test: int | None = param(None, ge=1)
+    balanced: bool = False
+    options: dict | None = None
 
 
 @dataclass
@@ -119,7 +138,7 @@ def _check(path: str, key: str, value) -> None:
                 if v is None:
                     continue
                 if not check(v):
-                    raise ConfigError(f"config error: {path} = {v!r} must be {what}")
+                    raise bad(path, f"must be {what}", v)
             return
 
 
@@ -133,17 +152,22 @@ def _walk(node, path: str) -> None:
                 _check(sub, str(key), value)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every value of a composed config; raise :class:`ConfigError` (one line) on the first bad one."""
+def validate(cfg: DictConfig, params_schema: type | None = None) -> None:
+    """Check a composed config before any data or compute; raise :class:`ConfigError` (one line naming
+    the parameter) on the first bad value. ``params_schema``: the stage's typed ``params`` (a dataclass,
+    see ``ntkrepro.checks``); without one, values are checked by key name (``RULES``)."""
     if cfg.scale.name not in SCALES:
-        raise ConfigError(f"config error: scale.name = {cfg.scale.name!r}; expected one of {SCALES}")
+        raise bad("scale", f"must be one of {', '.join(SCALES)}", cfg.scale.name)
     if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"config error: precision = {cfg.precision!r}; expected one of {PRECISIONS}")
+        raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", cfg.precision)
     if cfg.threads < 0:
-        raise ConfigError(f"config error: threads = {cfg.threads} must be >= 0")
-    _walk(cfg.params, "params")
+        raise bad("threads", "must be >= 0 (0 = all cores)", cfg.threads)
+    if params_schema is not None:
+        build(params_schema, cfg.params, "params")
+    else:
+        _walk(cfg.params, "params")
     if cfg.data is not None:
-        _walk(cfg.data, "data")
+        build(DataSchema, cfg.data, "data")
 
 
 # Keys that say where and how a run executes, not what it computes: never an override of the premise.

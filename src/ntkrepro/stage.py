@@ -337,14 +337,16 @@ def _tracking_tags(cfg, record: dict, out_dir: Path) -> dict:
     }
 
 
-def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: Any = None) -> dict:
-    """Run one stage for a composed config; return the metrics.json record. (No Hydra needed.)"""
+def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: Any = None,
+            params_schema: type | None = None) -> dict:
+    """Run one stage for a composed config; return the metrics.json record. (No Hydra needed.)
+    ``params_schema``: the stage's typed params (``ntkrepro.checks``), checked before anything else."""
     global _loaded_splits
     import signal
 
     from omegaconf import OmegaConf
 
-    config_mod.validate(cfg)
+    config_mod.validate(cfg, params_schema)
     premise = premise_record(cfg)
     premise["config"]["out_dir"] = str(out_dir)  # a sweep job's own folder, not the single-run one
     _set_threads(cfg.threads)
@@ -449,8 +451,9 @@ def _data_unavailable() -> type:
     return DataUnavailable
 
 
-def main(run_fn: Callable[[Any], StageResult], *, experiment: str) -> None:
-    """Hydra entry point of a stage script (supports ``-m`` sweeps and every Hydra override)."""
+def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type | None = None) -> None:
+    """Hydra entry point of a stage script (supports ``-m`` sweeps and every Hydra override). ``params``:
+    the stage's typed parameters (a dataclass, ``ntkrepro.checks``), checked before any data or compute."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -482,7 +485,7 @@ def main(run_fn: Callable[[Any], StageResult], *, experiment: str) -> None:
             sys.exit(2)
 
         try:
-            execute(cfg, run_fn, out_dir=out_dir, sweep=sweep)
+            execute(cfg, run_fn, out_dir=out_dir, sweep=sweep, params_schema=params)
         except config_mod.ConfigError as err:
             fail(str(err))
         except (ValueError, _data_unavailable()) as err:
