@@ -492,6 +492,12 @@ def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type 
             # Bad input detected by the library before compute: one line, non-zero exit.
             if os.environ.get("NTKREPRO_TRACEBACK"):
                 traceback.print_exc()
-            fail(f"error: {err}")
+            fail(str(err) if str(err).startswith("error: ") else f"error: {err}")
+        except (KeyboardInterrupt, StageInterrupted):
+            fail(f"error: {experiment} interrupted")
+        except Exception as err:  # noqa: BLE001 - a genuine bug: the traceback, then a line saying so
+            traceback.print_exc()
+            fail(f"error: internal error in {experiment} (a bug in ntkrepro, not in your input; please "
+                 f"report it with the traceback above): {_one_line(err)}")
 
     _app()
