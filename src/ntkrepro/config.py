@@ -27,7 +27,7 @@ SCALES = ("smoke", "quick", "paper")
 PRECISIONS = ("float32", "float64")
 
 
-__all__ = ["ConfigError", "DataSchema", "validate", "flatten", "registered_config", "overrides"]
+__all__ = ["ConfigError", "DataSchema", "validate", "flatten", "compose", "registered_config", "overrides"]
 
 
 def _dataset_or_none(value) -> str | None:
@@ -175,19 +175,25 @@ INFRA_KEYS = ("out_dir", "results_root", "data_cache", "threads", "progress")
 INFRA_PREFIXES = ("tracking.",)
 
 
+def compose(experiment: str, overrides: list[str] = ()) -> DictConfig:
+    """The composed (unresolved) config of ``experiment`` (``<paper>/<artifact>``) with Hydra overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"experiment={experiment}", *overrides]
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is conf/
+        return hydra_compose(config_name="config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
 def registered_config(experiment: str, scale: str) -> dict[str, Any] | None:
     """The flattened resolved config of ``experiment`` (``<paper>/<artifact>``) at ``scale`` as registered in
     ``conf/`` (no command-line overrides); None when no such experiment config exists."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     if scale not in SCALES or not (CONF_DIR / "experiment" / f"{experiment}.yaml").is_file():
         return None
-    overrides = [f"experiment={experiment}", f"scale={scale}"]
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is conf/
-        return flatten(compose(config_name="config", overrides=overrides))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return flatten(compose(config_name="config", overrides=overrides))
+    return flatten(compose(experiment, [f"scale={scale}"]))
 
 
 def overrides(run: dict[str, Any], registered: dict[str, Any]) -> dict[str, dict]:

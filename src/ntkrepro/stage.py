@@ -445,6 +445,27 @@ def _short(v) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def stage_module(experiment: str):
+    """Import the stage script ``experiments/<paper>/<artifact>.py`` as a module (its folder importable,
+    for sibling helpers): for tests and tools that need a stage's ``Params`` or ``run``."""
+    import importlib.util
+
+    path = EXPERIMENTS_DIR / f"{experiment}.py"
+    if not path.is_file():
+        raise ValueError(f"error: experiment: no stage {experiment!r} (no {path})")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = "ntkrepro_stage_" + experiment.replace("/", "_")
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def _data_unavailable() -> type:
     from ntkrepro.data import DataUnavailable
 
