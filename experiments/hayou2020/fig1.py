@@ -6,8 +6,9 @@ with several sigma_w (alpha_L = L (1 + sigma_w^2/2)^(L-1)), each from one exact 
 Every fitted exponent is recorded with its standard error and number of points (``ntkrepro.stats``) and
 the local slopes between consecutive decades (a log factor shows as a drift of the local slope). Panel (b)
 reports the ratio of the log-linear rate over the second half of the fitted depths to the first and how
-much the rate fades, max(0, 1 - ratio): 0 for an exponential (or faster) decay, ~0.7 for a power law. The sigma_w comparison of (c) needs at least
-two distinct sigma_w (None otherwise); the fit range must hold at least two depths of the grid."""
+much the rate fades, max(0, 1 - ratio): 0 for an exponential (or faster) decay, ~0.7 for a power law.
+The sigma_w comparison of (c) needs at least two distinct sigma_w (None otherwise); the fit range must hold
+at least three depths of the grid (a slope and its standard error)."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main
 
-RELU_S = 2 * math.sqrt(2) / (3 * math.pi)
-LOG_BAND = 2.0  # Theta(1/log L) on a finite range: e ln L at L_max/100, L_max/10, L_max of one sign, within a factor 2  # f(c) = c + s (1 - c)^{3/2} + ... for the normalized ReLU map
+RELU_S = 2 * math.sqrt(2) / (3 * math.pi)  # f(c) = c + s (1 - c)^{3/2} + ... for the normalized ReLU map
+LOG_BAND = 2.0  # Theta(1/log L) on a finite range: e ln L at L_max/100, L_max/10, L_max of one sign, within 2x
 
 
 def _tag(value: float) -> str:
