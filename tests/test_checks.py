@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -99,3 +99,56 @@ def test_a_variance_accepts_exactly_finite_nonnegative_numbers(value):
 def test_data_config_is_typed(values, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         build(DataSchema, values, "data")
+
+
+# ---- the public API's guards ---------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+from ntkrepro.dynamics import linearized_outputs  # noqa: E402
+from ntkrepro.kernels.conv import cntk  # noqa: E402
+from ntkrepro.kernels.fc import fc_kernels  # noqa: E402
+from ntkrepro.regression import kernel_regression  # noqa: E402
+
+
+@pytest.mark.parametrize("bad_x,fragment", [
+    (np.ones((3, 2)) + 1j, "x1 is complex"),
+    (np.array([["a", "b"], ["c", "d"]]), "x1 must hold real numbers"),
+    (np.array([[1, None], [2, 3]], dtype=object), "x1 must hold real numbers"),
+    (np.ones((3, 2), dtype=bool), "x1 must hold real numbers"),
+])
+def test_kernels_refuse_non_real_inputs(bad_x, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        fc_kernels(bad_x, depth=2)
+    with pytest.raises(ValueError, match=fragment):
+        cntk(np.broadcast_to(bad_x[:, :, None, None], (*bad_x.shape, 2, 1)), depth=2)
+
+
+@settings(deadline=None, max_examples=15)
+@given(st.floats(1e160, 1e300))
+def test_an_overflowing_gram_is_an_error_naming_the_input_scale(scale):
+    x = np.array([[1.0, 0.5], [0.2, 1.0]]) * scale
+    with pytest.raises(ValueError, match="overflowed in its dtype at largest squared input norm"):
+        fc_kernels(x, depth=3)
+
+
+@settings(deadline=None, max_examples=15)
+@given(st.integers(2, 6), st.floats(1e-6, 1.0), st.integers(0, 2**31 - 1))
+def test_regression_refuses_a_non_symmetric_training_gram(n, eps, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, n))
+    k = a @ a.T + n * np.eye(n)
+    y = rng.normal(size=n)
+    kernel_regression(k, y, k[:1])  # symmetric: accepted
+    skew = k.copy()
+    skew[0, 1] += eps * np.max(np.abs(k))
+    with pytest.raises(ValueError, match="k_train is not symmetric"):
+        kernel_regression(skew, y, k[:1])
+    with pytest.raises(ValueError, match="ntk_train is not symmetric"):
+        linearized_outputs(skew, y, np.zeros(n), t=1.0)
+
+
+def test_regression_refuses_complex_kernels():
+    k = np.eye(3) + 0j
+    with pytest.raises(ValueError, match="k_train is complex"):
+        kernel_regression(k, np.ones(3), np.ones((1, 3)))

@@ -215,3 +215,56 @@ def build(schema: type, values, path: str = "params"):
     if hasattr(instance, "check"):
         instance.check()
     return instance
+
+
+# ---- array inputs of the public API --------------------------------------------------------------------
+
+def real_array(name: str, x):
+    """``x`` as a numpy array of real numbers: complex, string, object and boolean arrays are refused in
+    one line (a complex input would otherwise lose its imaginary part silently). Traced JAX arrays pass."""
+    import jax
+    import numpy as np
+
+    if isinstance(x, jax.core.Tracer):
+        return x
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} is not an array of numbers ({err})") from None
+    if a.dtype.kind == "c":
+        raise ValueError(f"{name} is complex ({a.dtype}); the kernels are defined for real inputs: pass x.real "
+                         "or stack real and imaginary parts as features")
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    return a
+
+
+def finite_kernel(name: str, k, *inputs) -> None:
+    """Refuse a kernel with non-finite entries, naming the input scale that caused it (overflow)."""
+    import jax
+    import numpy as np
+
+    if isinstance(k, jax.core.Tracer) or bool(np.all(np.isfinite(np.asarray(k)))):
+        return
+    norms = [float(np.max(np.sum(np.asarray(x, dtype=np.float64).reshape(len(x), -1) ** 2, axis=1)))
+             for x in inputs if x is not None and not isinstance(x, jax.core.Tracer)]
+    scale = f"largest squared input norm {max(norms):.3g}" if norms else "the inputs"
+    raise ValueError(f"{name} has non-finite entries: it overflowed in its dtype at {scale}; rescale the "
+                     "inputs (e.g. to unit norm) or use float64")
+
+
+def symmetric(name: str, k, *, rtol: float | None = None) -> None:
+    """Refuse a training Gram that is not symmetric: max |K - K^T| > rtol * max |K| (rtol 1e-10 in
+    float64, 1e-4 in float32: the rounding of a Gram built from two orders of summation)."""
+    import jax
+    import numpy as np
+
+    if isinstance(k, jax.core.Tracer):
+        return
+    a = np.asarray(k)
+    tol = rtol if rtol is not None else (1e-4 if a.dtype == np.float32 else 1e-10)
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    gap = float(np.max(np.abs(a - a.T))) if a.size else 0.0
+    if gap > tol * scale:
+        raise ValueError(f"{name} is not symmetric (max |K - K^T| = {gap:.3g} > {tol:g} x max |K| = "
+                         f"{tol * scale:.3g}); it must be the Gram K(X, X) of the training inputs")

@@ -22,6 +22,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from ntkrepro.checks import real_array, symmetric
 from ntkrepro.regression import check_finite, full_precision_matmuls, kernel_regression
 
 LOSSES = ("mean", "sum")
@@ -44,10 +45,11 @@ def _rate(lr, loss, n) -> float:
 
 
 def _square(name, a, n=None):
-    a = jnp.asarray(a)
+    a = jnp.asarray(real_array(name, a))
     if a.ndim != 2 or a.shape[0] != a.shape[1] or (n is not None and a.shape[0] != n):
         raise ValueError(f"{name} must be a square ({n or 'n'}, {n or 'n'}) matrix, got shape {a.shape}")
     check_finite(name, a)
+    symmetric(name, a)
     return a
 
 

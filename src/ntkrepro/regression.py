@@ -22,6 +22,8 @@ import numpy as np
 from jax.scipy.linalg import cho_factor, cho_solve
 from jax.scipy.sparse.linalg import cg
 
+from ntkrepro.checks import real_array, symmetric
+
 JITTER_STEPS = 3
 
 
@@ -48,19 +50,20 @@ def _check_nonneg(name, v):
 
 
 def _check_system(k_train, y_train, k_test):
-    k_train, y_train = jnp.asarray(k_train), jnp.asarray(y_train)
+    k_train, y_train = (jnp.asarray(real_array(n, a)) for n, a in (("k_train", k_train), ("y_train", y_train)))
     if k_train.ndim != 2 or k_train.shape[0] != k_train.shape[1] or k_train.shape[0] == 0:
         raise ValueError(f"k_train must be a square (n, n) matrix, got shape {k_train.shape}")
     n = k_train.shape[0]
     if y_train.ndim not in (1, 2) or y_train.shape[0] != n:
         raise ValueError(f"y_train must be (n,) or (n, k) with n = {n}, got shape {y_train.shape}")
     if k_test is not None:
-        k_test = jnp.asarray(k_test)
+        k_test = jnp.asarray(real_array("k_test", k_test))
         if k_test.ndim != 2 or k_test.shape[1] != n:
             raise ValueError(f"k_test must be (m, n) with n = {n} training points, got shape {k_test.shape}")
     for name, a in (("k_train", k_train), ("y_train", y_train), ("k_test", k_test)):
         if a is not None:
             check_finite(name, a)
+    symmetric("k_train", k_train)
     return k_train, y_train, k_test
 
 

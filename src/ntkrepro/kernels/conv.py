@@ -58,6 +58,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from ntkrepro.blocks import blockwise_on_host, row_block
+from ntkrepro.checks import finite_kernel, real_array
 from ntkrepro.kernels.fc import Kernels, check_variances
 from ntkrepro.kernels.gaussian import Activation, arccos, get_activation
 
@@ -102,6 +103,7 @@ def check_images(x1, x2=None, *, dtype=jnp.float32):
         if x is None:
             arrays.append(None)
             continue
+        x = real_array(name, x)
         shape = np.shape(x)
         if len(shape) != 4 or min(shape) == 0:
             raise ValueError(f"{name} must be a non-empty batch of images (n, P, Q, C), got shape {shape}")
@@ -437,6 +439,7 @@ def cntk(x1, x2=None, *, depth: int, readout: str = "vanilla", fix_first_last: b
         return block(a, b, da, db, scale_array)
 
     nngp, ntk = blockwise_on_host(pair_block, x1.shape[0], x2.shape[0], plan.b1, plan.b2, symmetric=symmetric)
+    finite_kernel("the CNTK", ntk, x1, None if symmetric else x2)
     return Kernels(jnp.asarray(nngp), jnp.asarray(ntk))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from ntkrepro.blocks import blockwise, blockwise_on_host, row_block
+from ntkrepro.checks import finite_kernel
 from ntkrepro.kernels.fc import (
     Kernels,
     check_depth,
@@ -78,8 +79,10 @@ def deq_kernels(x1, x2=None, *, depth: int, sigma_w2: float, sigma_u2: float, si
     check_variances(sigma_w2=sigma_w2, sigma_u2=sigma_u2, sigma_b2=sigma_b2)
     x1, x2 = check_inputs(x1, x2, dtype=dtype)
     as_dtype = lambda v: jnp.asarray(v, x1.dtype)
-    return _deq_iteration(x1, x2, as_dtype(sigma_w2), as_dtype(sigma_u2), as_dtype(sigma_b2),
-                          depth=depth, activation=act, all_depths=bool(all_depths))
+    out = _deq_iteration(x1, x2, as_dtype(sigma_w2), as_dtype(sigma_u2), as_dtype(sigma_b2),
+                         depth=depth, activation=act, all_depths=bool(all_depths))
+    finite_kernel("the DEQ iteration NTK", out.ntk, x1, x2)
+    return out
 
 
 # ---------------------------------------------------------------- Thm. 2 fixed point

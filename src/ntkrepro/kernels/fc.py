@@ -23,6 +23,7 @@ import numpy as np
 from jax import lax
 
 from ntkrepro.blocks import blockwise
+from ntkrepro.checks import finite_kernel, real_array
 from ntkrepro.kernels.gaussian import Activation, get_activation
 
 
@@ -57,6 +58,7 @@ def check_inputs(x1, x2=None, *, dtype=None):
         if x is None:
             arrays.append(None)
             continue
+        x = real_array(name, x)
         shape = jnp.shape(x)
         if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {shape}")
@@ -155,8 +157,10 @@ def fc_kernels(x1, x2=None, *, depth: int, activation="relu", sigma_w2: float = 
     act = get_activation(activation)
     check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     x1, x2 = check_inputs(x1, x2, dtype=dtype)
-    return _fc(x1, x2, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
-               depth=depth, activation=act, all_depths=bool(all_depths))
+    out = _fc(x1, x2, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
+              depth=depth, activation=act, all_depths=bool(all_depths))
+    finite_kernel("the FC NTK", out.ntk, x1, x2)
+    return out
 
 
 # ---------------------------------------------------------------- other papers' conventions

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ntkrepro.blocks import blockwise
+from ntkrepro.checks import finite_kernel
 from ntkrepro.kernels.fc import (
     Kernels,
     check_depth,
@@ -72,5 +73,7 @@ def resnet_kernels(x1, x2=None, *, depth: int, sigma_w2: float, sigma_b2: float 
     act = get_activation(activation)
     check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     x1, x2 = check_inputs(x1, x2, dtype=dtype)
-    return _resnet(x1, x2, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
-                   depth=depth, activation=act, all_depths=bool(all_depths), scaled=branch_scale == "scaled")
+    out = _resnet(x1, x2, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
+                  depth=depth, activation=act, all_depths=bool(all_depths), scaled=branch_scale == "scaled")
+    finite_kernel("the ResNet NTK", out.ntk, x1, x2)
+    return out
