@@ -53,7 +53,8 @@ def stage_shell(paper, artifact):
     """The command every stage rule runs (Hydra overrides only; values live in conf/)."""
     return (
         f"python experiments/{paper}/{artifact}.py scale={SCALE} results_root={RESULTS_ROOT} "
-        f"data_cache={DATA_CACHE} threads={{threads}} progress=false{TRACKING_OVERRIDES} > {{log}} 2>&1"
+        f"data_cache={DATA_CACHE} threads={{threads}} progress=false{TRACKING_OVERRIDES} > {{log}} 2>&1 "
+        "|| (tail -n 1 {log} >&2; exit 1)"  # a failed stage's one-line error reaches the console
     )
 
 
