@@ -218,12 +218,16 @@ def test_evidence_metrics_travel_with_the_verdict_and_reach_the_report(tmp_path)
     record["metrics"].update(slope=-0.4844, converged=False)
     result = evaluate(c, record)
     assert result.status == "contradicted" and result.evidence == {"slope": -0.4844, "converged": False}
+    (tmp_path / "experiments" / "p" / "README.md").write_text("# p\n")
     results = tmp_path / "results" / "quick"
     (results / "p" / "a").mkdir(parents=True)
     (results / "p" / "a" / "metrics.json").write_text(json.dumps({**record, "figures": [], "tables": []}))
     md = build(results, tmp_path / "experiments")[0].read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| c1 |"))
-    assert "evidence: slope = -0.4844, converged = false; why: experiments/p/README.md" in row
+    rows = [line for line in md.splitlines() if line.startswith("| contradicted |") or line.startswith("| **c1**")]
+    assert len(rows) == 2  # in the summary's attention list and in the artifact's claims table
+    for row in rows:
+        assert "evidence: slope = -0.4844, converged = false; derivation: [README](../../experiments/p/README.md)" \
+            in row
 
 
 def test_evidence_must_name_metrics_the_stage_produced(tmp_path):
@@ -242,9 +246,9 @@ def test_report_lists_claims_and_artifacts(tmp_path):
     (results / "p" / "a" / "metrics.json").write_text(json.dumps(rec))
     md_path, html_path = build(results, tmp_path / "experiments")
     md = md_path.read_text()
-    assert "| p | 1 | 0 | 0 | 0 | 0 | 0 | 1 | 0 | 0/0/0 |" in md  # c1 reproduced, c2 (stage b absent) not run
+    assert "| [p](#p) | 1 | 0 | 0 | 0 | 0 | 0 | 1 | 0 | 0/0/0 |" in md  # c1 reproduced, c2 (stage b absent) not run
     assert "n_points" in md
-    assert "<table>" in html_path.read_text()
+    assert "<table" in html_path.read_text()
 
 
 class _Figures(HTMLParser):
@@ -332,7 +336,26 @@ def test_sweep_jobs_are_judged_on_their_own_config_and_not_counted(tmp_path):
     (results / "p" / "a" / "metrics.json").write_text(json.dumps(registered))
     (results / "p" / "a" / "multirun" / "20261206-0000" / "0" / "metrics.json").write_text(json.dumps(job))
     md = build(results, tmp_path / "experiments")[0].read_text()
-    assert "| p | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0/0/0 |" in md  # only the registered run is counted
+    assert "| [p](#p) | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0/0/0 |" in md  # only the registered run is counted
     sweep = md[md.index("## Sweep jobs"):]
     row = next(line for line in sweep.splitlines() if line.startswith("| p/a |"))
     assert "params.widths=[100]" in row and "not comparable 1" in row
+
+
+@pytest.mark.parametrize("side,measured,se,status", [
+    ("above", 0.5, None, "reproduced"), ("above", -0.5, None, "deviates"),
+    ("above", 0.5, 0.1, "reproduced"),      # 0.5 ± 0.2 entirely above 0: a significant gap
+    ("above", 0.1, 0.1, "inconclusive"),    # 0.1 ± 0.2 crosses the bound
+    ("above", -0.5, 0.1, "deviates"),
+    ("below", -0.5, 0.1, "reproduced"), ("below", 0.5, 0.1, "deviates"),
+])
+def test_one_sided_bounds(tmp_path, side, measured, se, status):
+    claim = {**VALUE, "kind": "bound", "side": side, "paper_value": 0.0}
+    del claim["tolerance"], claim["tolerance_reason"]
+    (c,) = load_registry(_registry(tmp_path, [claim]))
+    rec = _record(measured)
+    if se is not None:
+        rec["uncertainty"] = {"m": {"se": se, "n": 8, "over": "draws"}}
+    assert evaluate(c, rec).status == status
+    with pytest.raises(ClaimError, match="side: above|below"):
+        load_registry(_registry(tmp_path, [{**claim, "side": "up"}]))

@@ -15,7 +15,7 @@ A registry is ``experiments/<paper>/claims.yaml``::
         paper_value: 0.0457              # the published number (the ONLY place it lives)
         where: "Sec. 6, Fig. 3"
         statement: "first NTK eigenvalue of Theta/N on 512 MNIST digits"
-        kind: value                      # value | rate | ordering | limit
+        kind: value                      # value | rate | ordering | limit | bound
         tolerance: {rel: 0.1}            # {abs: x}, {rel: x}, {se: k}; ordering: none
         tolerance_reason: "..."
         settings: {params.widths: {includes: [10000]}}   # merged over the artifact's settings
@@ -36,6 +36,10 @@ is a value (equality; numbers to 1e-9 relative) or a mapping of ``min``/``max`` 
 ``overrides`` against the registered config of its scale; a violated premise key gives
 ``not comparable`` when the run overrode it (a CLI override, a sweep job) and ``not run at this scale``
 when the scale's registered config lacks it; both carry the indicative verdict.
+
+**Bounds.** ``kind: bound`` with ``side: above`` (or ``below``) claims the measured value lies above
+(below) ``paper_value``; with an uncertainty, the whole interval m ± 2 se must (a significant gap),
+an interval across the bound is inconclusive. It takes no tolerance.
 
 **Statistics.** ``tolerance.abs``/``rel`` is the band within which the paper's number counts as
 reproduced. A metric with an uncertainty (``metrics.json["uncertainty"][metric] = {se, n, over}``:
@@ -64,7 +68,8 @@ from typing import Any
 
 import yaml
 
-KINDS = ("value", "rate", "ordering", "limit")
+KINDS = ("value", "rate", "ordering", "limit", "bound")
+SIDES = ("above", "below")
 STATUSES = ("reproduced", "deviates", "contradicted", "inconclusive", "paper inconsistent", "not comparable",
             "not run at this scale", "data unavailable")
 CHECK_STATUSES = ("check holds", "check fails", "check not run")
@@ -95,6 +100,7 @@ class Claim:
     settings: dict = field(default_factory=dict)
     free: dict = field(default_factory=dict)
     consistency: str | None = None
+    side: str | None = None  # kind: bound
     paper_table: str | None = None
     table_value: float | None = None  # paper_table evaluated on the registry's paper values
 
@@ -298,7 +304,12 @@ def load_registry(path: str | Path) -> list[Claim]:
             raise ClaimError(f"{where}: tolerance takes {TOLERANCE_KEYS}, got {sorted(tol)}")
         if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0) for v in tol.values()):
             raise ClaimError(f"{where}: tolerance values must be finite numbers > 0")
-        if raw["kind"] != "ordering" and not tol:
+        if raw["kind"] == "bound":
+            if raw.get("side") not in SIDES or tol:
+                raise ClaimError(f"{where}: a bound takes side: above|below and no tolerance")
+        elif raw.get("side") is not None:
+            raise ClaimError(f"{where}: side is for kind: bound")
+        elif raw["kind"] != "ordering" and not tol:
             raise ClaimError(f"{where}: a tolerance {{abs|rel|se: x}} is required")
         if tol and not raw.get("tolerance_reason"):
             raise ClaimError(f"{where}: tolerance_reason is required")
@@ -320,8 +331,8 @@ def load_registry(path: str | Path) -> list[Claim]:
         table = raw.get("paper_table")
         table_value = None
         if table is not None:
-            if raw["kind"] == "ordering":
-                raise ClaimError(f"{where}: paper_table needs a numeric claim")
+            if raw["kind"] in ("ordering", "bound"):
+                raise ClaimError(f"{where}: paper_table needs a value, rate or limit claim")
             table_value = _table_expr(str(table), paper_values_by_id, where)
         claims.append(
             Claim(
@@ -331,6 +342,7 @@ def load_registry(path: str | Path) -> list[Claim]:
                 tolerance_reason=raw.get("tolerance_reason", ""),
                 needs_data=bool(raw.get("needs_data", True)), exact=bool(raw.get("exact", False)),
                 evidence=tuple(evidence), settings=settings, free=free, consistency=consistency,
+                side=raw.get("side"),
                 paper_table=None if table is None else str(table), table_value=table_value,
             )
         )
@@ -360,6 +372,10 @@ def compare(claim: Claim, measured, expected, uncertainty: dict | None) -> str:
     if claim.kind == "ordering":
         return "reproduced" if bool(measured) == bool(expected) else miss
     se = None if not uncertainty else uncertainty.get("se")
+    if claim.kind == "bound":
+        margin = (float(measured) - float(expected)) * (1 if claim.side == "above" else -1)
+        spread = INTERVAL_Z * se if se is not None and math.isfinite(se) else 0.0
+        return "reproduced" if margin - spread > 0 else miss if margin + spread <= 0 else "inconclusive"
     d = abs(float(measured) - float(expected))
     width = band(claim.tolerance, float(expected), se)
     if "se" in claim.tolerance and (se is None or not math.isfinite(se)) and set(claim.tolerance) == {"se"}:
