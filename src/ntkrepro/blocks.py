@@ -10,12 +10,20 @@ Two levels, for two reasons to split:
 Both compute only the upper blocks of a Gram of one input set (x2 None / ``symmetric``), mirror them,
 and make the diagonal blocks symmetric bit for bit. Rows are padded by repeating a row (a valid input),
 so every block has one shape and compiles once.
+
+Memory is estimated before anything is allocated: the plan is arithmetic (block counts, never a list of
+block pairs), and a Gram whose estimate exceeds the memory available (:func:`available_memory_bytes`: the
+host's, capped by the cgroup limit of a SLURM job or container; an accelerator's own) is refused with
+:class:`MemoryEstimateError` naming the estimate and the sizes that drive it. :func:`check_memory` and the
+estimators (:func:`gram_bytes`, :func:`full_batch_mlp_bytes`) are for stages to call before their compute.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +31,131 @@ import numpy as np
 from jax import lax
 
 BLOCK_BYTES = 2**21  # one (b, b) tile array of :func:`blockwise`: ~2 MiB, so a tile's recursion stays in cache
+
+
+# ---------------------------------------------------------------- memory estimates
+
+
+class MemoryEstimateError(ValueError, MemoryError):
+    """A computation refused before it starts: its memory estimate exceeds the memory available."""
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+def _cgroup_free_bytes() -> int | None:
+    """Memory left under this process's cgroup limit (v2 memory.max, or v1), None if unlimited/unknown."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for entry in lines:
+        _, controllers, rel = entry.split(":", 2)
+        rel = rel.lstrip("/")
+        if controllers == "":  # v2
+            base = Path("/sys/fs/cgroup") / rel
+            candidates = [(base / "memory.max", base / "memory.current")]
+        elif "memory" in controllers.split(","):  # v1
+            base = Path("/sys/fs/cgroup/memory") / rel
+            candidates = [(base / "memory.limit_in_bytes", base / "memory.usage_in_bytes")]
+        else:
+            continue
+        for limit_file, usage_file in candidates:
+            try:
+                limit = limit_file.read_text().strip()
+                usage = int(usage_file.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:
+                return None
+            return max(0, int(limit) - usage)
+    return None
+
+
+def available_memory_bytes(where: str = "host") -> int | None:
+    """Bytes a new allocation can still get. ``where="host"``: MemAvailable (/proc/meminfo), capped by the
+    cgroup limit (a SLURM job's --mem, a container); ``"device"``: JAX's default device (an accelerator's
+    free memory; the host's for CPU). None when unknown (then nothing is refused)."""
+    if where not in ("host", "device"):
+        raise ValueError(f"where must be 'host' or 'device', got {where!r}")
+    device = None
+    if where == "device":
+        try:
+            device = jax.devices()[0]
+        except RuntimeError:
+            device = None
+    if device is not None and device.platform != "cpu":
+        try:
+            stats = device.memory_stats() or {}
+        except Exception:  # backends without memory statistics
+            stats = {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return None
+    free = None
+    try:
+        for row in Path("/proc/meminfo").read_text().splitlines():
+            if row.startswith("MemAvailable:"):
+                free = int(row.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        free = None
+    if free is None and hasattr(os, "sysconf"):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            free = None
+    limit = _cgroup_free_bytes()
+    if limit is not None:
+        free = limit if free is None else min(free, limit)
+    return free
+
+
+def check_memory(estimate: float, *, what: str, driver: str, available: int | None = None,
+                 where: str = "host") -> None:
+    """Refuse, before any allocation, a computation whose memory ``estimate`` (bytes) exceeds the memory
+    available (``available``, else :func:`available_memory_bytes` of ``where``: "host" or "device").
+
+    Args:
+        estimate: bytes the computation needs at its peak.
+        what: what is refused, e.g. "fc_kernels: the Gram of 10000000 x 10000000 inputs".
+        driver: the parameter that drives the estimate and how, e.g. "data.n_train=10000000".
+    Raises:
+        MemoryEstimateError (a ValueError: stages report it in one line) naming both.
+    """
+    if available is None:
+        available = available_memory_bytes(where)
+    if available is not None and estimate > available:
+        raise MemoryEstimateError(f"{what} needs about {_format_bytes(estimate)} of memory, more than the "
+                                  f"{_format_bytes(available)} available; the size is driven by {driver}: "
+                                  "reduce it (refused before any compute)")
+
+
+def gram_bytes(n1: int, n2: int, *, arrays: int = 2, itemsize: int = 8, copies: int = 2) -> int:
+    """Bytes of a Gram computation: ``arrays`` (n1, n2) matrices (e.g. nngp and ntk; x depths when all are
+    returned) of ``itemsize`` bytes, ``copies`` of them alive at once (the blocks and the assembled matrix)."""
+    return int(n1) * int(n2) * int(arrays) * int(itemsize) * int(copies)
+
+
+def full_batch_mlp_bytes(n: int, *, d_in: int, width: int, depth: int, d_out: int = 1, itemsize: int = 8) -> int:
+    """Bytes of one full-batch gradient step of a depth-``depth`` MLP of hidden width ``width`` on ``n``
+    inputs: the inputs, every layer's pre-activation and activation kept for the backward pass, one
+    layer's gradient and the outputs, per example (the parameters are ignored: they do not grow with n)."""
+    per_example = d_in + 3 * width * max(depth - 1, 1) + 2 * d_out
+    return int(n) * int(per_example) * int(itemsize)
+
+
+def _check_gram(n1: int, n2: int, per_pair_bytes: int, *, copies: int, where: str, at_least: bool = False) -> None:
+    inputs = f"x1: {n1} rows" + ("" if n2 == n1 else f", x2: {n2} rows")
+    check_memory(n1 * n2 * per_pair_bytes * copies,
+                 what=f"a Gram matrix of {n1} x {n2} inputs ({'at least ' if at_least else ''}"
+                      f"{per_pair_bytes} bytes per pair, {copies} copies while it is assembled)",
+                 driver=f"the number of inputs ({inputs}), quadratically", where=where)
 
 
 def pad_rows(a, size: int):
@@ -49,6 +182,21 @@ def block_grid(n: int, itemsize: int) -> tuple[int, int]:
     return count, -(-n // count)
 
 
+def tile_index(count1: int, count2: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Block rows and columns of every tile, row by row (upper triangle j >= i when symmetric), as two
+    integer arrays (no per-pair Python objects)."""
+    if symmetric:
+        return np.triu_indices(count1, 0, count2)
+    rows, cols = np.divmod(np.arange(count1 * count2), count2)
+    return rows, cols
+
+
+def upper_position(i, j, count: int):
+    """Position of upper block (i, j), j >= i, in :func:`tile_index`'s order of a symmetric count x count grid."""
+    i, j = np.asarray(i), np.asarray(j)
+    return i * count - i * (i - 1) // 2 + (j - i)
+
+
 def blockwise(tile_fn, x1, x2):
     """Evaluate a kernel tile by tile and assemble it; call inside jit.
 
@@ -60,9 +208,13 @@ def blockwise(tile_fn, x1, x2):
     n1, n2 = x1.shape[0], xb_all.shape[0]
     count1, size1 = block_grid(n1, x1.dtype.itemsize)
     count2, size2 = (count1, size1) if symmetric else block_grid(n2, x1.dtype.itemsize)
+    # the memory of the plan before any of it exists: one abstract tile gives the outputs' shapes
+    out = jax.eval_shape(tile_fn, jax.ShapeDtypeStruct((size1, *x1.shape[1:]), x1.dtype),
+                         jax.ShapeDtypeStruct((size2, *x1.shape[1:]), x1.dtype), jax.ShapeDtypeStruct((), bool))
+    per_pair = sum(math.prod(leaf.shape[:-2]) * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(out))
+    _check_gram(n1, n2, per_pair, copies=3, where="device")  # stacked tiles, gathered blocks, assembled Gram
     xa_all, xb_all = pad_rows(x1, count1 * size1), pad_rows(xb_all, count2 * size2)
-    grid = [(i, j) for i in range(count1) for j in range(i if symmetric else 0, count2)]
-    index = jnp.asarray(np.array(grid, np.int32))
+    index = jnp.asarray(np.stack(tile_index(count1, count2, symmetric), axis=1).astype(np.int32))
 
     def tile(ij):
         xa = lax.dynamic_slice_in_dim(xa_all, ij[0] * size1, size1)
@@ -71,8 +223,9 @@ def blockwise(tile_fn, x1, x2):
 
     tiles = lax.map(tile, index)  # leaves (tiles, ..., size1, size2)
     if symmetric:
-        position = {ij: k for k, ij in enumerate(grid)}
-        order = np.array([[position[min(i, j), max(i, j)] for j in range(count2)] for i in range(count1)])
+        i, j = np.minimum.outer(np.arange(count1), np.arange(count2)), np.maximum.outer(np.arange(count1),
+                                                                                          np.arange(count2))
+        order = upper_position(i, j, count1)  # block (i, j) is the mirror of upper block (min, max)
         lower = np.less.outer(np.arange(count1), np.arange(count2)).T  # block row > block column
         diagonal = np.eye(count1, dtype=bool)
         strict_lower = np.tril(np.ones((size1, size1), bool), -1)
@@ -110,13 +263,16 @@ def blockwise_on_host(block_fn: Callable[[int, int], Sequence], n1: int, n2: int
     """
     if symmetric and (n1 != n2 or b1 != b2):
         raise ValueError(f"a symmetric Gram needs square blocks of a square grid, got {n1}x{n2}, {b1}x{b2}")
+    _check_gram(n1, n2, 4, copies=1, where="host", at_least=True)  # one float32 per pair, before the first block
     results = None
     for r0 in range(0, n1, b1):
         nr = min(b1, n1 - r0)
         for c0 in range(r0 if symmetric else 0, n2, b2):
             nc = min(b2, n2 - c0)
             values = [np.asarray(v)[:nr, :nc] for v in block_fn(r0, c0)]
-            if results is None:
+            if results is None:  # the exact size, from the first block, before the results are allocated
+                _check_gram(n1, n2, sum(math.prod(v.shape[2:]) * v.dtype.itemsize for v in values), copies=1,
+                            where="host")
                 results = [np.zeros((n1, n2) + v.shape[2:], v.dtype) for v in values]
             for out, v in zip(results, values, strict=True):
                 if symmetric and r0 == c0:  # K(x, y) and K(y, x) may differ in the last bit: keep the upper

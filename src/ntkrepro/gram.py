@@ -502,6 +502,8 @@ def assemble(spec: GramSpec, directory: Path) -> dict:
         if arrays is None:
             raise GramCacheError(f"tile ({i}, {j}) of {directory} is missing or invalid; compute it first")
         rows, cols = spec.rows(i), spec.cols(j)
+        if not full:  # the exact size, from the first tile, before the Gram is allocated
+            _check_assembled(spec, sum(math.prod(a.shape[:-2]) * a.dtype.itemsize for a in arrays.values()))
         for name, a in arrays.items():
             if name not in full:
                 full[name] = np.zeros((*a.shape[:-2], spec.n1, spec.n2), a.dtype)
@@ -509,6 +511,18 @@ def assemble(spec: GramSpec, directory: Path) -> dict:
             if spec.symmetric and i != j:
                 full[name][..., cols, rows] = np.swapaxes(a, -1, -2)
     return full
+
+
+def _check_assembled(spec: GramSpec, per_pair_bytes: int, *, at_least: bool = False) -> None:
+    """Refuse (:class:`ntkrepro.blocks.MemoryEstimateError`) an assembled Gram larger than the memory available."""
+    from ntkrepro.blocks import check_memory
+
+    check_memory(spec.n1 * spec.n2 * per_pair_bytes,
+                 what=f"the assembled {spec.kernel} Gram of {spec.n1} x {spec.n2} inputs "
+                      f"({'at least ' if at_least else ''}{per_pair_bytes} bytes per pair)",
+                 driver=f"the number of inputs (rows of x1: {spec.n1}"
+                        + ("" if spec.symmetric else f", of x2: {spec.n2}") + "), quadratically; tile jobs "
+                        "(python -m ntkrepro.gram tile) need one tile's memory only")
 
 
 def compute_gram(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None, cache_root: str | Path,
@@ -531,6 +545,8 @@ def compute_gram(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = No
     spec = make_spec(x1, x2, kernel=kernel, kernel_kwargs=kernel_kwargs, tile=tile, subset1=subset1,
                      subset2=subset2, dtype=dtype)
     fn = resolve_kernel(spec.kernel)
+    # the assembled Gram, at least one array of 4 bytes per pair, refused before any tile is listed or computed
+    _check_assembled(spec, 4 if dtype is None else np.dtype(dtype).itemsize, at_least=True)
     directory = cache_dir(spec, cache_root)
     write_manifest(spec, cache_root)
     remove_stale_temps(directory)
