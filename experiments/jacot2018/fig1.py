@@ -9,23 +9,64 @@ should sit on the limit, and training should move ("inflate") the kernel less.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from jacot_common import (
+    FLOAT32_BYTES,
+    activation_estimate,
     circle_points,
     decreasing,
-    distinct_widths,
     gd_stepper,
     init_key,
     jackknife,
     jacot_net,
     ntk_row_fn,
+    refuse_oversized,
+    width_estimates,
 )
 
+from ntkrepro.checks import bad, param
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, load_split, main
+
+
+@dataclass
+class Params:
+    """``params`` of Fig. 1 (conf/experiment/jacot2018/fig1.yaml)."""
+
+    depth: int = param(ge=2, doc="L weight layers; >= 2: the widths compared are those of hidden layers")
+    beta: float = param(ge=0, doc="bias scale beta (Sec. 2)")
+    lr: float = param(gt=0, doc="GD learning rate on the mean square loss")
+    steps: int = param(ge=1, doc="GD steps before the trained kernel")
+    widths: list[int] = param(min_len=2, ge=1, distinct=True, doc="hidden widths compared (any order)")
+    n_inits: int = param(ge=2, doc="inits per width (a spread needs two)")
+    x0: list[float] = param(min_len=2, max_len=2, doc="the point x_0 of the plane in Theta(x_0, x)")
+    n_grid: int = param(ge=2, doc="angles g in [-pi, pi], endpoints included")
+
+    def check(self):
+        if self.beta == 0 and not any(self.x0):
+            raise bad("params.x0", "must not be the origin when params.beta = 0 (the limiting kernel "
+                      "Theta(x_0, x) would vanish and every relative metric divide by zero)", self.x0)
+        refuse_oversized([
+            *width_estimates(self.widths, depth=self.depth),
+            ("params.n_grid", self.n_grid, FLOAT32_BYTES * max(self.widths), 1,
+             "the activations of the grid (n_grid x widest width, float32)"),
+            ("params.n_inits", self.n_inits, FLOAT32_BYTES * self.n_grid, 1,
+             "the kernel rows of one width (n_inits x n_grid, float32)"),
+        ])
+
+
+def check_data(cfg) -> None:
+    """Refuse a training set whose full-batch training could not fit in memory, before loading it (the
+    typed params cannot see ``data``)."""
+    p = cfg.params
+    if cfg.data.n_train is not None:
+        refuse_oversized(activation_estimate("data.n_train", cfg.data.n_train, widths=p.widths, depth=p.depth,
+                                             precision=cfg.precision, batch="n_train"))
 
 
 def relative_spread(samples: np.ndarray, limit: np.ndarray) -> float:
@@ -52,16 +93,9 @@ def mean_z_score(samples: np.ndarray, limit: np.ndarray) -> float:
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
-    widths = distinct_widths(p.widths, at_least=2)  # Fig. 1 compares widths: one width is refused
-    if len(p.x0) != 2:
-        raise ValueError(f"params.x0 must be a point of the plane (2 numbers), got {list(p.x0)}")
-    if p.n_grid < 2:
-        raise ValueError(f"params.n_grid must be >= 2 (a curve over the circle), got {p.n_grid}")
-    if p.n_inits < 2:
-        raise ValueError(f"params.n_inits must be >= 2 (a spread needs two inits), got {p.n_inits}")
-    if p.steps < 1:
-        raise ValueError(f"params.steps must be >= 1 (the trained kernel needs training), got {p.steps}")
+    p = cfg.params  # checked against Params before run
+    check_data(cfg)
+    widths = sorted(p.widths)
     dtype = np.float32 if cfg.precision == "float32" else np.float64
     train = load_split(cfg, "train")
     x_train = np.asarray(train.x, dtype=dtype)
@@ -152,4 +186,4 @@ def _figure(angles, limit, kernels, widths, *, steps, depth):
 
 
 if __name__ == "__main__":
-    main(run, experiment="jacot2018/fig1")
+    main(run, experiment="jacot2018/fig1", params=Params)

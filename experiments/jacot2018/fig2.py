@@ -11,11 +11,24 @@ The paper estimated the limit from a width-10000 net; here it is exact (``fc_ker
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 import pandas as pd
-from jacot_common import circle_points, distinct_widths, gd_stepper, init_key, jackknife, jacot_net
+from jacot_common import (
+    FLOAT32_BYTES,
+    circle_points,
+    gd_stepper,
+    init_key,
+    jackknife,
+    jacot_net,
+    refuse_oversized,
+    width_estimates,
+)
 from scipy import linalg, stats
 
+from ntkrepro.checks import param
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
@@ -23,6 +36,40 @@ from ntkrepro.stage import StageResult, main
 
 TARGETS = {"product": lambda x: x[:, 0] * x[:, 1]}
 PERCENTILES = (10, 50, 90)
+
+
+def distinct_on_circle(angles) -> str | None:
+    """Angles that name distinct points of the circle (g and g + 2 pi are the same point): Theta(X, X)
+    of repeated training points is singular."""
+    points = np.round(np.mod(np.asarray(angles, dtype=float), 2 * np.pi), 12)
+    return None if len(set(points)) == len(points) else "must be distinct points of the circle (modulo 2 pi)"
+
+
+@dataclass
+class Params:
+    """``params`` of Fig. 2 (conf/experiment/jacot2018/fig2.yaml)."""
+
+    depth: int = param(ge=1, doc="L weight layers")
+    beta: float = param(ge=0, doc="bias scale beta (Sec. 2)")
+    lr: float = param(gt=0, doc="GD learning rate on the mean square loss")
+    steps: int = param(ge=1, doc="GD steps; also the time t of the limiting Gaussian")
+    widths: list[int] = param(min_len=1, ge=1, distinct=True, doc="widths (one is a valid run: no ordering)")
+    n_inits: int = param(ge=2, doc="inits per width (a spread needs two)")
+    train_angles: list[float] = param(min_len=1, check=distinct_on_circle, doc="training points (cos g, sin g)")
+    target: Literal["product"] = param(doc="training targets: product = x_1 x_2")
+    n_grid: int = param(ge=2, doc="angles g in [-pi, pi] where the functions are compared")
+
+    def check(self):
+        refuse_oversized([
+            *width_estimates(self.widths, depth=self.depth),
+            ("params.n_grid", self.n_grid, FLOAT32_BYTES, 2, "the grid's kernel (n_grid x n_grid, float32)"),
+            ("params.n_grid", self.n_grid, FLOAT32_BYTES * max(self.widths), 1,
+             "the activations of the grid (n_grid x widest width, float32)"),
+            ("params.n_inits", self.n_inits, FLOAT32_BYTES * self.n_grid, 1,
+             "the outputs of one width (n_inits x n_grid, float32)"),
+            ("params.train_angles", len(self.train_angles), FLOAT32_BYTES * self.n_grid, 1,
+             "the kernel between grid and training points (n_grid x len(train_angles), float32)"),
+        ])
 
 
 def limiting_gaussian(theta_xX, theta_XX, sigma_xx, sigma_xX, sigma_XX, y, *, t: float):
@@ -60,21 +107,8 @@ def fraction_inside(samples, lower, upper) -> float:
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
-    widths = distinct_widths(p.widths, at_least=1)  # no ordering over widths: one width is a valid run
-    if len(p.train_angles) < 1:
-        raise ValueError("params.train_angles needs at least one training point")
-    if p.steps < 1:
-        raise ValueError(f"params.steps must be >= 1, got {p.steps}")
-    if p.target not in TARGETS:
-        raise ValueError(f"params.target must be one of {sorted(TARGETS)}, got {p.target!r}")
-    if p.n_grid < 2:
-        raise ValueError(f"params.n_grid must be >= 2 (a curve over the circle), got {p.n_grid}")
-    if p.n_inits < 2:
-        raise ValueError(f"params.n_inits must be >= 2 (a spread needs two inits), got {p.n_inits}")
-    if len(set(np.round(np.mod(p.train_angles, 2 * np.pi), 12))) != len(p.train_angles):
-        raise ValueError(f"params.train_angles must be distinct points of the circle, "
-                         f"got {list(p.train_angles)}")
+    p = cfg.params  # checked against Params before run
+    widths = sorted(p.widths)
     dtype = np.float32 if cfg.precision == "float32" else np.float64
     x_train = circle_points(p.train_angles).astype(dtype)
     y_train = TARGETS[p.target](x_train).astype(dtype)
@@ -165,4 +199,4 @@ def _figure(angles, outputs, quantiles, widths, train_angles, y_train):
 
 
 if __name__ == "__main__":
-    main(run, experiment="jacot2018/fig2")
+    main(run, experiment="jacot2018/fig2", params=Params)

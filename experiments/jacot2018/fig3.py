@@ -15,16 +15,79 @@ and lambda_2 is about ten times larger; both betas are computed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-from jacot_common import decreasing, distinct_widths, gd_stepper, init_key, jacot_net
+from jacot_common import (
+    activation_estimate,
+    decreasing,
+    gd_stepper,
+    init_key,
+    itemsize,
+    jacot_net,
+    refuse_oversized,
+    width_estimates,
+)
 
+from ntkrepro.checks import bad, param
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, load_split, main
 from ntkrepro.stats import LineFit, line_fit, mean_se
+
+
+@dataclass
+class Params:
+    """``params`` of Fig. 3 (conf/experiment/jacot2018/fig3.yaml)."""
+
+    depth: int = param(ge=1, doc="L weight layers of the nets and of the kernel PCA")
+    beta: float = param(ge=0, doc="bias scale beta (Sec. 6: 0.1)")
+    beta_footnote: float = param(ge=0, doc="the footnote's beta, compared with params.beta")
+    lr: float = param(gt=0, doc="GD learning rate on the mean square loss")
+    n_components: int = param(ge=3, doc="kernel principal components (Fig. 3 uses f(2) and f(3))")
+    amplitude: float = param(gt=0, doc="f* = f_theta0 + amplitude f(2); the residuals are relative to it")
+    widths: list[int] = param(min_len=1, ge=1, distinct=True, doc="widths (one: the orderings are None)")
+    n_trials: int = param(ge=1, doc="trials per width")
+    steps: int = param(ge=1, doc="GD steps: t in [0, steps]")
+    record_every: int = param(ge=1, doc="steps between recorded residuals")
+    max_depth_table: int = param(ge=1, doc="eigenvalues tabulated for depths 1..max_depth_table")
+
+    def check(self):
+        if self.steps < self.record_every:
+            raise bad("params.steps", f"must be >= params.record_every = {self.record_every} (a decay needs "
+                      "two recorded points)", self.steps)
+        if self.steps % self.record_every:
+            raise bad("params.steps", f"must be a multiple of params.record_every = {self.record_every}",
+                      self.steps)
+        if self.depth > self.max_depth_table:
+            raise bad("params.depth", f"must be <= params.max_depth_table = {self.max_depth_table} (its "
+                      "spectrum comes from the tabulated depths)", self.depth)
+        if self.beta_footnote == self.beta:
+            raise bad("params.beta_footnote", f"must differ from params.beta = {self.beta:g} (the footnote "
+                      "compares the eigenvalue gaps of two betas)", self.beta_footnote)
+        refuse_oversized(width_estimates(self.widths, depth=self.depth))
+
+
+def check_data(cfg) -> None:
+    """Refuse a batch too small for the principal components or too large for memory, before loading it
+    (the typed params cannot see ``data``)."""
+    n, p, size = cfg.data.n_train, cfg.params, itemsize(cfg.precision)
+    if n is None:
+        return
+    if n < p.n_components:
+        raise bad("data.n_train", f"must be >= params.n_components = {p.n_components} (the kernel PCA of a "
+                  "batch of N digits has N components)", n)
+    refuse_oversized([
+        ("data.n_train", n, size * p.max_depth_table, 2,
+         f"the NTKs of the tabulated depths (max_depth_table x N x N, {cfg.precision})"),
+        *activation_estimate("data.n_train", n, widths=p.widths, depth=p.depth, precision=cfg.precision,
+                             batch="N"),
+        ("params.steps", p.steps, size * n * p.n_trials / p.record_every, 1,
+         f"the recorded residuals of one width (n_trials x steps / record_every x N, {cfg.precision})"),
+    ])
 
 
 def kernel_pca(gram: np.ndarray, *, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,22 +140,9 @@ def rate_fit(times: np.ndarray, g_norms: np.ndarray) -> LineFit:
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
-    widths = distinct_widths(p.widths, at_least=1)  # one width: the orderings are None (not measured)
-    if p.record_every < 1:
-        raise ValueError(f"params.record_every must be >= 1, got {p.record_every}")
-    if p.steps < p.record_every:
-        raise ValueError(f"params.steps ({p.steps}) must be >= params.record_every ({p.record_every}): "
-                         "a decay needs two recorded points")
-    if p.n_trials < 1:
-        raise ValueError(f"params.n_trials must be >= 1, got {p.n_trials}")
-    if p.n_components < 3:
-        raise ValueError(f"params.n_components must be >= 3 (Fig. 3 uses f(2) and f(3)), got {p.n_components}")
-    if p.depth > p.max_depth_table:
-        raise ValueError(f"params.depth ({p.depth}) must be <= params.max_depth_table ({p.max_depth_table})")
-    if p.steps % p.record_every:
-        raise ValueError(f"params.steps ({p.steps}) must be a multiple of "
-                         f"params.record_every ({p.record_every})")
+    p = cfg.params  # checked against Params before run
+    check_data(cfg)
+    widths = sorted(p.widths)  # one width: the orderings are None (not measured)
     dtype = np.float32 if cfg.precision == "float32" else np.float64
     train = load_split(cfg, "train")
     x = np.asarray(train.x, dtype=dtype).reshape(len(train.x), -1)
@@ -218,4 +268,4 @@ def _figure(comps, labels, times, predicted, g_norms, h_norms, widths, lam):
 
 
 if __name__ == "__main__":
-    main(run, experiment="jacot2018/fig3")
+    main(run, experiment="jacot2018/fig3", params=Params)

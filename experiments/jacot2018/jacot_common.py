@@ -11,6 +11,8 @@ kernel gradient flow with Theta(X, X)/N, one unit of time per step.
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from collections.abc import Callable
 
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkrepro.checks import bad
 from ntkrepro.kernels.fc import jacot_to_fc
 from ntkrepro.nets import Network, fc
 from ntkrepro.stats import Estimate, mean_se
@@ -79,17 +82,60 @@ def circle_points(angles) -> np.ndarray:
     return np.stack([np.cos(g), np.sin(g)], axis=1)
 
 
-def distinct_widths(widths, *, at_least: int) -> list[int]:
-    """The sorted widths of ``params.widths``, refused (one-line ``ValueError`` naming the parameter)
-    when a width repeats or fewer than ``at_least`` are given: the stages key their runs by width."""
-    ws = [int(w) for w in widths]
-    if len(set(ws)) != len(ws):
-        raise ValueError(f"params.widths must not repeat a width, got {ws}")
-    if len(ws) < at_least:
-        raise ValueError(f"params.widths needs at least {at_least} distinct width(s), got {ws}")
-    if any(w < 1 for w in ws):
-        raise ValueError(f"params.widths must be positive integers, got {ws}")
-    return sorted(ws)
+# ---- sizes that would exhaust memory (estimated from the config, never allocated) ---------------------
+
+FLOAT32_BYTES = 4  # the typed params do not see `precision`: their estimates use the smallest float
+
+
+def itemsize(precision: str) -> int:
+    """Bytes of one float at the run's ``precision``."""
+    return 4 if precision == "float32" else 8
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def refuse_oversized(estimates) -> None:
+    """Refuse (one line naming the parameter, before any data or compute) the first array (or layer stack)
+    that would need more than this machine's physical memory. ``estimates``: ``(path, value, unit_bytes,
+    power, what)`` for an array of ``unit_bytes * value ** power`` bytes driven by the parameter at
+    ``path``; the message gives the estimate and the largest value that would fit. A config that passes
+    can still exhaust memory (training keeps several such arrays): this catches the absurd ones."""
+    memory = physical_memory()
+    for path, value, unit, power, what in estimates:
+        try:
+            need = float(unit) * float(value) ** power
+        except OverflowError:  # an integer beyond any float: beyond any memory
+            need = math.inf
+        if need > memory:
+            fits = max(int((memory / unit) ** (1.0 / power)), 0)
+            raise bad(path, f"{what} would need ~{_gib(need)} GiB, more than this machine's "
+                      f"{_gib(memory)} GiB of memory (at most {fits} would fit)", value)
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g}"
+
+
+def width_estimates(widths, *, depth: int) -> list:
+    """What the widest width alone drives: a hidden-to-hidden weight matrix (width x width) when the net
+    has one (depth >= 3), at float32 (a lower bound whatever the precision)."""
+    if depth < 3:
+        return []
+    return [("params.widths", max(widths), FLOAT32_BYTES, 2,
+             "a hidden weight matrix of the widest width (width x width, float32)")]
+
+
+def activation_estimate(path: str, n: int, *, widths, depth: int, precision: str, batch: str) -> list:
+    """Full-batch GD on ``n`` inputs keeps the activations of every hidden layer for the backward pass:
+    (depth - 1) x n x widest width floats (none at depth 1)."""
+    if depth < 2:
+        return []
+    return [(path, n, itemsize(precision) * max(widths) * (depth - 1), 1,
+             f"the hidden activations kept for backpropagation ((depth - 1) x {batch} x widest width, "
+             f"{precision})")]
 
 
 def decreasing(values) -> bool | None:

@@ -26,6 +26,7 @@ def _load(name):
         sys.path.insert(0, str(STAGES))  # the stages import their sibling jacot_common.py
     spec = importlib.util.spec_from_file_location(f"jacot2018_{name}", STAGES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (the stages' Params) look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -256,25 +257,6 @@ def _compose(artifact, *overrides):
         return compose("config", overrides=[f"experiment=jacot2018/{artifact}", "scale=smoke", *overrides])
 
 
-@pytest.mark.parametrize(("module", "artifact", "override", "message"), [
-    (fig1, "fig1", "params.widths=[100]", "params.widths"),
-    (fig1, "fig1", "params.widths=[100,100]", "params.widths"),
-    (fig2, "fig2", "params.widths=[]", "params.widths"),
-    (fig2, "fig2", "params.widths=[50,50]", "params.widths"),
-    (fig3, "fig3", "params.widths=[]", "params.widths"),
-    (fig3, "fig3", "params.record_every=0", "params.record_every"),
-    (fig3, "fig3", "params.steps=10", "params.steps"),
-    (fig1, "fig1", "params.x0=[1.0,0.0,0.0]", "x0"),
-    (fig2, "fig2", "params.train_angles=[0.5,0.5,1.0,2.0]", "distinct"),
-    (fig2, "fig2", "params.target=sine", "target"),
-    (fig3, "fig3", "params.record_every=7", "multiple"),
-    (fig3, "fig3", "params.depth=7", "max_depth_table"),
-])
-def test_stages_reject_bad_settings_before_compute(module, artifact, override, message):
-    with pytest.raises(ValueError, match=message):
-        module.run(_compose(artifact, override))
-
-
 @pytest.mark.parametrize("n", [2, 5, 10])
 def test_jackknife_of_a_mean_is_the_standard_error_of_the_mean(n):
     x = np.random.default_rng(n).standard_normal((n, 3))
@@ -304,13 +286,6 @@ def test_orderings_over_fewer_than_two_widths_are_not_measured():
     assert common.decreasing([3.0, 2.0, 1.0]) is True
     assert common.decreasing([3.0, 1.0, 2.0]) is False
     assert common.decreasing([1.0, 1.0]) is False
-
-
-def test_distinct_widths():
-    assert common.distinct_widths([1000, 50], at_least=2) == [50, 1000]
-    for bad, at_least in (([50, 50], 1), ([50], 2), ([], 1), ([0], 1)):
-        with pytest.raises(ValueError, match="params.widths"):
-            common.distinct_widths(bad, at_least=at_least)
 
 
 def test_pooled_rate_fit_is_the_mean_of_the_trial_fits_with_the_pooled_standard_error():
