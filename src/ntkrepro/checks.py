@@ -15,6 +15,9 @@ A stage declares its ``params`` as a dataclass and passes it to ``ntkrepro.stage
             if self.fit_range[1] > self.depth:
                 raise bad("params.fit_range", f"must lie in [1, depth={self.depth}]", self.fit_range)
 
+        def check_config(self, cfg):              # optional: constraints that involve data.* or precision
+            refuse_oversized([("data.n_train", cfg.data.n_train, 8, 2, "the training Gram (float64)")])
+
 Types are strict: a ``bool`` is ``true``/``false`` (not "no"), an ``int`` is not a bool or "3", a
 ``float`` accepts ints but not strings, NaN or infinity; ``Literal[...]`` lists the accepted values;
 ``list[T]``, ``T | None`` and nested dataclasses (also ``list[Dataclass]``) are checked element by
@@ -85,6 +88,37 @@ def dataset(value) -> str | None:
 
 def increasing(value) -> str | None:
     return None if all(a < b for a, b in zip(value, value[1:], strict=False)) else "must be strictly increasing"
+
+
+# ---- memory estimated before allocation ------------------------------------------------------------
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g}"
+
+
+def refuse_oversized(estimates, *, memory: int | None = None) -> None:
+    """Refuse, in one line naming the parameter and before any data or compute, the first array that
+    would need more than this machine's memory. ``estimates``: ``(path, value, unit_bytes, power, what)``
+    for an array of ``unit_bytes * value ** power`` bytes driven by the parameter at ``path``; the message
+    gives the estimate and the largest value that would fit. A config that passes can still exhaust
+    memory (a computation keeps several arrays): this catches the absurd ones."""
+    memory = physical_memory() if memory is None else memory
+    for path, value, unit, power, what in estimates:
+        try:
+            need = float(unit) * float(value) ** power
+        except OverflowError:  # an integer beyond any float: beyond any memory
+            need = math.inf
+        if need > memory:
+            fits = max(int((memory / unit) ** (1.0 / power)), 0)
+            raise bad(path, f"{what} would need ~{_gib(need)} GiB, more than this machine's "
+                      f"{_gib(memory)} GiB of memory (at most {fits} would fit)", value)
 
 
 # ---- the checker -------------------------------------------------------------------------------------

@@ -162,12 +162,14 @@ def validate(cfg: DictConfig, params_schema: type | None = None) -> None:
         raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", cfg.precision)
     if cfg.threads < 0:
         raise bad("threads", "must be >= 0 (0 = all cores)", cfg.threads)
-    if params_schema is not None:
-        build(params_schema, cfg.params, "params")
-    else:
-        _walk(cfg.params, "params")
     if cfg.data is not None:
         build(DataSchema, cfg.data, "data")
+    if params_schema is not None:
+        params = build(params_schema, cfg.params, "params")
+        if hasattr(params, "check_config"):  # constraints across params, data.* and precision (memory)
+            params.check_config(cfg)
+    else:
+        _walk(cfg.params, "params")
 
 
 # Keys that say where and how a run executes, not what it computes: never an override of the premise.
