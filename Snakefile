@@ -9,7 +9,7 @@
 #
 # config keys (command line only): scale (smoke|quick|paper), results (root folder, default
 # "results"), data_cache (download cache, default "data_cache"); tracking (sqlite|server|disabled) and
-# tracking_uri (MLflow, see below); gram_threads (rules/gram.smk).
+# tracking_uri (MLflow, see below); mlflow_ui (the MLflow UI the report links to); gram_threads (rules/gram.smk).
 import shlex
 from pathlib import Path
 
@@ -47,15 +47,25 @@ TRACKING_URI = config.get("tracking_uri")
 TRACKING_OVERRIDES = (f" tracking={TRACKING}" if TRACKING else "") + (
     f" tracking.uri={shlex.quote(str(TRACKING_URI))}" if TRACKING_URI else ""
 )
+# The MLflow UI the report links each run to (default http://127.0.0.1:5000; a run logged to a tracking
+# server links there): --config mlflow_ui=http://host:5000
+MLFLOW_UI_ARG = f" --mlflow-ui {shlex.quote(str(config['mlflow_ui']))}" if config.get("mlflow_ui") else ""
 
 
 def stage_shell(paper, artifact):
     """The command every stage rule runs (Hydra overrides only; values live in conf/)."""
     return (
-        f"python experiments/{paper}/{artifact}.py scale={SCALE} results_root={RESULTS_ROOT} "
-        f"data_cache={DATA_CACHE} threads={{threads}} progress=false{TRACKING_OVERRIDES} > {{log}} 2>&1 "
+        f"PYTHONUNBUFFERED=1 python experiments/{paper}/{artifact}.py scale={SCALE} results_root={RESULTS_ROOT} "
+        f"data_cache={DATA_CACHE} threads={{threads}}{TRACKING_OVERRIDES} 2>&1 | tee {{log}} | "
+        f"{console_filter(paper, artifact)} "
         "|| (tail -n 1 {log} >&2; exit 1)"  # a failed stage's one-line error reaches the console
     )
+
+
+def console_filter(paper, artifact):
+    """The stage's whole output goes to its log; its phase lines ([stage] ...) and progress lines with ETA
+    ([<what>] 3/10 (30%) elapsed .. eta ..) also reach the console, prefixed with the artifact."""
+    return f"sed -un '/^\\[stage\\]   /d; s|^\\[|[{paper}/{artifact}] [|p'"
 
 
 def register(paper, *artifacts):
@@ -169,7 +179,24 @@ rule report:
     conda:
         "environment.yml"
     shell:
-        "python -m ntkrepro.report --results {params.results} --experiments experiments > {log} 2>&1"
+        f"python -m ntkrepro.report --results {{params.results}} --experiments experiments{MLFLOW_UI_ARG} > {{log}} 2>&1"
+
+
+def report_requested():
+    """Whether this invocation asked for the report (the default target, reproduce-all, report, report.*)."""
+    targets = {str(t) for t in (getattr(workflow.dag_settings, "targets", None) or ())}
+    return not targets or bool(targets & {"reproduce-all", "reproduce_all", "report"}) or any(
+        t.endswith(("report.md", "report.html")) for t in targets
+    )
+
+
+onsuccess:
+    # the pipeline ends by printing the scoreboard and the report's path
+    if report_requested() and Path(f"{RESULTS}/report.md").exists():
+        shell(
+            f"python -m ntkrepro.report --results {shlex.quote(RESULTS)} --experiments experiments "
+            "--scoreboard-only"
+        )
 
 
 for _paper in PAPERS:
