@@ -23,11 +23,10 @@ from jacot_common import (
     jackknife,
     jacot_net,
     ntk_row_fn,
-    refuse_oversized,
     width_estimates,
 )
 
-from ntkrepro.checks import bad, param
+from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
@@ -59,14 +58,13 @@ class Params:
              "the kernel rows of one width (n_inits x n_grid, float32)"),
         ])
 
-
-def check_data(cfg) -> None:
-    """Refuse a training set whose full-batch training could not fit in memory, before loading it (the
-    typed params cannot see ``data``)."""
-    p = cfg.params
-    if cfg.data.n_train is not None:
-        refuse_oversized(activation_estimate("data.n_train", cfg.data.n_train, widths=p.widths, depth=p.depth,
-                                             precision=cfg.precision, batch="n_train"))
+    def check_config(self, cfg) -> None:
+        """Refuse a training set whose full-batch training could not fit in memory, before loading it (the
+        typed params cannot see ``data``)."""
+        p = cfg.params
+        if cfg.data.n_train is not None:
+            refuse_oversized(activation_estimate("data.n_train", cfg.data.n_train, widths=p.widths, depth=p.depth,
+                                                 precision=cfg.precision, batch="n_train"))
 
 
 def relative_spread(samples: np.ndarray, limit: np.ndarray) -> float:
@@ -94,7 +92,6 @@ def mean_z_score(samples: np.ndarray, limit: np.ndarray) -> float:
 
 def run(cfg) -> StageResult:
     p = cfg.params  # checked against Params before run
-    check_data(cfg)
     widths = sorted(p.widths)
     dtype = np.float32 if cfg.precision == "float32" else np.float64
     train = load_split(cfg, "train")

@@ -23,12 +23,11 @@ from jacot_common import (
     init_key,
     jackknife,
     jacot_net,
-    refuse_oversized,
     width_estimates,
 )
 from scipy import linalg, stats
 
-from ntkrepro.checks import param
+from ntkrepro.checks import param, refuse_oversized
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress

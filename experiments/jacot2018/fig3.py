@@ -26,11 +26,10 @@ from jacot_common import (
     init_key,
     itemsize,
     jacot_net,
-    refuse_oversized,
     width_estimates,
 )
 
-from ntkrepro.checks import bad, param
+from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
@@ -70,24 +69,23 @@ class Params:
                       "compares the eigenvalue gaps of two betas)", self.beta_footnote)
         refuse_oversized(width_estimates(self.widths, depth=self.depth))
 
-
-def check_data(cfg) -> None:
-    """Refuse a batch too small for the principal components or too large for memory, before loading it
-    (the typed params cannot see ``data``)."""
-    n, p, size = cfg.data.n_train, cfg.params, itemsize(cfg.precision)
-    if n is None:
-        return
-    if n < p.n_components:
-        raise bad("data.n_train", f"must be >= params.n_components = {p.n_components} (the kernel PCA of a "
-                  "batch of N digits has N components)", n)
-    refuse_oversized([
-        ("data.n_train", n, size * p.max_depth_table, 2,
-         f"the NTKs of the tabulated depths (max_depth_table x N x N, {cfg.precision})"),
-        *activation_estimate("data.n_train", n, widths=p.widths, depth=p.depth, precision=cfg.precision,
-                             batch="N"),
-        ("params.steps", p.steps, size * n * p.n_trials / p.record_every, 1,
-         f"the recorded residuals of one width (n_trials x steps / record_every x N, {cfg.precision})"),
-    ])
+    def check_config(self, cfg) -> None:
+        """Refuse a batch too small for the principal components or too large for memory, before loading it
+        (the typed params cannot see ``data``)."""
+        n, p, size = cfg.data.n_train, cfg.params, itemsize(cfg.precision)
+        if n is None:
+            return
+        if n < p.n_components:
+            raise bad("data.n_train", f"must be >= params.n_components = {p.n_components} (the kernel PCA of a "
+                      "batch of N digits has N components)", n)
+        refuse_oversized([
+            ("data.n_train", n, size * p.max_depth_table, 2,
+             f"the NTKs of the tabulated depths (max_depth_table x N x N, {cfg.precision})"),
+            *activation_estimate("data.n_train", n, widths=p.widths, depth=p.depth, precision=cfg.precision,
+                                 batch="N"),
+            ("params.steps", p.steps, size * n * p.n_trials / p.record_every, 1,
+             f"the recorded residuals of one width (n_trials x steps / record_every x N, {cfg.precision})"),
+        ])
 
 
 def kernel_pca(gram: np.ndarray, *, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +139,6 @@ def rate_fit(times: np.ndarray, g_norms: np.ndarray) -> LineFit:
 
 def run(cfg) -> StageResult:
     p = cfg.params  # checked against Params before run
-    check_data(cfg)
     widths = sorted(p.widths)  # one width: the orderings are None (not measured)
     dtype = np.float32 if cfg.precision == "float32" else np.float64
     train = load_split(cfg, "train")

@@ -11,8 +11,6 @@ kernel gradient flow with Theta(X, X)/N, one unit of time per step.
 
 from __future__ import annotations
 
-import math
-import os
 import warnings
 from collections.abc import Callable
 
@@ -20,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkrepro.checks import bad
 from ntkrepro.kernels.fc import jacot_to_fc
 from ntkrepro.nets import Network, fc
 from ntkrepro.stats import Estimate, mean_se
@@ -90,33 +87,6 @@ FLOAT32_BYTES = 4  # the typed params do not see `precision`: their estimates us
 def itemsize(precision: str) -> int:
     """Bytes of one float at the run's ``precision``."""
     return 4 if precision == "float32" else 8
-
-
-def physical_memory() -> int:
-    """This machine's physical memory in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def refuse_oversized(estimates) -> None:
-    """Refuse (one line naming the parameter, before any data or compute) the first array (or layer stack)
-    that would need more than this machine's physical memory. ``estimates``: ``(path, value, unit_bytes,
-    power, what)`` for an array of ``unit_bytes * value ** power`` bytes driven by the parameter at
-    ``path``; the message gives the estimate and the largest value that would fit. A config that passes
-    can still exhaust memory (training keeps several such arrays): this catches the absurd ones."""
-    memory = physical_memory()
-    for path, value, unit, power, what in estimates:
-        try:
-            need = float(unit) * float(value) ** power
-        except OverflowError:  # an integer beyond any float: beyond any memory
-            need = math.inf
-        if need > memory:
-            fits = max(int((memory / unit) ** (1.0 / power)), 0)
-            raise bad(path, f"{what} would need ~{_gib(need)} GiB, more than this machine's "
-                      f"{_gib(memory)} GiB of memory (at most {fits} would fit)", value)
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.3g}"
 
 
 def width_estimates(widths, *, depth: int) -> list:

@@ -1,6 +1,6 @@
 """Bad input to the Jacot et al. 2018 stages: each refused before any data or compute with one line
 ``error: <parameter>: ...`` naming the parameter (the typed ``Params`` of each stage, and for the sizes
-that depend on ``data``, the stage's ``check_data`` run before the data are loaded). Every registered
+that depend on ``data``, ``Params.check_config``, run by the same validation). Every registered
 scale passes. Memory refusals are estimated from the config, never allocated; the tests fix the
 machine's memory so that the estimates and the limits are exact."""
 
@@ -26,20 +26,12 @@ STAGES = ("fig1", "fig2", "fig3")
 @pytest.fixture
 def memory_16gib(monkeypatch):
     """This machine's physical memory, as the stages see it, fixed at 16 GiB."""
-    stage_module("jacot2018/fig1")  # puts experiments/jacot2018 on sys.path: jacot_common importable
-    monkeypatch.setattr(sys.modules["jacot_common"], "physical_memory", lambda: 16 * GIB)
+    monkeypatch.setattr("ntkrepro.checks.physical_memory", lambda: 16 * GIB)
 
 
 def refused_before_loading(artifact: str, overrides: list[str]) -> str:
-    """The one-line error of the stage's data-size check, for a config its typed params accept."""
-    module = stage_module(f"jacot2018/{artifact}")
-    cfg = compose(f"jacot2018/{artifact}", ["scale=quick", *overrides])
-    validate(cfg, module.Params)
-    with pytest.raises(ConfigError) as info:
-        module.check_data(cfg)
-    message = str(info.value)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
+    """The one-line error of the stage's data-size check (``Params.check_config``)."""
+    return refused(f"jacot2018/{artifact}", overrides)
 
 
 BAD = {
@@ -132,8 +124,6 @@ def test_every_registered_scale_passes(artifact, scale):
     module = stage_module(f"jacot2018/{artifact}")
     cfg = compose(f"jacot2018/{artifact}", [f"scale={scale}"])
     validate(cfg, module.Params)
-    if hasattr(module, "check_data"):
-        module.check_data(cfg)
 
 
 def test_a_training_set_that_exhausts_memory_is_refused_with_its_estimate(memory_16gib):
@@ -151,9 +141,9 @@ def test_a_training_set_that_exhausts_memory_is_refused_with_its_estimate(memory
 def test_the_largest_training_set_that_fits_passes(memory_16gib):
     module = stage_module("jacot2018/fig1")
     fits = 16 * GIB // 24000
-    module.check_data(compose("jacot2018/fig1", ["scale=quick", f"data.n_train={fits}"]))
+    validate(compose("jacot2018/fig1", ["scale=quick", f"data.n_train={fits}"]), module.Params)
     with pytest.raises(ConfigError, match="data.n_train"):
-        module.check_data(compose("jacot2018/fig1", ["scale=quick", f"data.n_train={fits + 1}"]))
+        validate(compose("jacot2018/fig1", ["scale=quick", f"data.n_train={fits + 1}"]), module.Params)
 
 
 @pytest.mark.parametrize(("overrides", "fragment"), [
