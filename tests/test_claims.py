@@ -359,3 +359,15 @@ def test_one_sided_bounds(tmp_path, side, measured, se, status):
     assert evaluate(c, rec).status == status
     with pytest.raises(ClaimError, match="side: above|below"):
         load_registry(_registry(tmp_path, [{**claim, "side": "up"}]))
+
+
+def test_an_override_that_removes_the_metric_is_not_comparable_not_an_error(tmp_path):
+    (c,) = load_registry(_registry(tmp_path, [VALUE]))
+    rec = _record(1.0, config={"params.widths": [100]},
+                  overrides={"params.widths": {"registered": [100, 1000], "run": [100]}})
+    del rec["metrics"]["m"]
+    res = evaluate(c, rec)
+    assert res.status == "not comparable" and "removed the metric 'm'" in res.detail
+    del rec["overrides"]["params.widths"]
+    with pytest.raises(ClaimError, match="'m'"):  # without an override a missing metric is a registry bug
+        evaluate(c, rec)

@@ -421,6 +421,12 @@ def evaluate(claim: Claim, record: dict | None) -> ClaimResult:
     if record is None:
         return ClaimResult(claim, not_run, None, None, None, None, f"no metrics.json for artifact {claim.artifact!r}")
     metrics = record.get("metrics", {})
+    overridden = sorted(k for k in (record.get("overrides") or {}) if is_premise_key(k) and k not in claim.free)
+    if overridden and (claim.metric not in metrics or any(m not in metrics for m in claim.evidence)):
+        # a sweep or an override removed what the claim measures (e.g. one of the sigma_w it names)
+        return ClaimResult(claim, "check not run" if claim.consistency else "not comparable", None, None,
+                           record.get("scale"), None, f"the run's overrides ({', '.join(overridden)}) removed "
+                           f"the metric {claim.metric!r} or its evidence")
     if claim.metric not in metrics:
         raise ClaimError(
             f"claim {claim.paper}/{claim.id} references metric {claim.metric!r}, which stage "
