@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,108 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from ntkrepro.checks import bad, param
 from ntkrepro.gram import compute_gram
 from ntkrepro.io import atomic_write_json
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import load_split
+
+# ---------------------------------------------------------------- typed params (checked before any data)
+
+SUM_TOL = 1e-9  # the kernels' tolerance on the DEQ-NTK initialization sum (deq_ntk, cdeq_ntk)
+FLOAT32_BYTES = 4  # the typed params do not see `precision`: their estimates use the smallest float
+
+
+def itemsize(precision: str) -> int:
+    """Bytes of one float at the run's ``precision``."""
+    return 4 if precision == "float32" else 8
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def refuse_oversized(estimates) -> None:
+    """Refuse (one line naming the parameter, before any data or compute) the first array that alone would
+    need more than this machine's physical memory. ``estimates``: ``(path, value, unit_bytes, power, what)``
+    for an array of ``unit_bytes * value ** power`` bytes driven by the parameter at ``path``; the message
+    gives the estimate and the largest value that would fit. Only the absurd sizes are caught: a config that
+    passes can still exhaust memory (a run holds several such arrays)."""
+    memory = physical_memory()
+    for path, value, unit, power, what in estimates:
+        need = float(unit) * float(value) ** power
+        if need > memory:
+            fits = max(int((memory / unit) ** (1.0 / power)), 0)
+            raise bad(path, f"{what} would need ~{need / 2**30:.3g} GiB, more than this machine's "
+                      f"{memory / 2**30:.3g} GiB of memory (at most {fits} would fit)", value)
+
+
+def check_initialization(path: str, **variances: float) -> None:
+    """The DEQ-NTK / CDEQ-NTK initialization: the variances sum to 1 (Thm. 2 / Thm. 3) within the kernels'
+    ``SUM_TOL`` (sigma_w2 < 1, Lemma 1, is a bound of the schema)."""
+    total = sum(variances.values())
+    if abs(total - 1.0) > SUM_TOL:
+        raise bad(path, f"the DEQ-NTK initialization needs {' + '.join(variances)} = 1, got the sum {total:.10g}",
+                  variances)
+
+
+@dataclass
+class Setting:
+    """One DEQ-NTK variance setting of Tables 1 and 2."""
+
+    sigma_w2: float = param(ge=0, lt=1, doc="< 1: the fixed point exists (Lemma 1)")
+    sigma_u2: float = param(ge=0)
+    sigma_b2: float = param(ge=0)
+
+
+@dataclass
+class FullSplits:
+    """The full data set the measured cost is extrapolated to."""
+
+    n_train: int = param(ge=1)
+    n_test: int = param(ge=1)
+
+
+@dataclass
+class TableParams:
+    """``params`` of Table 1 (Table 2 adds the CDEQ-NTK row)."""
+
+    settings: list[Setting] = param(min_len=1, distinct=True)
+    ridge: float = param(ge=0)
+    label_pos: float = param()
+    label_neg: float = param()
+    tile: int = param(ge=1)
+    solve_warmup_max_n: int = param(ge=0)
+    extrapolate_to: FullSplits = param()
+
+    def check(self):
+        for i, s in enumerate(self.settings):
+            check_initialization(f"params.settings[{i}]", sigma_w2=s.sigma_w2, sigma_u2=s.sigma_u2,
+                                 sigma_b2=s.sigma_b2)
+        if not self.label_pos > self.label_neg:
+            raise bad("params.label_pos", f"must be > params.label_neg = {self.label_neg:g} (the one-hot "
+                      "target of the true class)", self.label_pos)
+
+
+def check_unit_norm(cfg) -> None:
+    """Thm. 2's DEQ-NTK fixed point is defined on the unit sphere: ``data.preprocess`` must be unit_norm."""
+    if cfg.data.preprocess != "unit_norm":
+        raise bad("data.preprocess", "must be 'unit_norm': the DEQ-NTK fixed point (Thm. 2) takes unit-norm "
+                  "inputs", cfg.data.preprocess)
+
+
+def check_table_data(cfg) -> None:
+    """``data`` of Tables 1 and 2, before it is loaded (the typed params cannot see it): unit-norm inputs,
+    and a DEQ-NTK train Gram (data.n_train^2 floats) no larger than this machine's memory (null = the whole
+    split, not estimated)."""
+    check_unit_norm(cfg)
+    if cfg.data.n_train is not None:
+        refuse_oversized([("data.n_train", cfg.data.n_train, itemsize(cfg.precision), 2,
+                           f"the DEQ-NTK train Gram (n_train x n_train, {cfg.precision})")])
+
+
+# ---------------------------------------------------------------- evaluation
 
 
 def setting_tag(*, sigma_w2: float, sigma_u2: float, sigma_b2: float | None = None) -> str:

@@ -10,11 +10,14 @@ sigma_b^2 = 0.1 (caption of Fig. 1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-from deq_eval import percent
+from deq_eval import FLOAT32_BYTES, check_initialization, check_unit_norm, percent, refuse_oversized
 from scipy import stats
 
+from ntkrepro.checks import bad, param
 from ntkrepro.kernels.deq import deq_kernels, deq_ntk
 from ntkrepro.plotting import band, figure
 from ntkrepro.progress import progress
@@ -117,29 +120,70 @@ def _draw(rng, n_pool: int, n: int) -> np.ndarray:
     return np.sort(rng.choice(n_pool, size=n, replace=False))
 
 
-def check_params(p) -> None:
-    """One-line ValueError for settings that would make a Fig. 1 comparison empty, before any compute."""
-    if len(p.panels) < 1:
-        raise ValueError("params.panels needs at least one (sigma_w2, sigma_b2) panel")
-    if len({int(d) for d in p.depths}) < 2 or min(int(d) for d in p.depths) < 1:
-        raise ValueError(f"params.depths needs >= 2 distinct depths >= 1 (the accuracy at the first vs the "
-                         f"deepest), got {list(p.depths)}")
-    if p.n_draws < 2:
-        raise ValueError(f"params.n_draws must be >= 2 (the CI over draws), got {p.n_draws}")
-    if not 0 <= p.spectrum_draw < p.n_draws:
-        raise ValueError(f"params.spectrum_draw must be one of the draws 0..{p.n_draws - 1}, got {p.spectrum_draw}")
-    if p.n_train < 2 or p.n_test < 1:
-        raise ValueError(f"params.n_train >= 2 and params.n_test >= 1 needed, got {p.n_train}, {p.n_test}")
+@dataclass
+class Panel:
+    """(sigma_W^2, sigma_b^2) of the NTK in one panel of Fig. 1."""
+
+    sigma_w2: float = param(ge=0, lt=1, doc="< 1: the DEQ-NTK's fixed point exists (Lemma 1)")
+    sigma_b2: float = param(ge=0)
+
+
+@dataclass
+class Params:
+    """Fig. 1's ``params`` (conf/experiment/feng2020_deq/fig1.yaml)."""
+
+    n_train: int = param(ge=2, doc="train points per draw")
+    n_test: int = param(ge=1, doc="test points per draw")
+    n_draws: int = param(ge=2, doc="draws (the CI over draws needs two)")
+    panels: list[Panel] = param(min_len=1, distinct=True)
+    deq_sigma_b2: float = param(ge=0)
+    depths: list[int] = param(min_len=2, ge=1, distinct=True, doc="the first against the deepest")
+    ridge_eps: float = param(ge=0)
+    deq_ridge: float = param(ge=0)
+    label_pos: float = param()
+    label_neg: float = param()
+    ci_level: float = param(gt=0, lt=1)
+    spectrum_draw: int = param(ge=0)
+    row_chunk: int = param(ge=1)
+
+    def check(self):
+        if self.spectrum_draw >= self.n_draws:
+            raise bad("params.spectrum_draw", f"must be one of the draws 0..{self.n_draws - 1} "
+                      f"(params.n_draws = {self.n_draws})", self.spectrum_draw)
+        for i, q in enumerate(self.panels):
+            if q.sigma_b2 < self.deq_sigma_b2:
+                raise bad(f"params.panels[{i}].sigma_b2", f"must be >= params.deq_sigma_b2 = {self.deq_sigma_b2:g} "
+                          "(the DEQ-NTK's sigma_u2 = sigma_b2 - deq_sigma_b2)", q.sigma_b2)
+            check_initialization(f"params.panels[{i}]", sigma_w2=q.sigma_w2, sigma_b2=q.sigma_b2)
+        if not self.label_pos > self.label_neg:
+            raise bad("params.label_pos", f"must be > params.label_neg = {self.label_neg:g} (the one-hot "
+                      "target of the true class)", self.label_pos)
+        rows = self.n_train + self.n_test
+        refuse_oversized([
+            ("params.n_train", self.n_train, FLOAT32_BYTES * len(self.depths) * (rows / self.n_train), 2,
+             "the kernels of one draw at every depth (depths x (n_train + n_test) x n_train, float32)"),
+            ("params.depths", max(self.depths), FLOAT32_BYTES * min(self.row_chunk, rows) * self.n_train, 1,
+             "one block of the all-depths recursion (max depth x row_chunk x n_train, float32)"),
+        ])
+
+
+def check_data(cfg) -> None:
+    """``data`` against the params, before it is loaded (the typed params cannot see it): unit-norm inputs
+    (the DEQ-NTK fixed point), and pools large enough for one draw (null = the whole split)."""
+    check_unit_norm(cfg)
+    p = cfg.params
+    for split in ("train", "test"):
+        pool = cfg.data[f"n_{split}"]
+        if pool is not None and p[f"n_{split}"] > pool:
+            raise bad(f"params.n_{split}", f"must be <= data.n_{split} = {pool} (the pool each draw is taken "
+                      "from)", p[f"n_{split}"])
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
-    check_params(p)
+    p = cfg.params  # checked against Params before run
+    check_data(cfg)
     panels = [dict(sigma_w2=float(q.sigma_w2), sigma_b2=float(q.sigma_b2)) for q in p.panels]
     depths = sorted({int(d) for d in p.depths})
-    for q in panels:  # every variance checked before any compute
-        for model in MODELS:
-            model_variances(model, **q, deq_sigma_b2=p.deq_sigma_b2)
     dtype = np.float32 if cfg.precision == "float32" else np.float64
     pool_train, pool_test = load_split(cfg, "train"), load_split(cfg, "test")
     x_pool_train = np.asarray(pool_train.x, dtype=dtype).reshape(len(pool_train.x), -1)
@@ -310,4 +354,4 @@ def _freeze_figure(spectrum, panels):
 
 
 if __name__ == "__main__":
-    main(run, experiment="feng2020_deq/fig1")
+    main(run, experiment="feng2020_deq/fig1", params=Params)

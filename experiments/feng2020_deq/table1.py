@@ -3,16 +3,23 @@ the Gram's measured cost and its extrapolation to the full data set."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from deq_eval import evaluate_deq_settings, setting_tag
+from deq_eval import TableParams, check_table_data, evaluate_deq_settings, setting_tag
 
 from ntkrepro.claims import paper_values
 from ntkrepro.plotting import figure, mark_paper_value
 from ntkrepro.stage import StageResult, load_split, main
 
 
+@dataclass
+class Params(TableParams):
+    """Table 1's ``params``: the DEQ-NTK settings, regression and cost extrapolation (``deq_eval``)."""
+
+
 def run(cfg) -> StageResult:
+    check_table_data(cfg)
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     table, metrics = evaluate_deq_settings(cfg, train, test)
     return StageResult(
@@ -42,4 +49,4 @@ def _figure(table, published):
 
 
 if __name__ == "__main__":
-    main(run, experiment="feng2020_deq/table1")
+    main(run, experiment="feng2020_deq/table1", params=Params)

@@ -4,24 +4,60 @@ hours)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from deq_eval import (
+    FLOAT32_BYTES,
+    TableParams,
     cdeq_kwargs,
+    check_initialization,
+    check_table_data,
     evaluate_deq_settings,
     gram_regression,
     load_with,
+    refuse_oversized,
     result_row,
     setting_tag,
 )
 
+from ntkrepro.checks import param
 from ntkrepro.claims import paper_values
 from ntkrepro.plotting import figure
 from ntkrepro.stage import StageResult, load_split, main
 
 
+@dataclass
+class Cdeq:
+    """The CDEQ-NTK row: its initialization, preprocessing, subset sizes and fixed-point iteration."""
+
+    sigma_w2: float = param(ge=0, lt=1, doc="< 1: the fixed point exists (Thm. 3)")
+    sigma_u2: float = param(ge=0)
+    preprocess: Literal["pixel_unit_norm"] = param(doc="unit-norm pixel vectors: Thm. 3's inputs")
+    n_train: int = param(ge=1)
+    n_test: int = param(ge=1)
+    tol: float = param(gt=0)
+    max_iter: int = param(ge=1)
+
+
+@dataclass
+class Params(TableParams):
+    """Table 2's ``params``: Table 1's (``deq_eval.TableParams``) and the CDEQ-NTK row."""
+
+    cdeq: Cdeq = param()
+    cdeq_tile: int = param(ge=1)
+
+    def check(self):
+        super().check()
+        check_initialization("params.cdeq", sigma_w2=self.cdeq.sigma_w2, sigma_u2=self.cdeq.sigma_u2)
+        refuse_oversized([("params.cdeq.n_train", self.cdeq.n_train, FLOAT32_BYTES, 2,
+                           "the CDEQ-NTK train Gram (n_train x n_train, float32)")])
+
+
 def run(cfg) -> StageResult:
+    check_table_data(cfg)
     p = cfg.params
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     c = p.cdeq
@@ -73,4 +109,4 @@ def _figure(table, published):
 
 
 if __name__ == "__main__":
-    main(run, experiment="feng2020_deq/table2")
+    main(run, experiment="feng2020_deq/table2", params=Params)

@@ -209,30 +209,6 @@ def test_freeze_ordering_needs_two_distinct_sigma_w2():
     assert fig1.freeze_later_with_larger_sw2([0.5, 0.65, 0.8], [10.0, 10.0, 10.0]) is False  # not larger
 
 
-def _fig1_params(**changes):
-    from omegaconf import OmegaConf
-
-    base = {"panels": [{"sigma_w2": 0.5, "sigma_b2": 0.5}], "depths": [1, 8], "n_draws": 2,
-            "spectrum_draw": 0, "n_train": 10, "n_test": 5}
-    base.update(changes)
-    return OmegaConf.create(base)
-
-
-@pytest.mark.parametrize(("changes", "match"), [
-    ({"panels": []}, "params.panels"),
-    ({"depths": [8]}, "params.depths"),
-    ({"depths": [8, 8]}, "params.depths"),
-    ({"depths": [0, 8]}, "params.depths"),
-    ({"n_draws": 1}, "params.n_draws"),
-    ({"spectrum_draw": 2}, "params.spectrum_draw"),
-    ({"n_train": 1}, "params.n_train"),
-])
-def test_fig1_check_params_refuses_empty_comparisons(changes, match):
-    fig1.check_params(_fig1_params())
-    with pytest.raises(ValueError, match=match):
-        fig1.check_params(_fig1_params(**changes))
-
-
 def test_draw_uncertainty_is_the_standard_error_over_draws():
     panels = [{"sigma_w2": 0.5, "sigma_b2": 0.5}]
     rng = np.random.default_rng(3)
