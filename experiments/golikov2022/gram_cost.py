@@ -11,8 +11,10 @@ smallest sizes). Inputs are synthetic N(0, 1) vectors / images: the cost does no
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -21,6 +23,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from ntkrepro.checks import bad, param
 from ntkrepro.claims import paper_values
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.kernels.fc import fc_kernels
@@ -90,29 +93,93 @@ def timing_jobs(p) -> list[dict]:
     return jobs
 
 
-def check_params(p) -> None:
-    """One-line ValueError for settings the schema does not cover, before any compute."""
-    for kernel in KERNELS:
-        for key in ("m_values", "d_values"):
-            values = p[kernel].get(key)
-            if values is None:
-                continue
-            if len(values) < p.fit_top or len(set(values)) != len(values):
-                raise ValueError(f"params.{kernel}.{key} needs >= fit_top={p.fit_top} distinct sizes, "
-                                 f"got {list(values)}")
-        for axis in AXES:
-            size = p[kernel].get(f"batch_size_{axis}")
-            if size is not None and (not isinstance(size, int) or size < 1):
-                raise ValueError(f"params.{kernel}.batch_size_{axis} must be an integer >= 1 or null, got {size!r}")
-    if p.fit_top < 2:
-        raise ValueError(f"params.fit_top must be >= 2, got {p.fit_top}")
-    if p.repeats < 1:
-        raise ValueError(f"params.repeats must be >= 1, got {p.repeats}")
+FLOAT32_BYTES = 4  # the typed params do not see `precision`: their estimates use the smallest float
+
+
+@dataclass
+class FcSweep:
+    """The FC kernel's sweep over the number of inputs m."""
+
+    m_values: list[int] = param(min_len=2, ge=1, distinct=True)
+
+
+@dataclass
+class CntkSweep:
+    """A CNTK's sweeps: m at image side ``side_for_m``, the side d at ``m_for_d`` images."""
+
+    batch_size_m: int | None = param(ge=1, doc="pairs per compiled call (null: from free memory)")
+    batch_size_d: int | None = param(ge=1)
+    side_for_m: int = param(ge=1)
+    m_values: list[int] = param(min_len=2, ge=1, distinct=True)
+    m_for_d: int = param(ge=1)
+    d_values: list[int] = param(min_len=2, ge=1, distinct=True)
+
+
+@dataclass
+class Extrapolate:
+    """The survey's sec. 9 extrapolation target."""
+
+    m: int = param(ge=1)
+    side: int = param(ge=1)
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass
+class Params:
+    """``params`` of conf/experiment/golikov2022/gram_cost.yaml."""
+
+    depth: int = param(ge=2, doc="the CNTK needs a convolution layer and the readout")
+    fc_input_dim: int = param(ge=1)
+    channels: int = param(ge=1)
+    repeats: int = param(ge=1)
+    fit_top: int = param(ge=2, doc="a slope needs two sizes")
+    fc: FcSweep = param()
+    cntk_v: CntkSweep = param()
+    cntk_gap: CntkSweep = param()
+    extrapolate: Extrapolate = param()
+
+    def check(self):
+        for kernel in KERNELS:
+            for key in ("m_values", "d_values"):
+                values = getattr(getattr(self, kernel), key, None)
+                if values is not None and len(values) < self.fit_top:
+                    raise bad(f"params.{kernel}.{key}", f"needs at least params.fit_top = {self.fit_top} sizes "
+                              "(the exponent is fitted over the largest fit_top)", values)
+        memory = physical_memory()
+        for path, value, unit, power, what in self.memory_estimates():
+            need = float(unit) * float(value) ** power
+            if need > memory:
+                fits = max(int((memory / unit) ** (1.0 / power)), 0)
+                raise bad(path, f"{what} would need ~{need / 2**30:.3g} GiB, more than this machine's "
+                          f"{memory / 2**30:.3g} GiB of memory (at most {fits} would fit)", value)
+
+    def memory_estimates(self) -> list[tuple]:
+        """(path, value, unit_bytes, power, what): the largest arrays of each sweep, each alone (float32, a
+        lower bound whatever the precision): only absurd sizes are refused."""
+        m_fc = max(self.fc.m_values)
+        out = [("params.fc.m_values", m_fc, FLOAT32_BYTES, 2, "the FC Gram of the largest m (m x m, float32)"),
+               ("params.fc_input_dim", self.fc_input_dim, FLOAT32_BYTES * m_fc, 1,
+                "the FC inputs (largest m x fc_input_dim, float32)")]
+        for kernel in ("cntk_v", "cntk_gap"):
+            q = getattr(self, kernel)
+            image = FLOAT32_BYTES * self.channels
+            out += [(f"params.{kernel}.m_values", max(q.m_values), FLOAT32_BYTES, 2,
+                     f"the {kernel} Gram of the largest m (m x m, float32)"),
+                    (f"params.{kernel}.side_for_m", q.side_for_m, image * max(q.m_values), 2,
+                     "the images of the m sweep (largest m x side^2 x channels, float32)"),
+                    (f"params.{kernel}.d_values", max(q.d_values), image * q.m_for_d, 2,
+                     "the images of the d sweep (m_for_d x largest side^2 x channels, float32)"),
+                    (f"params.{kernel}.m_for_d", q.m_for_d, FLOAT32_BYTES, 2,
+                     f"the {kernel} Gram of the d sweep (m_for_d x m_for_d, float32)")]
+        return out
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
-    check_params(p)
+    p = cfg.params  # checked against Params before run
     rng = np.random.default_rng(cfg.seed)
     dtype = jnp.float32 if cfg.precision == "float32" else jnp.float64
     rows = []
@@ -190,4 +257,4 @@ def extrapolations(timings: pd.DataFrame, metrics: dict, p) -> dict:
 
 
 if __name__ == "__main__":
-    main(run, experiment="golikov2022/gram_cost")
+    main(run, experiment="golikov2022/gram_cost", params=Params)

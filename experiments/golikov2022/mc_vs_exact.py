@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ntkrepro.checks import activation, bad, param
 from ntkrepro.claims import paper_values
 from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.conv import cntk
@@ -248,42 +252,117 @@ def _combos(p):
     return [(arch, act) for arch in p.archs for act in p.activations]
 
 
-def check_params(p) -> None:
-    """One-line ValueError for settings the config schema does not cover, before any compute."""
-    bad_arch = [a for a in p.archs if a not in ARCHS]
-    if bad_arch:
-        raise ValueError(f"params.archs: unknown {bad_arch}; expected a subset of {ARCHS}")
-    if p.net_precision not in PRECISIONS:
-        raise ValueError(f"params.net_precision must be one of {tuple(PRECISIONS)}, got {p.net_precision!r}")
-    if min(p.n_samples) != 1:
-        raise ValueError("params.n_samples must include M = 1 (the single-draw error and its width slope)")
-    if p.ridge_rel < 0:
-        raise ValueError(f"params.ridge_rel must be >= 0, got {p.ridge_rel}")
-    if p.depth <= p.control_depth or p.control_depth < 2:
-        raise ValueError(f"need 2 <= control_depth < depth, got control_depth={p.control_depth}, "
-                         f"depth={p.depth}")
+def _activations(values) -> str | None:
+    """Every entry a registered activation (``ntkrepro.checks.activation``)."""
+    return next((what for what in map(activation, values) if what), None)
+
+
+def _includes_one(values) -> str | None:
+    return None if 1 in values else "must include M = 1 (the single-draw error and its width slope)"
+
+
+@dataclass
+class BiasProbe:
+    """Many draws at a narrow width, in groups (the t statistic's replicates)."""
+
+    width: int = param(ge=1)
+    n_points: int = param(ge=2, doc="train points whose Gram is probed (a shape needs an off-diagonal)")
+    n_groups: int = param(ge=2, doc="replicates of the t statistic")
+    group_size: int = param(ge=2)
+    batch: int = param(ge=1, doc="draws vmapped at once")
+
+
+@dataclass
+class ArchGrid:
+    """The (widths x sample counts) grid of one architecture and its bias probe."""
+
+    widths: list[int] = param(min_len=1, ge=1, distinct=True)
+    n_reps: list[int] = param(min_len=1, ge=2, doc="per width: groups at the largest M")
+    bias_probe: BiasProbe = param()
+
+
+@dataclass
+class CnnGrid(ArchGrid):
+    readout: Literal["vanilla", "gap"] = param()
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def refuse_oversized(estimates) -> None:
+    """Refuse the first array that alone would need more than this machine's physical memory (one line
+    naming the parameter, with the estimate and the largest value that would fit). ``estimates``:
+    ``(path, value, unit_bytes, power, what)`` for an array of ``unit_bytes * value ** power`` bytes."""
+    memory = physical_memory()
+    for path, value, unit, power, what in estimates:
+        need = float(unit) * float(value) ** power
+        if need > memory:
+            fits = max(int((memory / unit) ** (1.0 / power)), 0)
+            raise bad(path, f"{what} would need ~{need / 2**30:.3g} GiB, more than this machine's "
+                      f"{memory / 2**30:.3g} GiB of memory (at most {fits} would fit)", value)
+
+
+@dataclass
+class Params:
+    """``params`` of conf/experiment/golikov2022/mc_vs_exact.yaml."""
+
+    archs: list[Literal["fc", "cnn"]] = param(min_len=1, distinct=True)
+    activations: list[str] = param(min_len=1, distinct=True, check=_activations)
+    depth: int = param(ge=3, doc="weight layers incl. the readout; >= 3 for a finite-width bias")
+    control_depth: int = param(ge=2, doc="one hidden layer: E Theta_hat = Theta exactly")
+    net_precision: Literal["float32", "float64"] = param()
+    n_samples: list[int] = param(min_len=1, ge=1, distinct=True, check=_includes_one)
+    ridge_rel: float = param(ge=0)
+    label_pos: float = param()
+    label_neg: float = param()
+    fc: ArchGrid = param()
+    cnn: CnnGrid = param()
+
+    def check(self):
+        if self.control_depth >= self.depth:
+            raise bad("params.control_depth", f"must be < params.depth = {self.depth} (the control has fewer "
+                      "layers than the net whose bias it controls)", self.control_depth)
+        if not self.label_pos > self.label_neg:
+            raise bad("params.label_pos", f"must be > params.label_neg = {self.label_neg:g} (the one-hot "
+                      "target of the true class)", self.label_pos)
+        for arch in self.archs:
+            grid = getattr(self, arch)
+            if len(grid.n_reps) != len(grid.widths):
+                raise bad(f"params.{arch}.n_reps", f"needs one entry per width (params.{arch}.widths = "
+                          f"{grid.widths})", grid.n_reps)
+            q = grid.bias_probe
+            refuse_oversized([
+                (f"params.{arch}.bias_probe.batch", q.batch, 8 * q.n_points**2, 1,
+                 "one batch of probed Grams (batch x n_points^2, float64)"),
+                (f"params.{arch}.widths", max(grid.widths), 4 * (9 if arch == "cnn" else 1), 2,
+                 "a hidden weight of the widest net (width^2" + (" x 3 x 3" if arch == "cnn" else "")
+                 + ", float32)"),
+            ])
+
+
+def check_data(cfg) -> None:
+    """``data`` against the params, before it is loaded (the typed params cannot see it): the probed points
+    among the train points, and the kept draws of one width (draws x n x n_train, float64) in memory."""
+    p = cfg.params
+    n_train, n_test = cfg.data.n_train, cfg.data.n_test
     for arch in p.archs:
-        reps = list(p[arch].n_reps)
-        if len(reps) != len(p[arch].widths) or min(reps) < 2:
-            raise ValueError(f"params.{arch}.n_reps needs one entry >= 2 per width (groups at the largest M), "
-                             f"got {reps} for widths {list(p[arch].widths)}")
-        q = p[arch].bias_probe
-        for name in ("width", "n_points", "n_groups", "group_size", "batch"):
-            if not isinstance(q[name], int) or q[name] < 1:
-                raise ValueError(f"params.{arch}.bias_probe.{name} must be an integer >= 1, got {q[name]!r}")
-        if q.n_groups < 2 or q.group_size < 2 or q.n_points < 2:
-            raise ValueError(f"params.{arch}.bias_probe needs n_groups, group_size and n_points >= 2")
+        if n_train is not None and p[arch].bias_probe.n_points > n_train:
+            raise bad(f"params.{arch}.bias_probe.n_points", f"must be <= data.n_train = {n_train} (the probed "
+                      "points are train points)", p[arch].bias_probe.n_points)
+    if n_train is not None and n_test is not None:
+        draws = max(max(p[arch].n_reps) for arch in p.archs) * max(p.n_samples)
+        refuse_oversized([("data.n_train", n_train, 8 * draws * (n_train + n_test) / n_train, 2,
+                           f"the kept Monte Carlo draws of one width ({draws} draws x (n_train + n_test) x "
+                           "n_train, float64)")])
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
-    check_params(p)
+    p = cfg.params  # checked against Params before run
+    check_data(cfg)
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     n_train = len(train.y)
-    for arch in p.archs:
-        if p[arch].bias_probe.n_points > n_train:
-            raise ValueError(f"params.{arch}.bias_probe.n_points = {p[arch].bias_probe.n_points} exceeds "
-                             f"the {n_train} train points")
     images = np.concatenate([np.asarray(train.x), np.asarray(test.x)]).astype(np.float64)
     targets = one_hot_shifted(np.asarray(train.y), train.num_classes, pos=p.label_pos, neg=p.label_neg)
     y_test = np.asarray(test.y)
@@ -559,4 +638,4 @@ def _plot_bias(probe_table, bias, combos, depth, control_depth):
 
 
 if __name__ == "__main__":
-    main(run, experiment="golikov2022/mc_vs_exact")
+    main(run, experiment="golikov2022/mc_vs_exact", params=Params)
