@@ -1,17 +1,117 @@
 """Shared by the Arora et al. 2019 stages: image downsampling for the reduced scales, the cached CNTK
 Gram of a training + test set (and the list of a stage's Grams, for tile jobs), kernel regression with
-the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax)."""
+the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax), and the checks the
+stages' typed ``Params`` and their ``check_data`` share (odd filters, label order, memory estimates,
+the image size and split sizes a config asks for, read off the dataset registry before any data)."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
+from ntkrepro.checks import bad
+from ntkrepro.data import REGISTRY
 from ntkrepro.gram import compute_gram
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import load_split
 
 READOUTS = ("vanilla", "gap")
+FLOAT32_BYTES = 4  # the typed params do not see `precision`: their estimates use the smallest float
+FLOAT64_BYTES = 8  # Grams are solved in float64 whatever the precision they are computed in
+
+
+# ---- checks shared by the stages' typed Params and check_data (before any data or compute) -------------
+
+def odd(value) -> str | None:
+    """A filter side: odd (zero 'same' padding keeps the image size)."""
+    return None if value % 2 == 1 else "must be odd (zero 'same' padding keeps the image size)"
+
+
+def check_labels(label_pos: float, label_neg: float) -> None:
+    """The true class's target must exceed the others' (the prediction is the argmax)."""
+    if not label_pos > label_neg:
+        raise bad("params.label_pos", f"must be > params.label_neg = {label_neg:g} (the prediction is the "
+                  "argmax: the true class's target must be the largest)", label_pos)
+
+
+def itemsize(precision: str) -> int:
+    """Bytes of one float at the run's ``precision``."""
+    return 4 if precision == "float32" else 8
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g}"
+
+
+def refuse_oversized(estimates) -> None:
+    """Refuse (one line naming the parameter, before any data or compute) the first array that alone
+    would need more than this machine's physical memory. ``estimates``: ``(path, value, unit_bytes,
+    power, what)`` for an array of ``unit_bytes * value ** power`` bytes driven by the parameter at
+    ``path``; the message gives the estimate and the largest value that would fit. A config that passes
+    can still exhaust memory (a run holds several such arrays at once): this catches the absurd ones."""
+    memory = physical_memory()
+    for path, value, unit, power, what in estimates:
+        need = float(unit) * float(value) ** power
+        if need > memory:
+            fits = max(int((memory / unit) ** (1.0 / power)), 0)
+            raise bad(path, f"{what} would need ~{_gib(need)} GiB, more than this machine's "
+                      f"{_gib(memory)} GiB of memory (at most {fits} would fit)", value)
+
+
+def cnn_weight_estimate(path: str, channels, *, depth: int, filter_size: int, what: str) -> tuple:
+    """The convolution weights of the deepest, widest CNN: (depth - 2) hidden-to-hidden layers of
+    filter_size^2 x channels^2 floats (float32: a lower bound whatever the precision), driven
+    quadratically by the widest channel count."""
+    c = max(channels)
+    return (path, c, FLOAT32_BYTES * max(depth - 2, 1) * filter_size**2, 2,
+            f"{what} (the {max(depth - 2, 1)} hidden convolutions of depth {depth}: "
+            f"{filter_size}^2 x channels^2 each, float32)")
+
+
+def _candidates(cfg) -> list[tuple[str, str]]:
+    """(config path, dataset name) of the datasets a run may read: ``data.name`` and, where the scale
+    allows a stand-in, ``data.substitute``."""
+    out = [("data.name", cfg.data.name)]
+    if cfg.data.get("substitute") and cfg.scale.allow_substitute:
+        out.append(("data.substitute", cfg.data.substitute))
+    return out
+
+
+def image_pixels(cfg, factor: int) -> int:
+    """Pixels per channel of the downsampled images a run may read (the largest over ``data.name`` and an
+    allowed stand-in). Refuses a factor that divides the image sides of none of them."""
+    sides = {}
+    for path, name in _candidates(cfg):
+        h, w, _ = REGISTRY[name].image_shape
+        sides[(path, name)] = (h, w)
+    fit = [(h // factor) * (w // factor) for h, w in sides.values() if h % factor == 0 and w % factor == 0]
+    if not fit:
+        shown = " or ".join(f"{h}x{w} ({path} = {name})" for (path, name), (h, w) in sides.items())
+        raise bad("params.downsample", f"must divide the image sides of {shown}", factor)
+    return max(fit)
+
+
+def split_size(cfg, split: str) -> int:
+    """The number of ``split`` examples a run reads: ``data.n_<split>``, or (null) the whole split of
+    ``data.name`` (the registry's size)."""
+    n = cfg.data.get(f"n_{split}")
+    return int(n) if n is not None else int(REGISTRY[cfg.data.name].sizes[split])
+
+
+def gram_estimates(cfg) -> list[tuple]:
+    """The CNTK Grams of a training + test set, solved in float64: K(train, train) driven by
+    data.n_train (quadratically), K(test, train) by data.n_test."""
+    n_tr, n_te = split_size(cfg, "train"), split_size(cfg, "test")
+    return [("data.n_train", n_tr, FLOAT64_BYTES, 2, "the training CNTK Gram (n_train x n_train, float64)"),
+            ("data.n_test", n_te, FLOAT64_BYTES * n_tr, 1,
+             f"the test-train CNTK Gram (n_test x n_train = {n_tr}, float64)")]
 
 
 def downsample(x: np.ndarray, factor: int) -> np.ndarray:

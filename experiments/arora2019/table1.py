@@ -6,6 +6,7 @@ rest); the cell reports that run's test accuracy. The test set never takes part 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -13,13 +14,22 @@ import numpy as np
 import pandas as pd
 from arora_common import (
     READOUTS,
+    check_labels,
+    cnn_weight_estimate,
     cntk_blocks,
     downsample,
+    gram_estimates,
+    image_pixels,
+    itemsize,
     log_axis_with_ticks,
+    odd,
+    refuse_oversized,
     regression_accuracy,
+    split_size,
 )
 from scipy.stats import spearmanr
 
+from ntkrepro.checks import bad, param
 from ntkrepro.claims import paper_values
 from ntkrepro.data import select_subset
 from ntkrepro.empirical import empirical_ntk
@@ -44,15 +54,96 @@ def cnn_learning_rate(net, params, probe, lr_units: float) -> float:
     return float(lr_units / np.mean(np.diag(theta)))
 
 
-def check_params(p) -> None:
-    """Refuse, before any compute, a sweep that leaves a part of the table empty (one line naming the
-    parameter)."""
-    for readout in READOUTS:
-        if len(p[readout].depths) == 0:
-            raise ValueError(f"params.{readout}.depths is empty: no CNTK-{SHORT[readout].upper()} column")
-    for name in ("depths", "channels", "lrs", "kappa"):
-        if len(p.cnn[name]) == 0:
-            raise ValueError(f"params.cnn.{name} is empty: the CNN grid has no runs")
+@dataclass
+class Subset:
+    """``params.subset``: the "-2K" columns, read off the full Gram."""
+
+    n_train: int = param(ge=1, doc="training points of the subset (Sec. 5.1: 2,000); <= data.n_train")
+    seed: int = param(ge=0, doc="which points (class-balanced, seeded)")
+
+
+@dataclass
+class VanillaDepths:
+    """``params.vanilla``: the CNTK-V column."""
+
+    depths: list[int] = param(min_len=1, ge=2, distinct=True, doc="CNTK depths (conv layers + 1), >= 2")
+
+
+@dataclass
+class GapDepths:
+    """``params.gap``: the CNTK-GAP column (first and last layer fixed: a trained middle needs depth >= 3)."""
+
+    depths: list[int] = param(min_len=1, ge=3, distinct=True, doc="CNTK-GAP depths, >= 3")
+
+
+@dataclass
+class CnnGrid:
+    """``params.cnn``: the SGD-trained CNN-V / CNN-GAP, best of a grid selected on a validation split."""
+
+    depths: list[int] = param(min_len=1, ge=3, distinct=True, doc="CNN depths (both readouts; GAP needs >= 3)")
+    channels: list[int] = param(min_len=1, ge=1, distinct=True, doc="channel grid")
+    lrs: list[float] = param(min_len=1, gt=0, distinct=True, doc="learning rates, units of 1 / mean NTK diagonal")
+    kappa: list[float] = param(min_len=1, gt=0, distinct=True, doc="output multipliers (0: no output, no gradient)")
+    epochs: int = param(ge=1)
+    batch_size: int = param(ge=1, doc="<= the CNN's fit images (data.n_train - n_val)")
+    lr_probe: int = param(ge=1, doc="fit images on which the initial NTK diagonal sets the lr unit")
+    seed: int = param(ge=0)
+    n_val: int = param(ge=1, doc="validation images carved from the training set; <= data.n_train - 1")
+    val_seed: int = param(ge=0)
+
+
+@dataclass
+class Params:
+    """``params`` of Table 1 (conf/experiment/arora2019/table1.yaml)."""
+
+    filter_size: int = param(ge=1, check=odd, doc="q (Sec. 5.1: 3)")
+    downsample: int = param(ge=1, doc="average-pool factor (1 = native resolution); divides the image side")
+    ridge: float = param(ge=0, doc="ridge of the kernel solve (Sec. 5.1: 0)")
+    label_pos: float = param(doc="target of the true class (Sec. 5.1: 0.9)")
+    label_neg: float = param(doc="target of the other classes (Sec. 5.1: -0.1)")
+    subset: Subset = param()
+    vanilla: VanillaDepths = param()
+    gap: GapDepths = param()
+    gram_tile: int = param(ge=1, doc="ntkrepro.gram tile side (cache granularity only)")
+    cnn: CnnGrid = param()
+
+    def check(self):
+        check_labels(self.label_pos, self.label_neg)
+        c = self.cnn
+        refuse_oversized([cnn_weight_estimate("params.cnn.channels", c.channels, depth=max(c.depths),
+                                              filter_size=self.filter_size, what="the weights of the widest CNN")])
+
+
+def check_data(cfg) -> None:
+    """Refuse, before any data is loaded, what the typed params cannot see alone: the split sizes against
+    the validation split, the subset, the batch and the lr probe; the downsampling factor against the
+    images; the CNTK Grams and the CNN's activations against memory (one line naming the parameter)."""
+    p, c = cfg.params, cfg.params.cnn
+    n_tr, n_te = split_size(cfg, "train"), split_size(cfg, "test")
+    if c.n_val > n_tr - 1:
+        raise bad("params.cnn.n_val", f"must be in [1, data.n_train - 1 = {n_tr - 1}] (the CNNs train on the "
+                  "other training images)", c.n_val)
+    n_fit = n_tr - c.n_val
+    if c.batch_size > n_fit:
+        raise bad("params.cnn.batch_size", f"must be <= the {n_fit} images the CNNs train on (data.n_train - "
+                  f"params.cnn.n_val): an epoch would have no batch", c.batch_size)
+    if c.lr_probe > n_fit:
+        raise bad("params.cnn.lr_probe", f"must be <= the {n_fit} images the CNNs train on (data.n_train - "
+                  "params.cnn.n_val)", c.lr_probe)
+    if p.subset.n_train > n_tr:
+        raise bad("params.subset.n_train", f"must be <= data.n_train = {n_tr} (a subset of the training set)",
+                  p.subset.n_train)
+    pixels, size, widest = image_pixels(cfg, p.downsample), itemsize(cfg.precision), max(c.channels)
+    n_eval = max(n_te, c.n_val)
+    refuse_oversized([
+        *gram_estimates(cfg),
+        ("params.cnn.batch_size", c.batch_size, size * pixels * widest * (max(c.depths) - 1), 1,
+         f"the CNN activations of one batch kept for backpropagation (batch x {pixels} pixels x "
+         f"{widest} channels x {max(c.depths) - 1} layers, {cfg.precision})"),
+        ("params.cnn.channels", widest, size * pixels * n_eval, 1,
+         f"one CNN layer's activations over the {n_eval} test or validation images in one forward pass "
+         f"(images x {pixels} pixels x channels, {cfg.precision})"),
+    ])
 
 
 def validation_split(labels, n_val: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +291,7 @@ def _figure(cells: dict, paper: dict, data_label: str):
 def run(cfg) -> StageResult:
     p = cfg.params
     c = p.cnn
-    check_params(p)
+    check_data(cfg)
     train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
     x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
     y_tr, y_te = np.asarray(train_set.y), np.asarray(test_set.y)
@@ -276,4 +367,4 @@ def run(cfg) -> StageResult:
 
 
 if __name__ == "__main__":
-    main(run, experiment="arora2019/table1")
+    main(run, experiment="arora2019/table1", params=Params)

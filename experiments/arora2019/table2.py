@@ -4,6 +4,7 @@ over independent draws) - against depth."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -11,12 +12,19 @@ import numpy as np
 import pandas as pd
 from arora_common import (
     READOUTS,
+    check_labels,
+    cnn_weight_estimate,
     cntk_blocks,
     downsample,
+    gram_estimates,
+    image_pixels,
     log_axis_with_ticks,
+    odd,
+    refuse_oversized,
     regression_accuracy,
 )
 
+from ntkrepro.checks import param
 from ntkrepro.claims import paper_values
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.nets import cnn
@@ -27,6 +35,37 @@ from ntkrepro.stats import relative_error
 
 TABLE_DEPTHS = (3, 4, 6, 11, 21)
 SHORT = {"vanilla": "v", "gap": "gap"}
+
+
+@dataclass
+class Params:
+    """``params`` of Table 2 (conf/experiment/arora2019/table2.yaml)."""
+
+    filter_size: int = param(ge=1, check=odd, doc="q (Sec. 5.1: 3)")
+    downsample: int = param(ge=1, doc="average-pool factor (1 = native resolution); divides the image side")
+    ridge: float = param(ge=0, doc="ridge of the kernel solve (0: exact)")
+    label_pos: float = param(doc="target of the true class (Table 1's 0.9)")
+    label_neg: float = param(doc="target of the other class (Table 1's -0.1)")
+    depths: list[int] = param(min_len=1, ge=3, distinct=True, doc="depths (both readouts; GAP needs >= 3)")
+    channels: int = param(ge=1, doc="channels of the random-feature CNNs (Sec. 5.2: 128)")
+    n_draws: int = param(ge=1, doc="random-feature draws per cell, median (Sec. 5.2: 10)")
+    gram_tile: int = param(ge=1, doc="ntkrepro.gram tile side (cache granularity only)")
+    seed: int = param(ge=0)
+
+    def check(self):
+        check_labels(self.label_pos, self.label_neg)
+        # empirical_ntk holds at least one image's Jacobian row: every trainable weight of the deepest net
+        refuse_oversized([cnn_weight_estimate("params.channels", [self.channels], depth=max(self.depths),
+                                              filter_size=self.filter_size,
+                                              what="one image's Jacobian row of the deepest random-feature CNN")])
+
+
+def check_data(cfg) -> None:
+    """Refuse, before any data is loaded, a downsampling factor that divides no image side and Grams
+    (the exact CNTK's and the random features', float64) that exhaust memory (one line naming the
+    parameter)."""
+    image_pixels(cfg, cfg.params.downsample)
+    refuse_oversized(gram_estimates(cfg))
 
 
 def random_feature_gram(net, x_all, n_train: int, *, key):
@@ -75,6 +114,7 @@ def _figure(rows: pd.DataFrame, paper: dict, data_label: str):
 
 def run(cfg) -> StageResult:
     p = cfg.params
+    check_data(cfg)
     train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
     x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
     y_tr, y_te = np.asarray(train_set.y), np.asarray(test_set.y)
@@ -132,4 +172,4 @@ def run(cfg) -> StageResult:
 
 
 if __name__ == "__main__":
-    main(run, experiment="arora2019/table2")
+    main(run, experiment="arora2019/table2", params=Params)

@@ -6,11 +6,26 @@ count grows), relative error of the test predictions against the number of chann
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import numpy as np
 import pandas as pd
-from arora_common import READOUTS, downsample, log_axis_with_ticks
+from arora_common import (
+    READOUTS,
+    check_labels,
+    cnn_weight_estimate,
+    downsample,
+    gram_estimates,
+    image_pixels,
+    itemsize,
+    log_axis_with_ticks,
+    odd,
+    refuse_oversized,
+    split_size,
+)
 
+from ntkrepro.checks import param
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.nets import cnn
@@ -36,12 +51,59 @@ def kernel_gd_prediction(k_train, k_test, targets, *, learning_rate: float, step
     return k_test @ (vec @ (filt[:, None] * (vec.T @ targets)))
 
 
-def check_params(p) -> None:
-    """Refuse, before any compute, a sweep over which no rate can be fitted (one line naming the parameter)."""
-    for name in ("init", "trained"):
-        widths = list(p[name].widths)
-        if len(set(widths)) < 2:
-            raise ValueError(f"params.{name}.widths needs at least 2 distinct widths to fit a rate, got {widths}")
+@dataclass
+class InitCheck:
+    """``params.init``: Thm. 3.1, the empirical NTK at init against the CNTK (vanilla and GAP)."""
+
+    depth: int = param(ge=3, doc="CNN depth (both readouts; GAP with first and last layer fixed needs >= 3)")
+    widths: list[int] = param(min_len=2, ge=1, distinct=True, doc="channels; a rate needs 2 distinct widths")
+    n_seeds: int = param(ge=1, doc="inits per width (RMS over them)")
+
+
+@dataclass
+class TrainedCheck:
+    """``params.trained``: Thm. 3.2, a trained CNN against the kernel's GD solution at the same step."""
+
+    depth: int = param(ge=2, doc="CNN depth (vanilla readout)")
+    widths: list[int] = param(min_len=2, ge=1, distinct=True, doc="channels; a rate needs 2 distinct widths")
+    n_seeds: int = param(ge=1, doc="inits per width (RMS over them)")
+    steps: int = param(ge=1, doc="full-batch GD steps T")
+    lr: float = param(gt=0, lt=2, doc="in units of n / lambda_max(Theta): GD on the kernel diverges at >= 2")
+
+
+@dataclass
+class Params:
+    """``params`` of the theorem checks (conf/experiment/arora2019/theory_checks.yaml)."""
+
+    filter_size: int = param(ge=1, check=odd, doc="q")
+    downsample: int = param(ge=1, doc="average-pool factor (1 = native resolution); divides the image side")
+    init: InitCheck = param()
+    trained: TrainedCheck = param()
+    label_pos: float = param(doc="target of the true class (0.9)")
+    label_neg: float = param(doc="target of the other classes (-0.1)")
+    seed: int = param(ge=0)
+
+    def check(self):
+        check_labels(self.label_pos, self.label_neg)
+        refuse_oversized([
+            cnn_weight_estimate("params.init.widths", self.init.widths, depth=self.init.depth,
+                                filter_size=self.filter_size, what="one image's Jacobian row at the widest width"),
+            cnn_weight_estimate("params.trained.widths", self.trained.widths, depth=self.trained.depth,
+                                filter_size=self.filter_size, what="the weights of the widest trained CNN"),
+        ])
+
+
+def check_data(cfg) -> None:
+    """Refuse, before any data is loaded, a downsampling factor that divides no image side, CNTK Grams
+    that exhaust memory, and a full-batch training whose activations do (one line naming the parameter)."""
+    p = cfg.params
+    pixels, widest, layers = image_pixels(cfg, p.downsample), max(p.trained.widths), p.trained.depth - 1
+    refuse_oversized([
+        *gram_estimates(cfg),
+        ("data.n_train", split_size(cfg, "train"), itemsize(cfg.precision) * pixels * widest * layers, 1,
+         f"the activations of full-batch GD kept for backpropagation (n_train x {pixels} pixels x widest "
+         f"trained width {widest} x {layers} layers, {cfg.precision})"),
+    ])
 
 
 def rate_metrics(widths, errors, name: str) -> tuple[dict, dict, object]:
@@ -155,7 +217,7 @@ def _figure(init, trained, *, init_depth, trained_depth, steps):
 
 def run(cfg) -> StageResult:
     p = cfg.params
-    check_params(p)
+    check_data(cfg)
     train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
     x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
     metrics, uncertainty, figs_data = {}, {}, {}
@@ -216,4 +278,4 @@ def run(cfg) -> StageResult:
 
 
 if __name__ == "__main__":
-    main(run, experiment="arora2019/theory_checks")
+    main(run, experiment="arora2019/theory_checks", params=Params)

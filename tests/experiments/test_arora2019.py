@@ -31,6 +31,7 @@ def _load(name):
         sys.path.insert(0, str(STAGES))  # the stages import their sibling arora_common.py
     spec = importlib.util.spec_from_file_location(f"arora2019_{name}", STAGES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (the typed Params) resolve their annotations through it
     spec.loader.exec_module(module)
     return module
 
@@ -319,17 +320,28 @@ def test_table1_stage_trains_on_fit_images_selects_on_validation_and_reports_tes
     ("table1", table1, "params.cnn.lrs=[]", "params.cnn.lrs"),
     ("table1", table1, "params.cnn.depths=[]", "params.cnn.depths"),
     ("table1", table1, "params.gap.depths=[]", "params.gap.depths"),
-    ("table1", table1, "params.cnn.n_val=48", "params.cnn.n_val"),
     ("theory_checks", theory, "params.init.widths=[32]", "params.init.widths"),
     ("theory_checks", theory, "params.trained.widths=[16,16]", "params.trained.widths"),
 ])
-def test_stages_refuse_degenerate_sweeps_before_compute(artifact, module, override, message, monkeypatch):
-    def no_compute(*a, **k):
-        raise AssertionError("computed before refusing")
+def test_stages_refuse_degenerate_sweeps_in_their_typed_params(artifact, module, override, message):
+    """An empty CNTK / CNN sweep or fewer than 2 distinct theorem widths: refused by the stage's typed
+    Params, which ntkrepro.stage checks before run() (tests/experiments/test_bad_input_arora2019.py)."""
+    from ntkrepro.config import ConfigError, validate
 
-    monkeypatch.setattr(module, "cntk" if module is theory else "cntk_blocks", no_compute)
-    with pytest.raises(ValueError, match=message):
-        module.run(_compose(artifact, override))
+    with pytest.raises(ConfigError, match=f"^error: {message}: "):
+        validate(_compose(artifact, override), module.Params)
+
+
+def test_table1_refuses_an_empty_training_side_before_compute(monkeypatch):
+    """n_val = data.n_train (smoke: 48) leaves the CNNs no image to train on: run() refuses it before
+    loading data or computing a kernel."""
+    def no_compute(*a, **k):
+        raise AssertionError("loaded or computed before refusing")
+
+    monkeypatch.setattr(table1, "cntk_blocks", no_compute)
+    monkeypatch.setattr(table1, "load_split", no_compute)
+    with pytest.raises(ValueError, match=r"^error: params.cnn.n_val: must be in \[1, data.n_train - 1 = 47\]"):
+        table1.run(_compose("table1", "params.cnn.n_val=48"))
 
 
 def test_rank_correlation_claim_reads_within_each_readout():

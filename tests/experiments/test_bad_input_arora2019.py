@@ -1,0 +1,228 @@
+"""Bad input to the Arora et al. 2019 stages: each refused before any data or compute with one line
+``error: <parameter>: ...`` naming the parameter — the typed ``Params`` of each stage (types, bounds,
+nested blocks, unknown keys, cross-field checks) and, for what depends on ``data`` (split sizes, image
+sides, the Grams' and activations' memory), the stage's ``check_data``, run before the data are loaded.
+Every registered scale passes. Memory refusals are estimated from the config, never allocated; the
+tests fix the machine's memory so that the estimates and the limits are exact."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import refused
+
+from ntkrepro.config import ConfigError, compose, validate
+from ntkrepro.stage import stage_module
+
+GIB = 2**30
+STAGES = ("table1", "table2", "theory_checks")
+
+
+def _memory(monkeypatch, gib: int) -> None:
+    stage_module("arora2019/table1")  # puts experiments/arora2019 on sys.path: arora_common importable
+    monkeypatch.setattr(sys.modules["arora_common"], "physical_memory", lambda: gib * GIB)
+
+
+@pytest.fixture
+def memory_16gib(monkeypatch):
+    """This machine's physical memory, as the stages see it, fixed at 16 GiB."""
+    _memory(monkeypatch, 16)
+
+
+def refused_before_loading(artifact: str, overrides: list[str]) -> str:
+    """The one-line error of the stage's data check, for a config its typed params accept."""
+    module = stage_module(f"arora2019/{artifact}")
+    cfg = compose(f"arora2019/{artifact}", ["scale=quick", *overrides])
+    validate(cfg, module.Params)
+    with pytest.raises(ConfigError) as info:
+        module.check_data(cfg)
+    message = str(info.value)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+# (overrides, the parameter named, a fragment of what would be accepted): refused by the typed Params
+BAD = {
+    "table1": [
+        (["params.filter_size='3'"], "params.filter_size", "must be an integer"),
+        (["params.filter_size=4"], "params.filter_size", "must be odd"),
+        (["params.downsample=0"], "params.downsample", "must be >= 1"),
+        (["params.ridge=-1"], "params.ridge", "must be >= 0"),
+        (["params.ridge=nan"], "params.ridge", "must be a finite number"),
+        (["params.label_pos=-0.5"], "params.label_pos", "must be > params.label_neg = -0.1"),
+        (["params.label_neg=0.9"], "params.label_pos", "must be > params.label_neg = 0.9"),
+        (["params.subset.n_train=0"], "params.subset.n_train", "must be >= 1"),
+        (["params.subset.seed=-1"], "params.subset.seed", "must be >= 0"),
+        (["params.vanilla.depths=[]"], "params.vanilla.depths", "needs at least 1 value(s)"),
+        (["params.vanilla.depths=[1,3]"], "params.vanilla.depths", "every value must be >= 2"),
+        (["params.gap.depths=[]"], "params.gap.depths", "needs at least 1 value(s)"),
+        (["params.gap.depths=[2,3]"], "params.gap.depths", "every value must be >= 3"),
+        (["params.gap.depths=[3,3]"], "params.gap.depths", "values must be distinct"),
+        (["params.vanilla=3"], "params.vanilla", "must be a mapping with keys depths"),
+        (["params.gram_tile=0"], "params.gram_tile", "must be >= 1"),
+        (["params.cnn.depths=[]"], "params.cnn.depths", "needs at least 1 value(s)"),
+        (["params.cnn.depths=[0]"], "params.cnn.depths", "every value must be >= 3"),
+        (["params.cnn.channels=[]"], "params.cnn.channels", "needs at least 1 value(s)"),
+        (["params.cnn.channels=[-8]"], "params.cnn.channels", "every value must be >= 1"),
+        (["params.cnn.channels=[32,32]"], "params.cnn.channels", "values must be distinct"),
+        (["params.cnn.lrs=[]"], "params.cnn.lrs", "needs at least 1 value(s)"),
+        (["params.cnn.lrs=[1.0,inf]"], "params.cnn.lrs[1]", "must be a finite number"),
+        (["params.cnn.lrs=[-1.0]"], "params.cnn.lrs", "every value must be > 0"),
+        (["params.cnn.kappa=[]"], "params.cnn.kappa", "needs at least 1 value(s)"),
+        (["params.cnn.kappa=[0.0]"], "params.cnn.kappa", "every value must be > 0"),
+        (["params.cnn.epochs=no"], "params.cnn.epochs", "must be an integer"),
+        (["params.cnn.batch_size=0"], "params.cnn.batch_size", "must be >= 1"),
+        (["params.cnn.n_val=0"], "params.cnn.n_val", "must be >= 1"),
+        (["params.cnn.n_val=-5"], "params.cnn.n_val", "must be >= 1"),
+        (["params.cnn.lr_probe=2.5"], "params.cnn.lr_probe", "must be an integer"),
+        (["+params.cnn.momentum=0.9"], "params.cnn.momentum", "unknown parameter (accepted: depths, channels"),
+        (["+params.activation=tanh"], "params.activation", "unknown parameter (accepted: filter_size"),
+        (["params.cnn.channels=[32,100000]"], "params.cnn.channels", "the weights of the widest CNN"),
+    ],
+    "table2": [
+        (["params.depths=[]"], "params.depths", "needs at least 1 value(s)"),
+        (["params.depths=[2,3]"], "params.depths", "every value must be >= 3"),
+        (["params.depths=[3,3]"], "params.depths", "values must be distinct"),
+        (["params.channels=0"], "params.channels", "must be >= 1"),
+        (["params.channels='128'"], "params.channels", "must be an integer"),
+        (["params.n_draws=0"], "params.n_draws", "must be >= 1"),
+        (["params.ridge=-0.1"], "params.ridge", "must be >= 0"),
+        (["params.label_pos=nan"], "params.label_pos", "must be a finite number"),
+        (["params.label_neg=0.9"], "params.label_pos", "must be > params.label_neg = 0.9"),
+        (["params.filter_size=2"], "params.filter_size", "must be odd"),
+        (["params.downsample=-4"], "params.downsample", "must be >= 1"),
+        (["params.gram_tile=-1"], "params.gram_tile", "must be >= 1"),
+        (["params.seed=1.5"], "params.seed", "must be an integer"),
+        (["+params.width=5"], "params.width", "unknown parameter (accepted: filter_size"),
+        (["params.channels=1000000"], "params.channels", "one image's Jacobian row of the deepest"),
+    ],
+    "theory_checks": [
+        (["params.init.widths=[32]"], "params.init.widths", "needs at least 2 value(s)"),
+        (["params.init.widths=[]"], "params.init.widths", "needs at least 2 value(s)"),
+        (["params.trained.widths=[16,16]"], "params.trained.widths", "values must be distinct"),
+        (["params.trained.widths=[16,-32]"], "params.trained.widths", "every value must be >= 1"),
+        (["params.init.depth=2"], "params.init.depth", "must be >= 3"),
+        (["params.trained.depth=0"], "params.trained.depth", "must be >= 2"),
+        (["params.trained.lr=2.0"], "params.trained.lr", "must be < 2"),
+        (["params.trained.lr=-0.5"], "params.trained.lr", "must be > 0"),
+        (["params.trained.steps=0"], "params.trained.steps", "must be >= 1"),
+        (["params.init.n_seeds=0"], "params.init.n_seeds", "must be >= 1"),
+        (["params.seed=no"], "params.seed", "must be an integer"),
+        (["params.filter_size=0"], "params.filter_size", "must be >= 1"),
+        (["params.label_pos=-0.1"], "params.label_pos", "must be > params.label_neg = -0.1"),
+        (["params.trained=5"], "params.trained", "must be a mapping with keys depth, widths"),
+        (["+params.init.readout=gap"], "params.init.readout", "unknown parameter (accepted: depth, widths"),
+        (["params.init.widths=[32,1000000]"], "params.init.widths", "one image's Jacobian row at the widest"),
+        (["params.trained.widths=[16,1000000]"], "params.trained.widths", "the weights of the widest trained"),
+    ],
+}
+
+# refused by the stage's check_data, before the data are loaded (quick: data.n_train 200 / 120 / 16)
+BAD_DATA = {
+    "table1": [
+        (["params.cnn.n_val=200"], "params.cnn.n_val", "must be in [1, data.n_train - 1 = 199]"),
+        (["params.cnn.batch_size=161"], "params.cnn.batch_size", "must be <= the 160 images the CNNs train on"),
+        (["params.cnn.lr_probe=161"], "params.cnn.lr_probe", "must be <= the 160 images the CNNs train on"),
+        (["params.subset.n_train=201"], "params.subset.n_train", "must be <= data.n_train = 200"),
+        (["params.downsample=3"], "params.downsample",
+         "must divide the image sides of 32x32 (data.name = cifar10) or 28x28 (data.substitute = fashion_mnist)"),
+        (["data.n_train=10000000", "params.downsample=1"], "data.n_train", "the training CNTK Gram"),
+        (["data.n_test=100000000"], "data.n_test", "the test-train CNTK Gram (n_test x n_train = 200"),
+        (["data.n_test=5000000"], "params.cnn.channels", "one CNN layer's activations over the 5000000 test"),
+        (["data.n_train=20000", "params.cnn.batch_size=19000", "params.cnn.channels=[256]", "params.cnn.depths=[21]"],
+         "params.cnn.batch_size", "the CNN activations of one batch kept for backpropagation"),
+    ],
+    "table2": [
+        (["params.downsample=5"], "params.downsample", "must divide the image sides of 32x32 (data.name = cifar2)"),
+        (["data.n_train=1000000", "params.downsample=1"], "data.n_train", "the training CNTK Gram"),
+        (["data.n_test=100000000"], "data.n_test", "the test-train CNTK Gram (n_test x n_train = 120"),
+    ],
+    "theory_checks": [
+        (["params.downsample=3"], "params.downsample", "must divide the image sides of 32x32"),
+        (["data.n_train=1000000"], "data.n_train", "the training CNTK Gram"),
+        (["data.n_train=30000", "params.downsample=1"], "data.n_train",
+         "the activations of full-batch GD kept for backpropagation"),
+    ],
+}
+
+
+@pytest.mark.parametrize(("artifact", "overrides", "path", "fragment"),
+                         [(a, *case) for a, cases in BAD.items() for case in cases],
+                         ids=[f"{a}:{' '.join(c[0])}" for a, cases in BAD.items() for c in cases])
+def test_bad_params_are_refused_in_one_line_naming_the_parameter(memory_16gib, artifact, overrides, path,
+                                                                 fragment):
+    message = refused(f"arora2019/{artifact}", overrides)
+    assert message.startswith(f"error: {path}: "), message
+    assert fragment in message, message
+
+
+@pytest.mark.parametrize(("artifact", "overrides", "path", "fragment"),
+                         [(a, *case) for a, cases in BAD_DATA.items() for case in cases],
+                         ids=[f"{a}:{' '.join(c[0])}" for a, cases in BAD_DATA.items() for c in cases])
+def test_sizes_that_depend_on_the_data_are_refused_before_loading(memory_16gib, artifact, overrides, path,
+                                                                  fragment):
+    message = refused_before_loading(artifact, overrides)
+    assert message.startswith(f"error: {path}: "), message
+    assert fragment in message, message
+
+
+def test_every_stage_has_at_least_ten_bad_inputs():
+    assert all(len(BAD[a]) >= 10 for a in STAGES)
+
+
+@pytest.mark.parametrize("artifact", STAGES)
+@pytest.mark.parametrize("scale", ["smoke", "quick", "paper"])
+def test_every_registered_scale_passes(monkeypatch, artifact, scale):
+    """On a machine of 64 GiB (the paper's Table 1 needs 18.6 GiB for its training Gram alone, below)."""
+    _memory(monkeypatch, 64)
+    module = stage_module(f"arora2019/{artifact}")
+    cfg = compose(f"arora2019/{artifact}", [f"scale={scale}"])
+    validate(cfg, module.Params)
+    module.check_data(cfg)
+
+
+def test_a_training_gram_that_exhausts_memory_is_refused_with_its_estimate(memory_16gib):
+    """data.n_train = 10^7 at native resolution: a 10^7 x 10^7 float64 Gram (8e14 bytes); 16 GiB hold
+    the Gram of at most floor(sqrt(16 GiB / 8)) = 46340 images."""
+    message = refused_before_loading("table1", ["data.n_train=10000000", "params.downsample=1"])
+    assert message == (
+        f"error: data.n_train: the training CNTK Gram (n_train x n_train, float64) would need ~{8e14 / GIB:.3g} "
+        "GiB, more than this machine's 16 GiB of memory (at most 46340 would fit) (got 10000000)")
+    module = stage_module("arora2019/table1")
+    module.check_data(compose("arora2019/table1", ["scale=quick", "data.n_train=46340"]))
+    with pytest.raises(ConfigError, match="error: data.n_train: the training CNTK Gram"):
+        module.check_data(compose("arora2019/table1", ["scale=quick", "data.n_train=46341"]))
+
+
+def test_the_papers_table_1_is_refused_on_a_16_gib_machine(memory_16gib):
+    """All 50,000 CIFAR-10 training images: the float64 Gram alone is 50000^2 x 8 bytes = 18.6 GiB."""
+    module = stage_module("arora2019/table1")
+    cfg = compose("arora2019/table1", ["scale=paper"])
+    validate(cfg, module.Params)
+    with pytest.raises(ConfigError, match=r"error: data.n_train: the training CNTK Gram .* ~18.6 GiB"):
+        module.check_data(cfg)
+
+
+def test_the_widest_cnn_estimate_is_quadratic_in_the_channels(memory_16gib):
+    """quick: deepest CNN depth 6 -> 4 hidden 3x3 convolutions: 4 x 9 x c^2 x 4 bytes; 16 GiB hold
+    c <= floor(sqrt(16 GiB / 144)) = 10922 channels."""
+    module = stage_module("arora2019/table1")
+    validate(compose("arora2019/table1", ["scale=quick", "params.cnn.channels=[10922]"]), module.Params)
+    message = refused("arora2019/table1", ["params.cnn.channels=[32,10923]"])
+    assert message.startswith("error: params.cnn.channels: the weights of the widest CNN (the 4 hidden "
+                              "convolutions of depth 6: 3^2 x channels^2 each, float32) would need ~16 GiB")
+    assert "(at most 10922 would fit) (got 10923)" in message
+
+
+@pytest.mark.parametrize("artifact", STAGES)
+def test_run_refuses_before_loading_the_data(monkeypatch, memory_16gib, artifact):
+    """run() calls check_data before any split is read."""
+    module = stage_module(f"arora2019/{artifact}")
+
+    def no_data(*a, **k):
+        raise AssertionError("data loaded before refusing")
+
+    monkeypatch.setattr(module, "load_split", no_data)
+    with pytest.raises(ConfigError, match="error: params.downsample: must divide"):
+        module.run(compose(f"arora2019/{artifact}", ["scale=quick", "params.downsample=5"]))
