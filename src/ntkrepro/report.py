@@ -444,7 +444,8 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str,
     for paper in papers:
         counts = Counter(r.status for r in claims if r.claim.paper == paper)
         readme = readmes.get(paper)
-        lines += ["", f"## {paper}", "",
+        title = _paper_title(experiments_dir / paper / "README.md")
+        lines += ["", f"## {paper}", "", *([f"*{_esc(title)}*", ""] if title else []),
                   f"{_badges(counts) or 'no claims'}." + (f" Settings, deviations and derivations: "
                                                          f"[README]({readme})." if readme else "")]
         artifacts = sorted({r.claim.artifact for r in results if r.claim.paper == paper}
@@ -496,6 +497,14 @@ def table_of_contents(lines: list[str]) -> list[str]:
             indent = "    " * (len(m.group(1)) - 2)
             items.append(f"{indent}- [{m.group(2)}](#{slugify(m.group(2), '-')})")
     return ['<div class="toc" markdown="1">', "", "**Contents**", "", *items, "", "</div>"]
+
+
+def _paper_title(readme: Path) -> str:
+    """The first heading of a paper's README (its authors and title), '' when there is none."""
+    if not readme.exists():
+        return ""
+    first = next((line for line in readme.read_text().splitlines() if line.startswith("# ")), "")
+    return first[2:].strip()
 
 
 def _claim_lines_flat(results: list[ClaimResult], readme: str | None) -> list[str]:
