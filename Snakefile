@@ -32,8 +32,10 @@ def out(paper, artifact, name="metrics.json"):
 
 
 def stage_inputs(paper, artifact):
-    """A stage re-runs when its script or its experiment config changes."""
-    return [f"experiments/{paper}/{artifact}.py", f"conf/experiment/{paper}/{artifact}.yaml"]
+    """A stage re-runs when its script, config, claims registry or an imported sibling module changes."""
+    from ntkrepro.workflow import stage_inputs as inputs
+
+    return inputs(paper, artifact)
 
 
 # MLflow tracking of the stages (conf/tracking/): --config tracking=server tracking_uri=http://host:5000
