@@ -556,8 +556,8 @@ def paired_accuracy_gain(cells: pd.DataFrame, m_small: int, m_large: int) -> Est
 def bias_metrics(bias: pd.DataFrame, *, depth: int, control_depth: int) -> tuple[dict, dict]:
     """Raw measurements of the bias probe (the registry's tolerances decide): per (arch, activation) the
     shape bias delta (uncertainty: its standard error over the groups), its t statistic and Frobenius
-    bias at both depths; at ``depth`` the relative standard error of delta, se / |mean delta| = 1/|t|
-    (small: a bias is resolved from zero) and the share of one draw's mean squared error that is squared
+    bias at both depths; at ``depth`` the size |t| of the t statistic (large: a bias is resolved from
+    zero) and the share of one draw's mean squared error that is squared
     bias; the largest |t| over the combinations at ``control_depth`` (exactly unbiased: t ~ Student) and the
     largest bias share at ``depth``."""
     metrics, uncertainty, control_t, shares = {}, {}, [], []
@@ -570,8 +570,7 @@ def bias_metrics(bias: pd.DataFrame, *, depth: int, control_depth: int) -> tuple
         metrics[f"frobenius_bias_{tag}"] = row.frobenius_bias
         if row.depth == depth:
             metrics[f"bias_share_m1_{row.arch}_{row.activation}"] = row.bias_share_m1
-            metrics[f"shape_bias_rel_se_{row.arch}_{row.activation}"] = (
-                1.0 / abs(row.shape_bias_t) if row.shape_bias_t != 0 else math.inf)
+            metrics[f"shape_bias_abs_t_{row.arch}_{row.activation}"] = abs(float(row.shape_bias_t))
             shares.append(row.bias_share_m1)
         if row.depth == control_depth:
             control_t.append(abs(row.shape_bias_t))
