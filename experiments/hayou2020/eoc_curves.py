@@ -12,12 +12,15 @@ each point; whether that is "on the EOC" is the claims registry's tolerance, not
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from deep_kernels import eoc_point, relu_like_rho
+from hayou_common import distinct, eoc_problem
 from scipy import optimize
 
+from ntkrepro.checks import activation, bad, param, refuse_oversized
 from ntkrepro.kernels import meanfield
 from ntkrepro.plotting import figure
 from ntkrepro.stage import StageResult, main
@@ -33,17 +36,48 @@ def _tag(name: str) -> str:
     return name.replace(":", "_").replace(".", "p")
 
 
-def check_params(p) -> None:
-    """Refuse a q grid that makes the curves (and the "has an EOC" answers) empty, before any compute."""
-    if int(p.n_q) < 2:
-        raise ValueError(f"params.n_q = {p.n_q}: the EOC curves need at least 2 values of q")
-    if not (0 < float(p.q_min) < float(p.q_max)):
-        raise ValueError(f"params.q_min, params.q_max = {p.q_min}, {p.q_max}: need 0 < q_min < q_max")
+QUADRATURE_NODES = 64  # ntkrepro.kernels.gaussian.gaussian_mean: the Gauss nodes of every q
+
+
+@dataclass
+class PaperPoint:
+    """A (sigma_b, sigma_w) the paper uses; sigma_w null = the EOC value at this sigma_b."""
+
+    name: str = param(check=lambda v: None if v else "must be a non-empty name (metrics are named by it)")
+    activation: str = param(check=activation)
+    sigma_b: float = param(ge=0)
+    sigma_w: float | None = param(None, gt=0)
+
+
+@dataclass
+class Params:
+    """``params`` of the EOC curves (conf/experiment/hayou2020/eoc_curves.yaml)."""
+
+    activations: list[str] = param(min_len=1, distinct=True, doc="activations whose EOC curve is traced")
+    q_min: float = param(gt=0, doc="smallest fixed-point variance q of the curves")
+    q_max: float = param(gt=0, doc="largest q (> q_min)")
+    n_q: int = param(ge=2, doc="log-spaced values of q (a curve needs two)")
+    paper_points: list[PaperPoint] = param(doc="the points chi_1 is computed at (distinct names)")
+
+    def check(self):
+        for i, name in enumerate(self.activations):
+            what = activation(name)
+            if what:
+                raise bad(f"params.activations[{i}]", what, name)
+        if not self.q_min < self.q_max:
+            raise bad("params.q_max", f"must be > params.q_min = {self.q_min:g}", self.q_max)
+        refuse_oversized([("params.n_q", self.n_q, 8 * QUADRATURE_NODES, 1,
+                           f"the quadrature of one EOC curve (n_q x {QUADRATURE_NODES} Gauss nodes, float64)")])
+        distinct("params.paper_points", [pt.name for pt in self.paper_points], "names", "metrics are named by them")
+        for i, pt in enumerate(self.paper_points):
+            what = eoc_problem(pt.activation, pt.sigma_b**2) if pt.sigma_w is None else None
+            if what:
+                raise bad(f"params.paper_points[{i}].sigma_w", f"null (the EOC value) needs an EOC point: {what}",
+                          pt.sigma_w)
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
-    check_params(p)
+    p = cfg.params  # checked against Params before run
     q_grid = np.logspace(math.log10(p.q_min), math.log10(p.q_max), int(p.n_q))
     metrics: dict = {}
     curves = []
@@ -74,9 +108,16 @@ def run(cfg) -> StageResult:
     curve_table = pd.concat(curves, ignore_index=True)
 
     rows = []
-    for pt in p.paper_points:
+    for i, pt in enumerate(p.paper_points):
         act, sb = pt.activation, float(pt.sigma_b)
-        sw = float(pt.sigma_w) if pt.sigma_w is not None else math.sqrt(eoc_point(act, sigma_b2=sb**2).sigma_w2)
+        if pt.sigma_w is None:  # the EOC value: a smooth activation at sigma_b > 0 may have none
+            try:
+                sw = math.sqrt(eoc_point(act, sigma_b2=sb**2).sigma_w2)
+            except ValueError as err:
+                raise bad(f"params.paper_points[{i}].sigma_w", f"null (the EOC value), but there is no EOC point "
+                          f"at sigma_b = {sb:g}: {err}", None) from None
+        else:
+            sw = float(pt.sigma_w)
         q = meanfield.q_star(act, sigma_w2=sw**2, sigma_b2=sb**2)  # inf: the variance grows with depth
         chi = meanfield.chi1(act, sigma_w2=sw**2, sigma_b2=sb**2, q=q) if math.isfinite(q) else float("nan")
         if not math.isfinite(q):
@@ -159,4 +200,4 @@ def _figure(curves: pd.DataFrame, points: pd.DataFrame):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/eoc_curves")
+    main(run, experiment="hayou2020/eoc_curves", params=Params)

@@ -7,26 +7,40 @@ Every fitted exponent is recorded with its standard error and number of points (
 the local slopes between consecutive decades (a log factor shows as a drift of the local slope). Panel (b)
 reports the ratio of the log-linear rate over the second half of the fitted depths to the first and how
 much the rate fades, max(0, 1 - ratio): 0 for an exponential (or faster) decay, ~0.7 for a power law.
-The sigma_w comparison of (c) needs at least two distinct sigma_w (None otherwise); the fit range must hold
-at least three depths of the grid (a slope and its standard error)."""
+The sigma_w comparison of (c) needs at least two distinct sigma_w (None otherwise); the fit range (by
+default the last two decades of the depth grid) must hold at least three depths of the grid (a slope and
+its standard error). Bad parameters are refused before any compute (``Params``)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from hayou_common import (
+    EOCCase,
+    Pair,
+    PhaseCase,
+    check_eoc_cases,
+    check_phase_depth,
+    depth_at_most_max,
     depth_grid,
+    distinct,
     eoc_case,
+    eoc_points,
     exponential_rate,
     first_layer_covariance,
+    grid_estimate,
     loglog_fit,
     phase_case,
+    phase_estimate,
+    phase_points,
     resnet_case,
 )
 
 from ntkrepro import stats
+from ntkrepro.checks import bad, increasing, param, refuse_oversized
 from ntkrepro.claims import paper_values
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
@@ -37,25 +51,60 @@ def _tag(value: float) -> str:
     return f"{value:g}".replace(".", "p")
 
 
-def check_params(p) -> np.ndarray:
-    """Refuse settings that leave a fit or a comparison empty (one line naming the parameter); return the
-    depth grid."""
-    depths = depth_grid(int(p.max_depth), int(p.per_decade))
-    if len(p.fit_range) != 2:
-        raise ValueError(f"params.fit_range must be [lo, hi], got {list(p.fit_range)}")
-    lo, hi = int(p.fit_range[0]), int(p.fit_range[1])
-    if not (1 <= lo < hi <= depths[-1]):
-        raise ValueError(f"params.fit_range {list(p.fit_range)} must lie in [1, max_depth={depths[-1]}]")
+@dataclass
+class Params:
+    """``params`` of Fig. 1 (conf/experiment/hayou2020/fig1.yaml)."""
+
+    max_depth: int = param(ge=1, check=depth_at_most_max,
+                           doc="deepest L of panels (a), (c); one recursion gives every depth below it")
+    per_decade: int = param(ge=1, doc="depths per decade of the log grid (hayou_common.depth_grid)")
+    pair: Pair = param(doc="the input pair")
+    eoc: list[EOCCase] = param(min_len=1, doc="(a): FFNNs on the EOC (distinct activations)")
+    ordered: list[PhaseCase] = param(doc="(b): FFNNs in the ordered phase (chi_1 < 1, checked before compute)")
+    ordered_depth: int = param(ge=1, doc="(b): depths 1..ordered_depth")
+    ordered_fit_start: int = param(ge=1, doc="(b): the log-linear rates are fitted from this depth")
+    resnet_sigma_w2: list[float] = param(min_len=1, gt=0, distinct=True, doc="(c): ReLU ResNets' sigma_w2")
+    fit_range: list[int] | None = param(None, min_len=2, max_len=2, ge=1, check=increasing,
+                                        doc="[lo, hi], depths of the grid: the log-log fits of (a), (c); null = "
+                                            "the last two decades of the grid (see fit_bounds)")
+
+    def check(self):
+        refuse_oversized([grid_estimate(self.max_depth, self.per_decade),
+                          phase_estimate("params.ordered_depth", self.ordered_depth, 1)])
+        fit_bounds(self, depth_grid(self.max_depth, self.per_decade))
+        check_phase_depth("params.ordered_depth", self.ordered_depth, "params.ordered_fit_start",
+                          self.ordered_fit_start)
+        check_eoc_cases(self.eoc, "params.eoc")
+        distinct("params.ordered", [c.activation for c in self.ordered], "activations",
+                 "metrics are named by activation")
+
+
+def fit_bounds(p, depths: np.ndarray) -> tuple[int, int]:
+    """(lo, hi) of the log-log fits: ``params.fit_range``, or when it is null the last two decades of the
+    grid, [the first depth >= max_depth / 100, max_depth] (max_depth = 10^k: [10^(k-2), 10^k]). Both are depths
+    of the grid (the fits, the local slopes and the figure read the errors there) and hold at least 3 of
+    them (a slope with a standard error); refused otherwise, before any compute."""
+    top = int(depths[-1])
+    if p.fit_range is None:
+        lo, hi = int(depths[np.searchsorted(depths, top / 100)]), top
+        path, value = "params.max_depth", p.max_depth
+        what = f"gives a default fit range (the last two decades of the grid, [{lo}, {hi}]) that holds"
+    else:
+        lo, hi = (int(v) for v in p.fit_range)
+        path, value = "params.fit_range", list(p.fit_range)
+        if hi > top:
+            raise bad(path, f"must lie in [1, params.max_depth = {top}]", value)
+        for v in (lo, hi):
+            if v not in depths:
+                i = int(np.searchsorted(depths, v))
+                raise bad(path, f"must be depths of the grid (params.max_depth, params.per_decade); {v} is not, "
+                          f"the nearest are {int(depths[i - 1])} and {int(depths[i])}", value)
+        what = "holds"
     n_fit = int(np.sum((depths >= lo) & (depths <= hi)))
     if n_fit < 3:
-        raise ValueError(f"params.fit_range {list(p.fit_range)} holds {n_fit} depth(s) of the grid; a slope with a "
-                         "standard error needs at least 3 (widen it or raise params.per_decade)")
-    if not list(p.resnet_sigma_w2):
-        raise ValueError("params.resnet_sigma_w2 is empty: panel (c) needs at least one sigma_w2")
-    if int(p.ordered_depth) < 2 * int(p.ordered_fit_start) + 2:
-        raise ValueError(f"params.ordered_depth {p.ordered_depth} leaves no two halves after "
-                         f"params.ordered_fit_start {p.ordered_fit_start}")
-    return depths
+        raise bad(path, f"{what} {n_fit} depth(s) of the grid; a slope with a standard error needs at least 3 "
+                  "(widen params.fit_range or raise params.per_decade)", value)
+    return lo, hi
 
 
 def _slope_metrics(metrics: dict, uncertainty: dict, name: str, depths, err, lo: int, hi: int) -> stats.LineFit:
@@ -70,16 +119,19 @@ def _slope_metrics(metrics: dict, uncertainty: dict, name: str, depths, err, lo:
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
-    depths = check_params(p)
-    lo, hi = int(p.fit_range[0]), int(p.fit_range[1])
+    p = cfg.params  # checked against Params before run
+    depths = depth_grid(int(p.max_depth), int(p.per_decade))
+    lo, hi = fit_bounds(p, depths)
+    points = eoc_points(p.eoc, "params.eoc")  # before any recursion: a case without an EOC point, refused
+    phase_points(p.ordered, "params.ordered", phase="ordered")  # every case in the ordered phase
     pairs = [dict(p.pair)]
     metrics: dict = {"fit_lo": lo, "fit_hi": hi}
     uncertainty: dict = {}
     panels: dict = {"a": [], "b": [], "c": []}
 
-    for case_cfg in progress(list(p.eoc), desc="(a) EOC", enabled=cfg.progress):
-        case = eoc_case(case_cfg.activation, sigma_b2=float(case_cfg.sigma_b2), pairs=pairs, depths=depths)
+    for case_cfg, point in progress(list(zip(p.eoc, points, strict=True)), desc="(a) EOC", enabled=cfg.progress):
+        case = eoc_case(case_cfg.activation, sigma_b2=float(case_cfg.sigma_b2), pairs=pairs, depths=depths,
+                        point=point)
         run_ = case["runs"][0]
         err = np.abs(run_["off_err"]) / run_["q_off"]
         _slope_metrics(metrics, uncertainty, f"fig1a_{case['activation']}_slope", depths, err, lo, hi)
@@ -202,4 +254,4 @@ def _figure(depths, panels, lo, hi, published):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/fig1")
+    main(run, experiment="hayou2020/fig1", params=Params)

@@ -15,6 +15,7 @@ claim as "log(L)/L"; a power law L^-p is read from the fitted slope (the registr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -27,7 +28,9 @@ from deep_kernels import (
 )
 
 from ntkrepro import stats
+from ntkrepro.checks import activation, bad, param
 from ntkrepro.kernels import meanfield
+from ntkrepro.kernels.gaussian import get_activation
 from ntkrepro.train import TrainingDiverged, train
 
 SETTLE = 0.01     # Theta(1/L): L e(L) moves by less than 1% over the last decade
@@ -87,6 +90,158 @@ def depth_grid(max_depth: int, per_decade: int) -> np.ndarray:
     grid = np.round(np.logspace(0, decades, max(2, int(per_decade * decades) + 1))).astype(int)
     anchors = [max_depth // 10**k for k in range(int(decades) + 1) if max_depth % 10**k == 0]
     return np.unique(np.concatenate([grid, anchors, [1, max_depth]]))
+
+
+# ------------------------------------------------------------ typed params shared by the stages (issue 16)
+# Each stage declares its ``Params`` (ntkrepro.checks); these are the pieces several stages share. The
+# checks here are arithmetic on the config (no recursion, no kernel); what needs a mean-field solve (an EOC
+# point of a smooth activation at sigma_b2 > 0, the phase of an ordered/chaotic case) is checked by the
+# stage before its first recursion and refused with the case's path (``eoc_points``, ``phase_points``).
+
+FLOAT64_BYTES = 8
+MAX_DEPTH = 2**53  # the depth grid is computed in float64, which holds every integer up to 2^53 exactly
+
+
+def depth_at_most_max(value: int) -> str | None:
+    return None if value <= MAX_DEPTH else (f"must be <= 2^53 = {MAX_DEPTH} (the depth grid is computed in "
+                                            "float64; one recursion step per layer)")
+
+
+@dataclass
+class Pair:
+    """An input pair {norm2: [|x|^2/d, |x'|^2/d], cos: c} of the kernel checks (x != x')."""
+
+    norm2: list[float] = param(min_len=2, max_len=2, gt=0, doc="|x|^2/d and |x'|^2/d")
+    cos: float = param(gt=-1, lt=1, doc="cosine of x and x' (|c| = 1 would be one input twice)")
+
+
+@dataclass
+class EOCCase:
+    """A FFNN on the EOC: sigma_w2 is solved for chi_1 = 1 at this sigma_b2."""
+
+    activation: str = param(check=activation)
+    sigma_b2: float = param(ge=0)
+
+
+@dataclass
+class PhaseCase:
+    """A FFNN in the ordered (chi_1 < 1) or chaotic (chi_1 > 1) phase."""
+
+    activation: str = param(check=activation)
+    sigma_w2: float = param(gt=0)
+    sigma_b2: float = param(ge=0)
+
+
+@dataclass
+class Epochs:
+    """The epochs at which test accuracy is read (Tables 1-2: 10 and 100 / 160 in the paper)."""
+
+    early: int = param(ge=1)
+    late: int = param(ge=1)
+
+    def check(self):
+        if self.late % self.early:
+            raise bad("params.epochs.late", f"must be a multiple of params.epochs.early = {self.early} (the "
+                      "accuracy is evaluated every early epochs)", self.late)
+
+
+def weight_estimates(width: int, depth: int, *, itemsize: int, width_path: str, depth_path: str,
+                     what: str) -> list:
+    """What a dense net's sizes drive: one width x width weight matrix (the width alone), then depth of them
+    (the depth at that width; an upper bound: a net of ``depth`` weight layers has at most depth - 1)."""
+    bits = 8 * itemsize
+    return [(width_path, width, itemsize, 2, f"one hidden weight matrix of the {what} (width x width, float{bits})"),
+            (depth_path, depth, itemsize * width**2, 1,
+             f"the hidden weight matrices of the {what} (at most depth x width x width at width {width}, "
+             f"float{bits})")]
+
+
+def eoc_problem(name: str, sigma_b2: float) -> str | None:
+    """What is wrong with an EOC point of ``name`` at ``sigma_b2``, from closed forms only (None when only a
+    mean-field solve can tell: a smooth activation at sigma_b2 > 0, see ``eoc_points``)."""
+    act = get_activation(name)
+    if relu_like_rho(name) is not None:
+        return None if sigma_b2 == 0 else f"{name} is ReLU-like: its only EOC point has sigma_b2 = 0"
+    if act.deriv2 is None:
+        return f"{name} has no second derivative and is not ReLU-like: the EOC recursion cannot use it"
+    if sigma_b2 == 0 and float(act.fn(np.float64(0.0))) != 0.0:
+        return f"{name} has phi(0) != 0, so sigma_b2 = 0 has no EOC point (use sigma_b2 > 0)"
+    return None
+
+
+def check_eoc_cases(cases: list, path: str) -> None:
+    """Distinct activations (the metrics are named by activation) and EOC points that can exist."""
+    distinct(path, [c.activation for c in cases], "activations", "metrics are named by activation")
+    for i, case in enumerate(cases):
+        what = eoc_problem(case.activation, case.sigma_b2)
+        if what:
+            raise bad(f"{path}[{i}].sigma_b2", what, case.sigma_b2)
+
+
+def distinct(path: str, values: list, what: str, why: str) -> None:
+    seen = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            raise bad(f"{path}[{i}]", f"{what} must be distinct ({why})", v)
+        seen.add(v)
+
+
+def grid_estimate(max_depth: int, per_decade: int) -> tuple:
+    """What ``per_decade`` drives: the log grid of ``depth_grid`` and the kernels recorded on it."""
+    decades = max(math.log10(max_depth), 1.0)
+    return ("params.per_decade", per_decade, FLOAT64_BYTES * 8 * decades, 1,
+            "the depth grid and the kernels recorded on it (per_decade x log10(max_depth) depths x 8 values, "
+            "float64)")
+
+
+def phase_estimate(path: str, depth: int, n_pairs: int) -> tuple:
+    """The general recursion keeps every layer's 2 x 2 NNGP and NTK of every pair (float64)."""
+    return (path, depth, FLOAT64_BYTES * 8 * n_pairs, 1,
+            f"the kernels of the general recursion at every layer ({path.split('.')[-1]} x {n_pairs} pair(s) "
+            "x 2 x 2 x 2, float64)")
+
+
+def check_phase_depth(depth_path: str, depth: int, start_path: str, start: int) -> None:
+    if depth < 2 * start + 2:
+        raise bad(depth_path, f"must be >= 2 {start_path} + 2 = {2 * start + 2} (the rate is fitted over "
+                  f"two halves of [{start_path}, depth])", depth)
+
+
+def eoc_points(cases, path: str) -> list:
+    """The EOC point of every case (``deep_kernels.eoc_point``) before any recursion; a case without one is
+    refused with its path (``params.eoc[1]``)."""
+    points = []
+    for i, case in enumerate(cases):
+        try:
+            points.append(eoc_point(case.activation, sigma_b2=float(case.sigma_b2)))
+        except ValueError as err:
+            raise bad(f"{path}[{i}]", f"no usable EOC point: {err}", _plain_case(case)) from None
+    return points
+
+
+def phase_points(cases, path: str, *, phase: str) -> list[tuple[float, float]]:
+    """(q*, chi_1) of every case before any recursion; a case without a finite fixed point, or not in
+    ``phase`` ("ordered": chi_1 < 1, "chaotic": chi_1 > 1), is refused with its path."""
+    out = []
+    for i, case in enumerate(cases):
+        act, sw2, sb2 = case.activation, float(case.sigma_w2), float(case.sigma_b2)
+        q = meanfield.q_star(act, sigma_w2=sw2, sigma_b2=sb2)
+        if not math.isfinite(q):
+            raise bad(f"{path}[{i}]", "has no finite fixed-point variance q* (the variance grows with depth): "
+                      "lower sigma_w2", _plain_case(case))
+        chi = meanfield.chi1(act, sigma_w2=sw2, sigma_b2=sb2, q=q)
+        if (phase == "ordered" and not chi < 1) or (phase == "chaotic" and not chi > 1):
+            need = "chi_1 < 1" if phase == "ordered" else "chi_1 > 1"
+            raise bad(f"{path}[{i}]", f"must be in the {phase} phase ({need}); here chi_1 = {chi:.6g}",
+                      _plain_case(case))
+        out.append((q, chi))
+    return out
+
+
+def _plain_case(case) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(case, resolve=True) if isinstance(case, DictConfig) else dict(case)
 
 
 def first_layer_covariance(pair, *, sigma_w2: float, sigma_b2: float) -> tuple[float, float, float]:
@@ -187,9 +342,10 @@ def rate_label(diag: dict) -> str:
 # The lambda claims measure K/(L q) at the deepest depth, independently of these formulas.
 
 
-def eoc_case(activation: str, *, sigma_b2: float, pairs, depths, progress=None) -> dict:
-    """Thm. 1: K^L / L of a FFNN on the EOC for each input pair; errors to the limits above."""
-    point = eoc_point(activation, sigma_b2=sigma_b2)
+def eoc_case(activation: str, *, sigma_b2: float, pairs, depths, progress=None, point=None) -> dict:
+    """Thm. 1: K^L / L of a FFNN on the EOC for each input pair; errors to the limits above (``point``: the
+    EOC point if already solved, see ``eoc_points``)."""
+    point = eoc_point(activation, sigma_b2=sigma_b2) if point is None else point
     relu_like = relu_like_rho(activation) is not None
     runs = []
     for pair in pairs:

@@ -15,17 +15,21 @@ all diverged is None. The "stuck at chance" claims read the raw distance of Soft
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from deep_kernels import eoc_point
-from hayou_common import accuracies_at_epochs, cell_summary
+from hayou_common import Epochs, accuracies_at_epochs, cell_summary, distinct, weight_estimates
 from omegaconf import OmegaConf
 
+from ntkrepro.checks import activation, bad, build, param, refuse_oversized
 from ntkrepro.claims import paper_values
+from ntkrepro.config import DataSchema
 from ntkrepro.nets import Network, fc
 from ntkrepro.nets.core import check_input, effective_weight, readout_mask_fn, trainable_mask_fn
 from ntkrepro.plotting import figure
@@ -34,6 +38,77 @@ from ntkrepro.stage import StageResult, load_split, main
 
 EPOCH_TAGS = ("early", "late")
 ORDERINGS = ("classS_beats_relu_like", "prelu_ge_relu", "softplus_sigmoid_from_chance")
+
+
+def _activation_or_prelu(value) -> str | None:
+    what = None if value == "prelu" else activation(value)
+    return f"{what} or prelu" if what else None
+
+
+@dataclass
+class Variances:
+    """A per-dataset override of a model's initialization (``by_dataset``)."""
+
+    sigma_b: float | None = param(None, ge=0)
+    sigma_w: float | None = param(None, gt=0)
+
+
+@dataclass
+class Model:
+    """One row of Table 1."""
+
+    name: str = param(check=lambda v: None if v else "must be a non-empty name (metrics are named by it)")
+    activation: str = param(check=_activation_or_prelu, doc="a registered activation, or prelu")
+    sigma_b: float = param(ge=0)
+    sigma_w: float | None = param(None, gt=0, doc="null: the EOC value (ReLU-like, and PReLU's initial slope)")
+    init_slope: float | None = param(None, doc="prelu only: the initial negative slope")
+    by_dataset: dict | None = param(None, doc="{dataset: {sigma_w, sigma_b}} overrides")
+
+
+@dataclass
+class Params:
+    """``params`` of Table 1 (conf/experiment/hayou2020/table1.yaml)."""
+
+    datasets: dict = param(doc="{key: data config} of every dataset of the table (ntkrepro.config.DataSchema)")
+    run_datasets: list[str] = param(min_len=1, distinct=True, doc="the keys of datasets run at this scale")
+    depth: int = param(ge=2, doc="weight layers (>= 2: a hidden layer for the activation to act on)")
+    width: int = param(ge=1)
+    epochs: Epochs = param()
+    batch_size: int = param(ge=1)
+    lr: float = param(gt=0)
+    n_seeds: int = param(ge=1)
+    models: list[Model] = param(min_len=1, doc="the rows (distinct names)")
+
+    def check(self):
+        if not self.datasets:
+            raise bad("params.datasets", "needs at least one dataset", self.datasets)
+        data = {k: build(DataSchema, v, f"params.datasets.{k}") for k, v in self.datasets.items()}
+        for i, key in enumerate(self.run_datasets):
+            if key not in data:
+                raise bad(f"params.run_datasets[{i}]", f"must be a key of params.datasets ({', '.join(data)})", key)
+            n = data[key].n_train
+            if n is not None and n < self.batch_size:
+                raise bad("params.batch_size", f"must be <= params.datasets.{key}.n_train = {n} (an epoch is "
+                          "n_train // batch_size steps)", self.batch_size)
+        refuse_oversized(weight_estimates(self.width, self.depth, itemsize=8, width_path="params.width",
+                                          depth_path="params.depth", what="net"))
+        distinct("params.models", [m.name for m in self.models], "names", "metrics are named by them")
+        for i, m in enumerate(self.models):
+            path = f"params.models[{i}]"
+            if m.activation == "prelu" and m.init_slope is None:
+                raise bad(f"{path}.init_slope", "is required for prelu (the initial negative slope)", None)
+            if m.activation != "prelu" and m.init_slope is not None:
+                raise bad(f"{path}.init_slope", f"applies to prelu only (this row is {m.activation})", m.init_slope)
+            for key, value in (m.by_dataset or {}).items():
+                if key not in data:
+                    raise bad(f"{path}.by_dataset.{key}", f"must be a key of params.datasets ({', '.join(data)})",
+                              value)
+                build(Variances, value, f"{path}.by_dataset.{key}")
+            for key in self.run_datasets:  # sigma_w null: the EOC value must exist (closed form if ReLU-like)
+                try:
+                    init_variances(dataclasses.asdict(m), key)
+                except ValueError as err:
+                    raise bad(f"{path}.sigma_w", f"null (the EOC value), but on {key}: {err}", None) from None
 
 
 def prelu_fc(
@@ -70,7 +145,7 @@ def init_variances(entry, dataset: str) -> tuple[float, float]:
     """(sigma_w2, sigma_b2) of an activation entry: its sigma_b, sigma_w (null sigma_w = the EOC value of
     a ReLU-like activation), with per-dataset overrides under ``by_dataset``."""
     spec = dict(entry)
-    spec.update(dict(entry.get("by_dataset", {}) or {}).get(dataset, {}) or {})
+    spec.update(dict(entry.get("by_dataset") or {}).get(dataset) or {})
     sigma_b = float(spec["sigma_b"])
     if spec.get("sigma_w") is None:
         base = "leaky_relu:" + str(spec["init_slope"]) if spec["activation"] == "prelu" else spec["activation"]
@@ -104,10 +179,8 @@ def _flat(ds):
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
+    p = cfg.params  # checked against Params before run
     early, late = int(p.epochs.early), int(p.epochs.late)
-    if late % early:
-        raise ValueError(f"params.epochs.late ({late}) must be a multiple of params.epochs.early ({early})")
     rows, metrics, provenance, notes, n_train = [], {}, {}, [], {}
     uncertainty, diverged = {}, {}
     for dataset in p.datasets:
@@ -189,8 +262,8 @@ def _orderings(metrics: dict, uncertainty: dict, diverged: dict, dataset: str, t
     has no run left), and the largest distance of Softplus / Sigmoid from chance (percentage points) with
     the standard error of that cell."""
 
-    def acc(name):
-        return metrics[f"acc_{dataset}_{name}_{tag}"]
+    def acc(name):  # None: not measured (a row left out of params.models, or every run diverged)
+        return metrics.get(f"acc_{dataset}_{name}_{tag}")
 
     prefix = f"{dataset}_{tag}"
     out = {}
@@ -200,7 +273,7 @@ def _orderings(metrics: dict, uncertainty: dict, diverged: dict, dataset: str, t
     out[f"{prefix}_{ORDERINGS[1]}"] = None if None in (acc("prelu"), acc("relu")) else bool(acc("prelu") >= acc("relu"))
     name = f"{prefix}_{ORDERINGS[2]}"
     cells = [f"acc_{dataset}_{a}_{tag}" for a in ("softplus", "sigmoid")]
-    if any(metrics[c] is None for c in cells):
+    if any(metrics.get(c) is None for c in cells):
         out[name] = None
     else:
         far = max(cells, key=lambda c: abs(metrics[c] - chance))
@@ -253,4 +326,4 @@ def _figure(table: pd.DataFrame, published: dict):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/table1")
+    main(run, experiment="hayou2020/table1", params=Params)

@@ -12,14 +12,17 @@ Each cell is the mean over seeds with its standard error; diverged runs are left
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from cifar_resnet import cifar_resnet
-from hayou_common import accuracies_at_epochs, cell_summary
+from hayou_common import Epochs, accuracies_at_epochs, cell_summary, weight_estimates
 
+from ntkrepro.checks import bad, increasing, param, refuse_oversized
 from ntkrepro.claims import paper_values
 from ntkrepro.nets import resnet
 from ntkrepro.plotting import figure
@@ -29,6 +32,64 @@ from ntkrepro.train import step_decay_schedule
 
 VARIANTS = ("standard", "scaled")
 EPOCH_TAGS = ("early", "late")
+
+
+CIFAR_ACTIVATIONS = 16 * 32 * 32  # the widest activation of a CIFAR ResNet per image (16 channels, 32 x 32)
+
+
+@dataclass
+class ResNetModel:
+    """``params.model``: the nets compared (``kind``), each at every depth, standard and scaled."""
+
+    kind: Literal["fc_resnet", "cifar_resnet"] = param(doc="fully connected ResNet (eqs. 12-13) or CIFAR ResNet")
+    name: str = param(check=lambda v: None if v else "must be a non-empty name (metrics are named by it)")
+    width: int = param(ge=1, doc="fc_resnet only")
+    sigma_w2: float = param(gt=0, doc="fc_resnet only")
+    sigma_b2: float = param(ge=0, doc="fc_resnet only")
+    batch_norm: bool = param(doc="cifar_resnet only")
+
+
+@dataclass
+class Params:
+    """``params`` of Table 2 (conf/experiment/hayou2020/table2.yaml)."""
+
+    model: ResNetModel = param()
+    depths: list[int] = param(min_len=1, ge=2, distinct=True, doc="ResNet depths (>= 2: one residual block)")
+    paper_depths: list[int] = param(min_len=1, ge=1, distinct=True, doc="the paper's depths (cells left None)")
+    epochs: Epochs = param()
+    lr: float = param(gt=0)
+    lr_decay_epochs: list[int] = param(ge=1, check=increasing, doc="epochs after which lr is multiplied by the factor")
+    lr_decay_factor: float = param(gt=0, le=1)
+    batch_size: int = param(ge=1)
+    n_seeds: int = param(ge=1)
+
+    def check(self):
+        if self.lr_decay_epochs and self.lr_decay_epochs[-1] >= self.epochs.late:
+            raise bad("params.lr_decay_epochs", f"every value must be < params.epochs.late = {self.epochs.late} "
+                      "(a decay at or after the last epoch never acts)", self.lr_decay_epochs)
+        if self.model.kind == "cifar_resnet":
+            for i, d in enumerate(self.depths):
+                if d < 8 or (d - 2) % 6:
+                    raise bad(f"params.depths[{i}]", "must be 6n + 2 >= 8 for a CIFAR ResNet (20, 32, 44, 50, 56, "
+                              "104, ...)", d)
+
+    def check_config(self, cfg) -> None:
+        """Sizes that depend on ``data`` and ``precision``: a batch no larger than the training set, and the
+        weights or activations of the deepest net against this machine's memory."""
+        n_train = cfg.data.n_train
+        if n_train is not None and n_train < self.batch_size:
+            raise bad("params.batch_size", f"must be <= data.n_train = {n_train} (an epoch is n_train // "
+                      "batch_size steps)", self.batch_size)
+        itemsize = 4 if cfg.precision == "float32" else 8
+        deepest = max(self.depths)
+        if self.model.kind == "fc_resnet":
+            refuse_oversized(weight_estimates(self.model.width, deepest, itemsize=itemsize,
+                                              width_path="params.model.width", depth_path="params.depths",
+                                              what="deepest ResNet"))
+        else:
+            refuse_oversized([("params.depths", deepest, itemsize * self.batch_size * CIFAR_ACTIVATIONS, 1,
+                               f"the activations of the deepest ResNet kept for backpropagation (depth x batch_size "
+                               f"x 16 x 32 x 32, {cfg.precision})")])
 
 
 def build_net(model, *, depth: int, branch_scale: str, num_classes: int, dtype):
@@ -41,8 +102,9 @@ def build_net(model, *, depth: int, branch_scale: str, num_classes: int, dtype):
             dtype=dtype,
         )
     if model.kind == "fc_resnet":
-        if int(model.width) < num_classes:
-            raise ValueError(f"fc_resnet width {model.width} must be >= the number of classes {num_classes}")
+        if int(model.width) < num_classes:  # the data read (a stand-in or not) decides: checked once it is
+            raise bad("params.model.width", f"must be >= the number of classes of the data ({num_classes}): the "
+                      "outputs are units of the last layer", int(model.width))
         return resnet(
             depth=depth,
             width=int(model.width),
@@ -58,10 +120,8 @@ def build_net(model, *, depth: int, branch_scale: str, num_classes: int, dtype):
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
+    p = cfg.params  # checked against Params before run
     early, late = int(p.epochs.early), int(p.epochs.late)
-    if late % early:
-        raise ValueError(f"params.epochs.late ({late}) must be a multiple of params.epochs.early ({early})")
     dtype = jnp.float32 if cfg.precision == "float32" else jnp.float64
     train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
     x, y = np.asarray(train_set.x, np.float32), np.asarray(train_set.y, np.int32)
@@ -168,4 +228,4 @@ def _figure(table: pd.DataFrame, published: dict):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/table2")
+    main(run, experiment="hayou2020/table2", params=Params)

@@ -10,21 +10,34 @@ law is read from its fitted slope, judged by the registry."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from deep_kernels import smooth_map
 from hayou_common import (
+    EOCCase,
+    Pair,
+    PhaseCase,
+    check_eoc_cases,
+    check_phase_depth,
+    depth_at_most_max,
     depth_grid,
+    distinct,
     eoc_case,
+    eoc_points,
     exponential_rate,
+    grid_estimate,
     loglog_fit,
     phase_case,
+    phase_estimate,
+    phase_points,
     rate_diagnostics,
     rate_label,
     resnet_case,
 )
 
+from ntkrepro.checks import param, refuse_oversized
 from ntkrepro.claims import ClaimError, evaluate, load_registry
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
@@ -32,6 +45,37 @@ from ntkrepro.stage import StageResult, main
 
 RELU_S = 2 * math.sqrt(2) / (3 * math.pi)  # f(c) = c + s (1 - c)^{3/2} + ... for the normalized ReLU map
 LOG_BAND = 2.0  # Theta(1/log L) on a finite range: e ln L at L_max/100, L_max/10, L_max of one sign, within 2x
+
+
+def _multiple_of_100(value: int) -> str | None:
+    if value % 100:
+        return "must be a multiple of 100 (the rate diagnostics read the depths L_max / 100, L_max / 10 and L_max)"
+    return depth_at_most_max(value)
+
+
+@dataclass
+class Params:
+    """``params`` of the theorem checks (conf/experiment/hayou2020/theorem_checks.yaml)."""
+
+    max_depth: int = param(ge=100, check=_multiple_of_100, doc="deepest L (a multiple of 100)")
+    per_decade: int = param(ge=1, doc="depths per decade of the log grid")
+    pairs: list[Pair] = param(min_len=1, doc="input pairs")
+    eoc: list[EOCCase] = param(doc="Thm. 1 cases (distinct activations)")
+    ordered: list[PhaseCase] = param(doc="Prop. 2, ordered phase (chi_1 < 1, checked before compute)")
+    chaotic: list[PhaseCase] = param(doc="Prop. 2, chaotic phase (chi_1 > 1, checked before compute)")
+    phase_depth: int = param(ge=1, doc="ordered/chaotic: depths 1..phase_depth")
+    phase_fit_start: int = param(ge=1, doc="ordered: the log-linear rates are fitted from this depth")
+    resnet_sigma_w2: list[float] = param(min_len=1, gt=0, distinct=True, doc="Thm. 2 / Prop. 3: sigma_w2")
+
+    def check(self):
+        n_phase = max(len(self.ordered), len(self.chaotic), 1)
+        refuse_oversized([grid_estimate(self.max_depth, self.per_decade),
+                          phase_estimate("params.phase_depth", self.phase_depth, len(self.pairs) * n_phase)])
+        check_phase_depth("params.phase_depth", self.phase_depth, "params.phase_fit_start", self.phase_fit_start)
+        check_eoc_cases(self.eoc, "params.eoc")
+        for kind in ("ordered", "chaotic"):
+            distinct(f"params.{kind}", [c.activation for c in getattr(self, kind)], "activations",
+                     "metrics are named by activation")
 
 
 def _tag(value: float) -> str:
@@ -43,13 +87,14 @@ def _all(diags: list[dict], key: str) -> bool:
 
 
 def run(cfg) -> StageResult:
-    p = cfg.params
+    p = cfg.params  # checked against Params before run
     depths = depth_grid(int(p.max_depth), int(p.per_decade))
     top = int(depths[-1])
     fit = f"L in [{top // 10:,}, {top:,}] (and {top // 100:,} for the increment ratio)"
     pairs = [dict(pair) for pair in p.pairs]
-    if top < 100 or top % 100:
-        raise ValueError(f"params.max_depth = {p.max_depth}: the rate diagnostics need a multiple of 100 (>= 100)")
+    points = eoc_points(p.eoc, "params.eoc")  # before any recursion: a case without an EOC point, refused
+    for kind in ("ordered", "chaotic"):  # and every phase case in its phase
+        phase_points(p[kind], f"params.{kind}", phase=kind)
     metrics: dict = {"max_depth": top}
     uncertainty: dict = {}
     fit_ranges: dict[str, str] = {}
@@ -57,8 +102,9 @@ def run(cfg) -> StageResult:
     figs_data: dict = {"eoc": [], "resnet": [], "phase": []}
 
     # ---- Thm. 1 (FFNN on the EOC) and the correlation rates of App. Lemmas 2-3
-    for case_cfg in progress(list(p.eoc), desc="EOC cases", enabled=cfg.progress):
-        case = eoc_case(case_cfg.activation, sigma_b2=float(case_cfg.sigma_b2), pairs=pairs, depths=depths)
+    for case_cfg, point in progress(list(zip(p.eoc, points, strict=True)), desc="EOC cases", enabled=cfg.progress):
+        case = eoc_case(case_cfg.activation, sigma_b2=float(case_cfg.sigma_b2), pairs=pairs, depths=depths,
+                        point=point)
         act, point = case["activation"], case["point"]
         off = [rate_diagnostics(depths, r["off_err"], ref=r["q_off"], ) for r in case["runs"]]
         diag = [rate_diagnostics(depths, r["diag_err"], ref=r["q_off"], ) for r in case["runs"]]
@@ -404,4 +450,4 @@ def _phase_figure(cases):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/theorem_checks")
+    main(run, experiment="hayou2020/theorem_checks", params=Params)

@@ -362,36 +362,50 @@ def test_fig1_one_sigma_w_gives_no_spread():
     keep = (depths >= 10) & (depths <= 1000)
     assert slope == pytest.approx(np.polyfit(np.log(depths[keep]), np.log(err[keep]), 1)[0], rel=1e-10)
     assert result.uncertainty["fig1c_resnet_sw2_1_slope"]["n"] == int(keep.sum())
-    # twice the same value is one sigma_w as well
-    cfg = _stage_cfg("fig1", "params.resnet_sigma_w2=[1.0,1.0]", "params.eoc=[{activation: relu, sigma_b2: 0.0}]",
-                     "params.ordered=[{activation: relu, sigma_w2: 1.5, sigma_b2: 0.1}]")
-    assert fig1.run(cfg).metrics["fig1c_resnet_slope_spread"] is None
+    # twice the same value would be one sigma_w as well: refused before compute (tests/.../test_bad_input_hayou2020)
 
 
-def test_fig1_fit_range_with_too_few_depths_is_refused_before_compute():
+def test_fig1_default_fit_range_is_the_last_two_decades_of_the_grid():
+    """fit_range null (registered): [max_depth / 100, max_depth], so a sweep over max_depth (README) needs no
+    fit range; quick and paper keep [1e4, 1e6], smoke [10, 1e3]."""
     import fig1
 
-    cfg = _stage_cfg("fig1", "params.fit_range=[10,12]")
-    with pytest.raises(ValueError, match=r"params\.fit_range") as err:
-        fig1.check_params(cfg.params)
-    assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match=r"params\.resnet_sigma_w2"):
-        fig1.check_params(_stage_cfg("fig1", "params.resnet_sigma_w2=[]").params)
+    for overrides, expected in (((), (10, 1000)), (("params.max_depth=10000",), (100, 10_000)),
+                                (("scale=quick",), (10_000, 1_000_000)), (("params.max_depth=5000",), (50, 5000))):
+        p = _stage_cfg("fig1", *overrides).params
+        assert fig1.fit_bounds(p, hc.depth_grid(p.max_depth, p.per_decade)) == expected
+    p = _stage_cfg("fig1", "params.max_depth=1234").params  # not a multiple of 100: the first grid depth above 12.34
+    depths = hc.depth_grid(1234, p.per_decade)
+    lo, hi = fig1.fit_bounds(p, depths)
+    assert hi == 1234 and lo in depths and lo >= 12.34 and depths[np.searchsorted(depths, lo) - 1] < 12.34
 
 
-@pytest.mark.parametrize("n_q", [0, 1])
-def test_eoc_curves_refuse_an_empty_q_grid(n_q, monkeypatch):
-    """n_q = 0 made every curve empty ('Softplus has no EOC' reproduced by an empty search): refused first."""
-    import eoc_curves
+def test_eoc_curves_and_fig1_refuse_before_any_recursion(monkeypatch):
+    """What only a mean-field solve can tell (an ordered case not in the ordered phase, a smooth EOC case with no
+    EOC point) is refused by the stage with the case's path, before its first recursion."""
+    import fig1
+
+    from ntkrepro.checks import ConfigError
 
     def no_compute(*args, **kwargs):
-        raise AssertionError("computed before refusing params.n_q")
+        raise AssertionError("computed before refusing the case")
 
-    monkeypatch.setattr(eoc_curves, "eoc_curve", no_compute)
-    monkeypatch.setattr(eoc_curves, "eoc_point", no_compute)
-    with pytest.raises(ValueError, match=r"params\.n_q") as err:
-        eoc_curves.run(_stage_cfg("eoc_curves", f"params.n_q={n_q}"))
-    assert "\n" not in str(err.value)
+    for name in ("eoc_case", "phase_case", "resnet_case"):
+        monkeypatch.setattr(fig1, name, no_compute)
+    relu = "params.eoc=[{activation: relu, sigma_b2: 0.0}]"
+    cases = [
+        ("params.ordered=[{activation: relu, sigma_w2: 1.5, sigma_b2: 0.1}, {activation: tanh, sigma_w2: 4.0, "
+         "sigma_b2: 0.04}]", "error: params.ordered[1]: must be in the ordered phase (chi_1 < 1); here chi_1 = 1.34"),
+        ("params.ordered=[{activation: relu, sigma_w2: 2.5, sigma_b2: 0.1}]",
+         "error: params.ordered[0]: has no finite fixed-point variance q*"),
+    ]
+    for ordered, message in cases:
+        with pytest.raises(ConfigError) as err:
+            fig1.run(_stage_cfg("fig1", relu, ordered))
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    with pytest.raises(ConfigError, match=r"^error: params\.eoc\[1\]: no usable EOC point: no EOC point with "):
+        fig1.run(_stage_cfg("fig1", "params.eoc=[{activation: relu, sigma_b2: 0.0}, {activation: softplus, "
+                            "sigma_b2: 0.04}]"))
 
 
 def test_one_sigma_w_or_a_perturbed_slope_is_never_reproduced():
