@@ -1,12 +1,10 @@
 """Shared by the Arora et al. 2019 stages: image downsampling for the reduced scales, the cached CNTK
 Gram of a training + test set (and the list of a stage's Grams, for tile jobs), kernel regression with
 the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax), and the checks the
-stages' typed ``Params`` and their ``check_data`` share (odd filters, label order, memory estimates,
+stages' typed ``Params`` (and their ``check_config``) share (odd filters, label order, memory estimates,
 the image size and split sizes a config asks for, read off the dataset registry before any data)."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 from matplotlib.ticker import NullFormatter
@@ -22,7 +20,7 @@ FLOAT32_BYTES = 4  # the typed params do not see `precision`: their estimates us
 FLOAT64_BYTES = 8  # Grams are solved in float64 whatever the precision they are computed in
 
 
-# ---- checks shared by the stages' typed Params and check_data (before any data or compute) -------------
+# ---- checks shared by the stages' typed Params and check_config (before any data or compute) -------------
 
 def odd(value) -> str | None:
     """A filter side: odd (zero 'same' padding keeps the image size)."""
@@ -39,30 +37,6 @@ def check_labels(label_pos: float, label_neg: float) -> None:
 def itemsize(precision: str) -> int:
     """Bytes of one float at the run's ``precision``."""
     return 4 if precision == "float32" else 8
-
-
-def physical_memory() -> int:
-    """This machine's physical memory in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.3g}"
-
-
-def refuse_oversized(estimates) -> None:
-    """Refuse (one line naming the parameter, before any data or compute) the first array that alone
-    would need more than this machine's physical memory. ``estimates``: ``(path, value, unit_bytes,
-    power, what)`` for an array of ``unit_bytes * value ** power`` bytes driven by the parameter at
-    ``path``; the message gives the estimate and the largest value that would fit. A config that passes
-    can still exhaust memory (a run holds several such arrays at once): this catches the absurd ones."""
-    memory = physical_memory()
-    for path, value, unit, power, what in estimates:
-        need = float(unit) * float(value) ** power
-        if need > memory:
-            fits = max(int((memory / unit) ** (1.0 / power)), 0)
-            raise bad(path, f"{what} would need ~{_gib(need)} GiB, more than this machine's "
-                      f"{_gib(memory)} GiB of memory (at most {fits} would fit)", value)
 
 
 def cnn_weight_estimate(path: str, channels, *, depth: int, filter_size: int, what: str) -> tuple:

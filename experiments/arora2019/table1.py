@@ -23,13 +23,12 @@ from arora_common import (
     itemsize,
     log_axis_with_ticks,
     odd,
-    refuse_oversized,
     regression_accuracy,
     split_size,
 )
 from scipy.stats import spearmanr
 
-from ntkrepro.checks import bad, param
+from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.claims import paper_values
 from ntkrepro.data import select_subset
 from ntkrepro.empirical import empirical_ntk
@@ -113,37 +112,36 @@ class Params:
         refuse_oversized([cnn_weight_estimate("params.cnn.channels", c.channels, depth=max(c.depths),
                                               filter_size=self.filter_size, what="the weights of the widest CNN")])
 
-
-def check_data(cfg) -> None:
-    """Refuse, before any data is loaded, what the typed params cannot see alone: the split sizes against
-    the validation split, the subset, the batch and the lr probe; the downsampling factor against the
-    images; the CNTK Grams and the CNN's activations against memory (one line naming the parameter)."""
-    p, c = cfg.params, cfg.params.cnn
-    n_tr, n_te = split_size(cfg, "train"), split_size(cfg, "test")
-    if c.n_val > n_tr - 1:
-        raise bad("params.cnn.n_val", f"must be in [1, data.n_train - 1 = {n_tr - 1}] (the CNNs train on the "
-                  "other training images)", c.n_val)
-    n_fit = n_tr - c.n_val
-    if c.batch_size > n_fit:
-        raise bad("params.cnn.batch_size", f"must be <= the {n_fit} images the CNNs train on (data.n_train - "
-                  f"params.cnn.n_val): an epoch would have no batch", c.batch_size)
-    if c.lr_probe > n_fit:
-        raise bad("params.cnn.lr_probe", f"must be <= the {n_fit} images the CNNs train on (data.n_train - "
-                  "params.cnn.n_val)", c.lr_probe)
-    if p.subset.n_train > n_tr:
-        raise bad("params.subset.n_train", f"must be <= data.n_train = {n_tr} (a subset of the training set)",
-                  p.subset.n_train)
-    pixels, size, widest = image_pixels(cfg, p.downsample), itemsize(cfg.precision), max(c.channels)
-    n_eval = max(n_te, c.n_val)
-    refuse_oversized([
-        *gram_estimates(cfg),
-        ("params.cnn.batch_size", c.batch_size, size * pixels * widest * (max(c.depths) - 1), 1,
-         f"the CNN activations of one batch kept for backpropagation (batch x {pixels} pixels x "
-         f"{widest} channels x {max(c.depths) - 1} layers, {cfg.precision})"),
-        ("params.cnn.channels", widest, size * pixels * n_eval, 1,
-         f"one CNN layer's activations over the {n_eval} test or validation images in one forward pass "
-         f"(images x {pixels} pixels x channels, {cfg.precision})"),
-    ])
+    def check_config(self, cfg) -> None:
+        """Refuse, before any data is loaded, what the typed params cannot see alone: the split sizes against
+        the validation split, the subset, the batch and the lr probe; the downsampling factor against the
+        images; the CNTK Grams and the CNN's activations against memory (one line naming the parameter)."""
+        p, c = cfg.params, cfg.params.cnn
+        n_tr, n_te = split_size(cfg, "train"), split_size(cfg, "test")
+        if c.n_val > n_tr - 1:
+            raise bad("params.cnn.n_val", f"must be in [1, data.n_train - 1 = {n_tr - 1}] (the CNNs train on the "
+                      "other training images)", c.n_val)
+        n_fit = n_tr - c.n_val
+        if c.batch_size > n_fit:
+            raise bad("params.cnn.batch_size", f"must be <= the {n_fit} images the CNNs train on (data.n_train - "
+                      f"params.cnn.n_val): an epoch would have no batch", c.batch_size)
+        if c.lr_probe > n_fit:
+            raise bad("params.cnn.lr_probe", f"must be <= the {n_fit} images the CNNs train on (data.n_train - "
+                      "params.cnn.n_val)", c.lr_probe)
+        if p.subset.n_train > n_tr:
+            raise bad("params.subset.n_train", f"must be <= data.n_train = {n_tr} (a subset of the training set)",
+                      p.subset.n_train)
+        pixels, size, widest = image_pixels(cfg, p.downsample), itemsize(cfg.precision), max(c.channels)
+        n_eval = max(n_te, c.n_val)
+        refuse_oversized([
+            *gram_estimates(cfg),
+            ("params.cnn.batch_size", c.batch_size, size * pixels * widest * (max(c.depths) - 1), 1,
+             f"the CNN activations of one batch kept for backpropagation (batch x {pixels} pixels x "
+             f"{widest} channels x {max(c.depths) - 1} layers, {cfg.precision})"),
+            ("params.cnn.channels", widest, size * pixels * n_eval, 1,
+             f"one CNN layer's activations over the {n_eval} test or validation images in one forward pass "
+             f"(images x {pixels} pixels x channels, {cfg.precision})"),
+        ])
 
 
 def validation_split(labels, n_val: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +289,6 @@ def _figure(cells: dict, paper: dict, data_label: str):
 def run(cfg) -> StageResult:
     p = cfg.params
     c = p.cnn
-    check_data(cfg)
     train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
     x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
     y_tr, y_te = np.asarray(train_set.y), np.asarray(test_set.y)

@@ -20,11 +20,10 @@ from arora_common import (
     image_pixels,
     log_axis_with_ticks,
     odd,
-    refuse_oversized,
     regression_accuracy,
 )
 
-from ntkrepro.checks import param
+from ntkrepro.checks import param, refuse_oversized
 from ntkrepro.claims import paper_values
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.nets import cnn
@@ -59,13 +58,12 @@ class Params:
                                               filter_size=self.filter_size,
                                               what="one image's Jacobian row of the deepest random-feature CNN")])
 
-
-def check_data(cfg) -> None:
-    """Refuse, before any data is loaded, a downsampling factor that divides no image side and Grams
-    (the exact CNTK's and the random features', float64) that exhaust memory (one line naming the
-    parameter)."""
-    image_pixels(cfg, cfg.params.downsample)
-    refuse_oversized(gram_estimates(cfg))
+    def check_config(self, cfg) -> None:
+        """Refuse, before any data is loaded, a downsampling factor that divides no image side and Grams
+        (the exact CNTK's and the random features', float64) that exhaust memory (one line naming the
+        parameter)."""
+        image_pixels(cfg, cfg.params.downsample)
+        refuse_oversized(gram_estimates(cfg))
 
 
 def random_feature_gram(net, x_all, n_train: int, *, key):
@@ -114,7 +112,6 @@ def _figure(rows: pd.DataFrame, paper: dict, data_label: str):
 
 def run(cfg) -> StageResult:
     p = cfg.params
-    check_data(cfg)
     train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
     x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
     y_tr, y_te = np.asarray(train_set.y), np.asarray(test_set.y)

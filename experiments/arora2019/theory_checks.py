@@ -21,11 +21,10 @@ from arora_common import (
     itemsize,
     log_axis_with_ticks,
     odd,
-    refuse_oversized,
     split_size,
 )
 
-from ntkrepro.checks import param
+from ntkrepro.checks import param, refuse_oversized
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.nets import cnn
@@ -92,18 +91,17 @@ class Params:
                                 filter_size=self.filter_size, what="the weights of the widest trained CNN"),
         ])
 
-
-def check_data(cfg) -> None:
-    """Refuse, before any data is loaded, a downsampling factor that divides no image side, CNTK Grams
-    that exhaust memory, and a full-batch training whose activations do (one line naming the parameter)."""
-    p = cfg.params
-    pixels, widest, layers = image_pixels(cfg, p.downsample), max(p.trained.widths), p.trained.depth - 1
-    refuse_oversized([
-        *gram_estimates(cfg),
-        ("data.n_train", split_size(cfg, "train"), itemsize(cfg.precision) * pixels * widest * layers, 1,
-         f"the activations of full-batch GD kept for backpropagation (n_train x {pixels} pixels x widest "
-         f"trained width {widest} x {layers} layers, {cfg.precision})"),
-    ])
+    def check_config(self, cfg) -> None:
+        """Refuse, before any data is loaded, a downsampling factor that divides no image side, CNTK Grams
+        that exhaust memory, and a full-batch training whose activations do (one line naming the parameter)."""
+        p = cfg.params
+        pixels, widest, layers = image_pixels(cfg, p.downsample), max(p.trained.widths), p.trained.depth - 1
+        refuse_oversized([
+            *gram_estimates(cfg),
+            ("data.n_train", split_size(cfg, "train"), itemsize(cfg.precision) * pixels * widest * layers, 1,
+             f"the activations of full-batch GD kept for backpropagation (n_train x {pixels} pixels x widest "
+             f"trained width {widest} x {layers} layers, {cfg.precision})"),
+        ])
 
 
 def rate_metrics(widths, errors, name: str) -> tuple[dict, dict, object]:
@@ -217,7 +215,6 @@ def _figure(init, trained, *, init_depth, trained_depth, steps):
 
 def run(cfg) -> StageResult:
     p = cfg.params
-    check_data(cfg)
     train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
     x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
     metrics, uncertainty, figs_data = {}, {}, {}

@@ -333,15 +333,12 @@ def test_stages_refuse_degenerate_sweeps_in_their_typed_params(artifact, module,
 
 
 def test_table1_refuses_an_empty_training_side_before_compute(monkeypatch):
-    """n_val = data.n_train (smoke: 48) leaves the CNNs no image to train on: run() refuses it before
-    loading data or computing a kernel."""
-    def no_compute(*a, **k):
-        raise AssertionError("loaded or computed before refusing")
+    """n_val = data.n_train (smoke: 48) leaves the CNNs no image to train on: the validation
+    (Params.check_config) refuses it before loading data or computing a kernel."""
+    from ntkrepro.config import validate
 
-    monkeypatch.setattr(table1, "cntk_blocks", no_compute)
-    monkeypatch.setattr(table1, "load_split", no_compute)
     with pytest.raises(ValueError, match=r"^error: params.cnn.n_val: must be in \[1, data.n_train - 1 = 47\]"):
-        table1.run(_compose("table1", "params.cnn.n_val=48"))
+        validate(_compose("table1", "params.cnn.n_val=48"), table1.Params)
 
 
 def test_rank_correlation_claim_reads_within_each_readout():

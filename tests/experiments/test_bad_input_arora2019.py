@@ -1,13 +1,11 @@
 """Bad input to the Arora et al. 2019 stages: each refused before any data or compute with one line
 ``error: <parameter>: ...`` naming the parameter — the typed ``Params`` of each stage (types, bounds,
 nested blocks, unknown keys, cross-field checks) and, for what depends on ``data`` (split sizes, image
-sides, the Grams' and activations' memory), the stage's ``check_data``, run before the data are loaded.
+sides, the Grams' and activations' memory), ``Params.check_config``, run by the same validation.
 Every registered scale passes. Memory refusals are estimated from the config, never allocated; the
 tests fix the machine's memory so that the estimates and the limits are exact."""
 
 from __future__ import annotations
-
-import sys
 
 import pytest
 from conftest import refused
@@ -20,8 +18,7 @@ STAGES = ("table1", "table2", "theory_checks")
 
 
 def _memory(monkeypatch, gib: int) -> None:
-    stage_module("arora2019/table1")  # puts experiments/arora2019 on sys.path: arora_common importable
-    monkeypatch.setattr(sys.modules["arora_common"], "physical_memory", lambda: gib * GIB)
+    monkeypatch.setattr("ntkrepro.checks.physical_memory", lambda: gib * GIB)
 
 
 @pytest.fixture
@@ -31,15 +28,8 @@ def memory_16gib(monkeypatch):
 
 
 def refused_before_loading(artifact: str, overrides: list[str]) -> str:
-    """The one-line error of the stage's data check, for a config its typed params accept."""
-    module = stage_module(f"arora2019/{artifact}")
-    cfg = compose(f"arora2019/{artifact}", ["scale=quick", *overrides])
-    validate(cfg, module.Params)
-    with pytest.raises(ConfigError) as info:
-        module.check_data(cfg)
-    message = str(info.value)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
+    """The one-line error of the stage's data check (``Params.check_config``, run by the validation)."""
+    return refused(f"arora2019/{artifact}", overrides)
 
 
 # (overrides, the parameter named, a fragment of what would be accepted): refused by the typed Params
@@ -118,7 +108,7 @@ BAD = {
     ],
 }
 
-# refused by the stage's check_data, before the data are loaded (quick: data.n_train 200 / 120 / 16)
+# refused by Params.check_config, before the data are loaded (quick: data.n_train 200 / 120 / 16)
 BAD_DATA = {
     "table1": [
         (["params.cnn.n_val=200"], "params.cnn.n_val", "must be in [1, data.n_train - 1 = 199]"),
@@ -179,7 +169,6 @@ def test_every_registered_scale_passes(monkeypatch, artifact, scale):
     module = stage_module(f"arora2019/{artifact}")
     cfg = compose(f"arora2019/{artifact}", [f"scale={scale}"])
     validate(cfg, module.Params)
-    module.check_data(cfg)
 
 
 def test_a_training_gram_that_exhausts_memory_is_refused_with_its_estimate(memory_16gib):
@@ -190,18 +179,17 @@ def test_a_training_gram_that_exhausts_memory_is_refused_with_its_estimate(memor
         f"error: data.n_train: the training CNTK Gram (n_train x n_train, float64) would need ~{8e14 / GIB:.3g} "
         "GiB, more than this machine's 16 GiB of memory (at most 46340 would fit) (got 10000000)")
     module = stage_module("arora2019/table1")
-    module.check_data(compose("arora2019/table1", ["scale=quick", "data.n_train=46340"]))
+    validate(compose("arora2019/table1", ["scale=quick", "data.n_train=46340"]), module.Params)
     with pytest.raises(ConfigError, match="error: data.n_train: the training CNTK Gram"):
-        module.check_data(compose("arora2019/table1", ["scale=quick", "data.n_train=46341"]))
+        validate(compose("arora2019/table1", ["scale=quick", "data.n_train=46341"]), module.Params)
 
 
 def test_the_papers_table_1_is_refused_on_a_16_gib_machine(memory_16gib):
     """All 50,000 CIFAR-10 training images: the float64 Gram alone is 50000^2 x 8 bytes = 18.6 GiB."""
     module = stage_module("arora2019/table1")
     cfg = compose("arora2019/table1", ["scale=paper"])
-    validate(cfg, module.Params)
     with pytest.raises(ConfigError, match=r"error: data.n_train: the training CNTK Gram .* ~18.6 GiB"):
-        module.check_data(cfg)
+        validate(cfg, module.Params)
 
 
 def test_the_widest_cnn_estimate_is_quadratic_in_the_channels(memory_16gib):
@@ -216,13 +204,17 @@ def test_the_widest_cnn_estimate_is_quadratic_in_the_channels(memory_16gib):
 
 
 @pytest.mark.parametrize("artifact", STAGES)
-def test_run_refuses_before_loading_the_data(monkeypatch, memory_16gib, artifact):
-    """run() calls check_data before any split is read."""
+def test_the_stage_refuses_before_loading_the_data(monkeypatch, memory_16gib, tmp_path, artifact):
+    """The stage wrapper validates (Params and check_config) before run() reads any split."""
+    from ntkrepro.stage import execute
+
     module = stage_module(f"arora2019/{artifact}")
 
     def no_data(*a, **k):
         raise AssertionError("data loaded before refusing")
 
     monkeypatch.setattr(module, "load_split", no_data)
+    cfg = compose(f"arora2019/{artifact}", ["scale=quick", "params.downsample=5", "tracking.enabled=false"])
     with pytest.raises(ConfigError, match="error: params.downsample: must divide"):
-        module.run(compose(f"arora2019/{artifact}", ["scale=quick", "params.downsample=5"]))
+        execute(cfg, module.run, out_dir=tmp_path / "out", params_schema=module.Params)
+    assert not (tmp_path / "out").exists()
