@@ -20,7 +20,7 @@ from ntkrepro.stage import stage_module
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 2**30
-STAGES = ("fig1", "fig2", "fig3")
+STAGES = ("fig1", "fig2", "fig3", "ntk_pd")
 
 
 @pytest.fixture
@@ -100,6 +100,32 @@ BAD = {
         (["params.steps=null"], "params.steps", "must be an integer"),
         (["+params.sigma_w2=2.0"], "params.sigma_w2", "unknown parameter"),
         (["params.widths=[100,10000000]"], "params.widths", "a hidden weight matrix of the widest width"),
+    ],
+    "ntk_pd": [
+        (["params.beta=-0.1"], "params.beta", "must be >= 0"),
+        (["params.beta=nan"], "params.beta", "must be a finite number"),
+        (["params.input_dim=1"], "params.input_dim", "must be >= 2"),  # S^0: two points
+        (["params.input_dim=2.5"], "params.input_dim", "must be an integer"),
+        (["params.n_points=[]"], "params.n_points", "needs at least 1 value(s)"),
+        (["params.n_points=[4,1]"], "params.n_points", "every value must be >= 2"),
+        (["params.n_points=[8,8]"], "params.n_points", "values must be distinct"),
+        (["params.n_points=[3,4]"], "params.n_points", "needs a size > params.input_dim + 1 = 4"),
+        (["params.input_dim=40"], "params.n_points", "needs a size > params.input_dim + 1 = 41"),
+        (["params.max_depth=1"], "params.max_depth", "must be >= 2"),
+        (["params.max_depth='6'"], "params.max_depth", "must be an integer"),
+        (["params.activations=[]"], "params.activations", "needs at least 1 value(s)"),
+        (["params.activations=[relu,relu]"], "params.activations", "values must be distinct"),
+        (["params.activations=[relu,swish]"], "params.activations", "must be a registered activation"),
+        (["params.activations=[relu,identity]"], "params.activations", "'identity' is a polynomial"),
+        (["params.activations=['relu_like:0.5,0.5']"], "params.activations", "'relu_like:0.5,0.5' is a polynomial"),
+        (["params.polynomial_activations=[tanh]"], "params.polynomial_activations", "'tanh' is not a polynomial"),
+        (["params.polynomial_activations=[]"], "params.polynomial_activations", "needs at least 1 value(s)"),
+        (["params.polynomial_activations=[cubic]"], "params.polynomial_activations",
+         "must be a registered activation"),
+        (["+params.width=100"], "params.width", "unknown parameter (accepted: beta, input_dim"),
+        (["params.n_points=[4,100000]"], "params.n_points", "the NNGP and NTK of one depth"),
+        (["params.max_depth=100000000"], "params.max_depth", "the NNGP and NTK of every depth"),
+        (["params.n_points=[4,'32']"], "params.n_points[1]", "must be an integer"),
     ],
 }
 
