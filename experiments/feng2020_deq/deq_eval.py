@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ntkrepro.checks import bad, param
+from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.gram import compute_gram
 from ntkrepro.io import atomic_write_json
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
@@ -31,26 +30,6 @@ FLOAT32_BYTES = 4  # the typed params do not see `precision`: their estimates us
 def itemsize(precision: str) -> int:
     """Bytes of one float at the run's ``precision``."""
     return 4 if precision == "float32" else 8
-
-
-def physical_memory() -> int:
-    """This machine's physical memory in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def refuse_oversized(estimates) -> None:
-    """Refuse (one line naming the parameter, before any data or compute) the first array that alone would
-    need more than this machine's physical memory. ``estimates``: ``(path, value, unit_bytes, power, what)``
-    for an array of ``unit_bytes * value ** power`` bytes driven by the parameter at ``path``; the message
-    gives the estimate and the largest value that would fit. Only the absurd sizes are caught: a config that
-    passes can still exhaust memory (a run holds several such arrays)."""
-    memory = physical_memory()
-    for path, value, unit, power, what in estimates:
-        need = float(unit) * float(value) ** power
-        if need > memory:
-            fits = max(int((memory / unit) ** (1.0 / power)), 0)
-            raise bad(path, f"{what} would need ~{need / 2**30:.3g} GiB, more than this machine's "
-                      f"{memory / 2**30:.3g} GiB of memory (at most {fits} would fit)", value)
 
 
 def check_initialization(path: str, **variances: float) -> None:
@@ -98,6 +77,9 @@ class TableParams:
         if not self.label_pos > self.label_neg:
             raise bad("params.label_pos", f"must be > params.label_neg = {self.label_neg:g} (the one-hot "
                       "target of the true class)", self.label_pos)
+
+    def check_config(self, cfg) -> None:
+        check_table_data(cfg)
 
 
 def check_unit_norm(cfg) -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from deq_eval import FLOAT32_BYTES, check_initialization, check_unit_norm, percent, refuse_oversized
+from deq_eval import FLOAT32_BYTES, check_initialization, check_unit_norm, percent
 from scipy import stats
 
-from ntkrepro.checks import bad, param
+from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.kernels.deq import deq_kernels, deq_ntk
 from ntkrepro.plotting import band, figure
 from ntkrepro.progress import progress
@@ -166,22 +166,20 @@ class Params:
              "one block of the all-depths recursion (max depth x row_chunk x n_train, float32)"),
         ])
 
-
-def check_data(cfg) -> None:
-    """``data`` against the params, before it is loaded (the typed params cannot see it): unit-norm inputs
-    (the DEQ-NTK fixed point), and pools large enough for one draw (null = the whole split)."""
-    check_unit_norm(cfg)
-    p = cfg.params
-    for split in ("train", "test"):
-        pool = cfg.data[f"n_{split}"]
-        if pool is not None and p[f"n_{split}"] > pool:
-            raise bad(f"params.n_{split}", f"must be <= data.n_{split} = {pool} (the pool each draw is taken "
-                      "from)", p[f"n_{split}"])
+    def check_config(self, cfg) -> None:
+        """``data`` against the params, before it is loaded (the typed params cannot see it): unit-norm inputs
+        (the DEQ-NTK fixed point), and pools large enough for one draw (null = the whole split)."""
+        check_unit_norm(cfg)
+        p = cfg.params
+        for split in ("train", "test"):
+            pool = cfg.data[f"n_{split}"]
+            if pool is not None and p[f"n_{split}"] > pool:
+                raise bad(f"params.n_{split}", f"must be <= data.n_{split} = {pool} (the pool each draw is taken "
+                          "from)", p[f"n_{split}"])
 
 
 def run(cfg) -> StageResult:
     p = cfg.params  # checked against Params before run
-    check_data(cfg)
     panels = [dict(sigma_w2=float(q.sigma_w2), sigma_b2=float(q.sigma_b2)) for q in p.panels]
     depths = sorted({int(d) for d in p.depths})
     dtype = np.float32 if cfg.precision == "float32" else np.float64

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deq_eval import TableParams, check_table_data, evaluate_deq_settings, setting_tag
+from deq_eval import TableParams, evaluate_deq_settings, setting_tag
 
 from ntkrepro.claims import paper_values
 from ntkrepro.plotting import figure, mark_paper_value
@@ -19,7 +19,6 @@ class Params(TableParams):
 
 
 def run(cfg) -> StageResult:
-    check_table_data(cfg)
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     table, metrics = evaluate_deq_settings(cfg, train, test)
     return StageResult(

@@ -14,7 +14,6 @@ from deq_eval import (
     TableParams,
     cdeq_kwargs,
     check_initialization,
-    check_table_data,
     evaluate_deq_settings,
     gram_regression,
     load_with,
@@ -57,7 +56,6 @@ class Params(TableParams):
 
 
 def run(cfg) -> StageResult:
-    check_table_data(cfg)
     p = cfg.params
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     c = p.cdeq

@@ -11,7 +11,6 @@ smallest sizes). Inputs are synthetic N(0, 1) vectors / images: the cost does no
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from ntkrepro.checks import bad, param
+from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.claims import paper_values
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.kernels.fc import fc_kernels
@@ -123,11 +122,6 @@ class Extrapolate:
     side: int = param(ge=1)
 
 
-def physical_memory() -> int:
-    """This machine's physical memory in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 @dataclass
 class Params:
     """``params`` of conf/experiment/golikov2022/gram_cost.yaml."""
@@ -149,13 +143,7 @@ class Params:
                 if values is not None and len(values) < self.fit_top:
                     raise bad(f"params.{kernel}.{key}", f"needs at least params.fit_top = {self.fit_top} sizes "
                               "(the exponent is fitted over the largest fit_top)", values)
-        memory = physical_memory()
-        for path, value, unit, power, what in self.memory_estimates():
-            need = float(unit) * float(value) ** power
-            if need > memory:
-                fits = max(int((memory / unit) ** (1.0 / power)), 0)
-                raise bad(path, f"{what} would need ~{need / 2**30:.3g} GiB, more than this machine's "
-                          f"{memory / 2**30:.3g} GiB of memory (at most {fits} would fit)", value)
+        refuse_oversized(self.memory_estimates())
 
     def memory_estimates(self) -> list[tuple]:
         """(path, value, unit_bytes, power, what): the largest arrays of each sweep, each alone (float32, a

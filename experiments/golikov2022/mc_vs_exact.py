@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ntkrepro.checks import activation, bad, param
+from ntkrepro.checks import activation, bad, param, refuse_oversized
 from ntkrepro.claims import paper_values
 from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.conv import cntk
@@ -286,24 +285,6 @@ class CnnGrid(ArchGrid):
     readout: Literal["vanilla", "gap"] = param()
 
 
-def physical_memory() -> int:
-    """This machine's physical memory in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def refuse_oversized(estimates) -> None:
-    """Refuse the first array that alone would need more than this machine's physical memory (one line
-    naming the parameter, with the estimate and the largest value that would fit). ``estimates``:
-    ``(path, value, unit_bytes, power, what)`` for an array of ``unit_bytes * value ** power`` bytes."""
-    memory = physical_memory()
-    for path, value, unit, power, what in estimates:
-        need = float(unit) * float(value) ** power
-        if need > memory:
-            fits = max(int((memory / unit) ** (1.0 / power)), 0)
-            raise bad(path, f"{what} would need ~{need / 2**30:.3g} GiB, more than this machine's "
-                      f"{memory / 2**30:.3g} GiB of memory (at most {fits} would fit)", value)
-
-
 @dataclass
 class Params:
     """``params`` of conf/experiment/golikov2022/mc_vs_exact.yaml."""
@@ -341,26 +322,24 @@ class Params:
                  + ", float32)"),
             ])
 
-
-def check_data(cfg) -> None:
-    """``data`` against the params, before it is loaded (the typed params cannot see it): the probed points
-    among the train points, and the kept draws of one width (draws x n x n_train, float64) in memory."""
-    p = cfg.params
-    n_train, n_test = cfg.data.n_train, cfg.data.n_test
-    for arch in p.archs:
-        if n_train is not None and p[arch].bias_probe.n_points > n_train:
-            raise bad(f"params.{arch}.bias_probe.n_points", f"must be <= data.n_train = {n_train} (the probed "
-                      "points are train points)", p[arch].bias_probe.n_points)
-    if n_train is not None and n_test is not None:
-        draws = max(max(p[arch].n_reps) for arch in p.archs) * max(p.n_samples)
-        refuse_oversized([("data.n_train", n_train, 8 * draws * (n_train + n_test) / n_train, 2,
-                           f"the kept Monte Carlo draws of one width ({draws} draws x (n_train + n_test) x "
-                           "n_train, float64)")])
+    def check_config(self, cfg) -> None:
+        """``data`` against the params, before it is loaded (the typed params cannot see it): the probed points
+        among the train points, and the kept draws of one width (draws x n x n_train, float64) in memory."""
+        p = cfg.params
+        n_train, n_test = cfg.data.n_train, cfg.data.n_test
+        for arch in p.archs:
+            if n_train is not None and p[arch].bias_probe.n_points > n_train:
+                raise bad(f"params.{arch}.bias_probe.n_points", f"must be <= data.n_train = {n_train} (the probed "
+                          "points are train points)", p[arch].bias_probe.n_points)
+        if n_train is not None and n_test is not None:
+            draws = max(max(p[arch].n_reps) for arch in p.archs) * max(p.n_samples)
+            refuse_oversized([("data.n_train", n_train, 8 * draws * (n_train + n_test) / n_train, 2,
+                               f"the kept Monte Carlo draws of one width ({draws} draws x (n_train + n_test) x "
+                               "n_train, float64)")])
 
 
 def run(cfg) -> StageResult:
     p = cfg.params  # checked against Params before run
-    check_data(cfg)
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     n_train = len(train.y)
     images = np.concatenate([np.asarray(train.x), np.asarray(test.x)]).astype(np.float64)

@@ -18,22 +18,18 @@ STAGES = ("fig1", "table1", "table2")
 @pytest.fixture
 def memory_16gib(monkeypatch):
     """This machine's physical memory, as the stages see it, fixed at 16 GiB."""
-    import sys
-
-    stage_module("feng2020_deq/fig1")  # puts experiments/feng2020_deq on sys.path: deq_eval importable
-    monkeypatch.setattr(sys.modules["deq_eval"], "physical_memory", lambda: 16 * GIB)
+    monkeypatch.setattr("ntkrepro.checks.physical_memory", lambda: 16 * GIB)
 
 
 def data_check(artifact: str):
+    """The stage's checks of its data config (``Params.check_config``, run by the validation)."""
     module = stage_module(f"feng2020_deq/{artifact}")
-    return module.check_data if hasattr(module, "check_data") else module.check_table_data
+    return lambda cfg: validate(cfg, module.Params)
 
 
 def refused_before_loading(artifact: str, overrides: list[str]) -> str:
     """The one-line error of the stage's data check, for a config its typed params accept."""
-    module = stage_module(f"feng2020_deq/{artifact}")
     cfg = compose(f"feng2020_deq/{artifact}", ["scale=quick", *overrides])
-    validate(cfg, module.Params)
     with pytest.raises(ConfigError) as info:
         data_check(artifact)(cfg)
     message = str(info.value)
