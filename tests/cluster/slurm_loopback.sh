@@ -18,7 +18,8 @@
 # 6. checks the outputs and that every stage's MLflow run is on the server and FINISHED;
 # stops every daemon it started by its PID (trap), also on failure.
 #
-#   sudo tests/cluster/slurm_loopback.sh        # KEEP=1 keeps the temporary folder
+#   sudo tests/cluster/slurm_loopback.sh        # KEEP=1 keeps the temporary folder;
+#                                               # PARTS="pipeline gram sweep" (the default) picks parts
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -49,6 +50,8 @@ chmod 755 "$W"
 PIDS=()            # daemons started here, stopped in reverse order
 MLFLOW_STARTED=0
 RESULTS="$W/results"
+PARTS=" ${PARTS:-pipeline gram sweep} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 
 cleanup() {
   local rc=$?
@@ -155,6 +158,7 @@ say "mlflow server at $URI"
 
 # ---------------------------------------------------------------- reproduce-all at smoke, shipped profile
 SMK_FLAGS=(--profile profiles/slurm --slurm-init-seconds-before-status-checks 5 --seconds-between-status-checks 5)
+if part pipeline; then
 say "snakemake reproduce-all on SLURM (smoke)"
 timeout -s INT -k 60 1800 snakemake "${SMK_FLAGS[@]}" reproduce-all --config scale=smoke "results=$RESULTS" tracking=server \
   "tracking_uri=$URI" >"$W/log/reproduce_all.log" 2>&1 || { tail -n 40 "$W/log/reproduce_all.log"; exit 1; }
@@ -163,8 +167,10 @@ n_stages=$(find "$RESULTS/smoke" -name metrics.json -not -path "*/multirun/*" | 
 submitted=$(grep -c "Job .* has been submitted with SLURM jobid" "$W/log/reproduce_all.log" || true)
 say "reproduce-all: $n_stages stages, report written; $submitted SLURM jobs"
 [ "$submitted" -ge "$n_stages" ] || { say "expected every stage to run as a SLURM job"; exit 1; }
+fi
 
 # ---------------------------------------------------------------- Gram tiles as SLURM jobs
+if part gram; then
 python - "$RESULTS/cache" <<'EOF'
 import sys
 import numpy as np
@@ -200,14 +206,16 @@ print("gram: SLURM tiles == in-process tiles (bit for bit) == direct kernel (1e-
 EOF
 [ "$tile_jobs" -ge 6 ] || { say "expected 6 tile jobs, saw $tile_jobs"; exit 1; }
 say "gram: $tile_jobs tile jobs"
+fi
 
 # ---------------------------------------------------------------- Hydra SLURM sweep (sibling helper module)
-STAGE=experiments/hayou2020/eoc_curves.py
-grep -qE "^(from|import) (deep_kernels|hayou_common)" "$STAGE" || { say "$STAGE imports no sibling helper; pick another stage"; exit 1; }
+if part sweep; then
+STAGE=experiments/jacot2018/fig3.py
+grep -qE "^(from|import) jacot_common" "$STAGE" || { say "$STAGE imports no sibling helper; pick another stage"; exit 1; }
 say "hydra sweep on SLURM: $STAGE seed=0,1"
 timeout 900 python "$STAGE" -m hydra/launcher=slurm scale=smoke "results_root=$RESULTS" tracking=server \
   "tracking.uri=$URI" seed=0,1 >"$W/log/sweep.log" 2>&1 || { tail -n 40 "$W/log/sweep.log"; exit 1; }
-sweep_dir=$(ls -d "$RESULTS"/smoke/hayou2020/eoc_curves/multirun/*/ | tail -n 1)
+sweep_dir=$(ls -d "$RESULTS"/smoke/jacot2018/fig3/multirun/*/ | tail -n 1)
 for job in 0 1; do
   [ -s "$sweep_dir/$job/metrics.json" ] || { say "sweep job $job wrote no metrics.json"; exit 1; }
 done
@@ -221,9 +229,10 @@ rc=$?
 set -e
 [ "$rc" != 124 ] || { say "the failing sweep hung"; exit 1; }
 [ "$rc" != 0 ] || { say "the failing sweep exited 0"; exit 1; }
-grep -q "precision = 'float16'" "$W/log/sweep_bad.log" || { tail -n 20 "$W/log/sweep_bad.log"; exit 1; }
+error_line=$(grep -m1 -E "error: .*precision.*float16" "$W/log/sweep_bad.log") || { tail -n 20 "$W/log/sweep_bad.log"; exit 1; }
 ! grep -q "Traceback" "$W/log/sweep_bad.log" || { say "traceback instead of one line"; cat "$W/log/sweep_bad.log"; exit 1; }
-say "failing sweep: exit $rc, '$(grep -m1 "precision = 'float16'" "$W/log/sweep_bad.log")'"
+say "failing sweep: exit $rc, '$error_line'"
+fi
 
 # ---------------------------------------------------------------- MLflow: every stage run on the server, FINISHED
 python - "$URI" "$RESULTS/smoke" <<'EOF'
