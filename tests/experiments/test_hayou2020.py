@@ -406,6 +406,14 @@ def test_eoc_curves_and_fig1_refuse_before_any_recursion(monkeypatch):
     with pytest.raises(ConfigError, match=r"^error: params\.eoc\[1\]: no usable EOC point: no EOC point with "):
         fig1.run(_stage_cfg("fig1", "params.eoc=[{activation: relu, sigma_b2: 0.0}, {activation: softplus, "
                             "sigma_b2: 0.04}]"))
+    import theorem_checks
+
+    for name in ("eoc_case", "phase_case", "resnet_case"):
+        monkeypatch.setattr(theorem_checks, name, no_compute)
+    with pytest.raises(ConfigError, match=r"^error: params\.chaotic\[0\]: must be in the chaotic phase \(chi_1 > 1\); "
+                       r"here chi_1 = 0\.7"):
+        theorem_checks.run(_stage_cfg("theorem_checks", "params.eoc=[]", "params.ordered=[]",
+                                      "params.chaotic=[{activation: elu, sigma_w2: 1.0, sigma_b2: 0.04}]"))
 
 
 def test_one_sigma_w_or_a_perturbed_slope_is_never_reproduced():
