@@ -14,7 +14,9 @@
 # %% [markdown]
 # # Claims overview
 # Every claim of every paper's registry against the metrics of one scale's results folder
-# (`NTKREPRO_RESULTS`, default `results/quick`). Nothing is recomputed here.
+# (`NTKREPRO_RESULTS`, default `results/quick`; a relative path is taken from the project root). Nothing is
+# recomputed here. Execute: `NTKREPRO_RESULTS=results/smoke jupytext --to ipynb --execute notebooks/claims_overview.py`
+# (from any folder; see the README, "Notebooks").
 
 # %%
 import os
@@ -23,42 +25,79 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ntkrepro.claims import STATUSES, evaluate_all
+import ntkrepro
+from ntkrepro.claims import CHECK_STATUSES, STATUSES, evaluate_all
+from ntkrepro.report import ATTENTION, ORDER, STATUS_COLOURS
 
-ROOT = next((p for p in (Path.cwd(), Path.cwd().parent) if (p / "experiments").is_dir()), None)
-if ROOT is None:
-    raise FileNotFoundError(f"no experiments/ folder in {Path.cwd()} or its parent: run this notebook from the "
-                            "project root or from notebooks/")
-RESULTS = Path(os.environ.get("NTKREPRO_RESULTS", ROOT / "results" / "quick"))
+
+def project_root() -> Path:
+    """The folder holding experiments/: the working folder or one above it, else the installed package's
+    checkout (an editable install: src/ntkrepro -> the project root)."""
+    candidates = [Path.cwd(), *Path.cwd().parents, Path(ntkrepro.__file__).resolve().parents[2]]
+    root = next((p for p in candidates if (p / "experiments").is_dir() and (p / "conf").is_dir()), None)
+    if root is None:
+        raise FileNotFoundError(f"no experiments/ folder above {Path.cwd()} or at the ntkrepro checkout")
+    return root
+
+
+ROOT = project_root()
+RESULTS = Path(os.environ.get("NTKREPRO_RESULTS", "results/quick"))
+RESULTS = RESULTS if RESULTS.is_absolute() else ROOT / RESULTS
 if not RESULTS.is_dir():
     raise FileNotFoundError(f"results folder {RESULTS} does not exist: set NTKREPRO_RESULTS to a results/<scale> "
-                            "folder")
+                            "folder (absolute, or relative to the project root)")
 registries = sorted((ROOT / "experiments").glob("*/claims.yaml"))
 if not registries:
     raise FileNotFoundError(f"no claims registries (experiments/*/claims.yaml) under {ROOT}")
 results = evaluate_all(registries, RESULTS)
 claims = pd.DataFrame(
     [
-        {"paper": r.claim.paper, "id": r.claim.id, "where": r.claim.where, "paper_value": r.claim.paper_value,
-         "measured": r.measured, "status": r.status, "scale": r.scale, "data": r.data}
+        {"paper": r.claim.paper, "artifact": r.claim.artifact, "id": r.claim.id, "where": r.claim.where,
+         "paper_value": r.claim.paper_value, "measured": r.measured, "status": r.status,
+         "indicative": r.verdict if r.status in ("not run at this scale", "not comparable", "data unavailable")
+         else None, "check": bool(r.claim.consistency)}
         for r in results
     ]
 )
-print(f"{len(claims)} claims from {len(registries)} registries, results in {RESULTS}")
-claims.head(20)
+PAPERS = sorted({r.claim.paper for r in results})
+rank = {s: i for i, s in enumerate((*ORDER, *CHECK_STATUSES))}
+claims = claims.sort_values(["status", "paper", "id"], key=lambda c: c.map(rank) if c.name == "status" else c)
+print(f"{len(claims)} claims from {len(registries)} registries ({', '.join(PAPERS)}), results in {RESULTS}")
 
 # %% [markdown]
 # ## Status counts per paper
+# Every paper of the registries is a row, also where nothing ran; consistency checks are counted apart.
 
 # %%
-counts = pd.DataFrame(columns=list(STATUSES))
-if len(claims):
-    counts = claims.groupby(["paper", "status"]).size().unstack(fill_value=0)
-    counts = counts.reindex(columns=list(STATUSES), fill_value=0)
-counts
+verdicts = claims[~claims["check"]]
+counts = (verdicts.groupby(["paper", "status"]).size().unstack(fill_value=0)
+          .reindex(index=PAPERS, columns=list(STATUSES), fill_value=0))
+counts.loc["all"] = counts.sum()
+counts.style.apply(lambda col: [f"background-color: {STATUS_COLOURS[col.name]}; color: white" if v and
+                                col.name not in ("not run at this scale",) else "" for v in col], axis=0)
 
 # %%
-if len(counts):
-    ax = counts.plot.barh(stacked=True, figsize=(7, 3))
-    ax.set_xlabel("claims")
-    plt.tight_layout()
+plot = counts.drop(index="all")
+ax = plot.plot.barh(stacked=True, figsize=(8, 0.5 * len(plot) + 1.5),
+                    color=[STATUS_COLOURS[s] for s in plot.columns], edgecolor="white")
+ax.set_xlabel("claims")
+ax.invert_yaxis()
+ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
+plt.tight_layout()
+
+# %% [markdown]
+# ## Claims that need attention
+# Contradicted, paper inconsistent, deviating and inconclusive claims, in that order (the report links each
+# to its evidence and to the paper README's derivation).
+
+# %%
+attention = verdicts[verdicts["status"].isin(ATTENTION)]
+print(f"{len(attention)} claims need attention")
+attention
+
+# %% [markdown]
+# ## Every claim, by status (not run at this scale last)
+
+# %%
+pd.set_option("display.max_rows", 500)
+verdicts

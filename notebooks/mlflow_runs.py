@@ -13,25 +13,41 @@
 
 # %% [markdown]
 # # MLflow runs
-# The runs of the project's store (`NTKREPRO_MLFLOW_URI`, default the SQLite store under
-# `results/mlflow/`): one experiment per paper, one run per stage execution, tagged with scale,
-# data and commit.
+# The runs of the project's store (`NTKREPRO_MLFLOW_URI`, default the SQLite store under `results/mlflow/`; a
+# relative `sqlite:///` path is taken from the project root): one experiment per paper, one run per stage
+# execution, tagged with scale, data and commit; sweeps are a parent run with one child per job. Runs of
+# different scales are never mixed in one table or chart. Execute:
+# `NTKREPRO_MLFLOW_URI=sqlite:///results/mlflow/mlflow.db jupytext --to ipynb --execute notebooks/mlflow_runs.py`.
 
 # %%
 import os
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
+import ntkrepro
 from ntkrepro.tracking import search_runs
 
-ROOT = next((p for p in (Path.cwd(), Path.cwd().parent) if (p / "experiments").is_dir()), None)
-if ROOT is None:
-    raise FileNotFoundError(f"no experiments/ folder in {Path.cwd()} or its parent: run this notebook from the "
-                            "project root or from notebooks/")
-URI = os.environ.get("NTKREPRO_MLFLOW_URI", f"sqlite:///{ROOT / 'results' / 'mlflow' / 'mlflow.db'}")
-if URI.startswith("sqlite:///") and not Path(URI.removeprefix("sqlite:///")).is_file():
-    raise FileNotFoundError(f"no MLflow store at {URI}: set NTKREPRO_MLFLOW_URI to the store the stages logged to")
+
+def project_root() -> Path:
+    """The folder holding experiments/: the working folder or one above it, else the installed package's
+    checkout (an editable install: src/ntkrepro -> the project root)."""
+    candidates = [Path.cwd(), *Path.cwd().parents, Path(ntkrepro.__file__).resolve().parents[2]]
+    root = next((p for p in candidates if (p / "experiments").is_dir() and (p / "conf").is_dir()), None)
+    if root is None:
+        raise FileNotFoundError(f"no experiments/ folder above {Path.cwd()} or at the ntkrepro checkout")
+    return root
+
+
+ROOT = project_root()
+URI = os.environ.get("NTKREPRO_MLFLOW_URI", "sqlite:///results/mlflow/mlflow.db")
+if URI.startswith("sqlite:///"):
+    db = Path(URI.removeprefix("sqlite:///"))
+    db = db if db.is_absolute() else ROOT / db
+    if not db.is_file():
+        raise FileNotFoundError(f"no MLflow store at {db}: set NTKREPRO_MLFLOW_URI to the store the stages logged to")
+    URI = f"sqlite:///{db}"
 PAPERS = sorted(p.name for p in (ROOT / "experiments").iterdir() if (p / "claims.yaml").exists())
 if not PAPERS:
     raise FileNotFoundError(f"no claims registries (experiments/*/claims.yaml) under {ROOT}")
@@ -39,20 +55,42 @@ rows = []
 for paper in PAPERS:
     for run in search_runs(URI, paper):
         tags = run.data.tags
-        rows.append({"paper": paper, "artifact": tags.get("artifact"), "scale": tags.get("scale"),
+        rows.append({"scale": tags.get("scale"), "paper": paper, "artifact": tags.get("artifact"),
+                     "run": run.info.run_name, "status": run.info.status,
+                     "kind": "sweep parent" if tags.get("sweep") == "True" else
+                     ("sweep job" if "mlflow.parentRunId" in tags else "run"),
                      "data": tags.get("data.name"), "substituted": tags.get("data.substituted"),
                      "commit": (tags.get("git_commit") or "")[:10],
-                     "runtime_s": run.data.metrics.get("runtime_s"), "run_id": run.info.run_id})
-runs = pd.DataFrame(rows)
+                     "runtime_s": run.data.metrics.get("runtime_s"),
+                     "start": pd.to_datetime(run.info.start_time, unit="ms"), "run_id": run.info.run_id})
+runs = pd.DataFrame(rows, columns=["scale", "paper", "artifact", "run", "status", "kind", "data", "substituted",
+                                   "commit", "runtime_s", "start", "run_id"])
 print(f"{len(runs)} runs in {URI}")
-runs.head(30)
+runs.groupby(["scale", "paper", "kind"]).size().unstack(fill_value=0) if len(runs) else runs
 
 # %% [markdown]
-# ## Runtime per artifact (latest run of each)
+# ## Runs per scale (newest first)
 
 # %%
-if len(runs):
-    latest = runs.drop_duplicates(["paper", "artifact", "scale"])
-    ax = latest.set_index(latest["paper"] + "/" + latest["artifact"])["runtime_s"].sort_values().plot.barh(
-        figsize=(6, max(2, 0.25 * len(latest))))
-    ax.set_xlabel("runtime (s)")
+SCALES = [s for s in ("smoke", "quick", "paper") if s in set(runs["scale"])] + \
+    sorted(set(runs["scale"].dropna()) - {"smoke", "quick", "paper"})
+for scale in SCALES:
+    print(f"scale {scale}")
+    display(runs[runs["scale"] == scale].sort_values("start", ascending=False).head(50))  # noqa: F821
+
+# %% [markdown]
+# ## Runtime per artifact: latest registered run of each, one panel per scale
+
+# %%
+latest = (runs[runs["kind"] == "run"].sort_values("start", ascending=False)
+          .drop_duplicates(["scale", "paper", "artifact"]))
+if len(latest):
+    height = max(2, 0.3 * latest.groupby("scale").size().max())
+    fig, axes = plt.subplots(1, len(SCALES), figsize=(5 * len(SCALES), height), squeeze=False)
+    for ax, scale in zip(axes[0], SCALES, strict=False):
+        sel = latest[latest["scale"] == scale]
+        series = sel.set_index(sel["paper"] + "/" + sel["artifact"])["runtime_s"].sort_values()
+        series.plot.barh(ax=ax, color="#0969da")
+        ax.set_title(f"scale {scale}")
+        ax.set_xlabel("runtime (s)")
+    plt.tight_layout()

@@ -15,7 +15,7 @@ import yaml
 
 from ntkrepro.io import atomic_savefig
 from ntkrepro.plotting import figure
-from ntkrepro.report import MAX_INLINE_ROWS, cli, data_label, mlflow_run_url, unit
+from ntkrepro.report import MAX_INLINE_ROWS, cli, data_label, experiment_ids, mlflow_run_url, unit
 
 PAPER_CONFIG = {"precision": "float64", "params.widths": [100, 1000]}
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -254,5 +254,18 @@ def test_mlflow_link_prefers_the_tracking_server_and_the_experiment_id():
     assert mlflow_run_url(rec) == "http://127.0.0.1:5000/#/runs/r1"
     assert mlflow_run_url(rec, "http://h:8080/") == "http://h:8080/#/runs/r1"
     server = {**rec, "config": {"tracking.uri": "http://server:5000"}, "mlflow_experiment_id": "7"}
-    assert mlflow_run_url(server, "http://h:8080") == "http://server:5000/#/experiments/7/runs/r1"
+    assert mlflow_run_url(server, "http://h:8080") == \
+        "http://server:5000/#/experiments/7/runs/r1?workflowType=machine_learning"
     assert mlflow_run_url({"mlflow_run_id": None}) is None
+
+
+def test_experiment_ids_come_from_the_sqlite_store(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE runs (run_uuid TEXT, experiment_id INTEGER)")
+        con.execute("INSERT INTO runs VALUES ('r1', 3)")
+    recs = [{"config": {"tracking.uri": f"sqlite:///{db}"}}, {"config": {"tracking.uri": "http://server:5000"}},
+            {"config": {"tracking.uri": f"sqlite:///{tmp_path / 'absent.db'}"}}]
+    assert experiment_ids(recs) == {"r1": "3"}

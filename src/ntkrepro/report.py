@@ -203,7 +203,30 @@ def mlflow_run_url(rec: dict, ui: str | None = None) -> str | None:
     uri = str((rec.get("config") or {}).get("tracking.uri") or "")
     base = (uri if uri.startswith(("http://", "https://")) else ui or DEFAULT_MLFLOW_UI).rstrip("/")
     exp = rec.get("mlflow_experiment_id")
-    return f"{base}/#/experiments/{exp}/runs/{run}" if exp else f"{base}/#/runs/{run}"
+    # MLflow 3's UI opens in its GenAI mode unless told (or once switched by hand) to show model training
+    return f"{base}/#/experiments/{exp}/runs/{run}?{ML_MODE}" if exp else f"{base}/#/runs/{run}"
+
+
+ML_MODE = "workflowType=machine_learning"
+
+
+def experiment_ids(records: list[dict]) -> dict[str, str]:
+    """run id -> MLflow experiment id, read from the runs' SQLite stores (read-only; no mlflow import). A run
+    logged to a server or a store that cannot be read is left out (its link then uses the run-id route)."""
+    import sqlite3
+
+    out: dict[str, str] = {}
+    stores = {str((rec.get("config") or {}).get("tracking.uri") or "") for rec in records}
+    for uri in sorted(u for u in stores if u.startswith("sqlite:///")):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            continue
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+                out.update({run: str(exp) for run, exp in db.execute("SELECT run_uuid, experiment_id FROM runs")})
+        except sqlite3.Error:
+            continue
+    return out
 
 
 def _run_link(rec: dict, ui: str | None) -> str:
@@ -702,6 +725,11 @@ def _build(results_dir: Path, experiments_dir: Path, mlflow_ui: str | None = Non
     results_dir = Path(results_dir)
     mlflow_ui = mlflow_ui or os.environ.get("NTKREPRO_MLFLOW_UI") or DEFAULT_MLFLOW_UI
     results, records, sweeps = evaluate_results(results_dir, Path(experiments_dir))
+    every = [*records.values(), *(rec for rec, _ in sweeps)]
+    ids = experiment_ids(every)
+    for rec in every:
+        if rec.get("mlflow_run_id") in ids:
+            rec.setdefault("mlflow_experiment_id", ids[rec["mlflow_run_id"]])
     scale = results_dir.name
     md = build_markdown(results, records, scale, sweeps, results_dir=results_dir,
                         experiments_dir=Path(experiments_dir), mlflow_ui=mlflow_ui)
