@@ -115,6 +115,8 @@ BAD = {
         (["+params.cdeq.sigma_b2=0.0"], "params.cdeq.sigma_b2", "unknown parameter"),
         (["params.cdeq_tile=-32"], "params.cdeq_tile", "must be >= 1"),
         (["params.cdeq.n_train=1000000"], "params.cdeq.n_train", "the CDEQ-NTK train Gram"),
+        (["params.cdeq.iter_sample=0"], "params.cdeq.iter_sample", "must be >= 1"),
+        (["params.cdeq.iter_sample=100000"], "params.cdeq.iter_sample", "must be <= params.cdeq.n_train = "),
     ],
 }
 
