@@ -472,6 +472,26 @@ def _data_unavailable() -> type:
     return DataUnavailable
 
 
+def _importable_by_name(run_fn) -> None:
+    """Make a stage script that runs as ``__main__`` importable under its file name, its functions and
+    classes pointing there: a launcher that pickles the job (submitit on SLURM) then imports the script
+    by name in the job (its folder is on the job's path), where the typed Params' annotations resolve."""
+    import types
+
+    module = sys.modules.get(run_fn.__module__)
+    if run_fn.__module__ != "__main__" or module is None or not getattr(module, "__file__", None):
+        return
+    name = Path(module.__file__).stem
+    sys.modules.setdefault(name, module)
+    folder = str(Path(module.__file__).resolve().parent)  # for worker processes (joblib, submitit)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if folder not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [folder, *paths] if p)
+    for obj in list(vars(module).values()):
+        if isinstance(obj, (type, types.FunctionType)) and getattr(obj, "__module__", None) == "__main__":
+            obj.__module__ = name
+
+
 def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type | None = None) -> None:
     """Hydra entry point of a stage script (supports ``-m`` sweeps and every Hydra override). ``params``:
     the stage's typed parameters (a dataclass, ``ntkrepro.checks``), checked before any data or compute."""
@@ -479,6 +499,7 @@ def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    _importable_by_name(run_fn)
     given = [a for a in sys.argv[1:] if a.split("=", 1)[0].lstrip("+~") == "experiment"]
     if any(a.split("=", 1)[1] != experiment for a in given if "=" in a):
         print(f"error: this stage runs experiment={experiment}; got {given[0]}", file=sys.stderr)

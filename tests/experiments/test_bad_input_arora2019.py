@@ -8,7 +8,7 @@ tests fix the machine's memory so that the estimates and the limits are exact.""
 from __future__ import annotations
 
 import pytest
-from conftest import refused
+from stage_checks import refused
 
 from ntkrepro.config import ConfigError, compose, validate
 from ntkrepro.stage import stage_module

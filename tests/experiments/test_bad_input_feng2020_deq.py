@@ -6,7 +6,7 @@ refusals are estimated from the config, never allocated; the tests fix the machi
 from __future__ import annotations
 
 import pytest
-from conftest import refused
+from stage_checks import refused
 
 from ntkrepro.config import ConfigError, compose, validate
 from ntkrepro.stage import stage_module

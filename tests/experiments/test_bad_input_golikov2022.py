@@ -7,7 +7,7 @@ Memory refusals are estimated from the config, never allocated; the tests fix th
 from __future__ import annotations
 
 import pytest
-from conftest import refused
+from stage_checks import refused
 
 from ntkrepro.config import ConfigError, compose, validate
 from ntkrepro.stage import stage_module

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import refused
+from stage_checks import refused
 
 from ntkrepro.config import ConfigError, compose, validate
 from ntkrepro.stage import stage_module

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import refused
+from stage_checks import refused
 
 from ntkrepro.config import ConfigError, compose, validate
 from ntkrepro.stage import stage_module
