@@ -11,6 +11,7 @@ sigma_b^2 = 0.1 (caption of Fig. 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,20 @@ def _draw(rng, n_pool: int, n: int) -> np.ndarray:
     return np.sort(rng.choice(n_pool, size=n, replace=False))
 
 
+def draw_indices(seed: int, draw: int, pools: tuple[int, int], sizes: tuple[int, int], *,
+                 test_points: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) pool indices of one draw: seeded uniform subsets without replacement. ``fixed``: the
+    test points are draw 0's in every draw (one test set, the train points redrawn); ``per_draw``: both
+    redrawn. The train subsets are the same either way."""
+    rng = np.random.default_rng([seed, draw])
+    i_tr, i_te = _draw(rng, pools[0], sizes[0]), _draw(rng, pools[1], sizes[1])
+    if test_points == "fixed" and draw != 0:
+        rng0 = np.random.default_rng([seed, 0])
+        _draw(rng0, pools[0], sizes[0])
+        i_te = _draw(rng0, pools[1], sizes[1])
+    return i_tr, i_te
+
+
 @dataclass
 class Panel:
     """(sigma_W^2, sigma_b^2) of the NTK in one panel of Fig. 1."""
@@ -145,6 +160,8 @@ class Params:
     ci_level: float = param(gt=0, lt=1)
     spectrum_draw: int = param(ge=0)
     row_chunk: int = param(ge=1)
+    test_points: Literal["fixed", "per_draw"] = param(
+        doc="fixed: draw 0's test points for every draw (the train points are redrawn); per_draw: redrawn too")
 
     def check(self):
         if self.spectrum_draw >= self.n_draws:
@@ -193,8 +210,8 @@ def run(cfg) -> StageResult:
     draws = {}
     for draw, q, model in progress(jobs, desc="fig1 draws x panels x models", enabled=cfg.progress):
         if draw not in draws:
-            rng = np.random.default_rng([cfg.seed, draw])
-            draws[draw] = (_draw(rng, len(x_pool_train), p.n_train), _draw(rng, len(x_pool_test), p.n_test))
+            draws[draw] = draw_indices(cfg.seed, draw, (len(x_pool_train), len(x_pool_test)),
+                                       (p.n_train, p.n_test), test_points=p.test_points)
         i_tr, i_te = draws[draw]
         x_tr, x_te = x_pool_train[i_tr], x_pool_test[i_te]
         y_tr, y_te = np.asarray(pool_train.y)[i_tr], np.asarray(pool_test.y)[i_te]
@@ -210,7 +227,8 @@ def run(cfg) -> StageResult:
             pred_train, pred_test = pred[: p.n_train], pred[p.n_train:]
             rows.append({"panel": tag, "model": model, "depth": depth, "draw": draw, "ridge": ridge,
                          "test_acc_pct": percent(accuracy(pred_test, y_te)),
-                         "train_acc_pct": percent(accuracy(pred_train, y_tr))})
+                         "train_acc_pct": percent(accuracy(pred_train, y_tr)),
+                         "test_pred_classes": len(np.unique(np.argmax(np.asarray(pred_test), axis=1)))})
             if draw == p.spectrum_draw:
                 cond, erank = spectrum_stats(k_train)
                 spectra.append({"panel": tag, "model": model, "depth": depth,
@@ -259,7 +277,8 @@ def _summarize(per_draw: pd.DataFrame, *, level: float) -> pd.DataFrame:
         mean, lo, hi = mean_ci(g["test_acc_pct"], level=level)
         out.append({"panel": tag, "model": model, "depth": depth, "test_acc_pct": mean,
                     "ci_lo": lo, "ci_hi": hi, "ci_halfwidth": (hi - lo) / 2,
-                    "train_acc_pct_min": float(g["train_acc_pct"].min()), "ridge": float(g["ridge"].mean())})
+                    "train_acc_pct_min": float(g["train_acc_pct"].min()), "ridge": float(g["ridge"].mean()),
+                    "pred_classes_max": int(g["test_pred_classes"].max())})
     return pd.DataFrame(out)
 
 
@@ -300,6 +319,9 @@ def _metrics(summary, spectrum, fixed_point_err, panels, depths) -> dict:
     m["deq_iter_fixed_point_diag_rel_err"] = max(diag for _, diag in fixed_point_err.values())
     m["ntk_accuracy_drops_all_panels"] = bool(all(drops))
     m["ntk_ci_singleton_deepest_all_panels"] = bool(all(singletons))
+    # a frozen NTK predicts one class on every test point: the evidence behind a singleton CI (README)
+    m["ntk_pred_classes_deepest_max"] = (None if "pred_classes_max" not in summary else int(max(
+        summary[(summary.model == "ntk") & (summary.depth == max(depths))].pred_classes_max)))
     m["deq_accuracy_stable_all_panels"] = bool(all(stable))
     m["deq_beats_deepest_ntk_all_panels"] = bool(all(deq_wins))
     m["ntk_freeze_later_with_larger_sw2"] = freeze_later_with_larger_sw2(

@@ -99,6 +99,7 @@ BAD = {
          "the kernels of one draw at every depth"),
         (["params.depths=[1,100000000]"], "params.depths", "one block of the all-depths recursion"),
         (["data.balanced=no"], "data.balanced", "must be true or false"),
+        (["params.test_points=random"], "params.test_points", "must be one of"),
     ],
     "table1": TABLE,
     "table2": [

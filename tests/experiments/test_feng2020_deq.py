@@ -335,3 +335,22 @@ def test_table2_zca_comparison_and_sigma_iteration_bound():
     stand_in = _table2_record()
     stand_in["splits"] = [{"split": "train", "name": "fashion_mnist", "n": 60000, "substituted_for": "cifar10"}]
     assert evaluate(its, stand_in).status == "data unavailable"
+
+
+# ---------------------------------------------------------------- Fig. 1: one test set for every draw
+
+def test_fixed_test_points_make_a_constant_predictor_a_singleton_ci():
+    """Issue 17, item 7: with the test points redrawn, even a predictor frozen to one class has a spread
+    over draws; with one test set (train points redrawn) its accuracy is the same in every draw."""
+    pools, sizes = (5000, 1000), (400, 100)
+    labels = np.random.default_rng(9).integers(0, 10, size=pools[1])
+    fixed = [fig1.draw_indices(0, d, pools, sizes, test_points="fixed") for d in range(10)]
+    redrawn = [fig1.draw_indices(0, d, pools, sizes, test_points="per_draw") for d in range(10)]
+    assert all(np.array_equal(te, fixed[0][1]) for _, te in fixed)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(fixed, redrawn, strict=True))  # same train draws
+    assert len({tuple(tr) for tr, _ in fixed}) == 10
+    constant = lambda te: 100.0 * np.mean(labels[te] == 3)  # noqa: E731  (the frozen predictor: class 3)
+    _, lo, hi = fig1.mean_ci([constant(te) for _, te in fixed], level=0.95)
+    assert hi - lo == 0.0
+    _, lo, hi = fig1.mean_ci([constant(te) for _, te in redrawn], level=0.95)
+    assert hi - lo > 0.0
