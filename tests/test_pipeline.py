@@ -58,7 +58,7 @@ def test_every_declared_artifact_is_produced_and_tracked(smoke_run):
 @pytest.mark.e2e
 def test_report_built_from_smoke_results(smoke_run):
     report = (smoke_run / "smoke" / "report.md").read_text()
-    assert "## Scoreboard" in report
+    assert "## Verdict summary" in report
     for paper in {p for p, _ in DECLARED}:
         assert f"## {paper}" in report
     assert (smoke_run / "smoke" / "report.html").read_text().startswith("<!doctype html>")
@@ -126,7 +126,7 @@ def test_hydra_multirun_makes_a_parent_run_with_children(tmp_path):
     [
         (["params.no_such_key=1"], "no_such_key"),
         (["experiment=hayou2020/nope"], "this stage runs experiment=hayou2020/eoc_curves"),
-        (["params.activations=[relu,swishy]"], "params.activations = 'swishy' must be a registered activation"),
+        (["params.activations=[relu,swishy]"], "error: params.activations[1]: must be a registered activation"),
         (["precision=float16"], "precision"),
         (["scale=huge"], "huge"),
     ],

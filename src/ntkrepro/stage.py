@@ -217,6 +217,7 @@ class _Tracker:
         self.cfg, self.out_dir, self.sweep = cfg, out_dir, sweep
         self.enabled = bool(cfg.tracking.enabled)
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.previous_run_id: str | None = None
         self.error: str | None = None
         self.marker = out_dir / ".mlflow_run_id"
@@ -257,6 +258,7 @@ class _Tracker:
             description=experiment_description(cfg.paper)))
         if self.run_id:
             atomic_write_text(self.marker, self.run_id)
+            self.experiment_id = self._guard(lambda: tracking.experiment_id(cfg.tracking.uri, cfg.paper))
 
     def end(self, status: str, **logged) -> None:
         from ntkrepro import tracking
@@ -274,11 +276,11 @@ def experiment_description(paper: str) -> str:
     with the first comment line of its config."""
     readme = EXPERIMENTS_DIR / paper / "README.md"
     title = readme.read_text().splitlines()[0].lstrip("# ").strip() if readme.is_file() else paper
-    lines = [f"**{title}** — reproduced by ntkrepro (`experiments/{paper}/`, claims in `claims.yaml`).", ""]
+    lines = [f"{title} — reproduced by ntkrepro (experiments/{paper}/, claims in claims.yaml).", ""]
     for conf in sorted((CONF_DIR / "experiment" / paper).glob("*.yaml")):
         first = next((ln.lstrip("# ").strip() for ln in conf.read_text().splitlines()
                       if ln.startswith("#") and "@package" not in ln), "")
-        lines.append(f"- `{conf.stem}`: {first}")
+        lines.append(f"- {conf.stem}: {first}")
     return "\n".join(lines)
 
 
@@ -414,6 +416,7 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
         "diverged": result.diverged,
         "unstated_settings": config_mod.flatten(resolved.get("unstated", {})),
         "mlflow_run_id": tracker.run_id,
+        "mlflow_experiment_id": tracker.experiment_id,
         "mlflow_previous_run_id": tracker.previous_run_id,
         "tracking_error": tracker.error,
     })

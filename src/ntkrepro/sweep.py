@@ -54,7 +54,11 @@ class MlflowSweepCallback(Callback):
             print(f"WARNING: MLflow sweep parent run not created ({type(err).__name__}: {err})")
 
     def on_job_end(self, config, job_return, **kwargs: Any) -> None:
-        if not _enabled(config):
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        single = HydraConfig.initialized() and HydraConfig.get().mode != RunMode.MULTIRUN
+        if single or not _enabled(config):  # a single run has no sweep
             return
         from hydra.core.utils import JobStatus
 

@@ -251,6 +251,12 @@ def child_statuses(uri: str, experiment: str, parent_run_id: str) -> list[str]:
     return [r.info.status for r in runs]
 
 
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of MLflow experiment ``name`` (None if it does not exist): for links into the UI."""
+    exp = MlflowClient(tracking_uri=normalize_uri(uri)).get_experiment_by_name(name)
+    return None if exp is None else exp.experiment_id
+
+
 def search_runs(uri: str, experiment: str, filter_string: str = "") -> list:
     """Runs of one experiment matching an MLflow filter string (for tests and notebooks)."""
     client = MlflowClient(tracking_uri=normalize_uri(uri))

@@ -6,8 +6,6 @@ registry: premises, the paper's text against its own Table 1, degenerate sweeps.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import jax
@@ -23,17 +21,14 @@ from ntkrepro.claims import evaluate, load_registry
 from ntkrepro.config import premise_config, registered_config
 
 ROOT = Path(__file__).resolve().parents[2]
+from ntkrepro.stage import stage_module  # noqa: E402
+
 STAGES = ROOT / "experiments" / "arora2019"
 
 
 def _load(name):
-    if str(STAGES) not in sys.path:
-        sys.path.insert(0, str(STAGES))  # the stages import their sibling arora_common.py
-    spec = importlib.util.spec_from_file_location(f"arora2019_{name}", STAGES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses (the typed Params) resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
+    """A module of experiments/arora2019/ (the stage's folder importable for its sibling helpers)."""
+    return stage_module(f"arora2019/{name}")
 
 
 common = _load("arora_common")

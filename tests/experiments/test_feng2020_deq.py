@@ -3,9 +3,7 @@ Gram spectrum statistics, freeze depth and claim metrics; the tables' cost extra
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from ntkrepro.stage import stage_module  # noqa: E402
+
 STAGES = Path(__file__).resolve().parents[2] / "experiments" / "feng2020_deq"
 
 
 def _load(name):
-    if str(STAGES) not in sys.path:
-        sys.path.insert(0, str(STAGES))  # the stages import their sibling deq_eval.py
-    spec = importlib.util.spec_from_file_location(f"feng2020_deq_{name}", STAGES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """A module of experiments/feng2020_deq/ (the stage's folder importable for its sibling helpers)."""
+    return stage_module(f"feng2020_deq/{name}")
 
 
 fig1 = _load("fig1")

@@ -23,12 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "ha
 import deep_kernels as dk  # noqa: E402
 import hayou_common as hc  # noqa: E402
 from cifar_resnet import cifar_resnet  # noqa: E402
-from table1 import init_variances, prelu_fc  # noqa: E402
 
 from ntkrepro.empirical import empirical_ntk  # noqa: E402
 from ntkrepro.nets import fc, resnet  # noqa: E402
+from ntkrepro.stage import stage_module  # noqa: E402
 
 PAIR = {"norm2": [1.0, 1.0], "cos": 0.5}
+
+
+def hayou_table1():
+    """experiments/hayou2020/table1.py (a unique module name: other papers have a table1 too)."""
+    return stage_module("hayou2020/table1")
 
 
 # ---------------------------------------------------------------- deep recursions vs references
@@ -265,7 +270,7 @@ def test_depth_grid_contains_the_decades():
 
 def test_prelu_net_with_zero_slope_is_the_relu_net():
     x = jax.random.normal(jax.random.PRNGKey(3), (5, 7))
-    ours = prelu_fc(depth=4, width=16, out_dim=3, sigma_w2=2.0, sigma_b2=0.1, init_slope=0.0)
+    ours = hayou_table1().prelu_fc(depth=4, width=16, out_dim=3, sigma_w2=2.0, sigma_b2=0.1, init_slope=0.0)
     ref = fc(depth=4, width=16, out_dim=3, activation="relu", sigma_w2=2.0, sigma_b2=0.1)
     params = ours.init_fn(jax.random.PRNGKey(0), x.shape)
     assert all("a" in layer for layer in params[1:]) and "a" not in params[0]
@@ -282,7 +287,7 @@ def test_init_variances_eoc_and_dataset_override():
     prelu = OmegaConf.create(
         {"name": "prelu", "activation": "prelu", "init_slope": 0.25, "sigma_b": 0.0, "sigma_w": None}
     )
-    assert init_variances(prelu, "mnist") == pytest.approx((2 / 1.0625, 0.0))
+    assert hayou_table1().init_variances(prelu, "mnist") == pytest.approx((2 / 1.0625, 0.0))
     soft = OmegaConf.create(
         {
             "name": "softplus",
@@ -292,8 +297,8 @@ def test_init_variances_eoc_and_dataset_override():
             "by_dataset": {"cifar10": {"sigma_w": 1.0}},
         }
     )
-    assert init_variances(soft, "mnist") == pytest.approx((2.0, 0.0))
-    assert init_variances(soft, "cifar10") == pytest.approx((1.0, 0.0))
+    assert hayou_table1().init_variances(soft, "mnist") == pytest.approx((2.0, 0.0))
+    assert hayou_table1().init_variances(soft, "cifar10") == pytest.approx((1.0, 0.0))
 
 
 def test_cifar_resnet_scaled_branches_and_shapes():
@@ -350,7 +355,7 @@ def _record(artifact: str, metrics: dict, *, uncertainty=None, overrides=()):
 
 def test_fig1_one_sigma_w_gives_no_spread():
     """Panel (c) with one sigma_w: the spread over sigma_w is None (fig1.py used to report 0 -> 'reproduced')."""
-    import fig1
+    fig1 = stage_module("hayou2020/fig1")
 
     cfg = _stage_cfg("fig1", "params.resnet_sigma_w2=[1.0]", "params.eoc=[{activation: relu, sigma_b2: 0.0}]",
                      "params.ordered=[{activation: relu, sigma_w2: 1.5, sigma_b2: 0.1}]")
@@ -368,7 +373,7 @@ def test_fig1_one_sigma_w_gives_no_spread():
 def test_fig1_default_fit_range_is_the_last_two_decades_of_the_grid():
     """fit_range null (registered): [max_depth / 100, max_depth], so a sweep over max_depth (README) needs no
     fit range; quick and paper keep [1e4, 1e6], smoke [10, 1e3]."""
-    import fig1
+    fig1 = stage_module("hayou2020/fig1")
 
     for overrides, expected in (((), (10, 1000)), (("params.max_depth=10000",), (100, 10_000)),
                                 (("scale=quick",), (10_000, 1_000_000)), (("params.max_depth=5000",), (50, 5000))):
@@ -383,7 +388,7 @@ def test_fig1_default_fit_range_is_the_last_two_decades_of_the_grid():
 def test_eoc_curves_and_fig1_refuse_before_any_recursion(monkeypatch):
     """What only a mean-field solve can tell (an ordered case not in the ordered phase, a smooth EOC case with no
     EOC point) is refused by the stage with the case's path, before its first recursion."""
-    import fig1
+    fig1 = stage_module("hayou2020/fig1")
 
     from ntkrepro.checks import ConfigError
 
@@ -406,7 +411,7 @@ def test_eoc_curves_and_fig1_refuse_before_any_recursion(monkeypatch):
     with pytest.raises(ConfigError, match=r"^error: params\.eoc\[1\]: no usable EOC point: no EOC point with "):
         fig1.run(_stage_cfg("fig1", "params.eoc=[{activation: relu, sigma_b2: 0.0}, {activation: softplus, "
                             "sigma_b2: 0.04}]"))
-    import theorem_checks
+    theorem_checks = stage_module("hayou2020/theorem_checks")
 
     for name in ("eoc_case", "phase_case", "resnet_case"):
         monkeypatch.setattr(theorem_checks, name, no_compute)

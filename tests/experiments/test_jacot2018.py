@@ -7,9 +7,7 @@ on the sphere (the ranks of the polynomial and depth-1 kernels)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import jax
@@ -20,17 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import linalg, stats
 
+from ntkrepro.stage import stage_module  # noqa: E402
+
 STAGES = Path(__file__).resolve().parents[2] / "experiments" / "jacot2018"
 
 
 def _load(name):
-    if str(STAGES) not in sys.path:
-        sys.path.insert(0, str(STAGES))  # the stages import their sibling jacot_common.py
-    spec = importlib.util.spec_from_file_location(f"jacot2018_{name}", STAGES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses (the stages' Params) look their module up
-    spec.loader.exec_module(module)
-    return module
+    """A module of experiments/jacot2018/ (the stage's folder importable for its sibling helpers)."""
+    return stage_module(f"jacot2018/{name}")
 
 
 common = _load("jacot_common")

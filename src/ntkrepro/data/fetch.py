@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ntkrepro.data.registry import DatasetSpec, RemoteFile
+from ntkrepro.io import new_file_mode
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def download(url: str, dest: Path, remote: RemoteFile, *, timeout: float = DOWNL
         digest = verify(tmp, remote)
         if digest is None:
             raise ValueError(f"checksum mismatch (SHA-256 {sha256_file(tmp)}, expected {remote.sha256})")
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> the umask's mode, as a plain write would give
         os.replace(tmp, dest)
         return digest
     finally:
