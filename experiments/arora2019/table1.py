@@ -105,8 +105,6 @@ class Params:
     gap: GapDepths = param()
     gram_tile: int = param(ge=1, doc="ntkrepro.gram tile side (cache granularity only)")
     cnn: CnnGrid = param()
-    novak2019_acc: float = param(gt=0, le=100, doc="the cited GP baseline (Novak et al. 2019), percent: "
-                                 "the abstract's '10% higher' is measured against it")
 
     def check(self):
         check_labels(self.label_pos, self.label_neg)
@@ -332,8 +330,6 @@ def run(cfg) -> StageResult:
     cells.update(cnn_cells)
 
     metrics = summarize(cells)
-    best = metrics["best_kernel_acc"]
-    metrics["best_kernel_gain_over_novak2019"] = None if best is None else float(best - p.novak2019_acc)
     metrics["cnn_runs_diverged"] = int(grid_table.diverged_at.notna().sum())
     diverged = {f"acc_{col}_d{d}": {"diverged": kd, "runs": n} for (col, d), (kd, n) in cnn_diverged.items()}
     all_cnn = {"diverged": metrics["cnn_runs_diverged"], "runs": len(grid_table)}

@@ -51,7 +51,6 @@ BAD = {
         (["params.gap.depths=[3,3]"], "params.gap.depths", "values must be distinct"),
         (["params.vanilla=3"], "params.vanilla", "must be a mapping with keys depths"),
         (["params.gram_tile=0"], "params.gram_tile", "must be >= 1"),
-        (["params.novak2019_acc=101"], "params.novak2019_acc", "must be <= 100"),
         (["params.cnn.depths=[]"], "params.cnn.depths", "needs at least 1 value(s)"),
         (["params.cnn.depths=[0]"], "params.cnn.depths", "every value must be >= 3"),
         (["params.cnn.channels=[]"], "params.cnn.channels", "needs at least 1 value(s)"),
