@@ -178,3 +178,22 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_linked(tmp_path):
     assert record["mlflow_previous_run_id"] == stale
     assert _client(cfg).get_run(stale).info.status == "KILLED"
     assert _client(cfg).get_run(record["mlflow_run_id"]).data.tags["previous_attempt_run_id"] == stale
+
+
+EXPERIMENTS = sorted(f"{p.parent.name}/{p.stem}" for p in (CONF_DIR / "experiment").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("args,fragment", [
+    (["scale=huge"], "error: In 'config': Could not find 'scale/huge' (available: paper, quick, smoke)"),
+    (["sclae=paper"], "error: sclae: unknown key"),
+    (["seed=abc"], "could not be converted to Integer"),
+    (["data=nope"], "Could not find 'data/nope' (available: cifar10"),
+])
+def test_every_stage_refuses_what_hydra_cannot_compose_in_one_line(experiment, args, fragment):
+    from ntkrepro.stage import command_line_error
+
+    message = command_line_error(experiment, args)
+    assert message is not None and fragment in message and "\n" not in message, message
+    assert command_line_error(experiment, ["seed=1"]) is None
+    assert command_line_error(experiment, ["-m", "seed=1,2"]) is None  # sweeps are Hydra's to parse

@@ -495,6 +495,31 @@ def _importable_by_name(run_fn) -> None:
             obj.__module__ = name
 
 
+def command_line_error(experiment: str, argv: list[str]) -> str | None:
+    """One line for overrides Hydra cannot compose (an unknown scale or key, a bad value type), or None.
+    Sweeps (``-m``) and Hydra's own flags are left to Hydra."""
+    if any(a.startswith("-") for a in argv):
+        return None
+    overrides = [a for a in argv if "=" in a and not a.startswith(("experiment=", "hydra", "+hydra"))]
+    try:
+        config_mod.compose(experiment, overrides)
+    except Exception as err:  # noqa: BLE001 - Hydra raises several kinds, all with a multi-line message
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        first = lines[0] if lines else type(err).__name__
+        options = []
+        if any(ln.startswith("Available options") for ln in lines):
+            i = next(i for i, ln in enumerate(lines) if ln.startswith("Available options"))
+            options = [ln for ln in lines[i + 1:] if not ln.startswith(("Config search path", "provider="))]
+        accepted = f" (available: {', '.join(options)})" if options else ""
+        if first.startswith("Could not override"):  # a key the config does not have
+            key = first.split("'")[1] if "'" in first else first
+            return f"error: {key}: unknown key (a typo? keys are listed in conf/; to add one use +{key}=...)"
+        cause = getattr(err, "__cause__", None)
+        detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause).strip() else ""
+        return f"error: {first}{accepted}{detail}"
+    return None
+
+
 def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type | None = None) -> None:
     """Hydra entry point of a stage script (supports ``-m`` sweeps and every Hydra override). ``params``:
     the stage's typed parameters (a dataclass, ``ntkrepro.checks``), checked before any data or compute."""
@@ -509,6 +534,10 @@ def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type 
         sys.exit(2)
     if not given:
         sys.argv.append(f"experiment={experiment}")
+    problem = command_line_error(experiment, sys.argv[1:])
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(2)
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _app(cfg) -> None:
