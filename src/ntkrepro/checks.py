@@ -280,8 +280,9 @@ def finite_kernel(name: str, k, *inputs) -> None:
 
     if isinstance(k, jax.core.Tracer) or bool(np.all(np.isfinite(np.asarray(k)))):
         return
-    norms = [float(np.max(np.sum(np.asarray(x, dtype=np.float64).reshape(len(x), -1) ** 2, axis=1)))
-             for x in inputs if x is not None and not isinstance(x, jax.core.Tracer)]
+    with np.errstate(over="ignore"):  # the norm itself may overflow: it is then reported as inf
+        norms = [float(np.max(np.sum(np.asarray(x, dtype=np.float64).reshape(len(x), -1) ** 2, axis=1)))
+                 for x in inputs if x is not None and not isinstance(x, jax.core.Tracer)]
     scale = f"largest squared input norm {max(norms):.3g}" if norms else "the inputs"
     raise ValueError(f"{name} has non-finite entries: it overflowed in its dtype at {scale}; rescale the "
                      "inputs (e.g. to unit norm) or use float64")
