@@ -197,3 +197,30 @@ def test_every_stage_refuses_what_hydra_cannot_compose_in_one_line(experiment, a
     assert message is not None and fragment in message and "\n" not in message, message
     assert command_line_error(experiment, ["seed=1"]) is None
     assert command_line_error(experiment, ["-m", "seed=1,2"]) is None  # sweeps are Hydra's to parse
+
+
+def test_an_unwritable_results_root_is_one_line_before_anything_runs(tmp_path):
+    from ntkrepro.stage import command_line_error
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    message = command_line_error("jacot2018/fig2", [f"results_root={blocker}"])
+    assert message.startswith("error: results_root: cannot write the output folder") and "file is in the way" in message
+    assert command_line_error("jacot2018/fig2", [f"results_root={tmp_path / 'new'}"]) is None
+    assert not (tmp_path / "new").exists()  # the probe creates nothing
+
+
+@pytest.mark.parametrize("err,line,bug", [
+    (OSError(28, "No space left on device", "/r/quick/p/a/metrics.json"),
+     "error: results_root: cannot write /r/quick/p/a/metrics.json (No space left on device)", False),
+    (OSError(30, "Read-only file system", "/r"), "error: results_root: cannot write /r (Read-only file system)", False),
+    (ValueError("x1 contains NaN or inf"), "error: x1 contains NaN or inf", False),
+    (ConfigError("error: params.depth: must be >= 1 (got 0)"), "error: params.depth: must be >= 1 (got 0)", False),
+    (KeyboardInterrupt(), "error: p/a interrupted", False),
+    (TypeError("unsupported operand"), "error: internal error in p/a (a bug in ntkrepro", True),
+])
+def test_one_error_path(err, line, bug):
+    from ntkrepro.stage import failure_line
+
+    message, traceback_first = failure_line(err, "p/a")
+    assert message.startswith(line) and "\n" not in message and traceback_first == bug

@@ -502,7 +502,7 @@ def command_line_error(experiment: str, argv: list[str]) -> str | None:
         return None
     overrides = [a for a in argv if "=" in a and not a.startswith(("experiment=", "hydra", "+hydra"))]
     try:
-        config_mod.compose(experiment, overrides)
+        cfg = config_mod.compose(experiment, overrides)
     except Exception as err:  # noqa: BLE001 - Hydra raises several kinds, all with a multi-line message
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         first = lines[0] if lines else type(err).__name__
@@ -517,7 +517,45 @@ def command_line_error(experiment: str, argv: list[str]) -> str | None:
         cause = getattr(err, "__cause__", None)
         detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause).strip() else ""
         return f"error: {first}{accepted}{detail}"
+    return _unwritable(Path(str(cfg.out_dir)))
+
+
+def _unwritable(folder: Path) -> str | None:
+    """One line when the stage's output folder cannot be created or written (a read-only or full results
+    root, a file in the way), before Hydra or the stage touch it."""
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:  # create nothing: probe the nearest
+        existing = existing.parent                                  # existing ancestor
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        return (f"error: results_root: cannot write the output folder {folder} ({err.strerror or err}); "
+                "choose another results_root=")
     return None
+
+
+DISK_ERRNOS = (28, 30, 13, 122)  # ENOSPC, EROFS, EACCES, EDQUOT: the results cannot be written
+
+
+def failure_line(err: BaseException, experiment: str) -> tuple[str, bool]:
+    """The one line a failed stage prints, and whether its traceback goes first (only for a bug)."""
+    if isinstance(err, config_mod.ConfigError):
+        return str(err), False
+    if isinstance(err, (KeyboardInterrupt, StageInterrupted)):
+        return f"error: {experiment} interrupted", False
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        where = f" {err.filename}" if err.filename else ""
+        return (f"error: results_root: cannot write{where} ({err.strerror}); free space or choose another "
+                "results_root= (a finished tile or result already written is kept)"), False
+    if isinstance(err, (ValueError, _data_unavailable())):
+        return (str(err) if str(err).startswith("error: ") else f"error: {err}"), False
+    return (f"error: internal error in {experiment} (a bug in ntkrepro, not in your input; please report it "
+            f"with the traceback above): {_one_line(err)}"), True
 
 
 def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type | None = None) -> None:
@@ -560,18 +598,10 @@ def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type 
 
         try:
             execute(cfg, run_fn, out_dir=out_dir, sweep=sweep, params_schema=params)
-        except config_mod.ConfigError as err:
-            fail(str(err))
-        except (ValueError, _data_unavailable()) as err:
-            # Bad input detected by the library before compute: one line, non-zero exit.
-            if os.environ.get("NTKREPRO_TRACEBACK"):
+        except (Exception, KeyboardInterrupt, StageInterrupted) as err:  # noqa: BLE001 - one error path
+            message, bug = failure_line(err, experiment)
+            if bug or os.environ.get("NTKREPRO_TRACEBACK"):
                 traceback.print_exc()
-            fail(str(err) if str(err).startswith("error: ") else f"error: {err}")
-        except (KeyboardInterrupt, StageInterrupted):
-            fail(f"error: {experiment} interrupted")
-        except Exception as err:  # noqa: BLE001 - a genuine bug: the traceback, then a line saying so
-            traceback.print_exc()
-            fail(f"error: internal error in {experiment} (a bug in ntkrepro, not in your input; please "
-                 f"report it with the traceback above): {_one_line(err)}")
+            fail(message)
 
     _app()
