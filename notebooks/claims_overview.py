@@ -25,22 +25,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-import ntkrepro
 from ntkrepro.claims import CHECK_STATUSES, STATUSES, evaluate_all
+from ntkrepro.config import CONF_DIR
 from ntkrepro.report import ATTENTION, ORDER, STATUS_COLOURS
 
-
-def project_root() -> Path:
-    """The folder holding experiments/: the working folder or one above it, else the installed package's
-    checkout (an editable install: src/ntkrepro -> the project root)."""
-    candidates = [Path.cwd(), *Path.cwd().parents, Path(ntkrepro.__file__).resolve().parents[2]]
-    root = next((p for p in candidates if (p / "experiments").is_dir() and (p / "conf").is_dir()), None)
-    if root is None:
-        raise FileNotFoundError(f"no experiments/ folder above {Path.cwd()} or at the ntkrepro checkout")
-    return root
-
-
-ROOT = project_root()
+ROOT = CONF_DIR.parent  # the checkout (ntkrepro is installed editable from it)
 RESULTS = Path(os.environ.get("NTKREPRO_RESULTS", "results/quick"))
 RESULTS = RESULTS if RESULTS.is_absolute() else ROOT / RESULTS
 if not RESULTS.is_dir():

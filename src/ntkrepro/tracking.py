@@ -136,6 +136,13 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
+def _log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Params in batches of 100 (MLflow's limit), values cut at MAX_PARAM_LEN (the caller holds the lock)."""
+    param_list = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(params.items())]
+    for chunk in _chunks(param_list, 100):
+        _retry(lambda c=chunk: client.log_batch(run_id, params=c))
+
+
 def start_run(
     *,
     uri: str,
@@ -153,15 +160,12 @@ def start_run(
     all_tags = _str_tags(tags)
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    param_list = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(params.items())]
     with _store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         exp_id = _retry(lambda: _experiment_id(client, experiment, artifact_root, description))
         run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags))
-        run_id = run.info.run_id
-        for chunk in _chunks(param_list, 100):
-            _retry(lambda c=chunk: client.log_batch(run_id, params=c))
-    return run_id
+        _log_params(client, run.info.run_id, params)
+    return run.info.run_id
 
 
 def end_run(
@@ -238,11 +242,8 @@ def log_run(
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
     """Add params to an existing run (a sweep parent's parameter space)."""
     uri = normalize_uri(uri)
-    param_list = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(params.items())]
     with _store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        for chunk in _chunks(param_list, 100):
-            _retry(lambda c=chunk: client.log_batch(run_id, params=c))
+        _log_params(MlflowClient(tracking_uri=uri), run_id, params)
 
 
 def child_statuses(uri: str, experiment: str, parent_run_id: str) -> list[str]:
