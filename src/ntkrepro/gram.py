@@ -701,14 +701,14 @@ def _cmd_status(a) -> int:
 
 
 def _cmd_requests(a) -> int:
-    from hydra import compose, initialize_config_dir
-
     from ntkrepro import config as config_mod
-    from ntkrepro.stage import CONF_DIR
+    from ntkrepro.stage import stage_module
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=a.overrides)
-    config_mod.validate(cfg)
+    experiment = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("experiment=")), None)
+    if experiment is None:
+        raise ValueError("error: experiment: the requests need experiment=<paper>/<artifact>")
+    cfg = config_mod.compose(experiment, [o for o in a.overrides if not o.startswith("experiment=")])
+    config_mod.validate(cfg, stage_module(experiment).Params)  # the stage's own checks, before any Gram
     stage = Path(a.stage).resolve()
     if str(stage.parent) not in sys.path:
         sys.path.insert(0, str(stage.parent))  # stage modules import their siblings
