@@ -759,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[a.command](a)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(str(err) if str(err).startswith("error: ") else f"error: {err}", file=sys.stderr)
         return 2
 
 
