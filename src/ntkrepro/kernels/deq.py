@@ -26,6 +26,7 @@ from jax import lax
 
 from ntkrepro.blocks import blockwise, blockwise_on_host, row_block
 from ntkrepro.checks import finite_kernel
+from ntkrepro.kernels.chebyshev import clenshaw
 from ntkrepro.kernels.fc import (
     Kernels,
     check_depth,
@@ -136,14 +137,6 @@ def _chebyshev_fixed_point(sigma_w2: float, sigma_u2: float) -> np.ndarray:
     return coeffs[: significant[-1] + 1] if significant.size else coeffs[:1]  # sigma_u2 = 0: phi* = 0
 
 
-def _clenshaw(coeffs, x):
-    b1 = jnp.zeros_like(x)
-    b2 = jnp.zeros_like(x)
-    for c in coeffs[:0:-1]:
-        b1, b2 = 2.0 * x * b1 - b2 + c, b1
-    return x * b1 - b2 + coeffs[0]
-
-
 @functools.partial(jax.jit, static_argnames=("max_iter",))
 def _fixed_point_tile(xa, xb, coeffs, sigma_w2, sigma_u2, tol, *, max_iter):
     """(Sigma*, Theta*, Newton steps, max |F|, converged) for the tile x_a x_b^T."""
@@ -152,7 +145,7 @@ def _fixed_point_tile(xa, xb, coeffs, sigma_w2, sigma_u2, tol, *, max_iter):
     # x.x into an error ~1e-8 in phi and in Theta*.
     t = jnp.where(1.0 - jnp.abs(t) <= 8 * jnp.finfo(t.dtype).eps, jnp.sign(t), t)
     one_minus_t = 1.0 - t
-    phi = jnp.clip(_clenshaw(coeffs, 2.0 * arccos(t) / jnp.pi - 1.0), 0.0, jnp.pi)
+    phi = jnp.clip(clenshaw(coeffs, 2.0 * arccos(t) / jnp.pi - 1.0), 0.0, jnp.pi)
     phi = jnp.where(t == 1.0, 0.0, phi)  # x = y: the fixed point is rho = 1 exactly
     residual = lambda p: _angle_residual(p, one_minus_t, sigma_w2, sigma_u2)
     slope = lambda p: -jnp.sin(p) * ((1.0 - sigma_w2) + sigma_w2 * p / jnp.pi)
