@@ -2,14 +2,13 @@
 limits of the (normalized) NTKs, rate diagnostics of an error curve, and the seeded SGD runs of Tables 1-2
 (test accuracy after an early and a late epoch; diverged runs left out and counted).
 
-Rate diagnostics. An error e(L) is classified from its deepest decades (L_max/100, L_max/10, L_max):
-* ``1/L``: L e(L) has settled: it moves by less than ``SETTLE`` (relative) over the last decade;
-* ``log(L)/L``: L e(L) keeps growing by the same amount per decade (the last two increments agree within
-  ``LOG_MATCH``) and that amount is not negligible (more than ``SETTLE`` of L e(L)).
-These two constants define what "Theta(1/L)" and "Theta(log L / L)" mean on a finite depth range; the raw
-numbers behind them (``drift``, ``increment_ratio``, the log-log ``slope`` over the last decade with its
-standard error) are reported with the claims. A Theta(1/L) claim is checked as "1/L", a Theta(log L / L)
-claim as "log(L)/L"; a power law L^-p is read from the fitted slope (the registry's tolerance decides).
+Rate diagnostics. An error e(L) is described by numbers read from its deepest decades (L_max/100,
+L_max/10, L_max), never by a class decided here: ``drift`` (the relative change of L e(L) over the last
+decade: -> 0 for Theta(1/L), ~ 1/ln L for Theta(log L / L)), ``increment_ratio`` (the last per-decade
+increment of L e over the previous one: -> 1 for Theta(log L / L), -> 0.1 for 1/L + O(1/L^2)), the log-log
+``slope`` over the last decade with its standard error, and ``peak`` (the largest |e| / limit over all
+depths: a Theta rate has a nonzero term, an error that vanishes to round-off has none). The registry
+(claims.yaml) states what each rate claim requires of these numbers, with its tolerance and reason.
 """
 
 from __future__ import annotations
@@ -32,9 +31,6 @@ from ntkrepro.checks import activation, bad, param
 from ntkrepro.kernels import meanfield
 from ntkrepro.kernels.gaussian import get_activation
 from ntkrepro.train import TrainingDiverged, train
-
-SETTLE = 0.01     # Theta(1/L): L e(L) moves by less than 1% over the last decade
-LOG_MATCH = 0.1   # Theta(log L / L): the last two per-decade increments of L e(L) agree within 10%
 
 
 def accuracies_at_epochs(net, data, *, seed: int, n_seeds: int, epochs: tuple[int, int], batch_size: int,
@@ -285,13 +281,14 @@ def exponential_rate(depths, errors, lo: int, hi: int) -> float:
 
 
 def rate_diagnostics(depths, errors, *, ref: float) -> dict:
-    """Classify the decay of ``errors`` (signed) over the last two decades of ``depths`` (see module doc).
+    """The decay of ``errors`` (signed) over the last two decades of ``depths`` (see module doc).
 
     Returns ``L_err`` (L e at L_max), ``drift`` (relative change of L e over the last decade),
     ``increment_ratio`` (last / previous per-decade increment of L e), ``log_coefficient`` (A in
     L e = A ln L + B from the last decade), ``slope`` / ``slope_se`` / ``slope_n`` (log-log fit over the
-    last decade), and the booleans ``is_inv_L``, ``is_log_over_L``; ``vanishes`` when |e| stays below
-    1e-12 ``ref`` (zero to round-off; ``ref`` is the size of the limit).
+    last decade), ``peak`` (max |e| / |ref| over every depth) and ``vanishes`` (|e| <= 1e-12 |ref| at
+    every depth: zero to round-off; ``ref`` is the size of the limit). An error that vanishes has no rate:
+    its L e is settled at 0 (``drift`` 0) and grows by nothing per decade (``increment_ratio`` 0).
     """
     depths = np.asarray(depths)
     errors = np.asarray(errors, dtype=float)
@@ -300,34 +297,42 @@ def rate_diagnostics(depths, errors, *, ref: float) -> dict:
         raise ValueError(f"the deepest depth must be a multiple of 100 (>= 100), got {top}")
     l0, l1, l2 = top // 100, top // 10, top
     s0, s1, s2 = (d * value_at(depths, errors, d) for d in (l0, l1, l2))
-    vanishes = bool(np.max(np.abs(errors)) <= 1e-12 * abs(ref))
-    drift = abs(s2 - s1) / abs(s2) if s2 != 0 else float("nan")
+    peak = float(np.max(np.abs(errors)) / abs(ref))
+    vanishes = peak <= 1e-12
     inc1, inc0 = s2 - s1, s1 - s0
-    ratio = inc1 / inc0 if inc0 != 0 else float("nan")
+    if vanishes:
+        drift, ratio = 0.0, 0.0
+    else:
+        drift = abs(inc1) / abs(s2) if s2 != 0 else float("nan")
+        ratio = inc1 / inc0 if inc0 != 0 else float("nan")
     fit = loglog_fit(depths, errors, l1, l2)
-    slope = float("nan") if fit is None else fit.slope
     return {
         "L_err": s2,
         "drift": drift,
         "increment_ratio": ratio,
         "log_coefficient": inc1 / math.log(10.0),
-        "slope": slope,
+        "slope": float("nan") if fit is None else fit.slope,
         "slope_se": float("nan") if fit is None else fit.slope_se,
         "slope_n": 0 if fit is None else fit.n,
+        "peak": peak,
         "vanishes": vanishes,
-        "is_inv_L": bool(not vanishes and drift < SETTLE),
-        "is_log_over_L": bool(not vanishes and drift >= SETTLE and abs(ratio - 1.0) < LOG_MATCH),
     }
 
 
-def rate_label(diag: dict) -> str:
-    """A short name of the measured decay class."""
+def rate_text(diag: dict) -> str:
+    """The measured decay in words and numbers (no class is decided here: the registry judges)."""
     if diag["vanishes"]:
         return "0 (exact at every depth)"
-    for key, label in (("is_inv_L", "1/L"), ("is_log_over_L", "log(L)/L")):
-        if diag[key]:
-            return label
-    return f"L^{diag['slope']:.2f} (neither 1/L nor log(L)/L)"
+    return (f"L e drifts {diag['drift']:.3g}/decade, increment ratio {diag['increment_ratio']:.3g}, "
+            f"slope {diag['slope']:.3f}")
+
+
+def farthest_from(values, target: float) -> float:
+    """The value of ``values`` farthest from ``target`` (nan when any is nan: not measured)."""
+    values = [float(v) for v in values]
+    if any(math.isnan(v) for v in values):
+        return float("nan")
+    return max(values, key=lambda v: abs(v - target))
 
 
 # ------------------------------------------------------------ the kernel cases of Fig. 1 and the theorems

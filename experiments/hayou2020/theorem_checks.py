@@ -2,10 +2,11 @@
 of App. Lemmas 2, 3, 7, 8, measured on the exact infinite-width recursions (``deep_kernels``) up to depth
 ``params.max_depth``; a table of claim / measurement / fit range / verdict and the scaled-error figures.
 
-Fitted slopes and growth exponents are recorded with their standard errors (``ntkrepro.stats``); the rate
-classes "1/L" and "log(L)/L" are defined in ``hayou_common`` (``SETTLE``, ``LOG_MATCH``) and reported with
-the raw numbers behind them (the largest drift of L e over the last decade, the increment ratios); a power
-law is read from its fitted slope, judged by the registry."""
+Fitted slopes and growth exponents are recorded with their standard errors (``ntkrepro.stats``). A rate
+claim is judged by the registry on raw numbers (``hayou_common.rate_diagnostics``): the largest drift of
+L e over the last decade (Theta(1/L): -> 0), the per-decade increment ratio of L e farthest from 1
+(Theta(log L / L): -> 1), the spread of e ln L (Theta(1/log L): bounded), the peak |error| (a Theta rate
+does not vanish) and the per-layer relative change (convergence); no class is decided in this file."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ from hayou_common import (
     eoc_case,
     eoc_points,
     exponential_rate,
+    farthest_from,
     grid_estimate,
     loglog_fit,
     phase_case,
     phase_estimate,
     phase_points,
     rate_diagnostics,
-    rate_label,
+    rate_text,
     resnet_case,
 )
 
@@ -44,7 +46,6 @@ from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main
 
 RELU_S = 2 * math.sqrt(2) / (3 * math.pi)  # f(c) = c + s (1 - c)^{3/2} + ... for the normalized ReLU map
-LOG_BAND = 2.0  # Theta(1/log L) on a finite range: e ln L at L_max/100, L_max/10, L_max of one sign, within 2x
 
 
 def _multiple_of_100(value: int) -> str | None:
@@ -82,10 +83,6 @@ def _tag(value: float) -> str:
     return f"{value:g}".replace(".", "p")
 
 
-def _all(diags: list[dict], key: str) -> bool:
-    return all(d[key] for d in diags)
-
-
 def run(cfg) -> StageResult:
     p = cfg.params  # checked against Params before run
     depths = depth_grid(int(p.max_depth), int(p.per_decade))
@@ -113,16 +110,11 @@ def run(cfg) -> StageResult:
             {
                 f"{name}_sigma_w2": point.sigma_w2,
                 f"{name}_q": point.q,
-                f"{name}_offdiag_rate_inv_L": _all(off, "is_inv_L"),
-                f"{name}_offdiag_rate_log_over_L": _all(off, "is_log_over_L"),
+                **_rate_metrics(name, off, diag),
                 f"{name}_offdiag_slope": float(np.median([d["slope"] for d in off])),
-                f"{name}_offdiag_max_drift": float(max(d["drift"] for d in off)),
-                f"{name}_diag_max_drift": _max_drift(diag),
                 f"{name}_offdiag_log_coefficient_over_q": float(
                     np.median([d["log_coefficient"] / r["q_off"] for d, r in zip(off, case["runs"], strict=True)])
                 ),
-                f"{name}_diag_rate_inv_L": _all(diag, "is_inv_L"),
-                f"{name}_diag_max_rel_err": float(max(np.max(np.abs(r["diag_err"])) for r in case["runs"])),
                 f"{name}_lambda": float(np.median([r["lambda_at_max"] for r in case["runs"]])),
             }
         )
@@ -136,15 +128,7 @@ def run(cfg) -> StageResult:
             fpp1 = smooth_map(act, sigma_w2=point.sigma_w2, q=point.q).fpp1
             metrics[f"{name}_fpp1"] = fpp1
             metrics[f"{name}_corr_l_gamma_fpp1_over_2"] = float(top * gamma[-1] * fpp1 / 2)
-        for key in (
-            "offdiag_rate_inv_L",
-            "offdiag_rate_log_over_L",
-            "offdiag_slope",
-            "offdiag_max_drift",
-            "diag_max_drift",
-            "offdiag_log_coefficient_over_q",
-            "diag_rate_inv_L",
-        ):
+        for key in ("offdiag_slope", "offdiag_log_coefficient_over_q", *RATE_KEYS):
             fit_ranges[f"{name}_{key}"] = fit
         fit_ranges[f"{name}_lambda"] = f"K^L/(L q) at L = {top:,}"
         for r, d_off, d_diag in zip(case["runs"], off, diag, strict=True):
@@ -189,12 +173,12 @@ def run(cfg) -> StageResult:
                 growth = float(np.median(np.diff(np.log(k11[:, last]), axis=1)))
                 metrics[f"{name}_diag_growth_over_log_chi1"] = growth / math.log(case["chi1"])
                 rel_change = np.max(np.abs(k11[:, -1] - k11[:, -2]) / np.abs(k11[:, -1]))
-                metrics[f"{name}_K_converges"] = bool(rel_change < 1e-8)
-                metrics[f"{name}_offdiag_converges"] = bool(
-                    np.max(np.abs(k12[:, -1] - k12[:, -2]) / np.abs(k12[:, -1])) < 1e-8
-                )
+                metrics[f"{name}_K_rel_change"] = float(rel_change)
+                metrics[f"{name}_offdiag_rel_change"] = float(
+                    np.max(np.abs(k12[:, -1] - k12[:, -2]) / np.abs(k12[:, -1])))
                 fit_ranges[f"{name}_diag_growth_over_log_chi1"] = f"L in [{l_axis[last][0]}, {l_axis[-1]}]"
-                fit_ranges[f"{name}_K_converges"] = f"|K^L - K^(L-1)| / K^L at L = {l_axis[-1]}"
+                for key in ("K_rel_change", "offdiag_rel_change"):
+                    fit_ranges[f"{name}_{key}"] = f"max over pairs of |K^L - K^(L-1)| / |K^L| at L = {l_axis[-1]}"
             figs_data["phase"].append((kind, case))
 
     # ---- Thm. 2 (standard ReLU ResNet) and Prop. 3 (scaled)
@@ -225,10 +209,8 @@ def run(cfg) -> StageResult:
                     (gam[-1] ** -0.5 - gam[i1] ** -0.5) / math.log(10.0) * 4 / float(sw2)
                 )
                 fit_ranges[f"{tag}_corr_slope_inv_sqrt_gamma"] = f"(1-c)^(-1/2) between L = {top // 10:,} and {top:,}"
-                entry["settled_off"] = [_bounded_in_log(depths, r["off_err"], LOG_BAND) for r in case["runs"]]
-                entry["settled_diag"] = [
-                    _bounded_in_log(depths, r["diag_err"], LOG_BAND) for r in case["runs"]
-                ]
+                entry["spread_off"] = [_e_log_l_spread(depths, r["off_err"]) for r in case["runs"]]
+                entry["spread_diag"] = [_e_log_l_spread(depths, r["diag_err"]) for r in case["runs"]]
             metrics[f"{tag}_lambda"] = float(np.median([r["lambda_at_max"] for r in case["runs"]]))
             per_sw.append(entry)
             for r, d_off, d_diag in zip(case["runs"], off, diag, strict=True):
@@ -237,24 +219,18 @@ def run(cfg) -> StageResult:
                     f"(sigma_w2={float(sw2):g}, sigma_b2=0)", r, d_off, d_diag))
             figs_data["resnet"].append(case)
         if scale == "standard":
-            metrics["resnet_standard_diag_rate_inv_L"] = all(_all(e["diag"], "is_inv_L") for e in per_sw)
-            metrics["resnet_standard_offdiag_rate_inv_L"] = all(_all(e["off"], "is_inv_L") for e in per_sw)
-            metrics["resnet_standard_offdiag_rate_log_over_L"] = all(_all(e["off"], "is_log_over_L") for e in per_sw)
-            metrics["resnet_standard_offdiag_max_drift"] = float(max(d["drift"] for e in per_sw for d in e["off"]))
-            metrics["resnet_standard_diag_max_drift"] = _max_drift([d for e in per_sw for d in e["diag"]])
+            metrics.update(_rate_metrics("resnet_standard", [d for e in per_sw for d in e["off"]],
+                                         [d for e in per_sw for d in e["diag"]]))
             lams = [metrics[k] for k in metrics if k.startswith("resnet_standard") and k.endswith("_lambda")]
             metrics["resnet_standard_lambda_in_unit_interval"] = bool(all(0 < v < 1 for v in lams))
-            for key in ("diag_rate_inv_L", "offdiag_rate_inv_L", "offdiag_rate_log_over_L", "offdiag_max_drift",
-                        "diag_max_drift"):
+            for key in RATE_KEYS:
                 fit_ranges[f"resnet_standard_{key}"] = fit + ", every sigma_w2 and pair"
         else:
-            metrics["resnet_scaled_diag_rate_inv_log_L"] = all(all(e["settled_diag"]) for e in per_sw)
-            metrics["resnet_scaled_offdiag_rate_inv_log_L"] = all(all(e["settled_off"]) for e in per_sw)
-            for key in ("diag_rate_inv_log_L", "offdiag_rate_inv_log_L"):
-                fit_ranges[f"resnet_scaled_{key}"] = (
-                    f"e ln L at L = {top // 100:,}, {top // 10:,}, {top:,}: one sign, "
-                    f"within a factor {LOG_BAND:g} (every sigma_w2 and pair)"
-                )
+            for part in ("diag", "off"):
+                key = f"resnet_scaled_{'offdiag' if part == 'off' else 'diag'}_e_log_L_spread"
+                metrics[key] = _worst([s for e in per_sw for s in e[f"spread_{part}"]], max)
+                fit_ranges[key] = (f"(max - min) / min |.| of e ln L at L = {top // 100:,}, {top // 10:,}, {top:,} "
+                                   "(every sigma_w2 and pair)")
         for key in metrics:
             if key.startswith(f"resnet_{scale}_sw2") and key not in fit_ranges:
                 fit_ranges[key] = f"L in [{top // 10:,}, {top:,}]" if "growth" in key else f"L = {top:,}"
@@ -287,19 +263,37 @@ def run(cfg) -> StageResult:
     )
 
 
-def _max_drift(diags: list[dict]) -> float | None:
-    """The largest relative change of L e over the last decade (None when every error vanishes: no rate)."""
-    drifts = [d["drift"] for d in diags if not d["vanishes"]]
-    return float(max(drifts)) if drifts else None
+RATE_KEYS = ("offdiag_max_drift", "diag_max_drift", "offdiag_increment_ratio", "offdiag_max_peak", "diag_min_peak")
 
 
-def _bounded_in_log(depths, errors, band: float) -> bool:
-    """Consistent with Theta(1/log L): e ln L at L_max/100, L_max/10, L_max has one sign and stays within
-    a factor ``band`` (a finite range of depths cannot show more for such a slow rate)."""
+def _worst(values: list[float], pick) -> float | None:
+    """``pick`` (max or min) of ``values``; None when any is nan (not measured)."""
+    values = [float(v) for v in values]
+    return None if not values or any(math.isnan(v) for v in values) else float(pick(values))
+
+
+def _rate_metrics(name: str, off: list[dict], diag: list[dict]) -> dict:
+    """The raw numbers the registry judges the rate claims of one case by (every pair; see module doc):
+    the largest drift of L e (diagonal and off-diagonal), the off-diagonal increment ratio farthest from 1,
+    the largest off-diagonal peak |error| (the sup over pairs) and the smallest diagonal one (every x)."""
+    ratio = farthest_from([d["increment_ratio"] for d in off], 1.0)
+    return {
+        f"{name}_offdiag_max_drift": _worst([d["drift"] for d in off], max),
+        f"{name}_diag_max_drift": _worst([d["drift"] for d in diag], max),
+        f"{name}_offdiag_increment_ratio": None if math.isnan(ratio) else ratio,
+        f"{name}_offdiag_max_peak": _worst([d["peak"] for d in off], max),
+        f"{name}_diag_min_peak": _worst([d["peak"] for d in diag], min),
+    }
+
+
+def _e_log_l_spread(depths, errors) -> float:
+    """Theta(1/log L) on a finite range: s = e ln L at L_max/100, L_max/10, L_max; (max s - min s) / min |s|
+    (a spread of 1 is a factor 2 between one-signed values; values of both signs give at least 2; nan when
+    one s is exactly 0)."""
     top = int(depths[-1])
     scaled = np.array([errors[np.flatnonzero(depths == d)[0]] * math.log(d) for d in (top // 100, top // 10, top)])
-    same_sign = bool(np.all(scaled > 0) or np.all(scaled < 0))
-    return same_sign and float(np.max(np.abs(scaled)) / np.min(np.abs(scaled))) <= band
+    low = float(np.min(np.abs(scaled)))
+    return float((scaled.max() - scaled.min()) / low) if low > 0 else float("nan")
 
 
 def _pair_text(pair: dict) -> str:
@@ -312,11 +306,11 @@ def _rate_detail(case: str, run: dict, d_off: dict, d_diag: dict) -> dict:
     return {
         "case": case,
         "pair": _pair_text(run["pair"]),
-        "offdiag_rate": rate_label(d_off),
+        "offdiag_rate": rate_text(d_off),
         "offdiag_L_err": d_off["L_err"],
         "offdiag_slope": d_off["slope"],
         "offdiag_log_coef_over_q": d_off["log_coefficient"] / run["q_off"],
-        "diag_rate": rate_label(d_diag),
+        "diag_rate": rate_text(d_diag),
         "lambda_at_max": run["lambda_at_max"],
     }
 

@@ -209,7 +209,7 @@ def test_relu_offdiagonal_error_has_the_derived_log_coefficient():
     run = case["runs"][0]
     diag = hc.rate_diagnostics(depths, run["off_err"], ref=run["q_off"])
     assert diag["log_coefficient"] / run["q_off"] == pytest.approx(3 / 8, rel=5e-3)  # O(log(L)/L) corrections
-    assert diag["is_log_over_L"] and not diag["is_inv_L"]
+    assert diag["increment_ratio"] == pytest.approx(1.0, abs=0.03) and diag["drift"] > 0.1  # a log law, not 1/L (L <= 1e5)
 
 
 def test_tanh_offdiagonal_log_coefficient_matches_derivation():
@@ -233,7 +233,7 @@ def test_elu_offdiagonal_error_decays_like_inverse_sqrt():
     run = hc.eoc_case("elu", sigma_b2=0.04, pairs=[PAIR], depths=depths)["runs"][0]
     diag = hc.rate_diagnostics(depths, run["off_err"], ref=run["q_off"])
     assert diag["slope"] == pytest.approx(-0.5, abs=0.05)
-    assert not diag["is_log_over_L"] and not diag["is_inv_L"]
+    assert diag["increment_ratio"] == pytest.approx(math.sqrt(10), rel=0.02)  # L e ~ sqrt(L): neither law
 
 
 # ---------------------------------------------------------------- rate diagnostics on known curves
@@ -249,12 +249,45 @@ def test_rate_diagnostics_classify_known_laws(a, b, sign):
     d_inv = hc.rate_diagnostics(depths.astype(int), inv, ref=1.0)
     d_log = hc.rate_diagnostics(depths.astype(int), log, ref=1.0)
     d_root = hc.rate_diagnostics(depths.astype(int), root, ref=1.0)
-    assert d_inv["is_inv_L"] and not d_inv["is_log_over_L"]
-    assert d_log["is_log_over_L"] and not d_log["is_inv_L"]
+    # L e = a + b/L: drift |b| (1/L1 - 1/L2) / |a + b/L2|, increments shrink tenfold per decade
+    l1, l2 = 100_000, 1_000_000
+    assert d_inv["drift"] == pytest.approx(abs(b) * (1 / l1 - 1 / l2) / abs(a + b / l2), rel=1e-6, abs=1e-15)
+    if abs(b) >= 0.1:  # smaller b: increments at round-off
+        assert d_inv["increment_ratio"] == pytest.approx(0.1, rel=1e-4)
+    # L e = a ln L + b: the same increment a ln 10 every decade, drift a ln 10 / |a ln L2 + b|
+    assert d_log["increment_ratio"] == pytest.approx(1.0, rel=1e-9)
+    assert d_log["drift"] == pytest.approx(a * math.log(10) / abs(a * math.log(l2) + b), rel=1e-9)
     assert d_log["log_coefficient"] == pytest.approx(sign * a, rel=1e-6)
-    assert d_root["slope"] == pytest.approx(-0.5, abs=1e-4) and not d_root["is_inv_L"]
+    assert d_root["slope"] == pytest.approx(-0.5, abs=1e-4)
+    assert d_root["increment_ratio"] == pytest.approx(math.sqrt(10), rel=1e-3)
     assert d_root["slope_n"] == 6 and d_root["slope_se"] < 1e-4  # the last decade at 5 points per decade + 1
-    assert hc.rate_diagnostics(depths.astype(int), 0 * depths, ref=1.0)["vanishes"]
+    assert d_inv["peak"] == pytest.approx(np.max(np.abs(inv)), rel=1e-12) and not d_inv["vanishes"]
+
+
+def test_rate_diagnostics_of_a_vanishing_error():
+    """Zero to round-off: settled at 0 (drift 0), no growth (increment ratio 0), peak below 1e-12."""
+    depths = hc.depth_grid(1_000_000, 5)
+    tiny = 1e-14 * np.sin(depths.astype(float))
+    d = hc.rate_diagnostics(depths, tiny, ref=2.0)
+    assert d["vanishes"] and d["drift"] == 0.0 and d["increment_ratio"] == 0.0 and d["peak"] <= 1e-14
+    assert hc.rate_text(d) == "0 (exact at every depth)"
+
+
+@pytest.mark.parametrize(
+    ("law", "expected"),
+    [(lambda L: 1 / np.log(L), 0.0),                              # Theta(1/log L), e ln L constant
+     (lambda L: (1 + 1 / np.log(L)) / np.log(L), None),           # Theta(1/log L) with its correction
+     (lambda L: 1 / L, (100 * math.log(1e4) - math.log(1e6)) / math.log(1e6)),  # 1/L: ~66
+     (lambda L: np.cos(np.log10(L) * np.pi / 2) / np.log(L), None)],  # changes sign
+)
+def test_e_log_l_spread_against_direct_values(law, expected):
+    depths = hc.depth_grid(1_000_000, 5)
+    spread = stage_module("hayou2020/theorem_checks")._e_log_l_spread(depths, law(depths.astype(float)))
+    s = np.array([law(float(d)) * math.log(d) for d in (10_000, 100_000, 1_000_000)])
+    direct = (s.max() - s.min()) / np.min(np.abs(s))
+    assert spread == pytest.approx(direct, rel=1e-9, abs=1e-12)
+    if expected is not None:
+        assert spread == pytest.approx(expected, rel=0.02, abs=1e-9)
 
 
 def test_depth_grid_contains_the_decades():
