@@ -1,0 +1,40 @@
+"""What the DEQ-NTK stages (Feng & Kolter) compute, as workloads for ``ntkrepro.cost``."""
+
+from ntkrepro.cost import cdeq_gram, deq_gram, fc_gram, image_side, solve, split_size
+
+
+def fig1(cfg):
+    """Per draw, panel and model (NTK, DEQ iteration): one all-depths recursion of (train + test) x train
+    to the deepest depth, then a kernel regression per depth."""
+    p = cfg["params"]
+    side, channels = image_side(cfg["data"])
+    jobs = p["n_draws"] * len(p["panels"]) * 2
+    rows = p["n_train"] + p["n_test"]
+    return [fc_gram(rows, p["n_train"], d=side * side * channels, depth=max(p["depths"]), count=jobs,
+                    what=f"all-depths recursion ({rows} x {p['n_train']}, to depth {max(p['depths'])})"),
+            solve(p["n_train"], targets=10, n_test=p["n_test"], count=jobs * len(p["depths"]))]
+
+
+def _deq_rows(cfg, settings: int):
+    n_tr, n_te = split_size(cfg["data"], "train"), split_size(cfg["data"], "test")
+    return [deq_gram(n_tr, precision=cfg["precision"], count=settings),
+            deq_gram(n_te, n_tr, precision=cfg["precision"], count=settings),
+            solve(n_tr, targets=10, n_test=n_te, precision=cfg["precision"], count=settings)]
+
+
+def table1(cfg):
+    return _deq_rows(cfg, len(cfg["params"]["settings"]))
+
+
+def table2(cfg):
+    c = cfg["params"]["cdeq"]
+    side, _ = image_side(cfg["data"])
+    what = f"(Sigma iterations capped at max_iter = {c['max_iter']}: an upper bound)"
+    return [*_deq_rows(cfg, len(cfg["params"]["settings"])),
+            cdeq_gram(c["n_train"], side=side, iterations=c["max_iter"], what=f"CDEQ-NTK train Gram {what}"),
+            cdeq_gram(c["n_test"], c["n_train"], side=side, iterations=c["max_iter"],
+                      what=f"CDEQ-NTK test x train Gram {what}"),
+            solve(c["n_train"], targets=10, n_test=c["n_test"])]
+
+
+WORKLOADS = {"fig1": fig1, "table1": table1, "table2": table2}

@@ -1,0 +1,55 @@
+"""What Hayou et al. 2020's stages compute, as workloads for ``ntkrepro.cost``."""
+
+from ntkrepro.cost import fc_macs, image_side, split_size, train, unrated
+
+
+def _recursion(what, size):
+    def workloads(cfg):
+        return [unrated(f"{what} ({size(cfg['params'])}; sequential scalar recursions: no benchmark rates them)")]
+    return workloads
+
+
+def table1(cfg):
+    """Every model x dataset x seed trained for the late epoch count (the early one is a checkpoint)."""
+    p = cfg["params"]
+    work = []
+    for name in p["run_datasets"]:
+        data = p["datasets"][name]
+        side, c = image_side(data)
+        macs = fc_macs(d=side * side * c, width=p["width"], depth=p["depth"], out=10)
+        work.append(train(p["epochs"]["late"] * split_size(data, "train"), arch="fc", macs=macs,
+                          count=len(p["models"]) * p["n_seeds"],
+                          what=f"{name}: {len(p['models'])} FFNNs x {p['n_seeds']} seeds, width {p['width']}, "
+                               f"depth {p['depth']}, {p['epochs']['late']} epochs"))
+    return work
+
+
+def resnet_macs(depth: int, side: int = 32, c_in: int = 3, out: int = 100) -> int:
+    """Forward multiply-adds of a CIFAR ResNet-(6n+2) (He et al. 2016: 16/32/64 channels on 32/16/8-pixel
+    maps, 2n 3x3 convolutions per stage: each stage costs the same 9 x 16^2 x 32^2 per convolution)."""
+    n = (depth - 2) // 6
+    per_conv = 9 * 16 * 16 * side * side
+    return 9 * c_in * 16 * side * side + 3 * 2 * n * per_conv + 64 * out
+
+
+def table2(cfg):
+    p, data = cfg["params"], cfg["data"]
+    m = p["model"]
+    examples = p["epochs"]["late"] * split_size(data, "train")
+    side, c = image_side(data)
+    work = []
+    for depth in p["depths"]:
+        if m["kind"] == "cifar_resnet":
+            arch, macs = "cnn", resnet_macs(depth)
+        else:
+            arch, macs = "fc", fc_macs(d=side * side * c, width=m["width"], depth=depth, out=10)
+        work.append(train(examples, arch=arch, macs=macs, count=2 * p["n_seeds"],
+                          what=f"{m['name']}{depth} standard and scaled x {p['n_seeds']} seeds, "
+                               f"{p['epochs']['late']} epochs"))
+    return work
+
+
+WORKLOADS = {"table1": table1, "table2": table2,
+             "fig1": _recursion("Fig. 1 curves", lambda p: f"to depth {p['max_depth']:,}"),
+             "eoc_curves": _recursion("EOC curves", lambda p: f"{p['n_q']} fixed-point variances per activation"),
+             "theorem_checks": _recursion("theorem checks", lambda p: f"to depth {p['max_depth']:,}")}
