@@ -1,7 +1,7 @@
 # Golikov et al. 2022 (NTK survey): Gram-construction cost (sec. 9, 5.1) and Monte Carlo vs exact
 # kernels (sec. 4.3). Both stages compute their own kernels (timings must not come from a cache; the
 # Monte Carlo draws are the measurement), so no shared Gram rule.
-register("golikov2022", "gram_cost", "mc_vs_exact")
+register("golikov2022", "gram_cost", "mc_vs_exact", "printed_formulas")
 
 
 rule golikov2022_gram_cost:
@@ -15,6 +15,8 @@ rule golikov2022_gram_cost:
     log:
         out("golikov2022", "gram_cost", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("golikov2022", "gram_cost"),
     shell:
         stage_shell("golikov2022", "gram_cost")
 
@@ -33,5 +35,23 @@ rule golikov2022_mc_vs_exact:
     log:
         out("golikov2022", "mc_vs_exact", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("golikov2022", "mc_vs_exact"),
     shell:
         stage_shell("golikov2022", "mc_vs_exact")
+
+
+rule golikov2022_printed_formulas:
+    input:
+        stage_inputs("golikov2022", "printed_formulas"),
+    output:
+        out("golikov2022", "printed_formulas"),
+        out("golikov2022", "printed_formulas", "relu_expectations.csv"),
+        out("golikov2022", "printed_formulas", "printed_kernels.csv"),
+    log:
+        out("golikov2022", "printed_formulas", "stage.log"),
+    threads: 1
+    resources:
+        mem_mb=stage_mem_mb("golikov2022", "printed_formulas"),
+    shell:
+        stage_shell("golikov2022", "printed_formulas")

@@ -13,7 +13,7 @@ from ntkrepro.config import ConfigError, compose, validate
 from ntkrepro.stage import stage_module
 
 GIB = 2**30
-STAGES = ("gram_cost", "mc_vs_exact")
+STAGES = ("gram_cost", "mc_vs_exact", "printed_formulas")
 
 
 def refused_before_loading(overrides: list[str]) -> str:
@@ -89,6 +89,24 @@ BAD = {
         (["params.fc.bias_probe.batch=10000000"], "params.fc.bias_probe.batch", "one batch of probed Grams"),
         (["params.cnn.widths=[16,32,64,10000000]"], "params.cnn.widths", "a hidden weight of the widest net"),
         (["data.balanced=no"], "data.balanced", "must be true or false"),
+    ],
+    "printed_formulas": [
+        (["params.activations=[tanh]"], "params.activations[0]", "must be one of 'relu', 'erf'"),
+        (["params.activations=[]"], "params.activations", "needs at least 1 value(s)"),
+        (["params.activations=[relu,relu]"], "params.activations", "values must be distinct"),
+        (["params.relu.lambdas=[0.99]"], "params.relu.lambdas", "every value must be <= 0.95"),
+        (["params.relu.variances=[[1.0]]"], "params.relu.variances[0]", "must be a pair of positive variances"),
+        (["params.relu.variances=[[1.0,-2.0]]"], "params.relu.variances[0]", "must be a pair of positive variances"),
+        (["params.relu.mc_samples=10"], "params.relu.mc_samples", "must be >= 100"),
+        (["params.scalar.inputs=[1.0]"], "params.scalar.inputs", "needs at least 2 value(s)"),
+        (["params.scalar.draws=1"], "params.scalar.draws", "must be >= 2"),
+        (["params.fc.input_dim=1"], "params.fc.input_dim", "must be >= 2"),
+        (["params.fc.depth=1"], "params.fc.depth", "must be >= 2"),
+        (["params.cnn.pixels=1"], "params.cnn.pixels", "must be >= 2"),
+        (["params.cnn.convs=1"], "params.cnn.convs", "must be >= 2"),
+        (["params.cnn.batch=0"], "params.cnn.batch", "must be >= 1"),
+        (["params.cnn.width=wide"], "params.cnn.width", "must be an integer"),
+        (["+params.widths=[1]"], "params.widths", "unknown parameter (accepted: activations, relu, scalar, fc, cnn)"),
     ],
 }
 

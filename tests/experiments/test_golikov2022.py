@@ -429,3 +429,205 @@ def test_paired_accuracy_gain_refuses_inconsistent_groups():
                          + [{"M": 2, "group": g, "accuracy": 0.6} for g in range(2)])
     with pytest.raises(ValueError, match="groups of M = 2"):
         mc.paired_accuracy_gain(cells, 1, 2)
+
+
+# ---------------------------------------------------------------- printed_formulas: the survey's formulas as printed
+
+pf = _load("printed_formulas")
+LAMBDAS = [-0.9, -0.4, 0.0, 0.35, 0.8]
+
+
+def arc_cosine(lam):
+    """Cho & Saul's first-order arc-cosine kernel / 2: (sin t + (pi - t) cos t) / (2 pi), t = arccos(lam)."""
+    t = np.arccos(lam)
+    return (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi)
+
+
+@pytest.mark.parametrize("lam", LAMBDAS)
+def test_printed_relu_unit_forms_match_known_closed_forms(lam):
+    assert pf.printed_relu_unit(lam) == pytest.approx(arc_cosine(lam), abs=1e-14)
+    assert pf.printed_decomposition(lam) == pytest.approx(arc_cosine(lam), abs=1e-14)
+    # Sheppard's orthant probability
+    assert pf.printed_step_unit(lam) == pytest.approx(0.25 + np.arcsin(lam) / (2 * np.pi), abs=1e-14)
+    assert pf.printed_c(lam) == pytest.approx(np.arcsin(lam) / np.pi, abs=1e-14)
+
+
+@pytest.mark.parametrize("lam", LAMBDAS)
+def test_quadrature_references_match_closed_forms_and_the_printed_integrals(lam):
+    assert pf.quad_c(lam) == pytest.approx(np.arcsin(lam) / np.pi, abs=1e-10)
+    assert pf.quad_b(lam) == pytest.approx(pf.printed_b(lam), abs=1e-10)
+    assert pf.quad_a(lam) == pytest.approx(pf.printed_a(lam), abs=1e-10)
+    assert pf.quad_quadrant(1.0, lam, 1.0, step=False) == pytest.approx(arc_cosine(lam), abs=1e-9)
+    assert pf.quad_quadrant(1.0, lam, 1.0, step=True) == pytest.approx(0.25 + np.arcsin(lam) / (2 * np.pi), abs=1e-9)
+
+
+@pytest.mark.parametrize(("q11", "q22", "lam"), [(0.5, 2.0, 0.3), (3.0, 0.25, -0.7), (1.0, 1.0, 0.9)])
+def test_printed_general_relu_forms_against_monte_carlo_and_quadrature(q11, q22, lam):
+    q12 = lam * math.sqrt(q11 * q22)
+    mc_ = pf.monte_carlo_quadrant(q11, q12, q22, samples=400_000, seed=1)
+    assert abs(pf.printed_relu_general(q11, q12, q22) - mc_["relu"]) < 5 * mc_["relu_se"]
+    assert abs(pf.printed_step_general(q11, q12, q22) - mc_["step"]) < 5 * mc_["step_se"]
+    assert pf.printed_relu_general(q11, q12, q22) == pytest.approx(pf.quad_quadrant(q11, q12, q22, step=False),
+                                                                   abs=1e-9)
+
+
+def test_the_relu_references_catch_a_wrong_formula():
+    """Mutations a misprint could make: arcsin for (pi - arccos) without the pi/2, a missing sqrt term, a
+    missing sqrt(q11 q22) factor: the quadrature misses each by far more than the claims' 1e-9."""
+    lam, q11, q22 = 0.35, 0.5, 3.0
+    q12 = lam * math.sqrt(q11 * q22)
+    reference = pf.quad_quadrant(1.0, lam, 1.0, step=False)
+    assert abs((lam * np.arcsin(lam) + math.sqrt(1 - lam**2)) / (2 * np.pi) - reference) > 1e-2
+    assert abs(lam * (np.pi - np.arccos(lam)) / (2 * np.pi) - reference) > 1e-2
+    general = pf.quad_quadrant(q11, q12, q22, step=False)
+    assert abs((lam * (np.pi - np.arccos(lam)) + math.sqrt(q11 * q22 - q12**2)) / (2 * np.pi) - general) > 1e-2
+    table = pf.relu_expectation_table([lam], [(q11, q22)], mc_samples=1000, seed=0)
+    assert table.abs_error.max() < 1e-9
+
+
+def test_printed_scalar_ntk_is_the_relu_closed_form():
+    """Net 13 with ReLU: E relu(wx) relu(wx') = E 1(wx > 0) 1(wx' > 0) x x' = x x' / 2 for inputs of one sign,
+    0 otherwise, so Theta(x, x') = x x' 1[same sign]."""
+    xs = np.array([-1.5, -0.5, 0.7, 2.0])
+    same = np.sign(xs)[:, None] == np.sign(xs)[None, :]
+    np.testing.assert_allclose(pf.printed_scalar_ntk(xs, "relu"), np.outer(xs, xs) * same, atol=1e-10)
+
+
+def test_printed_scalar_ntk_erf_against_monte_carlo_of_net_13():
+    xs = np.array([-1.0, 0.5, 1.5])
+    printed = pf.printed_scalar_ntk(xs, "erf")
+    w = np.random.default_rng(3).standard_normal(400_000)
+    dphi = pf.PHI["erf"][1]
+    terms = (pf.PHI["erf"][0](w[:, None, None] * xs[:, None]) * pf.PHI["erf"][0](w[:, None, None] * xs)
+                             + dphi(w[:, None, None] * xs[:, None]) * dphi(w[:, None, None] * xs) * np.outer(xs, xs))
+    se = terms.std(axis=0) / math.sqrt(len(w))
+    assert np.all(np.abs(printed - terms.mean(axis=0)) < 5 * se + 1e-12)
+
+
+def test_printed_fc_relu_is_n0_times_the_exact_kernel_and_the_correction_is_exact():
+    """ReLU is homogeneous: q_1 = x^T x' instead of x^T x' / n0 scales every q_l and the NTK by n0. The depth-2
+    reference is the arc-cosine closed form written here: Theta = q1 E[step] + q2 (net 53, sigma_w2 = 1)."""
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    n0 = x.shape[1]
+    printed = pf.printed_fc(x, depth=3, activation="relu")
+    corrected = pf.printed_fc(x, depth=3, activation="relu", first_layer="over_n0")
+    nngp, ntk = pf.exact_fc(x, depth=3, activation="relu")
+    np.testing.assert_allclose(corrected.ntk_backward, ntk, rtol=1e-12)
+    np.testing.assert_allclose(corrected.ntk_forward, ntk, rtol=1e-12)
+    np.testing.assert_allclose(corrected.nngp, nngp, rtol=1e-12)
+    for got in (printed.ntk_backward, printed.ntk_forward):
+        np.testing.assert_allclose(got, n0 * ntk, rtol=1e-12)
+    q1 = x @ x.T / n0
+    norms = np.sqrt(np.diag(q1))
+    lam = np.clip(q1 / np.outer(norms, norms), -1, 1)
+    q2 = np.outer(norms, norms) * arc_cosine(lam)
+    two = pf.printed_fc(x, depth=2, activation="relu", first_layer="over_n0")
+    np.testing.assert_allclose(two.ntk_backward, q2 + q1 * (0.25 + np.arcsin(lam) / (2 * np.pi)),
+                               rtol=1e-7)  # arccos near lambda = 1 (the diagonal) loses digits
+
+
+def test_printed_fc_erf_is_not_a_rescaling_and_a_dropped_layer_is_caught():
+    x = np.random.default_rng(1).standard_normal((4, 8))
+    _, ntk = pf.exact_fc(x, depth=3, activation="erf")
+    printed = pf.printed_fc(x, depth=3, activation="erf")
+    ratio = printed.ntk_backward / ntk
+    assert np.ptp(ratio) > 0.05  # no single factor fixes erf
+    corrected = pf.printed_fc(x, depth=3, activation="erf", first_layer="over_n0")
+    assert pf.relative_error(corrected.ntk_backward, ntk) < 1e-12
+    shallower = pf.printed_fc(x, depth=2, activation="erf", first_layer="over_n0")  # a layer's term lost
+    assert pf.relative_error(shallower.ntk_backward, ntk) > 1e-2
+
+
+def test_printed_fc_matches_monte_carlo_of_net_53_only_when_corrected():
+    x = np.random.default_rng(2).standard_normal((3, 4))
+    net = pf.fc(depth=2, width=512, activation="relu", sigma_w2=1.0)
+    mc_ = monte_carlo_kernel(net.init_fn, net.apply_fn, jax.random.PRNGKey(0), x, n_samples=16)
+    mean = np.asarray(mc_.mean)
+    assert pf.relative_error(pf.printed_fc(x, depth=2, activation="relu", first_layer="over_n0").ntk_backward,
+                             mean) < 0.1
+    assert pf.relative_error(pf.printed_fc(x, depth=2, activation="relu").ntk_backward, mean) > 2.0
+
+
+def test_first_layer_covariance_mc_estimates_x_x_over_n0():
+    x = np.random.default_rng(4).standard_normal((3, 6))
+    cov = pf.first_layer_covariance_mc(x, width=200_000, seed=0)
+    np.testing.assert_allclose(cov, x @ x.T / 6, atol=0.03)
+
+
+def test_shift_sum_is_the_sum_over_the_filter_with_zero_padding():
+    m = np.random.default_rng(5).standard_normal((2, 3, 5, 5))
+    brute = np.zeros_like(m)
+    for s in range(5):
+        for t in range(5):
+            for r in pf.KER:
+                if 0 <= s + r < 5 and 0 <= t + r < 5:
+                    brute[..., s, t] += m[..., s + r, t + r]
+    np.testing.assert_allclose(pf.shift_sum(m), brute)
+
+
+def test_cnn62_forward_against_explicit_loops():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 5))
+    params = pf.cnn62_init(jax.random.PRNGKey(1), n0=3, width=4, convs=2)
+    got = np.asarray(pf.cnn62_apply(params, x, "relu"))
+    w1, w2 = (np.asarray(w) for w in params)
+
+    def conv(inp, w):
+        out = np.zeros((w.shape[0], inp.shape[1]))
+        for i in range(w.shape[0]):
+            for s in range(inp.shape[1]):
+                for k, r in enumerate(pf.KER):
+                    if 0 <= s + r < inp.shape[1]:
+                        out[i, s] += w[i, :, k] @ inp[:, s + r]
+        return out / math.sqrt(inp.shape[0])
+
+    want = [np.mean(np.maximum(conv(np.maximum(conv(xi, w1), 0), w2)[0], 0)) for xi in x]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_cnn62_ntk_draws_match_the_library_empirical_ntk():
+    x = jax.numpy.asarray(np.random.default_rng(7).standard_normal((3, 2, 4)))
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    draws = np.asarray(pf.cnn62_ntk_draws(keys, x, n0=2, width=5, convs=2, activation="erf"))
+    for key, draw in zip(keys, draws, strict=True):
+        params = pf.cnn62_init(key, n0=2, width=5, convs=2)
+        want = empirical_ntk(lambda p, xb: pf.cnn62_apply(p, xb, "erf")[:, None], params, x)
+        np.testing.assert_allclose(draw, np.asarray(want).reshape(3, 3), rtol=1e-10)
+
+
+def test_printed_cnn_backward_is_the_project_cntk_and_the_printed_forward_is_not():
+    x = np.random.default_rng(8).standard_normal((3, 2, 5))
+    printed = pf.printed_cnn(x, convs=3, activation="relu")
+    exact = pf.exact_cnn_relu(x, convs=3)
+    np.testing.assert_allclose(printed.ntk_backward, exact, rtol=1e-10)
+    np.testing.assert_allclose(printed.ntk_forward_corrected, exact, rtol=1e-10)
+    assert pf.relative_error(printed.ntk_forward, exact) > 0.5
+
+
+def test_printed_cnn_erf_against_monte_carlo_of_net_62():
+    x = np.random.default_rng(9).standard_normal((3, 2, 4))
+    printed = pf.printed_cnn(x, convs=2, activation="erf")
+    keys = jax.random.split(jax.random.PRNGKey(3), 256)
+    draws = np.asarray(pf.cnn62_ntk_draws(keys, jax.numpy.asarray(x), n0=2, width=64, convs=2, activation="erf"))
+    mean, se = pf.mc_mean_se(draws)
+    assert pf.max_abs_z(printed.ntk_backward, mean, se) < 4.5
+    assert pf.max_abs_z(printed.ntk_forward, mean, se) > 10
+
+
+def test_printed_eq78_sum_against_explicit_loops():
+    """Eq. 78 as printed: sum_{r, r'} Theta^{s+r, s'+r'} E phi'(z^{s+r}) phi'(z'^{s+r'}) (zero out of range)."""
+    rng = np.random.default_rng(10)
+    theta, edot = rng.random((1, 1, 4, 4)), rng.random((1, 1, 4, 4))
+    brute = np.zeros((4, 4))
+    for s in range(4):
+        for t in range(4):
+            for r in pf.KER:
+                for r2 in pf.KER:
+                    if 0 <= s + r < 4 and 0 <= t + r2 < 4 and 0 <= s + r2 < 4:
+                        brute[s, t] += theta[0, 0, s + r, t + r2] * edot[0, 0, s + r, s + r2]
+    np.testing.assert_allclose(pf._printed_eq78_sum(theta, edot)[0, 0], brute)
+
+
+def test_max_abs_z_handles_entries_every_draw_gives_exactly():
+    assert pf.max_abs_z(np.array([0.0, 1.0]), np.array([0.0, 1.2]), np.array([0.0, 0.1])) == pytest.approx(2.0)
+    assert pf.max_abs_z(np.array([0.5]), np.array([0.0]), np.array([0.0])) == math.inf
