@@ -89,6 +89,47 @@ def test_artifact_block_applies_to_every_claim_and_claims_refine_it(tmp_path):
     assert evaluate(c2, one).status == "reproduced"
 
 
+def test_identity_keys_withhold_the_indicative_verdict(tmp_path):
+    """A run that differs in an identity key (another architecture) measured another object: not run at this
+    scale (or not comparable) with no indicative verdict; a difference elsewhere keeps it."""
+    path = tmp_path / "experiments" / "p" / "claims.yaml"
+    path.parent.mkdir(parents=True)
+    config = {**PAPER_CONFIG, "params.model.kind": "cifar_resnet"}
+    path.write_text(yaml.safe_dump({
+        "paper": "p", "artifacts": {"a": {"identity": {"params.model.kind": "another network"}}},
+        "claims": [VALUE]}))
+    (c,) = load_registry(path)
+
+    def record(**changes):
+        rec = _record(1.0, config={"params.model.kind": "cifar_resnet", **changes})
+        rec["paper_config"] = dict(config)
+        return rec
+
+    res = evaluate(c, record(**{"params.model.kind": "fc_resnet"}))
+    assert res.status == "not run at this scale" and res.verdict is None
+    assert "(indicative:" not in res.detail and "not indicative: params.model.kind: another network" in res.detail
+    over = record(**{"params.model.kind": "fc_resnet"})
+    over["overrides"] = {"params.model.kind": {"registered": "cifar_resnet", "run": "fc_resnet"}}
+    res = evaluate(c, over)
+    assert res.status == "not comparable" and res.verdict is None
+    res = evaluate(c, record(**{"params.widths": [100, 300]}))  # a reduced setting of the same object
+    assert res.status == "not run at this scale" and res.verdict == "reproduced"
+    assert evaluate(c, record()).status == "reproduced"
+
+
+@pytest.mark.parametrize("block,message", [
+    ({"identity": {"seed": "x"}}, "must be a premise key"),
+    ({"identity": {"params.a": ""}}, "needs its reason"),
+    ({"identity": {"params.a": "x"}, "free": {"params.a": "y"}}, "both identity and free"),
+])
+def test_identity_is_validated(tmp_path, block, message):
+    path = tmp_path / "experiments" / "p" / "claims.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump({"paper": "p", "claims": [{**VALUE, **block}]}))
+    with pytest.raises(ClaimError, match=message):
+        load_registry(path)
+
+
 @given(st.lists(st.integers(-3, 3), max_size=6), st.integers(1, 4))
 def test_min_distinct_counts_distinct_values(values, k):
     assert satisfies(values, {"min_distinct": k}) == (len(set(values)) >= k)

@@ -32,6 +32,20 @@ def eoc_curve(activation: str, q_grid: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"activation": activation, "q": curve.q, "sigma_b": curve.sigma_b, "sigma_w": curve.sigma_w})
 
 
+def curve_start(activation: str, q_grid: np.ndarray) -> tuple[float, float] | None:
+    """(q, sigma_w) where the EOC curve begins, sigma_b = 0: the root of sigma_b^2(q) = 0 between the last
+    grid q with sigma_b^2 < 0 and the first with sigma_b^2 >= 0 (brentq to round-off, so the value does not
+    depend on the grid). None when the curve has no such end on the grid (empty, or kept from q_min on)."""
+    sigma_b2 = np.array([meanfield.eoc_point_from_q(activation, float(q))[0] for q in q_grid])
+    kept = np.flatnonzero(sigma_b2 >= 0)
+    if kept.size == 0 or kept[0] == 0:
+        return None
+    lo, hi = float(q_grid[kept[0] - 1]), float(q_grid[kept[0]])
+    q = optimize.brentq(lambda v: meanfield.eoc_point_from_q(activation, v)[0], lo, hi,
+                        xtol=1e-13, rtol=4 * np.finfo(float).eps)
+    return q, math.sqrt(meanfield.eoc_point_from_q(activation, q)[1])
+
+
 def _tag(name: str) -> str:
     return name.replace(":", "_").replace(".", "p")
 
@@ -101,10 +115,9 @@ def run(cfg) -> StageResult:
         curve = eoc_curve(act, q_grid)
         curves.append(curve)
         metrics[f"eoc_{_tag(act)}_exists"] = bool(len(curve) > 0)
-        if len(curve):
-            start = curve.iloc[0]
-            metrics[f"eoc_{_tag(act)}_sigma_w_at_smallest_sigma_b"] = float(start.sigma_w)
-            metrics[f"eoc_{_tag(act)}_smallest_sigma_b"] = float(start.sigma_b)
+        start = curve_start(act, q_grid)
+        if start is not None:
+            metrics[f"eoc_{_tag(act)}_start_q"], metrics[f"eoc_{_tag(act)}_start_sigma_w"] = start
     curve_table = pd.concat(curves, ignore_index=True)
 
     rows = []

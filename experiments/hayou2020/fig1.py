@@ -134,7 +134,13 @@ def run(cfg) -> StageResult:
                         point=point)
         run_ = case["runs"][0]
         err = np.abs(run_["off_err"]) / run_["q_off"]
-        _slope_metrics(metrics, uncertainty, f"fig1a_{case['activation']}_slope", depths, err, lo, hi)
+        name = f"fig1a_{case['activation']}"
+        _slope_metrics(metrics, uncertainty, f"{name}_slope", depths, err, lo, hi)
+        decades = [d for d in depths if round(math.log10(d), 9).is_integer()]
+        metrics[f"{name}_local_by_decade"] = [  # the whole grid: where the asymptotic regime begins
+            float(v) for v in stats.local_slopes(decades, [err[np.flatnonzero(depths == d)[0]] for d in decades])]
+        flips = np.flatnonzero(np.diff(np.sign(run_["off_err"])) != 0)
+        metrics[f"{name}_sign_change_depths"] = [int(depths[i + 1]) for i in flips]
         panels["a"].append((case["activation"], err))
 
     for case_cfg in p.ordered:
@@ -186,7 +192,8 @@ def run(cfg) -> StageResult:
         uncertainty=uncertainty,
         sizes={"max_depth": int(depths[-1]), "n_depths": len(depths), "ordered_depth": int(p.ordered_depth)},
         figures={"fig1": _figure(depths, panels, lo, hi,
-                                 paper_values(Path(__file__).with_name("claims.yaml"), cfg.artifact))},
+                                 paper_values(Path(__file__).with_name("claims.yaml"), cfg.artifact)),
+                 "fig1_local_slopes": _local_slope_figure(depths, panels, lo, hi)},
         arrays={
             "depths": depths,
             **{f"a_{name}": err for name, err in panels["a"]},
@@ -249,6 +256,24 @@ def _figure(depths, panels, lo, hi, published):
     ax_b.set(xlabel="depth L", ylabel="sup |K^L - lambda| / lambda", title="(b) ordered phase")
     ax_c.set(xlabel="depth L", ylabel="|K^L/alpha_L - AK^inf| / q", title="(c) ReLU ResNet")
     for ax in (ax_a, ax_b, ax_c):
+        ax.legend(fontsize=5)
+    return fig
+
+
+def _local_slope_figure(depths, panels, lo, hi):
+    """d log|e| / d log L between consecutive depths of (a) and (c), the fit range shaded: a log factor is a
+    drifting local slope, a sign change of the error a spike; the claims are judged on the shaded range."""
+    fig, axes = figure(1, 2, height=2.6)
+    mid = np.sqrt(depths[1:] * depths[:-1].astype(float))
+    for ax, curves, title in ((axes[0][0], panels["a"], "(a) Edge of Chaos"),
+                              (axes[0][1], [(f"sigma_w^2={sw2:g}", e) for sw2, e in panels["c"]], "(c) ReLU ResNet")):
+        for label, err in curves:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                local = np.diff(np.log(err)) / np.diff(np.log(depths.astype(float)))
+            ax.semilogx(mid, local, label=label)
+        ax.axhline(-1.0, color="black", linestyle="--", linewidth=0.8, label="L^-1")
+        ax.axvspan(lo, hi, color="0.9", label="fit range")
+        ax.set(xlabel="depth L", ylabel="local slope d log|e| / d log L", title=title, ylim=(-2.5, 0.5))
         ax.legend(fontsize=5)
     return fig
 

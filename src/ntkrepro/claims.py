@@ -8,6 +8,8 @@ A registry is ``experiments/<paper>/claims.yaml``::
         settings: {data.n_train: 512}    # config values the claims are about (see "Premise" below)
         free:                            # config keys that do not change what the claims measure
           params.record_every: "sampling of the plotted curve only; the fits use every recorded step"
+        identity:                        # premise keys that define WHAT is measured (optional)
+          params.model.kind: "another architecture measures another object"
     claims:
       - id: fig3_lambda1                 # unique within the paper
         artifact: fig3                   # the stage whose metrics.json holds the measurement
@@ -35,7 +37,9 @@ is a value (equality; numbers to 1e-9 relative) or a mapping of ``min``/``max`` 
 ``one_of``. A stage records its resolved ``config``, the paper-scale ``paper_config`` and its
 ``overrides`` against the registered config of its scale; a violated premise key gives
 ``not comparable`` when the run overrode it (a CLI override, a sweep job) and ``not run at this scale``
-when the scale's registered config lacks it; both carry the indicative verdict.
+when the scale's registered config lacks it; both carry the indicative verdict, except where a violated
+key is one of the claim's ``identity`` keys (key: reason; e.g. the architecture): a run that differs there
+measures another object, so its numbers say nothing about the claim and no indicative verdict is given.
 
 **Bounds.** ``kind: bound`` with ``side: above`` (or ``below``) claims the measured value lies above
 (below) ``paper_value``; with an uncertainty, the whole interval m ± 2 se must (a significant gap),
@@ -101,6 +105,7 @@ class Claim:
     free: dict = field(default_factory=dict)
     consistency: str | None = None
     side: str | None = None  # kind: bound
+    identity: dict = field(default_factory=dict)  # premise keys that define what is measured: key -> reason
     paper_table: str | None = None
     table_value: float | None = None  # paper_table evaluated on the registry's paper values
 
@@ -262,10 +267,12 @@ def _mapping(where: str, name: str, value) -> dict:
     return value
 
 
-def _check_free(where: str, free: dict) -> None:
+def _check_free(where: str, free: dict, what: str = "free") -> None:
     for key, reason in free.items():
         if not (isinstance(reason, str) and reason.strip()):
-            raise ClaimError(f"{where}: free.{key} needs its reason (a non-empty string)")
+            raise ClaimError(f"{where}: {what}.{key} needs its reason (a non-empty string)")
+        if what == "identity" and not is_premise_key(key):
+            raise ClaimError(f"{where}: identity.{key} must be a premise key (precision, params.*, data.*)")
 
 
 def load_registry(path: str | Path) -> list[Claim]:
@@ -278,11 +285,12 @@ def load_registry(path: str | Path) -> list[Claim]:
     for name, block in artifacts.items():
         where = f"{path}: artifact {name}"
         block = _mapping(where, "the artifact block", block)
-        if set(block) - {"settings", "free"}:
-            raise ClaimError(f"{where}: takes 'settings' and 'free' only, got {sorted(block)}")
+        if set(block) - {"settings", "free", "identity"}:
+            raise ClaimError(f"{where}: takes 'settings', 'free' and 'identity' only, got {sorted(block)}")
         for key, c in _mapping(where, "settings", block.get("settings")).items():
             _check_constraint(where, key, c)
         _check_free(where, _mapping(where, "free", block.get("free")))
+        _check_free(where, _mapping(where, "identity", block.get("identity")), what="identity")
     raws, seen = doc["claims"] or [], set()
     for i, raw in enumerate(raws):
         missing = {"id", "artifact", "metric", "paper_value", "where", "kind"} - set(raw)
@@ -325,6 +333,10 @@ def load_registry(path: str | Path) -> list[Claim]:
         both = set(settings) & set(free)
         if both:
             raise ClaimError(f"{where}: {sorted(both)} both constrained and free")
+        identity = {**(block.get("identity") or {}), **_mapping(where, "identity", raw.get("identity"))}
+        _check_free(where, identity, what="identity")
+        if set(identity) & set(free):
+            raise ClaimError(f"{where}: {sorted(set(identity) & set(free))} both identity and free")
         consistency = raw.get("consistency")
         if consistency is not None and not (isinstance(consistency, str) and consistency.strip()):
             raise ClaimError(f"{where}: consistency takes the reason the check cannot fail (a string)")
@@ -342,7 +354,7 @@ def load_registry(path: str | Path) -> list[Claim]:
                 tolerance_reason=raw.get("tolerance_reason", ""),
                 needs_data=bool(raw.get("needs_data", True)), exact=bool(raw.get("exact", False)),
                 evidence=tuple(evidence), settings=settings, free=free, consistency=consistency,
-                side=raw.get("side"),
+                side=raw.get("side"), identity=identity,
                 paper_table=None if table is None else str(table), table_value=table_value,
             )
         )
@@ -465,12 +477,17 @@ def evaluate(claim: Claim, record: dict | None) -> ClaimResult:
         return result("check not run" if claim.consistency else "not comparable",
                       "the run recorded no config to compare with the paper's settings" + indicative)
     violations = premise_violations(claim, config, paper_config, record.get("overrides") or {})
+    other = [v.key for v in violations if v.key in claim.identity]
+    if other:  # another object was measured: its numbers say nothing about the claim
+        indicative = "; not indicative: " + "; ".join(f"{k}: {claim.identity[k]}" for k in other)
+        verdict = None
     overridden = [v for v in violations if v.overridden]
     if overridden:
         return result("check not run" if claim.consistency else "not comparable",
-                      "; ".join(str(v) for v in overridden) + indicative)
+                      "; ".join(str(v) for v in overridden) + indicative, verdict_=verdict)
     if violations:
-        return result(not_run, f"at {record.get('scale')}: " + "; ".join(str(v) for v in violations) + indicative)
+        return result(not_run, f"at {record.get('scale')}: " + "; ".join(str(v) for v in violations) + indicative,
+                      verdict_=verdict)
     if unmeasured:
         return result(not_run, "the stage did not measure it (see the stage's notes)")
     if claim.needs_data and stand_ins:

@@ -209,7 +209,7 @@ def test_relu_offdiagonal_error_has_the_derived_log_coefficient():
     run = case["runs"][0]
     diag = hc.rate_diagnostics(depths, run["off_err"], ref=run["q_off"])
     assert diag["log_coefficient"] / run["q_off"] == pytest.approx(3 / 8, rel=5e-3)  # O(log(L)/L) corrections
-    assert diag["increment_ratio"] == pytest.approx(1.0, abs=0.03) and diag["drift"] > 0.1  # a log law, not 1/L (L <= 1e5)
+    assert diag["increment_ratio"] == pytest.approx(1.0, abs=0.03) and diag["drift"] > 0.1  # log law, L <= 1e5
 
 
 def test_tanh_offdiagonal_log_coefficient_matches_derivation():
@@ -403,6 +403,27 @@ def test_fig1_one_sigma_w_gives_no_spread():
     # twice the same value would be one sigma_w as well: refused before compute (tests/.../test_bad_input_hayou2020)
 
 
+def test_fig1_local_slopes_and_sign_changes_over_the_whole_grid():
+    """Issue 17 item 11: panel (a) reports its local slope per decade over the whole grid and the depths where
+    the signed error changes sign (ELU near L = 224), checked against the recursion's own error curve."""
+    fig1 = stage_module("hayou2020/fig1")
+    cfg = _stage_cfg("fig1", "params.eoc=[{activation: elu, sigma_b2: 0.04}]", "params.resnet_sigma_w2=[1.0]",
+                     "params.ordered=[{activation: relu, sigma_w2: 1.5, sigma_b2: 0.1}]")
+    result = fig1.run(cfg)
+    depths = result.arrays["depths"]
+    point = hc.eoc_points(cfg.params.eoc, "params.eoc")[0]
+    signed = hc.eoc_case("elu", sigma_b2=0.04, pairs=[dict(cfg.params.pair)], depths=depths, point=point)["runs"][0]
+    err = np.abs(signed["off_err"]) / signed["q_off"]
+    at = {d: err[np.flatnonzero(depths == d)[0]] for d in (1, 10, 100, 1000)}
+    expected = [math.log10(at[b] / at[a]) for a, b in ((1, 10), (10, 100), (100, 1000))]
+    assert result.metrics["fig1a_elu_local_by_decade"] == pytest.approx(expected, rel=1e-12)
+    flips = result.metrics["fig1a_elu_sign_change_depths"]
+    assert len(flips) == 1 and 150 <= flips[0] <= 300  # the crossing the claim's fit range stays clear of
+    i = int(np.flatnonzero(depths == flips[0])[0])
+    assert np.sign(signed["off_err"][i]) != np.sign(signed["off_err"][i - 1])
+    assert "fig1_local_slopes" in result.figures
+
+
 def test_fig1_default_fit_range_is_the_last_two_decades_of_the_grid():
     """fit_range null (registered): [max_depth / 100, max_depth], so a sweep over max_depth (README) needs no
     fit range; quick and paper keep [1e4, 1e6], smoke [10, 1e3]."""
@@ -547,3 +568,26 @@ def test_registry_premises():
     assert rows["fig1c_rate_independent_of_sigma_w"] == ["quick", "paper"]
     assert rows["thm1_relu_offdiag_rate"] == ["quick", "paper"]
     assert rows["eoc_elu_point"] == ["smoke", "quick", "paper"]
+
+
+def test_sigmoid_eoc_start_by_root_finding_matches_mpmath():
+    """Sigmoid's EOC curve begins (sigma_b = 0) where q = E[phi^2] / E[phi'^2] (issue 17 item 10): the stage's
+    brentq on its quadrature agrees with an mpmath root of the same equation, whatever the q grid."""
+    eoc_curves = stage_module("hayou2020/eoc_curves")
+
+    def moments(q):
+        sig = lambda x: 1 / (1 + mpmath.exp(-x))  # noqa: E731
+        density = lambda z: mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+        line = [-mpmath.inf, 0, mpmath.inf]
+        second = mpmath.quad(lambda z: sig(mpmath.sqrt(q) * z) ** 2 * density(z), line)
+        deriv = mpmath.quad(lambda z: (sig(mpmath.sqrt(q) * z) * (1 - sig(mpmath.sqrt(q) * z))) ** 2 * density(z), line)
+        return second, deriv
+
+    with mpmath.workdps(30):
+        q_ref = mpmath.findroot(lambda q: q - moments(q)[0] / moments(q)[1], 45.0)
+        sigma_w_ref = float(1 / mpmath.sqrt(moments(q_ref)[1]))
+    for grid in (np.logspace(-2, 3, 40), np.logspace(0, 2, 7)):
+        q, sigma_w = eoc_curves.curve_start("sigmoid", grid)
+        assert q == pytest.approx(float(q_ref), rel=1e-9)
+        assert sigma_w == pytest.approx(sigma_w_ref, rel=1e-9)
+    assert eoc_curves.curve_start("tanh", np.logspace(0, 2, 7)) is None  # kept from q_min on: no end on the grid
