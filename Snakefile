@@ -7,18 +7,29 @@
 #
 #   snakemake --profile profiles/slurm arora2019_table1_grams --config scale=paper   # Gram tiles as jobs
 #
-# config keys (command line only): scale (smoke|quick|paper), results (root folder, default
-# "results"), data_cache (download cache, default "data_cache"); tracking (sqlite|server|disabled) and
-# tracking_uri (MLflow, see below); mlflow_ui (the MLflow UI the report links to); gram_threads (rules/gram.smk).
+# config keys (command line only, checked against schemas/config.schema.yaml, one line for a bad one):
+# scale (smoke|quick|paper, default quick), results (root folder, default "results"), data_cache
+# (download cache, default "data_cache"); tracking (sqlite|server|disabled) and tracking_uri (MLflow, see
+# below); mlflow_ui (the MLflow UI the report links to); gram_threads (rules/gram.smk).
 import shlex
+import sys
 from pathlib import Path
 
-SCALES = ("smoke", "quick", "paper")
-SCALE = config.get("scale", "quick")
-if SCALE not in SCALES:
-    raise ValueError(f"--config scale={SCALE!r}: expected one of {SCALES}")
-RESULTS_ROOT = config.get("results", "results")
-DATA_CACHE = config.get("data_cache", "data_cache")
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+CONFIG_SCHEMA = "schemas/config.schema.yaml"
+try:
+    validate(config, CONFIG_SCHEMA)  # sets the schema's defaults
+except WorkflowError as err:
+    from ntkrepro.workflow import config_error
+
+    sys.exit(config_error(config, Path(workflow.basedir) / CONFIG_SCHEMA) or str(err))
+SCALE = config["scale"]
+RESULTS_ROOT = config["results"]
+DATA_CACHE = config["data_cache"]
 RESULTS = f"{RESULTS_ROOT}/{SCALE}"
 PAPERS = ["jacot2018", "hayou2020", "arora2019", "feng2020_deq", "golikov2022"]
 
@@ -38,13 +49,23 @@ def stage_inputs(paper, artifact):
     return inputs(paper, artifact)
 
 
+def stage_mem_mb(paper, artifact):
+    """The memory (MiB) of a stage's cluster job: from the arrays the stage's own checks estimate at this
+    scale (ntkrepro.workflow.stage_mem_mb), times the attempt (a retry asks for more). Evaluated only for
+    the jobs a run needs."""
+
+    def mem_mb(wildcards, attempt):
+        from ntkrepro.workflow import stage_mem_mb as mem
+
+        return mem(f"{paper}/{artifact}", SCALE, attempt)
+
+    return mem_mb
+
+
 # MLflow tracking of the stages (conf/tracking/): --config tracking=server tracking_uri=http://host:5000
 # (a cluster: one server for the whole workflow, profiles/slurm/mlflow-server.sh); default: the stages'
 # own default (SQLite under <results>/mlflow).
-TRACKINGS = ("sqlite", "server", "disabled")
 TRACKING = config.get("tracking")
-if TRACKING is not None and TRACKING not in TRACKINGS:
-    raise ValueError(f"--config tracking={TRACKING!r}: expected one of {TRACKINGS}")
 TRACKING_URI = config.get("tracking_uri")
 TRACKING_OVERRIDES = (f" tracking={TRACKING}" if TRACKING else "") + (
     f" tracking.uri={shlex.quote(str(TRACKING_URI))}" if TRACKING_URI else ""

@@ -1,7 +1,10 @@
 """The Snakemake rules' inputs come from the stage scripts themselves (ntkrepro.workflow): editing a
 stage's config, its paper's claims registry or a helper module it imports reruns exactly the stages
-that use it (checked with ``snakemake -n`` on a copy of the workflow whose outputs are all up to date)."""
+that use it (checked with ``snakemake -n`` on a copy of the workflow whose outputs are all up to date).
+A stage's cluster job asks for the memory the stage's own checks estimate; the ``--config`` keys are
+checked against the workflow's schema with a one-line error."""
 
+import math
 import os
 import re
 import shutil
@@ -11,8 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from ntkrepro.workflow import local_imports, stage_inputs
+from ntkrepro import config as config_mod
+from ntkrepro.checks import ConfigError
+from ntkrepro.stage import stage_module
+from ntkrepro.workflow import (
+    MEM_BASE_MB,
+    config_error,
+    local_imports,
+    memory_estimates,
+    stage_inputs,
+    stage_mem_mb,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -48,7 +62,7 @@ def _jobs(tree: Path) -> set[str]:
 def up_to_date_tree(tmp_path_factory):
     """A copy of the workflow whose every output exists and is newer than its inputs."""
     tree = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "rules", "experiments", "conf", "environment.yml"):
+    for name in ("Snakefile", "rules", "schemas", "experiments", "conf", "environment.yml"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tree / name)
     summary = subprocess.run([SNAKEMAKE, "--summary", "--config", "scale=smoke", "results=R"], cwd=tree,
@@ -81,3 +95,106 @@ def test_an_edit_reruns_exactly_the_stages_that_use_it(up_to_date_tree, edited, 
     finally:
         os.utime(path, (before.st_atime, before.st_mtime))
     assert {j for j in jobs if not j.startswith("jacot2018_ntk")} == expected
+
+
+# ---- cluster memory from the stage's own estimate ------------------------------------------------------
+
+STAGES = sorted(f"{p.parent.name}/{p.stem}" for p in (ROOT / "conf" / "experiment").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_memory_estimate_is_where_the_stage_refuses(stage, monkeypatch):
+    """The largest recorded array (at the largest scale that has one) is the stage's own refusal threshold:
+    its checks pass with exactly that much memory and refuse, naming that array's parameter, with one
+    byte less. A stage that estimates nothing asks for the floor."""
+    scale = next((s for s in ("paper", "quick", "smoke") if memory_estimates(stage, s)), None)
+    if scale is None:
+        assert stage_mem_mb(stage, "paper") == MEM_BASE_MB
+        return
+    estimates = memory_estimates(stage, scale)
+    largest = max(nbytes for _, nbytes, _ in estimates)
+    cfg = config_mod.compose(stage, [f"scale={scale}"])
+    params = stage_module(stage).Params
+    monkeypatch.setattr("ntkrepro.checks.physical_memory", lambda: math.ceil(largest))
+    config_mod.validate(cfg, params)
+    monkeypatch.setattr("ntkrepro.checks.physical_memory", lambda: math.ceil(largest) - 1)
+    with pytest.raises(ConfigError) as refused:
+        config_mod.validate(cfg, params)
+    assert str(refused.value).split(":")[1].strip() in {path for path, nbytes, _ in estimates if nbytes == largest}
+
+
+def test_every_stage_rule_asks_for_its_own_memory():
+    rules = "\n".join(p.read_text() for p in ROOT.glob("experiments/*/rules.smk"))
+    blocks = re.split(r"^rule ", rules, flags=re.M)[1:]
+    shells = [re.search(r'stage_shell\(("\w+", "\w+")\)', b).group(1) for b in blocks if "stage_shell(" in b]
+    mems = [re.search(r'mem_mb=stage_mem_mb\(("\w+", "\w+")\)', b) for b in blocks if "stage_shell(" in b]
+    assert len(shells) == len(STAGES) and [m and m.group(1) for m in mems] == shells
+
+
+def test_stage_memory_follows_scale_and_attempt():
+    smoke, paper = (stage_mem_mb("arora2019/table1", s) for s in ("smoke", "paper"))
+    gib = sum(nbytes for _, nbytes, _ in memory_estimates("arora2019/table1", "paper")) / 2**30
+    assert MEM_BASE_MB <= smoke < MEM_BASE_MB + 10 and paper > 1000 * gib > 10_000  # the CNTK Grams
+    assert stage_mem_mb("arora2019/table1", "paper", attempt=2) == 2 * paper
+    assert memory_estimates("feng2020_deq/table1", "paper") == ()  # no estimate: the floor
+    assert stage_mem_mb("feng2020_deq/table1", "paper") == MEM_BASE_MB
+
+
+def test_slurm_dry_run_shows_each_stage_memory(tmp_path):
+    proc = subprocess.run([SNAKEMAKE, "-n", "--profile", "profiles/slurm", "arora2019_table1", "jacot2018_fig3",
+                           "report", "--config", "scale=paper", f"results={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: .*?mem_mb=(\d+)", proc.stdout, flags=re.M))
+    assert int(shown["arora2019_table1"]) == stage_mem_mb("arora2019/table1", "paper")
+    assert int(shown["jacot2018_fig3"]) == stage_mem_mb("jacot2018/fig3", "paper")
+    default = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["default-resources"]["mem_mb"]
+    assert int(shown["report"]) == eval(default, {"max": max}, {"threads": 1, "attempt": 1})  # no estimate
+
+
+# ---- the --config schema -------------------------------------------------------------------------------
+
+SCHEMA = ROOT / "schemas" / "config.schema.yaml"
+
+
+def test_schema_lists_exactly_the_config_keys_the_workflow_reads():
+    text = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *ROOT.glob("rules/*.smk"),
+                                              *ROOT.glob("experiments/*/rules.smk")])
+    read = set(re.findall(r"config(?:\.get\(|\[)[\"'](\w+)[\"']", text)) - {"gram_root"}  # set by the Snakefile
+    assert read == set(yaml.safe_load(SCHEMA.read_text())["properties"])
+
+
+def test_min_version_matches_the_declared_dependency():
+    (declared,) = re.findall(r'"snakemake>=([\d.]+)', (ROOT / "pyproject.toml").read_text())
+    (required,) = re.findall(r'^min_version\("([\d.]+)"\)', (ROOT / "Snakefile").read_text(), flags=re.M)
+    assert [int(x) for x in required.split(".")][: len(declared.split("."))] == [int(x) for x in declared.split(".")]
+
+
+@pytest.mark.parametrize("config,line", [
+    ({"scale": "huge"}, "error: --config scale='huge': must be one of smoke, quick, paper"),
+    ({"sclae": "paper", "scale": "smoke"}, "error: --config sclae: unknown key (keys: scale, results, data_cache, "
+                                           "tracking, tracking_uri, mlflow_ui, gram_threads)"),
+    ({"gram_threads": 0}, "error: --config gram_threads=0: must be >= 1"),
+    ({"gram_threads": "4x"}, "error: --config gram_threads='4x': must be an integer"),
+    ({"results": ""}, "error: --config results='': must not be empty"),
+    ({"tracking": "nfs"}, "error: --config tracking='nfs': must be one of sqlite, server, disabled"),
+])
+def test_config_error_is_one_line_naming_the_key(config, line):
+    assert config_error(config, SCHEMA) == line
+
+
+def test_config_error_accepts_every_key():
+    good = {"scale": "paper", "results": "r", "data_cache": "d", "tracking": "server", "tracking_uri": "http://h:5000",
+            "mlflow_ui": "http://h:5000", "gram_threads": 4}
+    assert config_error(good, SCHEMA) is None
+
+
+@pytest.mark.parametrize("args,line", [
+    (["scale=huge"], "error: --config scale='huge': must be one of smoke, quick, paper"),
+    (["gram_threads=0"], "error: --config gram_threads=0: must be >= 1"),
+])
+def test_snakemake_refuses_a_bad_config_in_one_line(args, line, tmp_path):
+    proc = subprocess.run([SNAKEMAKE, "-n", "reproduce-all", "--config", f"results={tmp_path}", *args],
+                          cwd=ROOT, capture_output=True, text=True, env=ENV)
+    assert proc.returncode != 0 and proc.stdout.strip() == ""
+    assert proc.stderr.strip().splitlines() == [line]

@@ -15,6 +15,8 @@ rule arora2019_table1:
     log:
         out("arora2019", "table1", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("arora2019", "table1"),
     shell:
         stage_shell("arora2019", "table1")
 
@@ -30,6 +32,8 @@ rule arora2019_table2:
     log:
         out("arora2019", "table2", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("arora2019", "table2"),
     shell:
         stage_shell("arora2019", "table2")
 
@@ -44,5 +48,7 @@ rule arora2019_theory_checks:
     log:
         out("arora2019", "theory_checks", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("arora2019", "theory_checks"),
     shell:
         stage_shell("arora2019", "theory_checks")

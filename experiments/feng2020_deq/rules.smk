@@ -15,6 +15,8 @@ rule feng2020_deq_fig1:
     log:
         out("feng2020_deq", "fig1", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("feng2020_deq", "fig1"),
     shell:
         stage_shell("feng2020_deq", "fig1")
 
@@ -29,6 +31,8 @@ rule feng2020_deq_table1:
     log:
         out("feng2020_deq", "table1", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("feng2020_deq", "table1"),
     shell:
         stage_shell("feng2020_deq", "table1")
 
@@ -43,5 +47,7 @@ rule feng2020_deq_table2:
     log:
         out("feng2020_deq", "table2", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("feng2020_deq", "table2"),
     shell:
         stage_shell("feng2020_deq", "table2")

@@ -16,6 +16,8 @@ rule hayou2020_eoc_curves:
     log:
         out("hayou2020", "eoc_curves", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("hayou2020", "eoc_curves"),
     shell:
         stage_shell("hayou2020", "eoc_curves")
 
@@ -30,6 +32,8 @@ rule hayou2020_fig1:
     log:
         out("hayou2020", "fig1", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("hayou2020", "fig1"),
     shell:
         stage_shell("hayou2020", "fig1")
 
@@ -46,6 +50,8 @@ rule hayou2020_theorem_checks:
     log:
         out("hayou2020", "theorem_checks", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("hayou2020", "theorem_checks"),
     shell:
         stage_shell("hayou2020", "theorem_checks")
 
@@ -61,6 +67,8 @@ rule hayou2020_table1:
     log:
         out("hayou2020", "table1", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("hayou2020", "table1"),
     shell:
         stage_shell("hayou2020", "table1")
 
@@ -77,5 +85,7 @@ rule hayou2020_table2:
     log:
         out("hayou2020", "table2", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("hayou2020", "table2"),
     shell:
         stage_shell("hayou2020", "table2")

@@ -16,6 +16,8 @@ rule jacot2018_fig1:
     log:
         out("jacot2018", "fig1", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("jacot2018", "fig1"),
     shell:
         stage_shell("jacot2018", "fig1")
 
@@ -31,6 +33,8 @@ rule jacot2018_fig2:
     log:
         out("jacot2018", "fig2", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("jacot2018", "fig2"),
     shell:
         stage_shell("jacot2018", "fig2")
 
@@ -46,6 +50,8 @@ rule jacot2018_fig3:
     log:
         out("jacot2018", "fig3", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("jacot2018", "fig3"),
     shell:
         stage_shell("jacot2018", "fig3")
 
@@ -60,5 +66,7 @@ rule jacot2018_ntk_pd:
     log:
         out("jacot2018", "ntk_pd", "stage.log"),
     threads: 1
+    resources:
+        mem_mb=stage_mem_mb("jacot2018", "ntk_pd"),
     shell:
         stage_shell("jacot2018", "ntk_pd")

@@ -13,8 +13,9 @@
 #    (the shipped profile, unchanged);
 # 4. a Gram tile target (rules/gram.smk): one SLURM job per tile, assembled, compared with the same Gram
 #    computed in this process (bit for bit) and with the kernel called directly;
-# 5. a Hydra SLURM sweep (hydra/launcher=slurm) of a stage that imports a sibling helper module, and a
-#    sweep with a bad value, which must come back as a failed job with its one-line error (no hang);
+# 5. Hydra SLURM sweeps (hydra/launcher=slurm) of two stages that import sibling helper modules
+#    (jacot2018/fig3, hayou2020/eoc_curves), and a sweep with a bad value, which must come back as a
+#    failed job with its one-line error (no hang);
 # 6. checks the outputs and that every stage's MLflow run is on the server and FINISHED;
 # stops every daemon it started by its PID (trap), also on failure.
 #
@@ -208,18 +209,25 @@ EOF
 say "gram: $tile_jobs tile jobs"
 fi
 
-# ---------------------------------------------------------------- Hydra SLURM sweep (sibling helper module)
+# ---------------------------------------------------------------- Hydra SLURM sweeps (sibling helper modules)
 if part sweep; then
-STAGE=experiments/jacot2018/fig3.py
-grep -qE "^(from|import) jacot_common" "$STAGE" || { say "$STAGE imports no sibling helper; pick another stage"; exit 1; }
-say "hydra sweep on SLURM: $STAGE seed=0,1"
-timeout 900 python "$STAGE" -m hydra/launcher=slurm scale=smoke "results_root=$RESULTS" tracking=server \
-  "tracking.uri=$URI" seed=0,1 >"$W/log/sweep.log" 2>&1 || { tail -n 40 "$W/log/sweep.log"; exit 1; }
-sweep_dir=$(ls -d "$RESULTS"/smoke/jacot2018/fig3/multirun/*/ | tail -n 1)
-for job in 0 1; do
-  [ -s "$sweep_dir/$job/metrics.json" ] || { say "sweep job $job wrote no metrics.json"; exit 1; }
+# jacot2018/fig3 imports jacot_common; hayou2020/eoc_curves imports hayou_common and deep_kernels (which
+# failed to unpickle in the job before the launcher's setup line put the stage's folder on PYTHONPATH)
+for STAGE in experiments/jacot2018/fig3.py:jacot_common experiments/hayou2020/eoc_curves.py:hayou_common; do
+  HELPER=${STAGE#*:}
+  STAGE=${STAGE%:*}
+  grep -qE "^(from|import) $HELPER" "$STAGE" || { say "$STAGE imports no $HELPER; pick another stage"; exit 1; }
+  say "hydra sweep on SLURM: $STAGE seed=0,1"
+  name=$(basename "$STAGE" .py)
+  timeout 600 python "$STAGE" -m hydra/launcher=slurm scale=smoke "results_root=$RESULTS" tracking=server \
+    "tracking.uri=$URI" seed=0,1 >"$W/log/sweep_$name.log" 2>&1 || { tail -n 40 "$W/log/sweep_$name.log"; exit 1; }
+  paper=$(basename "$(dirname "$STAGE")")
+  sweep_dir=$(ls -d "$RESULTS/smoke/$paper/$name"/multirun/*/ | tail -n 1)
+  for job in 0 1; do
+    [ -s "$sweep_dir/$job/metrics.json" ] || { say "sweep job $job of $STAGE wrote no metrics.json"; exit 1; }
+  done
+  say "hydra sweep: 2 SLURM jobs of $paper/$name wrote their results"
 done
-say "hydra sweep: 2 SLURM jobs wrote their results"
 
 say "hydra sweep with a bad value: a failed job with its one-line error"
 set +e
