@@ -32,6 +32,7 @@ CLAIMS_P = [
     _claim("miss", "cost_s", 10.0),                                          # deviates, unit s
     _claim("exact_miss", "cpu_hours_log10", 2.6, exact=True, evidence=["gram_seconds"]),  # contradicted
     _claim("needs_width", "acc_pct", 90.0, settings={"params.widths": {"includes": [10000]}}),  # not run
+    _claim("cifar_cell", "acc_cifar_pct", 90.0, settings={"params.widths": {"includes": [10000]}}),  # never ran
     _claim("identity", "acc_pct", 90.0, consistency="holds by construction"),  # consistency check
     _claim("other_artifact", "x", 1.0, artifact="b"),                        # stage b did not run
 ]
@@ -57,8 +58,16 @@ def _table(folder, name, n_rows):
     (folder / f"{name}.md").write_text(f"|   step |   value |\n|-------:|--------:|\n{rows}\n")
 
 
+# paper p's cost model: artifact a is the full CIFAR-10 CNTK-GAP Gram at depth 21, whose CPU hours the CNTK
+# benchmark records itself (cifar10_full_gram_depth21_cpu_hours_extrapolated); b has none
+COST_P = """
+from ntkrepro.cost import cntk_gram
+WORKLOADS = {"a": lambda cfg: [cntk_gram(60000, side=32, depth=21, readout="gap")]}
+"""
+
+
 @pytest.fixture
-def report(tmp_path):
+def report(tmp_path, monkeypatch):
     """A results folder with two papers: every status that needs attention, a figure, a short and a long
     table, an artifact that did not run; the report built from it by the CLI."""
     exp = tmp_path / "experiments"
@@ -66,6 +75,8 @@ def report(tmp_path):
         (exp / paper).mkdir(parents=True)
         (exp / paper / "claims.yaml").write_text(yaml.safe_dump({"paper": paper, "claims": claims}))
         (exp / paper / "README.md").write_text(f"# {paper}\n")
+    (exp / "p" / "cost.py").write_text(COST_P)
+    monkeypatch.setattr("ntkrepro.cost.stage_config", lambda stage, scale: {})  # p/a has no conf/ entry
     results = tmp_path / "results" / "quick"
     folder = results / "p" / "a"
     folder.mkdir(parents=True)
@@ -76,7 +87,8 @@ def report(tmp_path):
     _table(folder, "summary", 3)
     _table(folder, "curves", MAX_INLINE_ROWS + 10)
     (folder / "metrics.json").write_text(json.dumps(_record(
-        "p", "a", {"acc_pct": 90.2, "cost_s": 20.0, "cpu_hours_log10": -0.1035, "gram_seconds": 12.0},
+        "p", "a", {"acc_pct": 90.2, "cost_s": 20.0, "cpu_hours_log10": -0.1035, "gram_seconds": 12.0,
+                   "acc_cifar_pct": None},
         figures=["curve"], tables=["summary", "curves"])))
     (results / "q" / "c").mkdir(parents=True)
     (results / "q" / "c" / "metrics.json").write_text(json.dumps(_record("q", "c", {"m": 1.1})))
@@ -194,6 +206,32 @@ def test_not_run_claims_are_collapsed_and_consistency_checks_apart(report):
     tables = [t for t in page.find("table", "claims") if "identity" in t["text"]]
     assert len(tables) == 1 and "exact_miss" not in tables[0]["text"]
     assert "other_artifact" in next(d for d in page.find("details") if "without results" in d["text"])["text"]
+
+
+def test_not_run_claims_show_what_running_them_costs(report):
+    """The collapsed block's summary carries the paper-scale estimate of ntkrepro.cost (here the CNTK
+    benchmark's own extrapolation of the full CIFAR-10 GAP Gram); an artifact without a cost model says so."""
+    from ntkrepro.cost import BENCHMARKS, hours, load_rates
+
+    rate = load_rates()["cpu"]["cntk:gap"]
+    row = next(r for r in json.loads((BENCHMARKS / rate.source.split(" ")[0]).read_text())["rows"]
+               if r["readout"] == "gap")
+    expected = hours(row["cifar10_full_gram_depth21_cpu_hours_extrapolated"])
+    summaries = [e["text"] for e in report["page"].find("summary") if "not run at this scale" in e["text"]]
+    assert any(f"needs ≈ {expected} CPU-h" in t and "no GPU rate measured" in t and "peak ≈ 29 GB" in t
+               for t in summaries), summaries
+    missing = next(d for d in report["page"].find("details") if "without results" in d["text"])["text"]
+    assert "no cost estimate (no cost model for p/b" in missing
+
+
+def test_a_claim_whose_metric_never_ran_shows_no_data(report):
+    """A cell this scale did not run (metric None, e.g. the CIFAR-10 columns) is not labelled with the data the
+    run's other cells used."""
+    md = report["md"]
+    never = next(line for line in md.splitlines() if line.startswith("| **cifar_cell**"))
+    measured = next(line for line in md.splitlines() if line.startswith("| **needs_width**"))
+    assert never.split(" | ")[4] == "not run" and "digits" not in never
+    assert measured.split(" | ")[4] == "digits"
 
 
 def test_long_tables_are_linked_not_inlined(report):

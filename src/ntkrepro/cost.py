@@ -351,11 +351,16 @@ class StageCost:
         """One line: ``needs ≈ 82,000 CPU-h on the benchmark's 2-core CPU (no GPU rate measured), peak ≈ 6.4 GB``."""
         if self.cpu_hours is None and self.gpu_hours is None and self.unrated:
             return f"not estimated: {'; '.join(self.unrated)}"
-        cpu = "no CPU rate measured" if self.cpu_hours is None else f"≈ {duration(self.cpu_hours, 'CPU')}"
-        gpu = "no GPU rate measured" if self.gpu_hours is None else f"≈ {duration(self.gpu_hours, 'GPU')}"
+        cpu = "no CPU rate measured" if self.cpu_hours is None else _approx(duration(self.cpu_hours, "CPU"))
+        gpu = "no GPU rate measured" if self.gpu_hours is None else _approx(duration(self.gpu_hours, "GPU"))
         cores = f" on the benchmark's {self.cores}-core CPU" if self.cores and self.cpu_hours is not None else ""
+        peak = "peak memory not estimated" if self.peak_bytes <= 0 else f"peak {_approx(gigabytes(self.peak_bytes))}"
         extra = f"; not estimated: {'; '.join(self.unrated)}" if self.unrated else ""
-        return f"needs {cpu}{cores} ({gpu}), peak ≈ {gigabytes(self.peak_bytes)}{extra}"
+        return f"needs {cpu}{cores} ({gpu}), {peak}{extra}"
+
+
+def _approx(text: str) -> str:
+    return text if text.startswith("<") else f"≈ {text}"
 
 
 def hours(h: float) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import functools
+import math
 import os
 import re
 import sys
@@ -287,16 +289,33 @@ def _claim_cell(r: ClaimResult) -> str:
     return f"**{_esc(r.claim.id)}**: {_esc(r.claim.statement or r.claim.metric)}"
 
 
-CLAIM_HEADER = ["claim", "where", "paper", "measured", "diff", "tolerance", "status", "indicative", "notes"]
+CLAIM_HEADER = ["claim", "where", "paper", "measured", "data", "diff", "tolerance", "status", "indicative", "notes"]
 
 
-def _claim_rows(results: list[ClaimResult], readme: str | None) -> list[list[str]]:
+def data_used(rec: dict | None) -> str:
+    """The data sets a run read, once each: ``fashion_mnist (stand-in for mnist)``; ``—`` without a run."""
+    if rec is None:
+        return "—"
+    splits = rec.get("splits") or [rec.get("data") or {}]
+    names = dict.fromkeys(s.get("name") + (f" (stand-in for {s['substituted_for']})" if s.get("substituted_for")
+                                           else "") for s in splits if s.get("name"))
+    return ", ".join(names) or "—"
+
+
+def _claim_data(r: ClaimResult, used: str) -> str:
+    """The data a claim's number came from: a claim whose metric was not measured (e.g. a data set's cells
+    that this scale does not run) shows none, never the run's other (stand-in) data."""
+    unmeasured = r.measured is None or (isinstance(r.measured, float) and math.isnan(r.measured))
+    return "not run" if unmeasured else used
+
+
+def _claim_rows(results: list[ClaimResult], readme: str | None, used: str = "—") -> list[list[str]]:
     rows = []
     for r in sorted(results, key=_order):
         u = _claim_unit(r)
         rows.append([_claim_cell(r), _esc(r.claim.where), _esc(_with_unit(r.claim.paper_value, u)),
-                     _esc(_measured(r)), _esc(_fmt(r.difference)), _esc(_tol(r.claim)), r.status,
-                     _esc(_indicative(r)), _notes(r, readme)])
+                     _esc(_measured(r)), _esc(_claim_data(r, used)), _esc(_fmt(r.difference)), _esc(_tol(r.claim)),
+                     r.status, _esc(_indicative(r)), _notes(r, readme)])
     return rows
 
 
@@ -305,24 +324,51 @@ def _details(summary: str, body: list[str]) -> list[str]:
     return ["", '<details markdown="1">', f"<summary>{summary}</summary>", "", *body, "", "</details>", ""]
 
 
-def _claims_table(results: list[ClaimResult], readme: str | None) -> list[str]:
+def _claims_table(results: list[ClaimResult], readme: str | None, used: str = "—") -> list[str]:
     """The claims table; the indicative column only where some claim has an indicative verdict."""
-    rows = _claim_rows(results, readme)
+    rows = _claim_rows(results, readme, used)
     keep = [i for i, h in enumerate(CLAIM_HEADER) if h != "indicative" or any(row[i] for row in rows)]
     return _md_table([CLAIM_HEADER[i] for i in keep], [[row[i] for i in keep] for row in rows])
 
 
-def _claims_block(results: list[ClaimResult], readme: str | None, run_cmd: str) -> list[str]:
+def _claims_block(results: list[ClaimResult], readme: str | None, stage: str, used: str = "—",
+                  experiments_dir: Path | None = None) -> list[str]:
+    """The claims table, then the claims not run at this scale collapsed, with what running them costs."""
     shown = [r for r in results if r.status not in COLLAPSED]
     hidden = [r for r in results if r.status in COLLAPSED]
     lines = []
     if shown:
-        lines += ["", *_claims_table(shown, readme)]
+        lines += ["", *_claims_table(shown, readme, used)]
     if hidden:
-        lines += _details(f"{len(hidden)} claim{'s' * (len(hidden) != 1)} not run at this scale",
-                          [f"They need the paper's settings: {run_cmd}. The indicative verdict is what "
-                           "this scale's numbers say.", "", *_claims_table(hidden, readme)])
+        paper = stage.split("/")[0]
+        needs = paper_scale_cost(stage, experiments_dir)
+        lines += _details(f"{len(hidden)} claim{'s' * (len(hidden) != 1)} not run at this scale — "
+                          f"{_esc(needs)}",
+                          [f"They need the paper's settings: {_code(f'snakemake {paper} --config scale=paper')}; "
+                           f"estimated cost of {stage} at paper scale: {_esc(needs)} (from the benchmarks' "
+                           f"measured rates: {_code(f'python -m ntkrepro.cost --stage {stage} --detail')}). The "
+                           "indicative verdict is what this scale's numbers say.", "",
+                           *_claims_table(hidden, readme, used)])
     return lines
+
+
+@functools.cache
+def _cost_rates():
+    from ntkrepro import cost
+
+    return cost.load_rates()
+
+
+@functools.cache
+def paper_scale_cost(stage: str, experiments_dir: Path | None = None) -> str:
+    """One line: what running ``stage`` at paper scale costs (``ntkrepro.cost``), or why no estimate exists."""
+    from ntkrepro import cost
+
+    try:
+        return cost.estimate(stage, "paper", rates=_cost_rates(),
+                             experiments=experiments_dir or cost.EXPERIMENTS).summary()
+    except Exception as err:  # noqa: BLE001 - a missing estimate must never stop the report
+        return f"no cost estimate ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
 
 
 def _badges(counts: Counter, statuses=STATUSES) -> str:
@@ -365,15 +411,17 @@ def _table_rows(folder: Path, table: str) -> int | None:
 
 
 def _artifact_section(paper: str, artifact: str, rec: dict | None, results: list[ClaimResult],
-                      results_dir: Path, readme: str | None, ui: str | None) -> list[str]:
+                      results_dir: Path, readme: str | None, ui: str | None,
+                      experiments_dir: Path | None = None) -> list[str]:
     claims = [r for r in results if not r.claim.consistency]
     checks = [r for r in results if r.claim.consistency]
     counts = Counter(r.status for r in results)
-    run_cmd = _code(f"snakemake {paper} --config scale=paper")
+    stage, used = f"{paper}/{artifact}", data_used(rec)
     lines = ["", f"### {paper} / {artifact}", ""]
     if rec is None:
         lines += [f"Not run at this scale (no metrics.json); {_badges(counts, (*STATUSES, *CHECK_STATUSES))}."]
-        return lines + _claims_block(claims, readme, run_cmd) + _claims_block(checks, readme, run_cmd)
+        return lines + _claims_block(claims, readme, stage, used, experiments_dir) + _claims_block(
+            checks, readme, stage, used, experiments_dir)
     folder = Path(rec["_path"]).parent
     rel = _rel(folder, results_dir)
     overrides = rec.get("overrides")
@@ -394,7 +442,8 @@ def _artifact_section(paper: str, artifact: str, rec: dict | None, results: list
     figures = []
     for fig in rec.get("figures", []):
         figures += [f"![{artifact}: {fig}]({rel}/{fig}.png)", "", f"*{figure_caption(rec, fig)}*", ""]
-    claim_lines = _claims_block(claims, readme, run_cmd) or ["", "No claims registered for this artifact."]
+    claim_lines = _claims_block(claims, readme, stage, used, experiments_dir) or [
+        "", "No claims registered for this artifact."]
     if figures:
         lines += ['<div class="artifact" markdown="1">', '<div class="figures" markdown="1">', "", *figures,
                   "</div>", '<div class="claims" markdown="1">', *claim_lines, "", "</div>", "</div>", ""]
@@ -402,7 +451,7 @@ def _artifact_section(paper: str, artifact: str, rec: dict | None, results: list
         lines += claim_lines
     if checks:
         lines += ["", "Consistency checks (identities and regimes that cannot fail; not counted as reproduced):"]
-        lines += _claims_block(checks, readme, run_cmd)
+        lines += _claims_block(checks, readme, stage, used, experiments_dir)
     for split in rec.get("splits") or []:
         if split.get("substituted_for"):
             lines += ["", f"Split {_code(split.get('split'))}: {_esc(split.get('name'))} from "
@@ -477,13 +526,15 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str,
         for artifact in ran:
             lines += _artifact_section(paper, artifact, records[(paper, artifact)],
                                        [r for r in results if (r.claim.paper, r.claim.artifact) == (paper, artifact)],
-                                       results_dir, readme, mlflow_ui)
+                                       results_dir, readme, mlflow_ui, experiments_dir)
         missing = [a for a in artifacts if (paper, a) not in records]
         if missing:
             body = []
             for artifact in missing:
                 res = [r for r in results if (r.claim.paper, r.claim.artifact) == (paper, artifact)]
-                body += [f"**{artifact}** ({len(res)} claims):", *_claim_lines_flat(res, readme), ""]
+                body += [f"**{artifact}** ({len(res)} claims): not run at this scale; at paper scale: "
+                         f"{_esc(paper_scale_cost(f'{paper}/{artifact}', experiments_dir))}.",
+                         *_claim_lines_flat(res, readme), ""]
             lines += _details(f"{len(missing)} artifact{'s' * (len(missing) != 1)} without results at this "
                               f"scale: {', '.join(missing)}", body)
     lines += sweep_section(sweeps or [], mlflow_ui)
