@@ -6,6 +6,8 @@ same session. Writes benchmarks/results/<date>-<study>.json with machine info an
     .venv/bin/python benchmarks/run.py deq      # DEQ-NTK Gram 10,000 x 10,000 (+ the paper's per-entry solver)
     .venv/bin/python benchmarks/run.py empirical  # empirical NTK: FC width 1024 depth 4, CNN 128 channels
     .venv/bin/python benchmarks/run.py trace    # CNTK-GAP's trace operator: shifted adds, convolution, offset planes
+    .venv/bin/python benchmarks/run.py large --n-train 50000 --n-test 10000   # DEQ-NTK Gram + in-place solve at
+                                                # Table 2's shapes: time and peak RSS per phase, float32 vs float64
 
 The peer runs as a subprocess (benchmarks/nt_peer.py in benchmarks/.venv-nt); inputs come from numpy's
 RandomState(seed) on both sides. Timings: compiled computation, best of `repeats` after a warm-up.
@@ -17,9 +19,14 @@ import argparse
 import json
 import os
 import platform
+import resource
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -258,9 +265,138 @@ def study_empirical(a) -> dict:
                     "no bias); weights are drawn differently, which does not change the cost"}
 
 
+def _rss_bytes() -> int:
+    """Resident set size of this process now (Linux /proc), 0 where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class PhaseMeter:
+    """Wall time and peak RSS of named phases: a thread samples the RSS every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.05):
+        self.phases: list[dict] = []
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._peak = max(self._peak, _rss_bytes())
+
+    @contextmanager
+    def phase(self, name: str):
+        self._peak = _rss_bytes()
+        start = time.perf_counter()
+        print(f"[large] {name} ...", file=sys.stderr, flush=True)
+        yield
+        seconds = time.perf_counter() - start
+        self._peak = max(self._peak, _rss_bytes())
+        self.phases.append({"phase": name, "seconds": seconds, "peak_rss_gb": self._peak / 1e9,
+                            "rss_after_gb": _rss_bytes() / 1e9, "loadavg_1m_after": os.getloadavg()[0]})
+        print(f"[large] {name}: {seconds:.1f} s, peak RSS {self._peak / 1e9:.2f} GB", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def synthetic_cifar_shaped(n: int, d: int, classes: int, seed: int, signal: float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 inputs on the unit sphere (the DEQ-NTK preprocessing) and labels: ``signal`` x a class mean plus
+    noise, both with a power-law spectrum (variance of coordinate k ~ 1/k, as the pixel covariance of natural
+    images decays), so inputs correlate (effective dimension ~40, not d) and the Gram is far from the identity."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0 / np.sqrt(np.arange(1, d + 1))).astype(np.float32)
+    means = signal * rng.standard_normal((classes, d), dtype=np.float32) * scale
+    labels = rng.integers(0, classes, n)
+    x = np.empty((n, d), np.float32)
+    for r0 in range(0, n, 4096):  # in blocks: no second (n, d) array
+        block = rng.standard_normal((min(4096, n - r0), d), dtype=np.float32) * scale + means[labels[r0:r0 + 4096]]
+        x[r0:r0 + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return x, labels
+
+
+DEQ_TABLE2_VARIANCES = {"sigma_w2": 0.25, "sigma_u2": 0.25, "sigma_b2": 0.5}  # DEQ-NTK Table 2, first row
+
+
+def _deq_regression(x_train, y_train, x_test, *, dtype: str, tile: int, ridge: float, cache_root: Path,
+                    meter: PhaseMeter | None = None, progress: bool = True) -> np.ndarray:
+    """DEQ-NTK kernel regression with the large-Gram path: the train Gram (upper tiles) into one array, factored
+    in place and freed, then the test Gram and the predictions. Phases timed by ``meter`` when given."""
+    from ntkrepro.gram import compute_gram_into
+    from ntkrepro.regression import predict_in_blocks, solve
+
+    timed = meter.phase if meter else (lambda name: nullcontext())
+    cast = lambda x: x.astype(dtype, copy=False)  # noqa: E731
+    gram_args = {"kernel": "deq", "kernel_kwargs": DEQ_TABLE2_VARIANCES, "cache_root": cache_root, "tile": tile,
+                 "dtype": dtype, "progress": progress}
+    with timed("train_gram"):
+        k_train = compute_gram_into(cast(x_train), **gram_args).ntk
+    with timed("factor_solve"):
+        alpha = solve(k_train, y_train, ridge=ridge, overwrite_k=True)
+        del k_train
+    with timed("test_gram"):
+        k_test = compute_gram_into(cast(x_test), cast(x_train), **gram_args).ntk
+    with timed("predict"):
+        predictions = predict_in_blocks(k_test, alpha)
+    return predictions
+
+
+def study_large(a) -> dict:
+    """DEQ-NTK Gram + solve at Table 2's shapes on synthetic CIFAR-shaped data (``synthetic_cifar_shaped``):
+    time and peak RSS per phase (train Gram, factor + solve, test Gram, predict) of the large-Gram path
+    (``compute_gram_into`` + ``solve(overwrite_k=True)``) in ``a.dtype``; then the same regression in float32
+    and float64 on the first ``a.compare_n_train`` / ``a.compare_n_test`` points (the effect of the precision
+    on the predictions). Each Gram starts from an empty tile cache (a temporary folder unless --work-dir)."""
+    from ntkrepro.regression import accuracy, one_hot_shifted
+
+    x, labels = synthetic_cifar_shaped(a.n_train + a.n_test, a.dim, 10, a.seed, a.signal)
+    y = np.asarray(one_hot_shifted(labels, 10))
+    x_train, x_test, y_train, test_labels = x[:a.n_train], x[a.n_train:], y[:a.n_train], labels[a.n_train:]
+    work = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="ntkrepro-large-"))
+    loadavg_start = os.getloadavg()[0]
+    meter = PhaseMeter()
+    try:
+        predictions = _deq_regression(x_train, y_train, x_test, dtype=a.dtype, tile=a.tile, ridge=a.ridge,
+                                      cache_root=work / "main", meter=meter)
+        total = sum(p["seconds"] for p in meter.phases)
+        peak = max(p["peak_rss_gb"] for p in meter.phases)
+        compare = {}
+        if a.compare_n_train:
+            m, n = min(a.compare_n_test, a.n_test), min(a.compare_n_train, a.n_train)
+            preds = {dt: _deq_regression(x_train[:n], y_train[:n], x_test[:m], dtype=dt, tile=a.tile, ridge=a.ridge,
+                                         cache_root=work / f"compare-{dt}", progress=False)
+                     for dt in ("float32", "float64")}
+            p32, p64 = preds["float32"].astype(np.float64), preds["float64"]
+            compare = {"n_train": n, "n_test": m,
+                       "max_abs_diff_over_max_abs": float(np.abs(p32 - p64).max() / np.abs(p64).max()),
+                       "relative_frobenius_diff": float(np.linalg.norm(p32 - p64) / np.linalg.norm(p64)),
+                       "argmax_agreement": float(np.mean(p32.argmax(1) == p64.argmax(1))),
+                       "accuracy_float32": accuracy(p32, test_labels[:m]),
+                       "accuracy_float64": accuracy(p64, test_labels[:m])}
+    finally:
+        meter.close()
+        if not a.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    return {"study": "large", "kernel": "deq_ntk", "variances": DEQ_TABLE2_VARIANCES, "n_train": a.n_train,
+            "n_test": a.n_test, "dim": a.dim, "dtype": a.dtype, "tile": a.tile, "ridge": a.ridge,
+            "data": f"synthetic_cifar_shaped: {a.signal} x 10 class means + power-law noise (variance 1/k), unit "
+                    f"norm, seed {a.seed}", "phases": meter.phases, "total_s": total, "peak_rss_gb_phases": peak,
+            "peak_rss_gb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+            "goal": {"seconds": 900, "peak_rss_gb": 16, "met": bool(total < 900 and peak < 16)},
+            "accuracy": accuracy(predictions, test_labels), "loadavg_1m_start": loadavg_start,
+            "precision_comparison": compare}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("study", choices=["fc", "cntk", "deq", "empirical", "trace"])
+    p.add_argument("study", choices=["fc", "cntk", "deq", "empirical", "trace", "large"])
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--n-vanilla", type=int, default=512)
     p.add_argument("--n-gap", type=int, default=6)
@@ -268,6 +404,16 @@ def main(argv=None) -> None:
     p.add_argument("--n-empirical-fc", type=int, default=200)
     p.add_argument("--n-empirical-cnn", type=int, default=8)
     p.add_argument("--n-trace", type=int, default=16)
+    p.add_argument("--n-train", type=int, default=50000, help="large: training points")
+    p.add_argument("--n-test", type=int, default=10000, help="large: test points")
+    p.add_argument("--dim", type=int, default=3072, help="large: input dimension")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="large: Gram and solve")
+    p.add_argument("--tile", type=int, default=2048, help="large: Gram cache tile side")
+    p.add_argument("--ridge", type=float, default=0.0, help="large: ridge (the paper: none)")
+    p.add_argument("--signal", type=float, default=0.05, help="large: class-mean scale of the synthetic data")
+    p.add_argument("--compare-n-train", type=int, default=4000, help="large: float32 vs float64 (0: skip)")
+    p.add_argument("--compare-n-test", type=int, default=1000)
+    p.add_argument("--work-dir", help="large: the tile caches (kept: a rerun resumes); default a temporary folder")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
@@ -277,7 +423,7 @@ def main(argv=None) -> None:
         global PEER
         PEER = None
     result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq, "empirical": study_empirical,
-              "trace": study_trace}[a.study](a)
+              "trace": study_trace, "large": study_large}[a.study](a)
     result["machine"] = machine()
     result["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}  # sizes, seed, repeats
     out = a.results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"

@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
@@ -24,6 +25,8 @@ def run():
     ["cntk", "--n-vanilla", "3", "--n-gap", "1"],
     ["fc", "--n", "6"],
     ["deq", "--n-deq", "6"],
+    ["large", "--n-train", "40", "--n-test", "9", "--dim", "16", "--tile", "16", "--compare-n-train", "30",
+     "--compare-n-test", "9"],
 ])
 def test_study_runs_without_the_peer_and_writes_json(run, tmp_path, args):
     run.main([*args, "--repeats", "1", "--no-peer", "--results-dir", str(tmp_path)])
@@ -41,3 +44,24 @@ def test_study_runs_without_the_peer_and_writes_json(run, tmp_path, args):
                    for r in result["rows"])
     if args[0] == "cntk":
         assert all(r["cifar10_full_gram_depth21_cpu_hours_extrapolated"] > 0 for r in result["rows"])
+    if args[0] == "large":
+        assert [p["phase"] for p in result["phases"]] == ["train_gram", "factor_solve", "test_gram", "predict"]
+        assert all(p["seconds"] > 0 and p["peak_rss_gb"] > 0 for p in result["phases"])
+        compare = result["precision_comparison"]
+        assert compare["n_train"] == 30 and 0 <= compare["argmax_agreement"] <= 1
+        assert 0 < compare["relative_frobenius_diff"] < 1e-3  # float32 differs from float64, by rounding only
+
+
+def test_large_study_regression_equals_the_in_memory_one(run, tmp_path):
+    """The study's pipeline (Gram tiles into one array, in-place solve, test Gram, blocked predictions) gives
+    the in-memory kernel_regression of the one-shot deq_ntk Grams, in float64 to rounding."""
+    from ntkrepro.kernels.deq import deq_ntk
+    from ntkrepro.regression import kernel_regression, one_hot_shifted
+
+    x, labels = run.synthetic_cifar_shaped(30, 12, 10, 0, 0.5)
+    x, y = x.astype(np.float64), np.asarray(one_hot_shifted(labels, 10))
+    ours = run._deq_regression(x[:25], y[:25], x[25:], dtype="float64", tile=7, ridge=1e-3, cache_root=tmp_path,
+                               progress=False)
+    kw = run.DEQ_TABLE2_VARIANCES
+    expected = kernel_regression(deq_ntk(x[:25], **kw).ntk, y[:25], deq_ntk(x[25:], x[:25], **kw).ntk, ridge=1e-3)
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12)

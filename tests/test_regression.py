@@ -109,3 +109,84 @@ def test_accuracy_and_mse():
 def test_bad_input(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         kernel_regression(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- in place (overwrite_k=True)
+
+
+def _spd(n, seed, dtype=np.float64):
+    """A well-conditioned SPD matrix (eigenvalues in [1, 3]) and targets."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    k = (q * rng.uniform(1.0, 3.0, n)) @ q.T
+    return ((k + k.T) / 2).astype(dtype), rng.normal(size=(n, 3))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_in_place_solve_matches_numpy_and_overwrites_k_with_its_factor(order):
+    k, y = _spd(40, 0)
+    expected = np.linalg.solve(k + 0.5 * np.eye(40), y)
+    factor = np.linalg.cholesky(k + 0.5 * np.eye(40)).T  # upper: K + rI = U^T U
+    work = np.array(k, order=order)
+    work[np.tril_indices(40, -1)] = np.nan  # only the upper triangle is read
+    alpha = solve(work, y, ridge=0.5, overwrite_k=True)
+    assert isinstance(alpha, np.ndarray) and alpha.dtype == np.float64
+    np.testing.assert_allclose(alpha, expected, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(np.triu(work), factor, rtol=1e-11, atol=1e-12)  # K itself now holds the factor
+
+
+def test_in_place_float32_on_a_memory_map_and_kernel_regression(tmp_path):
+    k, k_test = _pd_kernel(30, 3)
+    y = np.random.default_rng(4).normal(size=(30, 2))
+    reference = np.asarray(kernel_regression(k, y, k_test, ridge=1e-2))
+    work = np.lib.format.open_memmap(tmp_path / "k.npy", mode="w+", dtype=np.float32, shape=(30, 30))
+    work[:] = np.triu(k)
+    pred = kernel_regression(work, y, k_test, ridge=1e-2, overwrite_k=True)
+    assert pred.dtype == np.float32 and pred.shape == (3, 2)
+    # float32 rounding of K and of the solve, amplified by the condition number of K + 0.01 I
+    cond = np.linalg.cond(k + 1e-2 * np.eye(30))
+    np.testing.assert_allclose(pred, reference, atol=10 * cond * np.finfo(np.float32).eps * np.abs(reference).max())
+    work64 = np.triu(k)
+    np.testing.assert_allclose(kernel_regression(work64, y, k_test, ridge=1e-2, overwrite_k=True), reference,
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_in_place_refusals_before_anything_is_written():
+    k, y = _spd(5, 1)
+    for kwargs, match in (({"jitter": 1e-3}, "jitter=0"), ({"solver": "cg"}, "solver='cholesky'")):
+        work = k.copy()
+        with pytest.raises(ValueError, match=match):
+            solve(work, y, overwrite_k=True, **kwargs)
+        np.testing.assert_array_equal(work, k)
+    for bad, match in ((jnp.asarray(k), "numpy float32 or float64"), (k.astype(int), "numpy float32"),
+                       (k[:, :4].copy(), "square"), (k[::2, ::2], "contiguous")):
+        with pytest.raises(ValueError, match=match):
+            solve(bad, y[:bad.shape[0]], overwrite_k=True)
+    work = k.copy()
+    work[1, 3] = np.inf
+    with pytest.raises(ValueError, match="upper triangle"):
+        solve(work, y, overwrite_k=True)
+    with pytest.raises(ValueError, match="k_test contains NaN"):
+        kernel_regression(k.copy(), y, np.full((2, 5), np.nan), overwrite_k=True)
+    work = k.copy()
+    work[4, 4] = -1.0
+    with pytest.raises(ValueError, match="not positive definite.*overwritten in place"):
+        solve(work, y, overwrite_k=True)
+
+
+def test_the_in_memory_solve_of_a_gram_beyond_memory_is_refused_with_the_in_place_hint(monkeypatch):
+    from ntkrepro import blocks
+
+    monkeypatch.setattr(blocks, "available_memory_bytes", lambda where="host": 1000)
+    k, y = _spd(20, 2)
+    with pytest.raises(blocks.MemoryEstimateError, match="overwrite_k=True"):
+        kernel_regression(k, y, k)
+    np.testing.assert_allclose(solve(k.copy(), y, overwrite_k=True), np.linalg.solve(k, y), rtol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 30), seed=st.integers(0, 10_000), ridge=st.floats(0.0, 5.0), f_order=st.booleans())
+def test_property_in_place_equals_numpy_solve(n, seed, ridge, f_order):
+    k, y = _spd(n, seed)
+    alpha = solve(np.array(k, order="F" if f_order else "C"), y, ridge=ridge, overwrite_k=True)
+    np.testing.assert_allclose(alpha, np.linalg.solve(k + ridge * np.eye(n), y), rtol=1e-10, atol=1e-12)

@@ -15,13 +15,15 @@ Memory is estimated before anything is allocated: the plan is arithmetic (block 
 block pairs), and a Gram whose estimate exceeds the memory available (:func:`available_memory_bytes`: the
 host's, capped by the cgroup limit of a SLURM job or container; an accelerator's own) is refused with
 :class:`MemoryEstimateError` naming the estimate and the sizes that drive it. :func:`check_memory` and the
-estimators (:func:`gram_bytes`, :func:`full_batch_mlp_bytes`) are for stages to call before their compute.
+estimators (:func:`gram_bytes`, :func:`full_batch_mlp_bytes`) are for stages to call before their compute;
+:func:`check_disk` does the same for files (a Gram memory-mapped on disk, its tile cache).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,6 +40,10 @@ BLOCK_BYTES = 2**21  # one (b, b) tile array of :func:`blockwise`: ~2 MiB, so a 
 
 class MemoryEstimateError(ValueError, MemoryError):
     """A computation refused before it starts: its memory estimate exceeds the memory available."""
+
+
+class DiskEstimateError(ValueError):
+    """A computation refused before it starts: the files it would write exceed the free disk space."""
 
 
 def _format_bytes(n: float) -> str:
@@ -134,6 +140,25 @@ def check_memory(estimate: float, *, what: str, driver: str, available: int | No
         raise MemoryEstimateError(f"{what} needs about {_format_bytes(estimate)} of memory, more than the "
                                   f"{_format_bytes(available)} available; the size is driven by {driver}: "
                                   "reduce it (refused before any compute)")
+
+
+def free_disk_bytes(path: str | Path) -> int:
+    """Free bytes on the file system that holds ``path`` (or its nearest existing parent folder)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_disk(estimate: float, path: str | Path, *, what: str, driver: str, available: int | None = None) -> None:
+    """Refuse, before any file is written, files of ``estimate`` bytes under ``path`` when they exceed the
+    free space there (``available``, else :func:`free_disk_bytes`): :class:`DiskEstimateError` in one line."""
+    if available is None:
+        available = free_disk_bytes(path)
+    if estimate > available:
+        raise DiskEstimateError(f"{what} needs about {_format_bytes(estimate)} of disk under {path}, more than the "
+                                f"{_format_bytes(available)} free; the size is driven by {driver}: reduce it or "
+                                "point it to a larger disk (refused before any compute)")
 
 
 def gram_bytes(n1: int, n2: int, *, arrays: int = 2, itemsize: int = 8, copies: int = 2) -> int:

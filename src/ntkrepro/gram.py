@@ -23,6 +23,10 @@ in) is logged in one line and recomputed. Tiles are written to ``.tile_<i>_<j>.n
 and renamed; such a temporary file left by a killed writer (its process gone, or older than
 :data:`STALE_TEMP_SECONDS`) is logged and removed, and its tile computed again.
 
+Large Grams: :func:`compute_gram_into` writes one output of the same tiles straight into one preallocated
+array (in memory or a ``.npy`` memory map), the upper tiles only of a symmetric Gram, never assembling a
+second copy; its memory and disk needs are refused in one line before anything is allocated.
+
 Kernels: :data:`KERNELS` maps names to ``"module:function"`` (imported on first use); any
 ``"package.module:function"`` path works as a name too. A kernel is called as
 ``fn(x1_rows, x2_cols_or_None, **kernel_kwargs[, dtype=dtype])`` and returns an object with ``nngp`` and/or
@@ -197,12 +201,16 @@ class GramSpec:
     tile: int
     dtype: str | None
     format: int = FORMAT_VERSION
+    fields: tuple[str, ...] | None = None  # the outputs kept (None: all the kernel returns)
     _hash: str = field(default="", init=False, repr=False, compare=False)
 
     def identity(self) -> dict:
-        return {"kernel": self.kernel, "kernel_kwargs": self.kernel_kwargs, "x1": self.x1, "x2": self.x2,
-                "subset1": self.subset1, "subset2": self.subset2, "tile": self.tile, "dtype": self.dtype,
-                "format": self.format}
+        identity = {"kernel": self.kernel, "kernel_kwargs": self.kernel_kwargs, "x1": self.x1, "x2": self.x2,
+                    "subset1": self.subset1, "subset2": self.subset2, "tile": self.tile, "dtype": self.dtype,
+                    "format": self.format}
+        if self.fields is not None:  # only when set: the hashes of every Gram that keeps all outputs stay
+            identity["fields"] = list(self.fields)
+        return identity
 
     @property
     def hash(self) -> str:
@@ -242,18 +250,22 @@ class GramSpec:
     def from_identity(cls, identity: Mapping) -> GramSpec:
         fields = {k: identity[k] for k in ("kernel", "kernel_kwargs", "x1", "x2", "subset1", "subset2", "tile",
                                            "dtype", "format")}
-        return cls(**fields)
+        kept = identity.get("fields")
+        return cls(**fields, fields=None if kept is None else tuple(kept))
 
 
 def make_spec(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None, tile: int = 1024,
-              subset1=None, subset2=None, dtype=None) -> GramSpec:
-    """Validate the arguments of a Gram and build its :class:`GramSpec` (hashes the data once)."""
+              subset1=None, subset2=None, dtype=None, fields: Sequence[str] | None = None) -> GramSpec:
+    """Validate the arguments of a Gram and build its :class:`GramSpec` (hashes the data once); ``fields``
+    (a subset of :data:`FIELDS`) keeps only those outputs in the cache (None: all the kernel returns)."""
     if not isinstance(kernel, str) or not kernel:
         raise ValueError(f"kernel must be a registered name or 'module:function', got {kernel!r}")
     if kernel not in KERNELS and ":" not in kernel:
         raise ValueError(f"unknown kernel {kernel!r}; registered: {', '.join(sorted(KERNELS))}")
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile!r}")
+    if fields is not None and (isinstance(fields, str) or not fields or not set(fields) <= set(FIELDS)):
+        raise ValueError(f"fields must be a non-empty list of {FIELDS}, got {fields!r}")
     x1 = np.asarray(x1)
     if x1.ndim < 1 or x1.shape[0] == 0:
         raise ValueError(f"x1 must have at least one row, got shape {x1.shape}")
@@ -274,6 +286,7 @@ def make_spec(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None,
         subset2=_subset_fingerprint(sub2, (x1 if x2 is None else x2).shape[0], "subset2"),
         tile=int(tile),
         dtype=None if dtype is None else str(np.dtype(dtype)),
+        fields=None if fields is None else tuple(f for f in FIELDS if f in fields),
     )
 
 
@@ -374,8 +387,9 @@ def load_tile(spec: GramSpec, directory: Path, i: int, j: int) -> dict | None:
         return None
     problem = None
     arrays = {k: stored[k] for k in FIELDS if k in stored}
-    if any(k not in stored for k in ("hash", "i", "j", "sha256")):
-        problem = f"missing {', '.join(k for k in ('hash', 'i', 'j', 'sha256') if k not in stored)}"
+    required = ("hash", "i", "j", "sha256", *(spec.fields or ()))
+    if any(k not in stored for k in required):
+        problem = f"missing {', '.join(k for k in required if k not in stored)}"
     elif str(stored["hash"]) != spec.hash:
         problem = f"written for configuration {str(stored['hash'])[:12]}, not {spec.hash[:12]} (copied in?)"
     elif (int(stored["i"]), int(stored["j"])) != (i, j):
@@ -459,6 +473,10 @@ def compute_tile(spec: GramSpec, x1, x2, i: int, j: int, *, kernel_fn: Callable 
     else:
         result = fn(np.asarray(x1[rows]), np.asarray(other[idx2[spec.cols(j)]]), **kwargs)
     outputs = _kernel_outputs(result)
+    if spec.fields is not None:
+        if not set(spec.fields) <= set(outputs):
+            raise ValueError(f"kernel {spec.kernel} returns {sorted(outputs)}, not the fields {list(spec.fields)}")
+        outputs = {name: outputs[name] for name in spec.fields}
     shape = _tile_shape(spec, i, j)
     for name, a in outputs.items():
         if a.shape[-2:] != shape:
@@ -557,6 +575,116 @@ def compute_gram(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = No
     full = assemble(spec, directory)
     return Gram(nngp=full.get("nngp"), ntk=full.get("ntk"), hash=spec.hash, cache_dir=directory,
                 computed_tiles=len(todo), cached_tiles=len(spec.tiles()) - len(todo))
+
+
+TILE_WORK_ARRAYS = 12  # arrays of one tile's size alive while a tile is computed and cached (an estimate)
+
+
+def _gram_out(out, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """The array a large Gram is written into: ``out`` itself, a new .npy memory map at a path, or zeros."""
+    if isinstance(out, np.ndarray):
+        return out
+    if out is None:
+        return np.zeros(shape, dtype)  # calloc: pages become resident as tiles are written
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=shape)
+
+
+def _check_gram_into(spec: GramSpec, out, dtype: np.dtype, cache_root, absent: int) -> None:
+    """Refuse, before allocating, a large Gram whose array (in memory or at a path), working tiles or new cache
+    tiles exceed the memory or the free disk (:mod:`ntkrepro.blocks`)."""
+    from ntkrepro.blocks import check_disk, check_memory
+
+    inputs = f"the number of inputs (rows of x1: {spec.n1}" + ("" if spec.symmetric else f", of x2: {spec.n2}")
+    tile_bytes = spec.tile * spec.tile * dtype.itemsize
+    in_memory = 0 if out is not None else spec.n1 * spec.n2 * dtype.itemsize
+    check_memory(in_memory + TILE_WORK_ARRAYS * tile_bytes,
+                 what=f"the {spec.kernel} Gram of {spec.n1} x {spec.n2} inputs in memory ({dtype}) and its "
+                      f"working tiles of {spec.tile} x {spec.tile}",
+                 driver=f"{inputs}), quadratically; write it to disk with out=<path>.npy")
+    if isinstance(out, (str, Path)):
+        check_disk(spec.n1 * spec.n2 * dtype.itemsize, Path(out).parent,
+                   what=f"the {spec.kernel} Gram of {spec.n1} x {spec.n2} inputs ({dtype}) at {out}",
+                   driver=f"{inputs}), quadratically")
+    check_disk(absent * tile_bytes * len(spec.fields or FIELDS), cache_root,
+               what=f"{absent} tiles of {spec.tile} x {spec.tile} of the {spec.kernel} Gram cache",
+               driver=f"{inputs}), quadratically")
+
+
+def compute_gram_into(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None, cache_root: str | Path,
+                      out=None, field: str = "ntk", tile: int = 1024, subset1=None, subset2=None, dtype=None,
+                      mirror: bool = False, progress: bool = True) -> Gram:
+    """One output of a Gram too large to assemble twice, written tile by tile into one preallocated array.
+
+    The tiles are those of :func:`compute_gram` (the same cache and resumability: a killed run restarted with
+    the same arguments loses at most the tile it was computing), keeping ``field`` only (``fields`` in the
+    identity, so the cache holds one output). Of a symmetric Gram (x2 None) only the upper tiles are
+    computed and written: the lower ones stay zero unless ``mirror``, which is what the in-place solve
+    (:func:`ntkrepro.regression.solve` with ``overwrite_k=True``) reads. The array's memory (or disk, for a
+    path), the working tiles and the new cache tiles are estimated and refused in one line before allocating.
+
+    Args:
+        x1, x2, kernel, kernel_kwargs, cache_root, tile, subset1, subset2: as :func:`compute_gram`.
+        out: None (a new array in memory), a path (a new ``.npy`` memory map there) or an (n1, n2) writeable
+            float array (e.g. ``np.memmap``); tiles are cast into it (same kind).
+        field: the output kept, ``"ntk"`` or ``"nngp"``.
+        dtype: passed to the kernel (as :func:`compute_gram`) and the dtype of a new array (None: float64,
+            or ``out``'s dtype).
+        mirror: copy the upper tiles of a symmetric Gram into the lower ones at the end.
+        progress: progress with ETA over the tiles to compute (and over the cached tiles read back).
+    Returns:
+        :class:`Gram` whose ``field`` is the array (the other output None).
+    """
+    if field not in FIELDS:
+        raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
+    spec = make_spec(x1, x2, kernel=kernel, kernel_kwargs=kernel_kwargs, tile=tile, subset1=subset1,
+                     subset2=subset2, dtype=dtype, fields=(field,))
+    fn = resolve_kernel(spec.kernel)
+    if isinstance(out, np.ndarray):
+        if out.shape != (spec.n1, spec.n2) or out.dtype.kind != "f" or not out.flags.writeable:
+            raise ValueError(f"out must be a writeable float array of shape ({spec.n1}, {spec.n2}), got "
+                             f"{out.dtype} {out.shape}{'' if out.flags.writeable else ' (read-only)'}")
+        out_dtype = out.dtype
+    elif out is None or isinstance(out, (str, Path)):
+        out_dtype = np.dtype(dtype if dtype is not None else np.float64)
+    else:
+        raise ValueError(f"out must be None, a path or a numpy array, got {type(out).__name__}")
+    directory = cache_dir(spec, cache_root)
+    absent = {t for t in spec.tiles() if not tile_path(directory, *t).exists()}
+    _check_gram_into(spec, out, out_dtype, cache_root, len(absent))  # before any file or array
+    write_manifest(spec, cache_root)
+    remove_stale_temps(directory)
+    array = _gram_out(out, (spec.n1, spec.n2), out_dtype)
+
+    def put(i: int, j: int, arrays: Mapping) -> None:
+        a = arrays[field]
+        if a.ndim != 2:
+            raise ValueError(f"kernel {spec.kernel}: {field} tiles have shape {a.shape}; compute_gram_into stores "
+                             "one (n1, n2) matrix (no leading axes, e.g. all_depths=False)")
+        np.copyto(array[spec.rows(i), spec.cols(j)], a, casting="same_kind")
+
+    desc = f"gram {spec.kernel} {spec.hash[:8]}"
+    todo = []
+    cached = [t for t in spec.tiles() if t not in absent]
+    for i, j in progress_bar(cached, total=len(cached), desc=f"{desc} cached", enabled=progress and bool(cached)):
+        arrays = load_tile(spec, directory, i, j)
+        if arrays is None:
+            todo.append((i, j))
+        else:
+            put(i, j, arrays)
+    todo += sorted(absent)
+    for i, j in progress_bar(todo, total=len(todo), desc=desc, enabled=progress):
+        arrays = compute_tile(spec, x1, x2, i, j, kernel_fn=fn, subset1=subset1, subset2=subset2)
+        save_tile(spec, directory, i, j, arrays)
+        put(i, j, arrays)
+    if mirror and spec.symmetric:
+        for i, j in spec.tiles():
+            if j > i:
+                array[spec.cols(j), spec.rows(i)] = array[spec.rows(i), spec.cols(j)].T
+    if isinstance(array, np.memmap):
+        array.flush()
+    return Gram(nngp=array if field == "nngp" else None, ntk=array if field == "ntk" else None, hash=spec.hash,
+                cache_dir=directory, computed_tiles=len(todo), cached_tiles=len(spec.tiles()) - len(todo))
 
 
 # ---------------------------------------------------------------- command line

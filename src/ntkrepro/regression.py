@@ -8,6 +8,12 @@ right-hand sides, never the (nk, nk) matrix (survey sec. 5.1).
 Singular matrices: ``ridge=0`` is allowed. If the Cholesky factorization of K + ridge I fails (a
 non-positive pivot), the default raises a ValueError; with ``jitter > 0`` the explicit policy is to
 retry with ridge + jitter * mean(diag K) * 10^j for j = 0, 1, 2 and to warn with the ridge used.
+
+Large Grams (``overwrite_k=True``): K is a numpy float32 or float64 array (an ``np.memmap`` too), of which
+only the upper triangle is read (as :func:`ntkrepro.gram.compute_gram_into` writes it). The ridge is added
+to its diagonal and LAPACK's potrf (SciPy) factors it in place, so the peak memory is K plus O(n k); the
+solve runs in K's dtype (float32 K: a float32 factor and solve, the stated precision choice) and returns
+a numpy array. K is destroyed: a failed factorization cannot be retried, so ``jitter`` must be 0 there.
 """
 
 from __future__ import annotations
@@ -21,10 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_factor, cho_solve
 from jax.scipy.sparse.linalg import cg
+from scipy.linalg import lapack
 
+from ntkrepro.blocks import check_memory
 from ntkrepro.checks import real_array, symmetric
 
 JITTER_STEPS = 3
+JAX_SOLVE_COPIES = 5  # copies of K alive in the jitted factorization (K, K + ridge I, the factor, casts)
+ROW_CHUNK_BYTES = 64 << 20  # rows of K or K_test read at once by the in-place path
 
 
 def full_precision_matmuls(fn):
@@ -50,7 +60,14 @@ def _check_nonneg(name, v):
 
 
 def _check_system(k_train, y_train, k_test):
-    k_train, y_train = (jnp.asarray(real_array(n, a)) for n, a in (("k_train", k_train), ("y_train", y_train)))
+    k_train = real_array("k_train", k_train)
+    if not isinstance(k_train, jax.core.Tracer) and not isinstance(k_train, jax.Array):
+        itemsize = max(k_train.dtype.itemsize, 8 if jax.config.jax_enable_x64 else 4)
+        check_memory(JAX_SOLVE_COPIES * k_train.size * itemsize,
+                     what=f"the in-memory solve of a {k_train.shape} training Gram ({JAX_SOLVE_COPIES} copies)",
+                     driver="the number of training points, quadratically; pass a numpy K with overwrite_k=True "
+                            "to factor it in place")
+    k_train, y_train = jnp.asarray(k_train), jnp.asarray(real_array("y_train", y_train))
     if k_train.ndim != 2 or k_train.shape[0] != k_train.shape[1] or k_train.shape[0] == 0:
         raise ValueError(f"k_train must be a square (n, n) matrix, got shape {k_train.shape}")
     n = k_train.shape[0]
@@ -90,15 +107,19 @@ def _factor(k_train, ridge: float, jitter: float):
 
 @full_precision_matmuls
 def solve(k_train, y_train, *, ridge: float = 0.0, jitter: float = 0.0, solver: str = "cholesky",
-          tol: float = 1e-10, max_iter: int | None = None):
+          tol: float = 1e-10, max_iter: int | None = None, overwrite_k: bool = False):
     """alpha = (K + ridge I)^-1 Y for Y of shape (n,) or (n, k).
 
     ``solver="cholesky"`` (exact, with the jitter policy of the module docstring) or ``"cg"``
     (conjugate gradients on all k right-hand sides at once; ``tol`` is the relative residual, a
-    ValueError if it is not reached within ``max_iter`` (default 10 n) iterations).
+    ValueError if it is not reached within ``max_iter`` (default 10 n) iterations). ``overwrite_k``:
+    factor the upper triangle of a numpy K in place (module docstring; Cholesky only, no jitter).
     """
     _check_nonneg("ridge", ridge)
     _check_nonneg("jitter", jitter)
+    if overwrite_k:
+        k_train, y = _check_in_place(k_train, y_train, None, jitter=jitter, solver=solver)
+        return _solve_in_place(k_train, y, float(ridge))
     k_train, y_train, _ = _check_system(k_train, y_train, None)
     y = y_train.astype(k_train.dtype)
     if solver == "cholesky":
@@ -118,18 +139,95 @@ def solve(k_train, y_train, *, ridge: float = 0.0, jitter: float = 0.0, solver: 
 
 @full_precision_matmuls
 def kernel_regression(k_train, y_train, k_test, *, ridge: float = 0.0, jitter: float = 0.0,
-                      solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None):
+                      solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None,
+                      overwrite_k: bool = False):
     """Kernel (ridge) regression predictions K(test, train) (K(train, train) + ridge I)^-1 Y.
 
     Args:
         k_train: (n, n) train Gram; y_train: (n,) or (n, k) targets; k_test: (m, n) test-train kernel.
-        ridge, jitter, solver, tol, max_iter: see :func:`solve` and the module docstring.
+        ridge, jitter, solver, tol, max_iter, overwrite_k: see :func:`solve` and the module docstring
+            (with ``overwrite_k`` K_test is read in row blocks, never copied whole).
     Returns:
         (m,) or (m, k) predictions.
     """
+    if overwrite_k:
+        _check_nonneg("ridge", ridge)
+        _check_nonneg("jitter", jitter)
+        k_train, y = _check_in_place(k_train, y_train, k_test, jitter=jitter, solver=solver)
+        return predict_in_blocks(k_test, _solve_in_place(k_train, y, float(ridge)))
     k_train, y_train, k_test = _check_system(k_train, y_train, k_test)
     alpha = solve(k_train, y_train, ridge=ridge, jitter=jitter, solver=solver, tol=tol, max_iter=max_iter)
     return k_test.astype(alpha.dtype) @ alpha
+
+
+def _row_blocks(a) -> tuple[range, int]:
+    """(row starts, rows per block) of blocks of about ROW_CHUNK_BYTES of the 2-D array ``a``."""
+    step = max(1, ROW_CHUNK_BYTES // max(1, a.shape[1] * a.dtype.itemsize))
+    return range(0, a.shape[0], step), step
+
+
+def _check_in_place(k_train, y_train, k_test, *, jitter: float, solver: str):
+    """Checks of the in-place path before anything is written: K a square, contiguous, writeable numpy float32 /
+    float64 array with a finite upper triangle; Y (n,) or (n, k) finite, cast to K's dtype; K_test (m, n)
+    finite (read in row blocks). Returns (K, Y)."""
+    if solver != "cholesky" or jitter:
+        raise ValueError("overwrite_k=True factors K in place with Cholesky: it needs solver='cholesky' and "
+                         "jitter=0 (a failed factorization has destroyed K, so it cannot be retried)")
+    if not isinstance(k_train, np.ndarray) or k_train.dtype not in (np.float32, np.float64):
+        raise ValueError(f"overwrite_k=True needs k_train as a numpy float32 or float64 array (np.memmap too), got "
+                         f"{type(k_train).__name__} {getattr(k_train, 'dtype', '')}".rstrip())
+    n = k_train.shape[0] if k_train.ndim == 2 else 0
+    if k_train.shape != (n, n) or n == 0:
+        raise ValueError(f"k_train must be a square (n, n) matrix, got shape {k_train.shape}")
+    if not k_train.flags.writeable or not (k_train.flags.c_contiguous or k_train.flags.f_contiguous):
+        raise ValueError("overwrite_k=True needs a writeable, contiguous k_train (C or Fortran order)")
+    y = np.asarray(real_array("y_train", y_train))
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise ValueError(f"y_train must be (n,) or (n, k) with n = {n}, got shape {y.shape}")
+    check_finite("y_train", y)
+    starts, step = _row_blocks(k_train)
+    for r0 in starts:
+        if not np.all(np.isfinite(np.triu(k_train[r0:r0 + step, r0:]))):
+            raise ValueError("k_train contains NaN or inf (in its upper triangle)")
+    if k_test is not None:
+        k_test = real_array("k_test", k_test)
+        if k_test.ndim != 2 or k_test.shape[1] != n:
+            raise ValueError(f"k_test must be (m, n) with n = {n} training points, got shape {k_test.shape}")
+        starts, step = _row_blocks(k_test)
+        for r0 in starts:
+            check_finite("k_test", k_test[r0:r0 + step])
+    return k_train, y.astype(k_train.dtype)
+
+
+def _solve_in_place(k_train: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
+    """(K + ridge I)^-1 Y from the upper triangle of K, factored in place by LAPACK potrf (K is destroyed)."""
+    n = k_train.shape[0]
+    diagonal = np.arange(n)
+    k_train[diagonal, diagonal] += k_train.dtype.type(ridge)
+    # LAPACK wants Fortran order: a C-order K is, transposed, a Fortran-order array whose lower triangle is
+    # K's upper triangle (K is symmetric), so no copy is made in either order
+    a, lower = (k_train.T, True) if k_train.flags.c_contiguous else (k_train, False)
+    potrf, potrs = lapack.get_lapack_funcs(("potrf", "potrs"), (a,))
+    factor, info = potrf(a, lower=lower, overwrite_a=True, clean=False)
+    if not np.shares_memory(factor, k_train):
+        raise AssertionError("LAPACK potrf copied K; the in-place factorization needs a contiguous K")
+    if info != 0:
+        raise ValueError(f"K_train + {ridge:g} I is not positive definite (Cholesky failed at pivot {info}); K was "
+                         "overwritten in place: rebuild it (its cached tiles make that cheap) and pass ridge > 0")
+    alpha, info = potrs(factor, y, lower=lower)
+    if info != 0:
+        raise ValueError(f"LAPACK potrs failed (info {info})")
+    return alpha
+
+
+def predict_in_blocks(k_test, alpha: np.ndarray) -> np.ndarray:
+    """K_test alpha in alpha's dtype, K_test (m, n) (a memory map too) read in row blocks."""
+    k_test = np.asarray(k_test)
+    out = np.empty((k_test.shape[0], *alpha.shape[1:]), alpha.dtype)
+    starts, step = _row_blocks(k_test)
+    for r0 in starts:
+        out[r0:r0 + step] = k_test[r0:r0 + step].astype(alpha.dtype, copy=False) @ alpha
+    return out
 
 
 def one_hot_shifted(labels, num_classes: int, pos: float = 0.9, neg: float = -0.1):
