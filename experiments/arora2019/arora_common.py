@@ -63,6 +63,8 @@ def image_pixels(cfg, factor: int) -> int:
     allowed stand-in). Refuses a factor that divides the image sides of none of them."""
     sides = {}
     for path, name in _candidates(cfg):
+        if not REGISTRY[name].is_image:
+            raise bad(path, "must be an image dataset (the CNTK convolves images)", name)
         h, w, _ = REGISTRY[name].image_shape
         sides[(path, name)] = (h, w)
     fit = [(h // factor) * (w // factor) for h, w in sides.values() if h % factor == 0 and w % factor == 0]

@@ -10,7 +10,8 @@ from fake_datasets import fake_mnist_files
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkrepro.data import REGISTRY, DataUnavailable, load, select_subset
+from ntkrepro.data import REGISTRY, DataUnavailable, RemoteFile, load, select_subset
+from ntkrepro.data.registry import class_subset
 
 
 def _rows_of(raw_images, subset_x):
@@ -67,7 +68,7 @@ def test_classes_are_relabelled_in_the_order_given(fake_mnist, tmp_path):
     assert data.num_classes == 2 and len(data) == np.isin(raw, [7, 2]).sum()
     rows = _rows_of(fake_mnist.test_images, data.x[..., 0])
     np.testing.assert_array_equal(np.where(raw[rows] == 7, 0, 1), data.y)
-    assert data.provenance.classes == (7, 2)
+    assert data.provenance.classes == [7, 2]
 
 
 def test_cifar2_is_the_first_two_cifar10_classes(fake_cifar, tmp_path):
@@ -97,7 +98,61 @@ def test_stand_in_for_a_two_class_set_keeps_two_classes(tmp_path):
     digits = load("digits", "test")
     assert data.num_classes == 2 and set(data.y.tolist()) == {0, 1}
     np.testing.assert_array_equal(data.x, digits.x[np.isin(digits.y, [0, 1])])
-    assert data.provenance.substituted_for == "cifar2"
+    assert data.provenance.substituted_for == "cifar2" and data.provenance.name == "digits"
+    assert data.provenance.source_labels == [0, 1] and data.provenance.class_names == ["0", "1"]
+
+
+def test_a_stand_in_class_pair_selects_exactly_those_stored_labels(serve, http_server, tmp_path):
+    """CIFAR-2 unavailable (its archive 404s on the loopback server): the declared stand-in pair
+    fashion_mnist_tshirt_shirt is downloaded and keeps exactly the images stored with label 0 (T-shirt/top)
+    and 6 (Shirt), in file order, relabelled 0 and 1; the provenance names the pair."""
+    arrays, files = fake_mnist_files(seed=4, n_train=60, n_test=30)
+    serve("fashion_mnist_tshirt_shirt", files, image_shape=(6, 5, 1))
+    missing = RemoteFile("cifar-10-python.tar.gz", (http_server.url + "missing.tar.gz",), "0" * 64)
+    REGISTRY["cifar2"] = replace(REGISTRY["cifar2"], files={"train": (missing,), "test": (missing,)})
+    for split, images, labels in (("train", arrays.train_images, arrays.train_labels),
+                                  ("test", arrays.test_images, arrays.test_labels)):
+        data = load("cifar2", split, substitute="fashion_mnist_tshirt_shirt", cache_dir=tmp_path)
+        keep = np.flatnonzero(np.isin(labels, [0, 6]))
+        np.testing.assert_array_equal(data.x[..., 0], images[keep])
+        np.testing.assert_array_equal(data.y, (labels[keep] == 6).astype(int))
+        p = data.provenance
+        assert (p.name, p.substituted_for, p.source) == ("fashion_mnist_tshirt_shirt", "cifar2", "download")
+        assert p.source_labels == [0, 6] and p.class_names == ["T-shirt/top", "Shirt"] and data.num_classes == 2
+    assert "/missing.tar.gz" in http_server.requests
+    # a balanced subset of the pair draws from both classes only
+    sub = load("cifar2", "train", n=10, balanced=True, substitute="fashion_mnist_tshirt_shirt", cache_dir=tmp_path)
+    rows = _rows_of(arrays.train_images, sub.x[..., 0])
+    assert sorted(arrays.train_labels[rows].tolist()) == [0] * 5 + [6] * 5
+
+
+def test_provenance_names_the_stored_labels_kept(fake_cifar, tmp_path):
+    cifar2 = load("cifar2", "test", cache_dir=tmp_path).provenance
+    assert cifar2.source_labels == [0, 1] and cifar2.class_names == ["airplane", "automobile"]
+    picked = load("digits", "test", classes=[7, 2]).provenance
+    assert picked.source_labels == [7, 2] and picked.class_names == ["7", "2"]
+    assert load("digits", "train").provenance.source_labels == list(range(10))
+    assert load("circle", "train", n=4).provenance.source_labels is None
+
+
+@pytest.mark.parametrize("classes, message", [
+    (["Shirt", "shirt"], "unknown class 'shirt' of fashion_mnist"),
+    ([0, 10], "class 10 is not a label 0..9 of fashion_mnist"),
+    ([0, True], "class True is not a label 0..9"),
+    (["Shirt"], r"needs at least 2 distinct classes of fashion_mnist, got \['Shirt'\]"),
+    ([6, "Shirt"], "needs at least 2 distinct classes"),
+    ([], "needs at least 2 distinct classes"),
+])
+def test_a_class_subset_refuses_unknown_or_too_few_classes(classes, message):
+    with pytest.raises(ValueError, match=message) as info:
+        class_subset(REGISTRY["fashion_mnist"], "pair", classes, description="", sizes={"train": 1, "test": 1})
+    assert "\n" not in str(info.value) and str(info.value).startswith("dataset pair: ")
+
+
+def test_a_class_subset_takes_classes_of_a_full_stored_dataset_only():
+    for base in ("cifar2", "gaussian"):
+        with pytest.raises(ValueError, match=f"{base} is not a stored classification dataset"):
+            class_subset(REGISTRY[base], "pair", [0, 1], description="", sizes={"train": 1, "test": 1})
 
 
 def test_circle_grid_and_random_angles():

@@ -130,6 +130,59 @@ def test_table2_summary_on_the_papers_own_table():
     assert table2.summarize(cells)["exact_beats_rf"] is False
 
 
+def test_table2_stand_in_is_the_hard_pair_and_metrics_json_records_it(monkeypatch, tmp_path):
+    """Without CIFAR-10, Table 2 at smoke reads the declared stand-in pair (Fashion-MNIST T-shirt/top vs
+    Shirt, not the saturated first two classes): both splits in metrics.json name it, its stored labels and
+    the CIFAR-2 it stands in for, and the kernels see images of exactly those two classes (as loaded from the
+    whole of Fashion-MNIST by their stored labels)."""
+    import json
+
+    from ntkrepro.data import DataUnavailable, load
+    from ntkrepro.stage import execute
+
+    seen = []
+
+    def fake_blocks(x_tr, x_te, **_):
+        seen.append((np.asarray(x_tr), np.asarray(x_te)))
+        f_tr, f_te = x_tr.reshape(len(x_tr), -1), x_te.reshape(len(x_te), -1)
+        return f_tr @ f_tr.T + np.eye(len(x_tr)), f_te @ f_tr.T
+
+    def fake_rf(net, x_all, n_train, *, key):
+        f = np.asarray(x_all).reshape(len(x_all), -1)
+        gram = f @ f[:n_train].T
+        return gram[:n_train] + np.eye(n_train), gram[n_train:]
+
+    monkeypatch.setattr(table2, "cntk_blocks", fake_blocks)
+    monkeypatch.setattr(table2, "random_feature_gram", fake_rf)
+    cfg = _compose("table2", "tracking.enabled=false", "progress=false", f"results_root={tmp_path}",
+                   f"data_cache={tmp_path / 'cache'}")
+    try:
+        load("cifar2", "test", n=1, cache_dir=tmp_path / "cache", allow_download=False)
+        pytest.skip("CIFAR-10 is present: no stand-in is read")
+    except DataUnavailable:
+        pass
+    record = execute(cfg, table2.run, out_dir=tmp_path / "out", params_schema=table2.Params)
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for rec in (record, written):
+        assert [(s["split"], s["name"], s["substituted_for"], s["source_labels"], s["class_names"])
+                for s in rec["splits"]] == [
+            (split, "fashion_mnist_tshirt_shirt", "cifar2", [0, 6], ["T-shirt/top", "Shirt"])
+            for split in ("train", "test")]
+    # every image the kernels saw is a Fashion-MNIST T-shirt/top or Shirt: its nearest raw image (pooled as
+    # the stage pools; each image centred and scaled, which undoes the standardization) carries label 0 or 6
+    def unit(rows):
+        rows = rows.reshape(len(rows), -1).astype(np.float64)
+        rows = rows - rows.mean(axis=1, keepdims=True)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    for split, x in zip(("train", "test"), seen[0], strict=True):
+        raw = load("fashion_mnist", split, cache_dir=tmp_path / "cache")
+        pooled = unit(table2.downsample(raw.x, cfg.params.downsample))
+        match = unit(x) @ pooled.T
+        assert len(x) == cfg.data[f"n_{split}"] and match.max(axis=1).min() > 1 - 1e-6
+        assert sorted(set(raw.y[match.argmax(axis=1)].tolist())) == [0, 6]
+
+
 def test_kernel_gd_prediction_matches_explicit_gradient_descent():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((7, 5))

@@ -63,6 +63,7 @@ BAD = {
         (["+params.cnn.momentum=0.9"], "params.cnn.momentum", "unknown parameter (accepted: depths, channels"),
         (["+params.activation=tanh"], "params.activation", "unknown parameter (accepted: filter_size"),
         (["params.cnn.channels=[32,100000]"], "params.cnn.channels", "the weights of the widest CNN"),
+        (["data.name=circle"], "data.name", "must be an image dataset"),
     ],
     "table2": [
         (["params.depths=[]"], "params.depths", "needs at least 1 value(s)"),
@@ -80,6 +81,10 @@ BAD = {
         (["params.seed=1.5"], "params.seed", "must be an integer"),
         (["+params.width=5"], "params.width", "unknown parameter (accepted: filter_size"),
         (["params.channels=1000000"], "params.channels", "one image's Jacobian row of the deepest"),
+        (["data.substitute=fashion_mnist_shirt"], "data.substitute", "must be a registered dataset"),
+        (["data.classes=[1]"], "data.classes", "needs at least 2 value(s)"),
+        (["data.classes=[0,0]"], "data.classes", "values must be distinct"),
+        (["data.substitute=gaussian"], "data.substitute", "must be an image dataset"),
     ],
     "theory_checks": [
         (["params.init.widths=[32]"], "params.init.widths", "needs at least 2 value(s)"),

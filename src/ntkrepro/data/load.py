@@ -6,7 +6,7 @@ import hashlib
 import numbers
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,10 @@ class Provenance:
     listing ``"<sha256>  <file name>\\n"`` of its files in registry order; synthetic data: of the
     generated ``x`` and ``y`` bytes. ``substituted_for``: the dataset that was asked for when this is
     its stand-in. ``indices_sha256``: SHA-256 of the selected indices (int64, little-endian) into the
-    split as stored. ``classes``: the ``classes`` argument of ``load``."""
+    split as stored. ``classes``: the ``classes`` argument of ``load``. ``source_labels``: the labels as
+    stored in the files that were kept, label ``i`` of ``y`` being ``source_labels[i]`` (a class subset
+    such as CIFAR-2 or a stand-in pair; None for synthetic data), ``class_names`` their names. Lists, as
+    metrics.json stores them (the record written equals the record returned)."""
 
     name: str
     split: str
@@ -37,7 +40,9 @@ class Provenance:
     seed: int
     indices_sha256: str
     preprocess: str | None = None
-    classes: tuple[int, ...] | None = None
+    classes: list[int] | None = field(default=None, hash=False)
+    source_labels: list[int] | None = field(default=None, hash=False)
+    class_names: list[str] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,6 +180,7 @@ def _load_one(spec: DatasetSpec, req: _Request, *, substituted_for: str | None,
         x, y, num_classes = spec.generate(req.split, req.n, req.seed, req.options)
         sha = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes())
         selected, source, sha256 = np.arange(req.n), "synthetic", sha.hexdigest()
+        keep = None
         x = prep.apply(x, req.preprocess)
     else:
         raw = _read_split(spec, req.split, req)
@@ -197,7 +203,9 @@ def _load_one(spec: DatasetSpec, req: _Request, *, substituted_for: str | None,
     provenance = Provenance(
         name=spec.name, split=req.split, source=source, sha256=sha256, substituted_for=substituted_for,
         n=len(selected), seed=req.seed, indices_sha256=indices_sha, preprocess=req.preprocess,
-        classes=req.classes,
+        classes=None if req.classes is None else list(req.classes),
+        source_labels=None if keep is None else [int(c) for c in keep],
+        class_names=None if keep is None or spec.class_names is None else [spec.class_names[c] for c in keep],
     )
     return Dataset(x=x.astype(req.dtype, copy=False), y=y, num_classes=num_classes, provenance=provenance)
 

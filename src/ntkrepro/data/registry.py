@@ -1,6 +1,8 @@
 """The dataset registry: one ``DatasetSpec`` entry per dataset (files, URLs, SHA-256, parser, shape).
 
-Adding a dataset is one ``register(DatasetSpec(...))`` call. Checksums:
+Adding a dataset is one ``register(DatasetSpec(...))`` call; a class subset of a stored dataset (CIFAR-2,
+a stand-in pair such as ``fashion_mnist_tshirt_shirt``) is one ``register(class_subset(...))`` call.
+Checksums:
 - MNIST, Fashion-MNIST: SHA-256 of the four published ``.gz`` files and of their decompressed IDX
   payloads (the payload checksums match the publishers' MD5s of the uncompressed files; Debian's
   ``dataset-fashion-mnist`` recompresses the files, so its copies verify by payload).
@@ -11,8 +13,8 @@ Adding a dataset is one ``register(DatasetSpec(...))`` call. Checksums:
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,8 @@ class DatasetSpec:
     kind "bundled": ``read_bundled(split) -> (file, images, labels)`` reads a file that ships with a
     package. kind "synthetic": ``generate(split, n, seed, options) -> (x, y, num_classes)``,
     ``check_options(options)`` validates the options before any draw.
-    ``classes``: keep only these classes of the parsed data, relabelled 0..k-1 (CIFAR-2).
+    ``classes``: keep only these classes of the parsed data, relabelled 0..k-1 (CIFAR-2; see
+    ``class_subset``). ``class_names``: the name of each label as stored in the files (by stored label).
     ``pixel_max``: the largest raw pixel value (255, or 16 for digits), used by ``scale01``.
     ``sizes``: examples per split (before ``classes``), for an early check of ``n``.
     """
@@ -61,6 +64,7 @@ class DatasetSpec:
     generate: Callable | None = None
     check_options: Callable | None = None
     classes: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None
     folder: str | None = None
     system_dirs: tuple[str, ...] = ()
 
@@ -98,6 +102,31 @@ def get_spec(name: str) -> DatasetSpec:
         return REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(REGISTRY)}") from None
+
+
+def class_subset(base: DatasetSpec, name: str, classes: Sequence[int | str], *, description: str,
+                 sizes: Mapping[str, int]) -> DatasetSpec:
+    """``base`` restricted to ``classes`` (stored labels or their names in ``base.class_names``), relabelled
+    0..k-1 in the order given, sharing ``base``'s files and cache folder: CIFAR-2, a stand-in class pair.
+    ``sizes``: examples per split of the kept classes. One-line ValueError for an unknown class name or
+    label, a repeated class or fewer than two classes."""
+    if base.kind == "synthetic" or base.classes is not None:
+        raise ValueError(f"dataset {name}: {base.name} is not a stored classification dataset to take classes of")
+    names = base.class_names or ()
+    keep = []
+    for c in classes:
+        if isinstance(c, str):
+            if c not in names:
+                raise ValueError(f"dataset {name}: unknown class {c!r} of {base.name} (known: {', '.join(names)})")
+            keep.append(names.index(c))
+        elif isinstance(c, int) and not isinstance(c, bool) and 0 <= c < base.num_classes:
+            keep.append(c)
+        else:
+            raise ValueError(f"dataset {name}: class {c!r} is not a label 0..{base.num_classes - 1} of {base.name}")
+    if len(keep) < 2 or len(set(keep)) < len(keep):
+        raise ValueError(f"dataset {name}: needs at least 2 distinct classes of {base.name}, got {list(classes)}")
+    return replace(base, name=name, description=description, num_classes=len(keep), sizes=dict(sizes),
+                   classes=tuple(keep), folder=base.cache_folder)
 
 
 def _idx_files(base_urls: tuple[str, ...], checksums: dict[str, tuple[str, str]]):
@@ -143,6 +172,11 @@ CIFAR100_ARCHIVE = RemoteFile(
     ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
     "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
 )
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# Xiao et al. 2017 (arXiv:1708.07747), Table 1
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
 DIGITS_TRAIN = 1347  # first 1347 rows train, last 450 test: train_test_split(test_size=0.25, shuffle=False)
 
 
@@ -160,28 +194,31 @@ register(DatasetSpec(
     num_classes=10, image_shape=(28, 28, 1), pixel_max=255.0, sizes={"train": 60000, "test": 10000},
     files=_idx_files(("http://yann.lecun.com/exdb/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/"),
                      MNIST_SHA256),
-    parse=formats.parse_idx_pair,
+    parse=formats.parse_idx_pair, class_names=DIGIT_CLASSES,
 ))
-register(DatasetSpec(
+FASHION_MNIST = register(DatasetSpec(
     name="fashion_mnist", kind="files", description="Fashion-MNIST (Zalando), IDX gz",
     num_classes=10, image_shape=(28, 28, 1), pixel_max=255.0, sizes={"train": 60000, "test": 10000},
     files=_idx_files(("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                       "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"),
                      FASHION_MNIST_SHA256),
     parse=formats.parse_idx_pair, system_dirs=("/usr/share/datasets/fashion-mnist",),
+    class_names=FASHION_MNIST_CLASSES,
 ))
-register(DatasetSpec(
+# A hard stand-in pair for CIFAR-2 (experiments/arora2019/README.md, "Protocol: the stand-in class pair"):
+# the two classes of Fashion-MNIST that classifiers confuse most; 6,000 / 1,000 images each.
+register(class_subset(FASHION_MNIST, "fashion_mnist_tshirt_shirt", ("T-shirt/top", "Shirt"),
+                      description="Fashion-MNIST classes 0 (T-shirt/top) and 6 (Shirt)",
+                      sizes={"train": 12000, "test": 2000}))
+CIFAR10 = register(DatasetSpec(
     name="cifar10", kind="files", description="CIFAR-10, python pickles in tar.gz",
     num_classes=10, image_shape=(32, 32, 3), pixel_max=255.0, sizes={"train": 50000, "test": 10000},
     files={"train": (CIFAR10_ARCHIVE,), "test": (CIFAR10_ARCHIVE,)},
-    parse=formats.parse_cifar10_archive,
+    parse=formats.parse_cifar10_archive, class_names=CIFAR10_CLASSES,
 ))
-register(DatasetSpec(
-    name="cifar2", kind="files", description="CIFAR-2: CIFAR-10 classes 0 (airplane) and 1 (automobile)",
-    num_classes=2, image_shape=(32, 32, 3), pixel_max=255.0, sizes={"train": 10000, "test": 2000},
-    files={"train": (CIFAR10_ARCHIVE,), "test": (CIFAR10_ARCHIVE,)},
-    parse=formats.parse_cifar10_archive, classes=(0, 1), folder="cifar10",
-))
+register(class_subset(CIFAR10, "cifar2", ("airplane", "automobile"),
+                      description="CIFAR-2: CIFAR-10 classes 0 (airplane) and 1 (automobile)",
+                      sizes={"train": 10000, "test": 2000}))
 register(DatasetSpec(
     name="cifar100", kind="files", description="CIFAR-100 (fine labels), python pickles in tar.gz",
     num_classes=100, image_shape=(32, 32, 3), pixel_max=255.0, sizes={"train": 50000, "test": 10000},
@@ -191,7 +228,7 @@ register(DatasetSpec(
 register(DatasetSpec(
     name="digits", kind="bundled", description="scikit-learn's bundled 8x8 digits",
     num_classes=10, image_shape=(8, 8, 1), pixel_max=16.0, sizes={"train": DIGITS_TRAIN, "test": 450},
-    read_bundled=read_digits,
+    read_bundled=read_digits, class_names=DIGIT_CLASSES,
 ))
 register(DatasetSpec(
     name="circle", kind="synthetic", description="points on the unit circle (options: grid)",
