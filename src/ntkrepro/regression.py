@@ -61,8 +61,8 @@ def _check_nonneg(name, v):
 
 def _check_system(k_train, y_train, k_test):
     k_train = real_array("k_train", k_train)
-    if not isinstance(k_train, jax.core.Tracer) and not isinstance(k_train, jax.Array):
-        itemsize = max(k_train.dtype.itemsize, 8 if jax.config.jax_enable_x64 else 4)
+    if not isinstance(k_train, jax.core.Tracer):
+        itemsize = max(4, np.dtype(jax.dtypes.canonicalize_dtype(k_train.dtype)).itemsize)  # as jnp.asarray
         check_memory(JAX_SOLVE_COPIES * k_train.size * itemsize,
                      what=f"the in-memory solve of a {k_train.shape} training Gram ({JAX_SOLVE_COPIES} copies)",
                      driver="the number of training points, quadratically; pass a numpy K with overwrite_k=True "
