@@ -89,6 +89,13 @@ def test_artifact_block_applies_to_every_claim_and_claims_refine_it(tmp_path):
     assert evaluate(c2, one).status == "reproduced"
 
 
+def test_a_reduced_run_on_a_stand_in_says_both(tmp_path):
+    (c,) = load_registry(_registry(tmp_path, [VALUE]))
+    res = evaluate(c, _record(1.05, substituted_for="mnist", config={"params.widths": [100, 300]}))
+    assert res.status == "not run at this scale"
+    assert "params.widths = [100, 300]" in res.detail and "stand-in on test: fashion_mnist" in res.detail
+
+
 def test_identity_keys_withhold_the_indicative_verdict(tmp_path):
     """A run that differs in an identity key (another architecture) measured another object: not run at this
     scale (or not comparable) with no indicative verdict; a difference elsewhere keeps it."""

@@ -481,6 +481,8 @@ def evaluate(claim: Claim, record: dict | None) -> ClaimResult:
     if other:  # another object was measured: its numbers say nothing about the claim
         indicative = "; not indicative: " + "; ".join(f"{k}: {claim.identity[k]}" for k in other)
         verdict = None
+    if claim.needs_data and stand_ins and violations:  # say it too: a stand-in could not confirm it either
+        notes.append(f"stand-in on {'; '.join(stand_ins)}")
     overridden = [v for v in violations if v.overridden]
     if overridden:
         return result("check not run" if claim.consistency else "not comparable",
