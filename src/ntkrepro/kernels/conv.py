@@ -60,7 +60,7 @@ from jax.sharding import PartitionSpec as P
 from ntkrepro.blocks import blockwise_on_host, row_block
 from ntkrepro.checks import finite_kernel, real_array
 from ntkrepro.kernels.fc import Kernels, check_variances
-from ntkrepro.kernels.gaussian import Activation, arccos, get_activation
+from ntkrepro.kernels.gaussian import Activation, arccos, c_sigma, get_activation
 
 READOUTS = ("vanilla", "gap")
 _LIVE_ARRAYS = 12              # pair-sized arrays alive at once in a layer (inputs, temporaries, outputs)
@@ -211,14 +211,6 @@ def expectations(activation: Activation, s11, s12, s22):
     angle = jnp.pi - arccos(lam)
     k = (gain / (2 * jnp.pi)) * (lam * angle + jnp.sqrt(1.0 - lam * lam)) * (norm2 * inv_norm)
     return jnp.where(positive, k, 0.0), (gain / (2 * jnp.pi)) * angle
-
-
-def c_sigma(activation: Activation) -> float:
-    """c_sigma = 1 / E[phi(z)^2], z ~ N(0, 1) (Arora et al. eq. 6; 2 for ReLU)."""
-    second = float(activation.expectations(np.float64(1.0), np.float64(1.0), np.float64(1.0))[0])
-    if not (math.isfinite(second) and second > 0):
-        raise ValueError(f"activation {activation.name}: E[phi(z)^2] = {second}, cannot normalize by it")
-    return 1.0 / second
 
 
 # ---------------------------------------------------------------- per-image diagonals

@@ -24,7 +24,7 @@ from jax import lax
 
 from ntkrepro.blocks import blockwise
 from ntkrepro.checks import finite_kernel, real_array
-from ntkrepro.kernels.gaussian import Activation, get_activation
+from ntkrepro.kernels.gaussian import Activation, c_sigma, get_activation
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["nngp", "ntk"], meta_fields=[])
@@ -186,10 +186,9 @@ def arora_to_fc(x, *, activation="relu"):
     sqrt(d / c_sigma) (so that Sigma_1 = x.x'): then Sigma_{h+1} = Sigma(h) and K_{L+1} = Theta(L)
     exactly, for any activation. Returns (rescaled x, hyperparameters for :func:`fc_kernels`).
     """
-    act = get_activation(activation)
-    c_sigma = 1.0 / float(act.second_moment(1.0))
+    c = c_sigma(activation)
     x = jnp.asarray(x)
-    return x * jnp.sqrt(x.shape[-1] / c_sigma), {"sigma_w2": c_sigma, "sigma_b2": 0.0}
+    return x * jnp.sqrt(x.shape[-1] / c), {"sigma_w2": c, "sigma_b2": 0.0}
 
 
 def jacot_fc_kernels(x1, x2=None, *, depth: int, beta: float, activation="relu",

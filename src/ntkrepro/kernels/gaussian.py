@@ -451,3 +451,20 @@ def get_activation(spec: str | Activation | Callable) -> Activation:
     if callable(spec):
         return _wrap_callable(spec)
     raise ValueError(f"activation must be a name, an Activation or a callable, got {spec!r}")
+
+
+def unit_second_moment(activation: str | Activation | Callable) -> float:
+    """E[phi(z)^2], z ~ N(0, 1): the activation's 2x2 expectation at unit variance and correlation 1
+    (closed form for registered activations, polar quadrature for a callable)."""
+    one = np.float64(1.0)
+    return float(get_activation(activation).expectations(one, one, one)[0])
+
+
+def c_sigma(activation: str | Activation | Callable) -> float:
+    """c_sigma = 1 / E[phi(z)^2], z ~ N(0, 1) (Arora et al. 2019 eq. 6; 2 for ReLU): the weight variance
+    that keeps the second moment through a layer."""
+    second = unit_second_moment(activation)
+    if not (math.isfinite(second) and second > 0):
+        name = get_activation(activation).name
+        raise ValueError(f"activation {name}: E[phi(z)^2] = {second}, cannot normalize by it")
+    return 1.0 / second

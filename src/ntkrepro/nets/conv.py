@@ -20,68 +20,42 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from ntkrepro.kernels import gaussian
 from ntkrepro.kernels.gaussian import Activation
-from ntkrepro.nets.core import (
-    Network,
-    check_frozen_layers,
-    check_input,
-    check_parameterization,
-    check_positive_int,
-    effective_weight,
-    init_layers,
-    readout_mask_fn,
-    resolve_activation,
-    trainable_mask_fn,
-    unit_second_moment,
-)
+from ntkrepro.nets import core
 
 READOUTS = ("vanilla", "gap")
 
 
-def cnn(
-    *,
-    depth: int,
-    channels: int,
-    out_dim: int = 1,
-    readout: str = "vanilla",
-    fix_first_last: bool = False,
-    filter_size: int = 3,
-    activation: str | Activation | Callable = "relu",
-    c_sigma: float | None = None,
-    parameterization: str = "ntk",
-    output_scale: float = 1.0,
-    frozen_layers: Sequence[int] = (),
-    dtype=jnp.float64,
-) -> Network:
+def cnn(*, depth: int, channels: int, out_dim: int = 1, readout: str = "vanilla", fix_first_last: bool = False,
+        filter_size: int = 3, activation: str | Activation | Callable = "relu", c_sigma: float | None = None,
+        parameterization: str = "ntk", output_scale: float = 1.0, frozen_layers: Sequence[int] = (),
+        dtype=jnp.float64) -> core.Network:
     """A CNN with ``depth - 1`` convolution layers of ``channels`` channels and a dense readout.
 
     Args:
         depth: weight layers including the readout = conv layers + 1 (Arora's table depth), >= 2.
         channels: channels C of every convolution layer.
-        out_dim: number of outputs k.
         readout: ``"vanilla"`` (flatten + dense) or ``"gap"`` (global average pooling + dense).
-        fix_first_last: freeze the first convolution and the readout (Arora sec. 4.2).
+        fix_first_last: freeze the first convolution and the readout (Arora sec. 4.2), besides
+            ``frozen_layers``.
         filter_size: odd filter side q.
         activation: registered name, ``Activation`` or JAX callable.
         c_sigma: post-activation normalization; default 1 / E[sigma(z)^2] of ``activation``.
-        parameterization: ``"ntk"`` or ``"standard"``.
-        output_scale: multiplier kappa of the output.
-        frozen_layers: further 1-based layer numbers to freeze.
-        dtype: parameter dtype; inputs are cast to it.
+        out_dim, parameterization, output_scale, frozen_layers, dtype: as every net (``ntkrepro.nets.core``).
     """
-    depth = check_positive_int("depth", depth, minimum=2)
-    channels = check_positive_int("channels", channels)
-    out_dim = check_positive_int("out_dim", out_dim)
-    q = check_positive_int("filter_size", filter_size)
+    depth = core.check_positive_int("depth", depth, minimum=2)
+    frozen = sorted(set(frozen_layers) | ({1, depth} if fix_first_last else set()))
+    depth, channels, out_dim, frozen = core.check_net_args(
+        depth=depth, width=channels, out_dim=out_dim, parameterization=parameterization, frozen_layers=frozen,
+        width_name="channels", min_depth=2)
+    q = core.check_positive_int("filter_size", filter_size)
     if q % 2 == 0:
         raise ValueError(f"filter_size must be odd (zero 'same' padding), got {q}")
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-    check_parameterization(parameterization)
-    frozen = set(frozen_layers) | ({1, depth} if fix_first_last else set())
-    frozen = check_frozen_layers(sorted(frozen), depth)
-    phi = resolve_activation(activation)
-    c = unit_second_moment(activation) ** -1 if c_sigma is None else float(c_sigma)
+    phi = core.resolve_activation(activation)
+    c = gaussian.c_sigma(activation) if c_sigma is None else float(c_sigma)
     if not (math.isfinite(c) and c > 0):
         raise ValueError(f"c_sigma must be finite and > 0, got {c}")
     post_scale = math.sqrt(c / (channels * q * q))  # scale of every weight that reads x^(h), h >= 1
@@ -91,12 +65,12 @@ def cnn(
             raise ValueError(f"cnn: input_shape must be (n, P, Q, C0), got {tuple(input_shape)}")
         _, p_side, q_side, c0 = (int(s) for s in input_shape)
         for name, size in (("P", p_side), ("Q", q_side), ("C0", c0)):
-            check_positive_int(f"input {name}", size)
+            core.check_positive_int(f"input {name}", size)
         readout_shape = (p_side, q_side, channels, out_dim) if readout == "vanilla" else (channels, out_dim)
         specs = ([{"w": ((q, q, c0, channels), 1.0)}]
                  + [{"w": ((q, q, channels, channels), post_scale)} for _ in range(depth - 2)]
                  + [{"w": (readout_shape, post_scale)}])
-        return init_layers(key, specs, parameterization, dtype)
+        return core.init_layers(key, specs, parameterization, dtype)
 
     def conv(x, w):
         return jax.lax.conv_general_dilated(x, w, window_strides=(1, 1), padding="SAME",
@@ -106,16 +80,15 @@ def cnn(
         w_out = params[-1]["w"]
         c0 = params[0]["w"].shape[2]
         expected = (w_out.shape[0], w_out.shape[1], c0) if readout == "vanilla" else (None, None, c0)
-        check_input(x, expected, f"cnn ({readout} readout)")
-        h = conv(jnp.asarray(x, dtype), effective_weight(params[0]["w"], 1.0, parameterization))
+        core.check_input(x, expected, f"cnn ({readout} readout)")
+        h = conv(jnp.asarray(x, dtype), core.effective_weight(params[0]["w"], 1.0, parameterization))
         for layer in params[1:-1]:
-            h = conv(phi(h), effective_weight(layer["w"], post_scale, parameterization))
-        w_eff = effective_weight(w_out, post_scale, parameterization)
+            h = conv(phi(h), core.effective_weight(layer["w"], post_scale, parameterization))
+        w_eff = core.effective_weight(w_out, post_scale, parameterization)
         if readout == "vanilla":
             out = jnp.einsum("npqc,pqck->nk", phi(h), w_eff)
         else:
             out = jnp.mean(phi(h), axis=(1, 2)) @ w_eff
         return output_scale * out
 
-    return Network(init_fn, apply_fn, trainable_mask_fn(depth, frozen), readout_mask_fn(depth), depth,
-                   out_dim)
+    return core.network(init_fn, apply_fn, depth=depth, out_dim=out_dim, frozen=frozen)

@@ -5,6 +5,14 @@ Parameterizations (Jacot et al. 2018 sec. 2; Lee et al. 2019 appendix):
   (e.g. sqrt(sigma_w2 / fan_in)), so gradients carry the scale too;
 - ``"standard"``: the weight is stored ~ N(0, scale^2) and used as is.
 Both give the same function distribution at initialization; their gradients (hence NTKs) differ.
+
+Arguments every net constructor takes (checked by :func:`check_net_args`):
+    depth: weight layers including the readout (layers are numbered 1..depth);
+    out_dim: number of outputs k;
+    parameterization: ``"ntk"`` or ``"standard"`` (above);
+    output_scale: multiplier kappa of the output (Arora et al. 2019 sec. 3.3);
+    frozen_layers: 1-based layer numbers excluded from training and from the empirical NTK;
+    dtype: parameter dtype; inputs are cast to it.
 """
 
 from __future__ import annotations
@@ -18,9 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import integrate
 
-from ntkrepro.kernels.gaussian import Activation, get_activation
+from ntkrepro.kernels.gaussian import Activation, get_activation, unit_second_moment  # noqa: F401 (nets.core name)
 
 PARAMETERIZATIONS = ("ntk", "standard")
 
@@ -104,6 +111,47 @@ def check_frozen_layers(frozen_layers: Sequence[int], depth: int) -> frozenset[i
     return frozen
 
 
+def check_net_args(*, depth: int, width: int, out_dim: int, parameterization: str, frozen_layers: Sequence[int],
+                   width_name: str = "width", min_depth: int = 1) -> tuple[int, int, int, frozenset[int]]:
+    """The arguments every net shares (module docstring), checked before anything is built:
+    (depth, width, out_dim, frozen layers)."""
+    depth = check_positive_int("depth", depth, minimum=min_depth)
+    width = check_positive_int(width_name, width)
+    out_dim = check_positive_int("out_dim", out_dim)
+    check_parameterization(parameterization)
+    return depth, width, out_dim, check_frozen_layers(frozen_layers, depth)
+
+
+def dense_input_dim(what: str, input_shape: Sequence[int]) -> int:
+    """d of a dense net's batch-first ``input_shape`` (n, d), checked for ``init_fn``."""
+    if len(input_shape) != 2:
+        raise ValueError(f"{what}: input_shape must be (n, d), got {tuple(input_shape)}")
+    return check_positive_int("input dimension", input_shape[-1])
+
+
+def dense_specs(what: str, input_shape: Sequence[int], fan_outs: Sequence[int], *, sigma_w2: float,
+                sigma_b2: float) -> list[dict]:
+    """Specs (:func:`init_layers`) of a stack of dense layers on inputs ``input_shape`` (n, d): layer i maps
+    fan_in_i -> ``fan_outs[i]`` (fan_in_0 = d, then the previous fan-out) with weight scale
+    sqrt(sigma_w2 / fan_in) and, when sigma_b2 > 0, a bias of scale sqrt(sigma_b2)."""
+    fan_ins = [dense_input_dim(what, input_shape), *fan_outs[:-1]]
+    specs = []
+    for fan_in, fan_out in zip(fan_ins, fan_outs, strict=True):
+        layer = {"w": ((fan_in, fan_out), math.sqrt(sigma_w2 / fan_in))}
+        if sigma_b2 > 0:
+            layer["b"] = ((fan_out,), math.sqrt(sigma_b2))
+        specs.append(layer)
+    return specs
+
+
+def network(init_fn: Callable, apply_fn: Callable, *, depth: int, out_dim: int, frozen: frozenset[int],
+            has_readout: bool = True) -> Network:
+    """The :class:`Network` of a constructor's functions, with its trainable mask and (``has_readout``: the
+    output is linear in the N(0, 1) weights of layer ``depth``) its readout mask."""
+    readout = readout_mask_fn(depth) if has_readout else None
+    return Network(init_fn, apply_fn, trainable_mask_fn(depth, frozen), readout, depth, out_dim)
+
+
 def resolve_activation(activation: str | Activation | Callable) -> Callable:
     """The elementwise function of a registered activation name, an ``Activation`` or a JAX callable."""
     if isinstance(activation, (str, Activation)):
@@ -111,20 +159,6 @@ def resolve_activation(activation: str | Activation | Callable) -> Callable:
     if callable(activation):
         return activation
     raise ValueError(f"activation must be a registered name, an Activation or a callable, got {activation!r}")
-
-
-def unit_second_moment(activation: str | Activation | Callable) -> float:
-    """E[phi(z)^2], z ~ N(0, 1): closed form for registered activations, adaptive quadrature otherwise."""
-    if isinstance(activation, (str, Activation)):
-        k, _ = get_activation(activation).expectations(1.0, 1.0, 1.0)
-        return float(k)
-    fn = resolve_activation(activation)
-
-    def integrand(z):
-        return float(fn(jnp.asarray(z))) ** 2 * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
-
-    # Split at 0, where the usual activations have their kink.
-    return integrate.quad(integrand, -np.inf, 0.0)[0] + integrate.quad(integrand, 0.0, np.inf)[0]
 
 
 def init_layers(key, specs: Sequence[dict[str, tuple[tuple[int, ...], float]]], parameterization: str,

@@ -24,18 +24,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from ntkrepro.nets.core import (
-    Network,
-    check_frozen_layers,
-    check_input,
-    check_nonnegative,
-    check_parameterization,
-    check_positive_int,
-    effective_weight,
-    init_layers,
-    readout_mask_fn,
-    trainable_mask_fn,
-)
+from ntkrepro.nets import core
 
 
 def normalized_relu(u: jax.Array) -> jax.Array:
@@ -43,63 +32,42 @@ def normalized_relu(u: jax.Array) -> jax.Array:
     return math.sqrt(2.0) * jnp.maximum(u, 0.0)
 
 
-def deq_net(
-    *,
-    depth: int,
-    width: int,
-    sigma_w2: float,
-    sigma_u2: float,
-    sigma_b2: float,
-    out_dim: int = 1,
-    parameterization: str = "ntk",
-    output_scale: float = 1.0,
-    frozen_layers: Sequence[int] = (),
-    dtype=jnp.float64,
-) -> Network:
+def deq_net(*, depth: int, width: int, sigma_w2: float, sigma_u2: float, sigma_b2: float, out_dim: int = 1,
+            parameterization: str = "ntk", output_scale: float = 1.0, frozen_layers: Sequence[int] = (),
+            dtype=jnp.float64) -> core.Network:
     """The input-injected net of Thm. 1 with ``depth`` weight layers (L = depth - 1 hidden layers).
 
     Args:
         depth: weight layers including the readout (>= 1; depth 1 is W x).
         width: hidden width N.
         sigma_w2, sigma_u2, sigma_b2: variances of the recurrent weights, the injection and the bias.
-        out_dim: number of outputs k.
-        parameterization: ``"ntk"`` or ``"standard"``.
-        output_scale: multiplier of the output.
-        frozen_layers: 1-based layer numbers to freeze.
-        dtype: parameter dtype; inputs are cast to it.
+        out_dim, parameterization, output_scale, frozen_layers, dtype: as every net (``ntkrepro.nets.core``).
     """
-    depth = check_positive_int("depth", depth)
-    width = check_positive_int("width", width)
-    out_dim = check_positive_int("out_dim", out_dim)
-    sigma_w2 = check_nonnegative("sigma_w2", sigma_w2)
-    sigma_u2 = check_nonnegative("sigma_u2", sigma_u2)
-    sigma_b2 = check_nonnegative("sigma_b2", sigma_b2)
-    check_parameterization(parameterization)
-    frozen = check_frozen_layers(frozen_layers, depth)
+    depth, width, out_dim, frozen = core.check_net_args(
+        depth=depth, width=width, out_dim=out_dim, parameterization=parameterization, frozen_layers=frozen_layers)
+    sigma_w2, sigma_u2, sigma_b2 = (core.check_nonnegative(name, value) for name, value in
+                                    (("sigma_w2", sigma_w2), ("sigma_u2", sigma_u2), ("sigma_b2", sigma_b2)))
     w_scale = math.sqrt(sigma_w2 / width)
     u_scale = math.sqrt(sigma_u2)
     b_scale = math.sqrt(sigma_b2)
 
     def init_fn(key, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(f"deq_net: input_shape must be (n, d), got {tuple(input_shape)}")
-        d = check_positive_int("input dimension", input_shape[-1])
+        d = core.dense_input_dim("deq_net", input_shape)
         specs = [{"w": ((d, width if depth > 1 else out_dim), 1.0)}]
         for h in range(2, depth + 1):
             fan_out = width if h < depth else out_dim
             specs.append({"w": ((width, fan_out), w_scale), "u": ((d, fan_out), u_scale),
                           "b": ((fan_out,), b_scale)})
-        return init_layers(key, specs, parameterization, dtype)
+        return core.init_layers(key, specs, parameterization, dtype)
 
     def apply_fn(params, x):
-        check_input(x, (params[0]["w"].shape[0],), "deq_net")
+        core.check_input(x, (params[0]["w"].shape[0],), "deq_net")
         x = jnp.asarray(x, dtype)
-        f = x @ effective_weight(params[0]["w"], 1.0, parameterization)
+        f = x @ core.effective_weight(params[0]["w"], 1.0, parameterization)
         for layer in params[1:]:
-            f = (normalized_relu(f) @ effective_weight(layer["w"], w_scale, parameterization)
-                 + x @ effective_weight(layer["u"], u_scale, parameterization)
-                 + effective_weight(layer["b"], b_scale, parameterization))
+            f = (normalized_relu(f) @ core.effective_weight(layer["w"], w_scale, parameterization)
+                 + x @ core.effective_weight(layer["u"], u_scale, parameterization)
+                 + core.effective_weight(layer["b"], b_scale, parameterization))
         return output_scale * f
 
-    return Network(init_fn, apply_fn, trainable_mask_fn(depth, frozen), readout_mask_fn(depth), depth,
-                   out_dim)
+    return core.network(init_fn, apply_fn, depth=depth, out_dim=out_dim, frozen=frozen)

@@ -16,36 +16,14 @@ from collections.abc import Callable, Sequence
 import jax.numpy as jnp
 
 from ntkrepro.kernels.gaussian import Activation
-from ntkrepro.nets.core import (
-    Network,
-    check_frozen_layers,
-    check_input,
-    check_nonnegative,
-    check_parameterization,
-    check_positive_int,
-    effective_weight,
-    init_layers,
-    resolve_activation,
-    trainable_mask_fn,
-)
+from ntkrepro.nets import core
 
 BRANCH_SCALES = ("standard", "scaled")
 
 
-def resnet(
-    *,
-    depth: int,
-    width: int,
-    out_dim: int = 1,
-    activation: str | Activation | Callable = "relu",
-    sigma_w2: float = 2.0,
-    sigma_b2: float = 0.0,
-    branch_scale: str = "standard",
-    parameterization: str = "ntk",
-    output_scale: float = 1.0,
-    frozen_layers: Sequence[int] = (),
-    dtype=jnp.float64,
-) -> Network:
+def resnet(*, depth: int, width: int, out_dim: int = 1, activation: str | Activation | Callable = "relu",
+           sigma_w2: float = 2.0, sigma_b2: float = 0.0, branch_scale: str = "standard", parameterization: str = "ntk",
+           output_scale: float = 1.0, frozen_layers: Sequence[int] = (), dtype=jnp.float64) -> core.Network:
     """A residual net with a dense first layer and ``depth - 1`` residual dense blocks of ``width``.
 
     Args:
@@ -55,49 +33,34 @@ def resnet(
         activation: registered name, ``Activation`` or JAX callable.
         sigma_w2, sigma_b2: weight and bias variances.
         branch_scale: ``"standard"`` (a_l = 1) or ``"scaled"`` (a_l = 1 / sqrt(l)).
-        parameterization: ``"ntk"`` or ``"standard"``.
-        output_scale: multiplier of the output.
-        frozen_layers: 1-based layer numbers to freeze.
-        dtype: parameter dtype; inputs are cast to it.
+        parameterization, output_scale, frozen_layers, dtype: as every net (``ntkrepro.nets.core``).
     """
-    depth = check_positive_int("depth", depth)
-    width = check_positive_int("width", width)
-    out_dim = check_positive_int("out_dim", out_dim)
+    depth, width, out_dim, frozen = core.check_net_args(
+        depth=depth, width=width, out_dim=out_dim, parameterization=parameterization, frozen_layers=frozen_layers)
     if out_dim > width:
         raise ValueError(f"out_dim ({out_dim}) must not exceed width ({width}): outputs are units of y^L")
-    sigma_w2 = check_nonnegative("sigma_w2", sigma_w2)
-    sigma_b2 = check_nonnegative("sigma_b2", sigma_b2)
+    sigma_w2, sigma_b2 = core.check_nonnegative("sigma_w2", sigma_w2), core.check_nonnegative("sigma_b2", sigma_b2)
     if branch_scale not in BRANCH_SCALES:
         raise ValueError(f"branch_scale must be one of {BRANCH_SCALES}, got {branch_scale!r}")
-    check_parameterization(parameterization)
-    frozen = check_frozen_layers(frozen_layers, depth)
-    phi = resolve_activation(activation)
+    phi = core.resolve_activation(activation)
     use_bias = sigma_b2 > 0
     bias_scale = math.sqrt(sigma_b2)
     branch = [1.0 if branch_scale == "standard" else 1.0 / math.sqrt(layer) for layer in range(2, depth + 1)]
 
     def init_fn(key, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(f"resnet: input_shape must be (n, d), got {tuple(input_shape)}")
-        d = check_positive_int("input dimension", input_shape[-1])
-        specs = []
-        for fan_in in [d] + [width] * (depth - 1):
-            layer = {"w": ((fan_in, width), math.sqrt(sigma_w2 / fan_in))}
-            if use_bias:
-                layer["b"] = ((width,), bias_scale)
-            specs.append(layer)
-        return init_layers(key, specs, parameterization, dtype)
+        specs = core.dense_specs("resnet", input_shape, [width] * depth, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+        return core.init_layers(key, specs, parameterization, dtype)
 
     def dense(layer, h):
         w = layer["w"]
-        out = h @ effective_weight(w, math.sqrt(sigma_w2 / w.shape[0]), parameterization)
-        return out + effective_weight(layer["b"], bias_scale, parameterization) if use_bias else out
+        out = h @ core.effective_weight(w, math.sqrt(sigma_w2 / w.shape[0]), parameterization)
+        return out + core.effective_weight(layer["b"], bias_scale, parameterization) if use_bias else out
 
     def apply_fn(params, x):
-        check_input(x, (params[0]["w"].shape[0],), "resnet")
+        core.check_input(x, (params[0]["w"].shape[0],), "resnet")
         y = dense(params[0], jnp.asarray(x, dtype))
         for a_l, layer in zip(branch, params[1:], strict=True):
             y = y + a_l * dense(layer, phi(y))
         return output_scale * y[:, :out_dim]
 
-    return Network(init_fn, apply_fn, trainable_mask_fn(depth, frozen), None, depth, out_dim)
+    return core.network(init_fn, apply_fn, depth=depth, out_dim=out_dim, frozen=frozen, has_readout=False)
