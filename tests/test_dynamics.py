@@ -81,6 +81,21 @@ def test_ensemble_covariance_matches_monte_carlo_over_initializations():
     np.testing.assert_allclose(np.cov(f_test), cov, rtol=0.05, atol=0.03 * np.abs(cov).max())
 
 
+def test_ensemble_variances_only_are_the_covariance_diagonal():
+    rng = np.random.default_rng(12)
+    phi, g = rng.normal(size=(9, 7)), rng.normal(size=(9, 5))
+    theta, k = phi @ phi.T + 0.1 * np.eye(9), g @ g.T
+    y = rng.normal(size=5)
+    blocks = (theta[:5, :5], theta[5:, :5], k[:5, :5], k[5:, :5])
+    for t in (2.0, [0.0, 3.0, math.inf]):
+        mean, cov = ntk_ensemble(*blocks, k[5:, 5:], y, t=t)
+        mean_v, var = ntk_ensemble(*blocks, np.diag(k[5:, 5:]), y, t=t, variances_only=True)
+        np.testing.assert_allclose(mean_v, mean, rtol=1e-12)
+        np.testing.assert_allclose(var, np.diagonal(np.asarray(cov), axis1=-2, axis2=-1), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="diagonal"):
+        ntk_ensemble(*blocks, k[5:, 5:], y, variances_only=True)
+
+
 def test_gp_posterior_and_nngp_trained_limit():
     rng = np.random.default_rng(11)
     g = rng.normal(size=(9, 6))

@@ -3,9 +3,7 @@
 Depth-4 ReLU nets (beta = 0.1) at two widths, several inits each, trained by full-batch GD (lr 1.0, mean
 square loss) on 4 points of the unit circle. Their functions on the circle are compared with the
 10th/50th/90th percentiles of the infinite-width distribution of f_t (Sec. 5): f_0 ~ GP(0, Sigma(L))
-and, with A(x) = Theta(x, X) Theta(X, X)^-1 (I - exp(-t Theta(X, X)/N)),
-    f_t(x) = f_0(x) + A(x) (y - f_0(X)),
-Gaussian with mean A(x) y and variance Sigma(x, x) - 2 A(x) Sigma(X, x) + A(x) Sigma(X, X) A(x)^T.
+trained by the kernel gradient flow of Theta(X, X)/N, a Gaussian (``ntkrepro.dynamics.ntk_ensemble``).
 The paper estimated the limit from a width-10000 net; here it is exact (``fc_kernels``).
 """
 
@@ -25,9 +23,10 @@ from jacot_common import (
     jacot_net,
     width_estimates,
 )
-from scipy import linalg, stats
+from scipy import stats
 
 from ntkrepro.checks import param, refuse_oversized
+from ntkrepro.dynamics import ntk_ensemble
 from ntkrepro.kernels.fc import jacot_fc_kernels
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
@@ -72,25 +71,18 @@ class Params:
 
 
 def limiting_gaussian(theta_xX, theta_XX, sigma_xx, sigma_xX, sigma_XX, y, *, t: float):
-    """Mean and variance of f_t(x) for the infinite-width net trained for time t (Sec. 5).
+    """Mean and variance of f_t(x) for the infinite-width net trained for time t (Sec. 5): the NTK
+    ensemble of ``ntkrepro.dynamics`` at learning rate 1 on the mean loss (time in GD steps).
 
     Args: kernel blocks of the NTK (theta_*) and the NNGP (sigma_*) between the test points x and the
-    N training points X (``sigma_xx``: the diagonal Sigma(x, x) only), targets y (N,), time t in units
-    of GD steps at learning rate 1 on the mean loss (the operator is Theta(X, X) / N).
+    N training points X (``sigma_xx``: the diagonal Sigma(x, x) only), targets y (N,), time t.
     Returns: (mean (n_x,), variance (n_x,)).
     """
-    theta_XX = np.asarray(theta_XX)
-    n = theta_XX.shape[0]
-    evals, evecs = linalg.eigh(theta_XX)
-    if evals[0] <= 0:
+    if np.linalg.eigvalsh(np.asarray(theta_XX))[0] <= 0:
         raise ValueError("Theta(X, X) is not positive definite: the training points must be distinct")
-    # Theta^-1 (I - exp(-t Theta / N)) in the eigenbasis of Theta(X, X).
-    filt = evecs @ np.diag(-np.expm1(-t * evals / n) / evals) @ evecs.T
-    a = np.asarray(theta_xX) @ filt
-    mean = a @ np.asarray(y)
-    var = (np.asarray(sigma_xx) - 2 * np.einsum("ij,ij->i", a, np.asarray(sigma_xX))
-           + np.einsum("ij,jk,ik->i", a, np.asarray(sigma_XX), a))
-    return mean, np.clip(var, 0.0, None)
+    mean, var = ntk_ensemble(theta_XX, theta_xX, sigma_XX, sigma_xX, sigma_xx, y, t=t, lr=1.0, loss="mean",
+                             variances_only=True)
+    return np.asarray(mean), np.clip(np.asarray(var), 0.0, None)
 
 
 def gaussian_percentiles(mean, var, levels=PERCENTILES) -> np.ndarray:

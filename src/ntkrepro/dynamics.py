@@ -121,16 +121,19 @@ def linearized_outputs(ntk_train, y_train, f0_train, *, t, lr: float = 1.0, loss
 
 @full_precision_matmuls
 def ntk_ensemble(ntk_train, ntk_test_train, nngp_train, nngp_test_train, nngp_test_test, y_train, *,
-                 t=math.inf, lr: float = 1.0, loss: str = "mean", rcond: float = 1e-12):
+                 t=math.inf, lr: float = 1.0, loss: str = "mean", rcond: float = 1e-12,
+                 variances_only: bool = False):
     """Mean and covariance over initializations of the linearized net at time t (survey eqs. 152-156).
 
     Args:
         ntk_train (N, N), ntk_test_train (M, N): the NTK; nngp_train (N, N), nngp_test_train (M, N),
         nngp_test_test (M, M): the NNGP K (the prior of f_0); y_train (N,) or (N, k).
         t: time >= 0 or a 1-D array (``inf``: eqs. 155-156).
+        variances_only: ``nngp_test_test`` is only the diagonal K(x, x) (M,), and the variances (M,)
+            are returned in place of the covariance (no (M, M) product is formed).
     Returns:
-        (mean (M,) or (M, k), covariance (M, M)), with a leading time axis when t is an array. The
-        covariance is the same for every output (outputs are independent, Theta (x) I_k).
+        (mean (M,) or (M, k), covariance (M, M) or variances (M,)), with a leading time axis when t is an
+        array. The covariance is the same for every output (outputs are independent, Theta (x) I_k).
     """
     ntk_train = _square("ntk_train", ntk_train)
     n = ntk_train.shape[0]
@@ -138,7 +141,14 @@ def ntk_ensemble(ntk_train, ntk_test_train, nngp_train, nngp_test_train, nngp_te
     m = ntk_test_train.shape[0]
     nngp_train = _square("nngp_train", nngp_train, n)
     nngp_test_train = _rows("nngp_test_train", nngp_test_train, n, m)
-    nngp_test_test = _square("nngp_test_test", nngp_test_test, m)
+    if variances_only:
+        nngp_test_test = jnp.asarray(real_array("nngp_test_test", nngp_test_test))
+        if nngp_test_test.shape != (m,):
+            raise ValueError(f"nngp_test_test must be the diagonal ({m},) with variances_only, "
+                             f"got shape {nngp_test_test.shape}")
+        check_finite("nngp_test_test", nngp_test_test)
+    else:
+        nngp_test_test = _square("nngp_test_test", nngp_test_test, m)
     y = jnp.asarray(y_train)
     if y.ndim not in (1, 2) or y.shape[0] != n:
         raise ValueError(f"y_train must be (N,) or (N, k) with N = {n}, got shape {y.shape}")
@@ -150,9 +160,13 @@ def ntk_ensemble(ntk_train, ntk_test_train, nngp_train, nngp_test_train, nngp_te
     means, covs = [], []
     for g in filters:
         a = (projected * g) @ vecs.T  # A_t (M, N)
-        cross = a @ nngp_test_train.T
         means.append(a @ y)
-        covs.append(nngp_test_test - cross - cross.T + a @ nngp_train @ a.T)
+        if variances_only:
+            cross = jnp.einsum("ij,ij->i", a, nngp_test_train)
+            covs.append(nngp_test_test - 2 * cross + jnp.einsum("ij,jk,ik->i", a, nngp_train, a))
+        else:
+            cross = a @ nngp_test_train.T
+            covs.append(nngp_test_test - cross - cross.T + a @ nngp_train @ a.T)
     if times.ndim == 0:
         return means[0], covs[0]
     return jnp.stack(means), jnp.stack(covs)

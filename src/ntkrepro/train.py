@@ -49,12 +49,6 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)
 
 
-def constant_schedule(learning_rate: float) -> Callable:
-    """eta(t) = learning_rate."""
-    _check_learning_rate(learning_rate)
-    return lambda step: jnp.asarray(learning_rate)
-
-
 def step_decay_schedule(learning_rate: float, *, boundaries: Sequence[int], factor: float = 0.1) -> Callable:
     """eta(t) = learning_rate * factor^(number of boundaries <= t) (Hayou et al. 2020 sec. 6.3: /10 twice)."""
     _check_learning_rate(learning_rate)
