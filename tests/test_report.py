@@ -15,7 +15,15 @@ import yaml
 
 from ntkrepro.io import atomic_savefig
 from ntkrepro.plotting import figure
-from ntkrepro.report import MAX_INLINE_ROWS, cli, data_label, experiment_ids, mlflow_run_url, unit
+from ntkrepro.report import (
+    MAX_INLINE_ROWS,
+    cli,
+    data_label,
+    experiment_ids,
+    mlflow_experiment_url,
+    mlflow_run_url,
+    unit,
+)
 
 PAPER_CONFIG = {"precision": "float64", "params.widths": [100, 1000]}
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -295,6 +303,25 @@ def test_mlflow_link_prefers_the_tracking_server_and_the_experiment_id():
     assert mlflow_run_url(server, "http://h:8080") == \
         "http://server:5000/#/experiments/7/runs/r1?workflowType=machine_learning"
     assert mlflow_run_url({"mlflow_run_id": None}) is None
+    assert mlflow_experiment_url(server, "http://h:8080") == \
+        "http://server:5000/#/experiments/7?workflowType=machine_learning"
+    assert mlflow_experiment_url(rec) is None
+
+
+def test_links_open_the_experiment_list_and_runs_tables_in_model_training_mode(report, tmp_path):
+    """The header links the experiment list and each paper its experiment's runs table, with MLflow 3's
+    ?workflowType=machine_learning (the UI otherwise opens an experiment on its GenAI overview)."""
+    md = report["md"]
+    assert "[experiments](http://ui.example:5000/#/experiments?workflowType=machine_learning)" in md
+    rec = json.loads((report["results"] / "p" / "a" / "metrics.json").read_text())
+    rec["mlflow_experiment_id"] = "4"
+    (report["results"] / "p" / "a" / "metrics.json").write_text(json.dumps(rec))
+    assert cli(["--results", str(report["results"]), "--experiments", str(report["exp"]),
+                "--mlflow-ui", "http://ui.example:5000"]) == 0
+    md = (report["results"] / "report.md").read_text()
+    paper_p = md[md.index("\n## p\n"):md.index("\n## q\n")]
+    assert "MLflow: [runs table](http://ui.example:5000/#/experiments/4?workflowType=machine_learning)" in paper_p
+    assert f"http://ui.example:5000/#/experiments/4/runs/{RUN_ID}?workflowType=machine_learning" in paper_p
 
 
 def test_experiment_ids_come_from_the_sqlite_store(tmp_path):

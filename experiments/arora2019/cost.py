@@ -1,6 +1,6 @@
 """What Arora et al. 2019's stages compute, as workloads for ``ntkrepro.cost`` (sizes from the resolved config)."""
 
-from ntkrepro.cost import cnn_macs, cntk_gram, empirical_ntk, image_side, solve, split_size, train
+from ntkrepro.cost import cnn_macs, cntk_gram, empirical_ntk, image_side, solve, split_size, train, training_bytes
 
 READOUTS = ("vanilla", "gap")
 
@@ -28,7 +28,10 @@ def table1(cfg):
         for depth in c["depths"]:
             for channels in c["channels"]:
                 macs = cnn_macs(side=side, channels=channels, depth=depth, c_in=c_in, out=10, readout=readout)
+                memory = training_bytes(batch=c["batch_size"], activations=side * side * channels * depth,
+                                        parameters=9 * channels * channels * depth)
                 work.append(train(c["epochs"] * (n_tr - c["n_val"]), arch="cnn", macs=macs, count=runs,
+                                  peak_bytes=memory,
                                   what=f"CNN-{readout} depth {depth}, {channels} channels, {c['epochs']} epochs "
                                        f"({runs} lr x kappa runs)"))
     return work

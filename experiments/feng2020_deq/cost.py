@@ -1,6 +1,6 @@
 """What the DEQ-NTK stages (Feng & Kolter) compute, as workloads for ``ntkrepro.cost``."""
 
-from ntkrepro.cost import cdeq_gram, deq_gram, fc_gram, image_side, solve, split_size
+from ntkrepro.cost import cdeq_gram, cntk_gram, deq_gram, fc_gram, image_side, solve, split_size
 
 
 def fig1(cfg):
@@ -37,4 +37,15 @@ def table2(cfg):
             solve(c["n_train"], targets=10, n_test=c["n_test"])]
 
 
-WORKLOADS = {"fig1": fig1, "table1": table1, "table2": table2}
+def cdeq_cost(cfg):
+    """One CDEQ-NTK block and one CNTK-V block of n_images^2 pairs, each timed ``repeats`` times."""
+    p = cfg["params"]
+    side, _ = image_side(cfg["data"])
+    n = p["n_images"]
+    return [cdeq_gram(n, n, side=side, iterations=p["max_iter"], count=p["repeats"],
+                      what=f"CDEQ-NTK block {n} x {n} (Sigma iterations capped at {p['max_iter']}: an upper bound)"),
+            cntk_gram(n, n, side=side, depth=p["cntk_depth"], readout="vanilla", count=p["repeats"],
+                      precision=cfg["precision"])]
+
+
+WORKLOADS = {"fig1": fig1, "table1": table1, "table2": table2, "cdeq_cost": cdeq_cost}

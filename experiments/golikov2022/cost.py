@@ -62,4 +62,18 @@ def printed_formulas(cfg):
                           what=f"net 62 (1-D CNN): {c['width']} channels, {c['draws']} draws")]
 
 
-WORKLOADS = {"gram_cost": gram_cost, "mc_vs_exact": mc_vs_exact, "printed_formulas": printed_formulas}
+def training_costs(cfg):
+    """The timed Grams (FC at fc_m points; CNTK-V and CNTK-GAP blocks of block x block images) and the timed
+    Euler steps (a matrix-vector product with the integration_m Gram each), ``repeats`` times."""
+    p = cfg["params"]
+    b, calls = p["block"], p["repeats"] + 1
+    return [fc_gram(p["fc_m"], d=p["fc_input_dim"], depth=p["depth"], precision=cfg["precision"], count=calls),
+            *[cntk_gram(b, b, side=p["side"], depth=p["depth"], readout=r, precision=cfg["precision"], count=calls)
+              for r in ("vanilla", "gap")],
+            unrated(f"{p['timed_steps']} Euler steps on the {p['integration_m']:,}-point Gram, x {calls} "
+                    "(matrix-vector products: no benchmark rates them)",
+                    peak_bytes=4.0 * p["integration_m"] ** 2)]
+
+
+WORKLOADS = {"gram_cost": gram_cost, "mc_vs_exact": mc_vs_exact, "printed_formulas": printed_formulas,
+             "training_costs": training_costs}

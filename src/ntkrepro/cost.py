@@ -195,6 +195,13 @@ def train(examples: int, *, arch: str, macs: int, count: int = 1, peak_bytes: fl
                     _positive_int("count", count), float(peak_bytes))
 
 
+def training_bytes(*, batch: int, activations: int, parameters: int, itemsize: int = 4) -> float:
+    """Memory of a gradient step: ``activations`` floats per example kept for the backward pass (x 3: the
+    pre-activation, the activation, its gradient) for ``batch`` examples, and the parameters with their
+    gradient and the update (x 3)."""
+    return float(itemsize) * 3 * (batch * activations + parameters)
+
+
 def solve(n: int, *, targets: int, n_test: int = 0, precision: str = "float64", count: int = 1,
           what: str = "") -> Workload:
     """Kernel regression: Cholesky of the n x n training Gram, solve for ``targets`` columns, predict

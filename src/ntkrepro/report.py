@@ -198,17 +198,31 @@ def data_label(rec: dict) -> str:
 def mlflow_run_url(rec: dict, ui: str | None = None) -> str | None:
     """The MLflow UI page of a run: the run's tracking server when it logged over HTTP, else ``ui``
     (default :data:`DEFAULT_MLFLOW_UI`). With the experiment id recorded, the experiment's run page;
-    otherwise the UI's run-id route, which finds the experiment itself."""
+    otherwise the UI's run-id route, which finds the experiment itself (its redirect drops any URL
+    parameter, so that page opens in the mode the browser last chose)."""
     run = rec.get("mlflow_run_id")
     if not run:
         return None
-    uri = str((rec.get("config") or {}).get("tracking.uri") or "")
-    base = (uri if uri.startswith(("http://", "https://")) else ui or DEFAULT_MLFLOW_UI).rstrip("/")
     exp = rec.get("mlflow_experiment_id")
-    # MLflow 3's UI opens in its GenAI mode unless told (or once switched by hand) to show model training
-    return f"{base}/#/experiments/{exp}/runs/{run}?{ML_MODE}" if exp else f"{base}/#/runs/{run}"
+    return f"{_ui_base(rec, ui)}/#/experiments/{exp}/runs/{run}?{ML_MODE}" if exp else \
+        f"{_ui_base(rec, ui)}/#/runs/{run}"
 
 
+def mlflow_experiment_url(rec: dict, ui: str | None = None) -> str | None:
+    """The runs table of a run's MLflow experiment (None when its id is unknown), in model-training mode."""
+    exp = rec.get("mlflow_experiment_id")
+    return f"{_ui_base(rec, ui)}/#/experiments/{exp}?{ML_MODE}" if exp else None
+
+
+def _ui_base(rec: dict, ui: str | None) -> str:
+    uri = str((rec.get("config") or {}).get("tracking.uri") or "")
+    return (uri if uri.startswith(("http://", "https://")) else ui or DEFAULT_MLFLOW_UI).rstrip("/")
+
+
+# MLflow 3.17's UI shows every experiment as the kind its global GenAI / Model training switch says (the
+# switch's feature flag is built in as on; the experiment's mlflow.experimentKind tag is read only with it
+# off). The switch reads this URL parameter first, else the browser's localStorage "mlflow.workflowType_v1"
+# (written when the user clicks the switch), else GenAI. No server setting reaches it: every link carries it.
 ML_MODE = "workflowType=machine_learning"
 
 
@@ -484,7 +498,8 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str,
     total = Counter(r.status for r in claims)
     lines = [f"# ntkrepro reproduction report — scale {scale}", "",
              f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the metrics.json files and the claims "
-             f"registries (no recomputation). MLflow UI: {mlflow_ui or DEFAULT_MLFLOW_UI}.", "",
+             f"registries (no recomputation). MLflow UI: [experiments]"
+             f"({(mlflow_ui or DEFAULT_MLFLOW_UI).rstrip('/')}/#/experiments?{ML_MODE}) (model-training view).", "",
              TOC_PLACEHOLDER, "", "## Verdict summary", "",
              f"**{len(claims)} claims**: {_badges(total)}; consistency checks: "
              f"{_badges(Counter(r.status for r in checks), CHECK_STATUSES) or 'none'}.", ""]
@@ -517,9 +532,12 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str,
         counts = Counter(r.status for r in claims if r.claim.paper == paper)
         readme = readmes.get(paper)
         title = _paper_title(experiments_dir / paper / "README.md")
+        runs_table = next((url for (p, _), rec in sorted(records.items()) if p == paper
+                           for url in [mlflow_experiment_url(rec, mlflow_ui)] if url), None)
         lines += ["", f"## {paper}", "", *([f"*{_esc(title)}*", ""] if title else []),
                   f"{_badges(counts) or 'no claims'}." + (f" Settings, deviations and derivations: "
-                                                         f"[README]({readme})." if readme else "")]
+                                                         f"[README]({readme})." if readme else "")
+                  + (f" MLflow: [runs table]({runs_table})." if runs_table else "")]
         artifacts = sorted({r.claim.artifact for r in results if r.claim.paper == paper}
                            | {a for p, a in records if p == paper})
         ran = [a for a in artifacts if (paper, a) in records]

@@ -75,7 +75,11 @@ def _retry(fn, *, attempts: int = 6, first_wait: float = 0.5):
     raise AssertionError("unreachable")
 
 
-EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's UI then opens an experiment on its runs table
+# The experiment's kind for MLflow 3's UI: a model-training experiment opens on its runs table where the UI reads
+# this tag. MLflow 3.17's UI does not: its global GenAI / Model training switch decides for every experiment
+# (URL ?workflowType=..., else the browser's choice, else GenAI), so links into the UI carry
+# ?workflowType=machine_learning (ntkrepro.report.ML_MODE).
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_root: str | None, description: str | None = None) -> str:
