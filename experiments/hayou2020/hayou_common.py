@@ -103,6 +103,13 @@ def depth_at_most_max(value: int) -> str | None:
                                             "float64; one recursion step per layer)")
 
 
+def rate_max_depth(value: int) -> str | None:
+    """The deepest L of a stage judged by :func:`rate_diagnostics`: a multiple of 100, at most 2^53."""
+    if value % 100:
+        return "must be a multiple of 100 (the rate diagnostics read the depths L_max / 100, L_max / 10 and L_max)"
+    return depth_at_most_max(value)
+
+
 @dataclass
 class Pair:
     """An input pair {norm2: [|x|^2/d, |x'|^2/d], cos: c} of the kernel checks (x != x')."""

@@ -1,6 +1,7 @@
 # Hayou et al. 2020: EOC curves, Fig. 1 (convergence rates), the theorem checks (exact recursions to depth
-# 1e6-1e7, no data), Table 1 (deep FFNNs, 7 activations) and Table 2 (standard vs scaled ResNets).
-register("hayou2020", "eoc_curves", "fig1", "theorem_checks", "table1", "table2")
+# 1e6-1e7, no data), the CNN results (Prop. 1, Lemma 4, Thms. 1-2 for CNNs: exact recursions to 1e5-1e6 and
+# Monte Carlo of finite CNNs), Table 1 (deep FFNNs, 7 activations) and Table 2 (standard vs scaled ResNets).
+register("hayou2020", "eoc_curves", "fig1", "theorem_checks", "cnn_checks", "table1", "table2")
 
 HAYOU_KERNELS = ["experiments/hayou2020/deep_kernels.py", "experiments/hayou2020/hayou_common.py"]
 
@@ -54,6 +55,24 @@ rule hayou2020_theorem_checks:
         mem_mb=stage_mem_mb("hayou2020", "theorem_checks"),
     shell:
         stage_shell("hayou2020", "theorem_checks")
+
+
+rule hayou2020_cnn_checks:
+    input:
+        stage_inputs("hayou2020", "cnn_checks"),
+        HAYOU_KERNELS,
+        "experiments/hayou2020/cnn_kernels.py",
+    output:
+        out("hayou2020", "cnn_checks"),
+        out("hayou2020", "cnn_checks", "cnn_checks.md"),
+        out("hayou2020", "cnn_checks", "cnn_checks_scaled_errors.png"),
+    log:
+        out("hayou2020", "cnn_checks", "stage.log"),
+    threads: 1
+    resources:
+        mem_mb=stage_mem_mb("hayou2020", "cnn_checks"),
+    shell:
+        stage_shell("hayou2020", "cnn_checks")
 
 
 rule hayou2020_table1:

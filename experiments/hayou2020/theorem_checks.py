@@ -22,7 +22,6 @@ from hayou_common import (
     PhaseCase,
     check_eoc_cases,
     check_phase_depth,
-    depth_at_most_max,
     depth_grid,
     distinct,
     eoc_case,
@@ -35,6 +34,7 @@ from hayou_common import (
     phase_estimate,
     phase_points,
     rate_diagnostics,
+    rate_max_depth,
     rate_text,
     resnet_case,
 )
@@ -48,17 +48,11 @@ from ntkrepro.stage import StageResult, main
 RELU_S = 2 * math.sqrt(2) / (3 * math.pi)  # f(c) = c + s (1 - c)^{3/2} + ... for the normalized ReLU map
 
 
-def _multiple_of_100(value: int) -> str | None:
-    if value % 100:
-        return "must be a multiple of 100 (the rate diagnostics read the depths L_max / 100, L_max / 10 and L_max)"
-    return depth_at_most_max(value)
-
-
 @dataclass
 class Params:
     """``params`` of the theorem checks (conf/experiment/hayou2020/theorem_checks.yaml)."""
 
-    max_depth: int = param(ge=100, check=_multiple_of_100, doc="deepest L (a multiple of 100)")
+    max_depth: int = param(ge=100, check=rate_max_depth, doc="deepest L (a multiple of 100)")
     per_decade: int = param(ge=1, doc="depths per decade of the log grid")
     pairs: list[Pair] = param(min_len=1, doc="input pairs")
     eoc: list[EOCCase] = param(doc="Thm. 1 cases (distinct activations)")
