@@ -47,6 +47,13 @@ class DataSchema:
     balanced: bool = False
     options: dict | None = None
 
+    def check(self):
+        from ntkrepro.data.registry import REGISTRY
+
+        count = REGISTRY[self.name].num_classes
+        if self.classes and count is not None and max(self.classes) >= count:
+            raise bad("data.classes", f"must be labels 0..{count - 1} of {self.name}", list(self.classes))
+
 
 @dataclass
 class ScaleConfig:

@@ -84,6 +84,7 @@ BAD = {
         (["data.substitute=fashion_mnist_shirt"], "data.substitute", "must be a registered dataset"),
         (["data.classes=[1]"], "data.classes", "needs at least 2 value(s)"),
         (["data.classes=[0,0]"], "data.classes", "values must be distinct"),
+        (["data.classes=[0,5]"], "data.classes", "must be labels 0..1 of cifar2"),
         (["data.substitute=gaussian"], "data.substitute", "must be an image dataset"),
     ],
     "theory_checks": [
