@@ -14,14 +14,7 @@ from scipy import special
 
 import ntkrepro  # noqa: F401  (x64)
 from ntkrepro import blocks
-from ntkrepro.kernels.fc import (
-    Kernels,
-    arora_fc_kernels,
-    arora_to_fc,
-    fc_kernels,
-    jacot_fc_kernels,
-    jacot_to_fc,
-)
+from ntkrepro.kernels.fc import Kernels, arora_fc_kernels, arora_to_fc, fc_kernels, jacot_fc_kernels, jacot_to_fc
 from ntkrepro.kernels.gaussian import from_callable
 
 

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from finite_width import kernel_errors_by_width, loglog_slope
 
 import ntkrepro  # noqa: F401  (x64)
-from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.nets import cnn
 
@@ -66,12 +66,6 @@ def test_output_scale_and_c_sigma():
         cnn(depth=3, channels=2, c_sigma=0.0)
 
 
-def rms_relative_error(samples, exact):
-    """sqrt(mean over draws of ||K_hat - K||_F^2) / ||K||_F."""
-    samples, exact = np.asarray(samples), np.asarray(exact)
-    return math.sqrt(np.mean(np.sum((samples - exact) ** 2, axis=(1, 2))) / np.sum(exact**2))
-
-
 @pytest.mark.parametrize(("readout", "fix_first_last", "widths"),
                          [("vanilla", False, (8, 32, 128)), ("gap", True, (32, 128))])
 def test_empirical_ntk_approaches_the_cntk(readout, fix_first_last, widths):
@@ -81,19 +75,11 @@ def test_empirical_ntk_approaches_the_cntk(readout, fix_first_last, widths):
     layer only), so only the decrease and the error at 128 channels are checked there."""
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 4, 2))
     exact = cntk(x, depth=3, readout=readout, fix_first_last=fix_first_last, dtype=jnp.float64)
-    ntk_errors, nngp_errors = [], []
-    for width in widths:
-        net = cnn(depth=3, channels=width, readout=readout, fix_first_last=fix_first_last)
-        key = jax.random.PRNGKey(width)
-        ntk = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, n_samples=6, keep_samples=True,
-                                 trainable=net.trainable_mask, implementation="jacobian")
-        nngp = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, n_samples=6, keep_samples=True,
-                                  kind="nngp", readout=net.readout_mask)
-        ntk_errors.append(rms_relative_error(ntk.samples, exact.ntk))
-        nngp_errors.append(rms_relative_error(nngp.samples, exact.nngp))
-    for errors in (ntk_errors, nngp_errors):
-        assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
-        assert errors[-1] < 0.2, errors
+    errors = kernel_errors_by_width(
+        lambda width: cnn(depth=3, channels=width, readout=readout, fix_first_last=fix_first_last), x, exact,
+        widths, n_samples=6, implementation="jacobian")
+    for kind_errors in errors.values():
+        assert all(a > b for a, b in zip(kind_errors, kind_errors[1:], strict=False)), kind_errors
+        assert kind_errors[-1] < 0.2, kind_errors
     if readout == "vanilla":
-        slope = np.polyfit(np.log(widths), np.log(ntk_errors), 1)[0]
-        assert -0.8 < slope < -0.3, (ntk_errors, slope)
+        assert -0.8 < loglog_slope(widths, errors["ntk"]) < -0.3, errors["ntk"]

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from finite_width import kernel_errors_by_width, loglog_slope
 
 import ntkrepro  # noqa: F401  (x64)
-from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.deq import deq_kernels
 from ntkrepro.nets import deq_net, normalized_relu
 
@@ -39,23 +39,8 @@ def test_empirical_kernels_approach_thm1():
     variances = {"sigma_w2": 0.6, "sigma_u2": 0.3, "sigma_b2": 0.1}
     exact = deq_kernels(x, depth=4, **variances)
     widths = (32, 128, 512)
-    ntk_errors, nngp_errors = [], []
-    for width in widths:
-        net = deq_net(depth=4, width=width, **variances)
-        key = jax.random.PRNGKey(width)
-        ntk = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, n_samples=6, keep_samples=True,
-                                 implementation="jacobian")
-        nngp = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, n_samples=6, keep_samples=True,
-                                  kind="nngp", readout=net.readout_mask)
-        ntk_errors.append(rms_relative_error(ntk.samples, exact.ntk))
-        nngp_errors.append(rms_relative_error(nngp.samples, exact.nngp))
-    for errors in (ntk_errors, nngp_errors):
-        slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]
-        assert -0.8 < slope < -0.3, (errors, slope)
-        assert errors[-1] < 0.2, errors
-
-
-def rms_relative_error(samples, exact):
-    """sqrt(mean over draws of ||K_hat - K||_F^2) / ||K||_F."""
-    samples, exact = np.asarray(samples), np.asarray(exact)
-    return math.sqrt(np.mean(np.sum((samples - exact) ** 2, axis=(1, 2))) / np.sum(exact**2))
+    errors = kernel_errors_by_width(lambda width: deq_net(depth=4, width=width, **variances), x, exact, widths,
+                                    n_samples=6, implementation="jacobian")
+    for kind_errors in errors.values():
+        assert -0.8 < loglog_slope(widths, kind_errors) < -0.3, kind_errors
+        assert kind_errors[-1] < 0.2, kind_errors

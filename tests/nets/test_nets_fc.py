@@ -6,17 +6,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from finite_width import kernel_errors_by_width, loglog_slope
 
 import ntkrepro  # noqa: F401  (x64)
 from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.fc import fc_kernels
 from ntkrepro.nets import fc
-
-
-def rms_relative_errors(samples, exact):
-    """sqrt(mean over draws of ||K_hat - K||_F^2) / ||K||_F: the fluctuation of one draw around the limit."""
-    samples, exact = np.asarray(samples), np.asarray(exact)
-    return math.sqrt(np.mean(np.sum((samples - exact) ** 2, axis=(1, 2))) / np.sum(exact**2))
 
 
 def test_jacot_convention_is_unit_weight_variance_and_beta_bias():
@@ -39,19 +34,11 @@ def test_empirical_kernels_approach_the_limit_like_one_over_sqrt_width():
     x = jax.random.normal(jax.random.PRNGKey(0), (6, 3))
     exact = fc_kernels(x, depth=3, sigma_w2=2.0, sigma_b2=0.1)
     widths = (32, 128, 512)
-    ntk_errors, nngp_errors = [], []
-    for width in widths:
-        net = fc(depth=3, width=width, sigma_w2=2.0, sigma_b2=0.1)
-        key = jax.random.PRNGKey(width)
-        ntk = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, n_samples=8, keep_samples=True)
-        nngp = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, n_samples=8, keep_samples=True,
-                                  kind="nngp", readout=net.readout_mask)
-        ntk_errors.append(rms_relative_errors(ntk.samples, exact.ntk))
-        nngp_errors.append(rms_relative_errors(nngp.samples, exact.nngp))
-    for errors in (ntk_errors, nngp_errors):
-        slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]
-        assert -0.8 < slope < -0.35, (errors, slope)
-        assert errors[-1] < 0.2
+    errors = kernel_errors_by_width(lambda width: fc(depth=3, width=width, sigma_w2=2.0, sigma_b2=0.1), x, exact,
+                                    widths, n_samples=8)
+    for kind_errors in errors.values():
+        assert -0.8 < loglog_slope(widths, kind_errors) < -0.35, kind_errors
+        assert kind_errors[-1] < 0.2
 
 
 def test_smooth_activation_and_multiple_outputs_match_the_limit():

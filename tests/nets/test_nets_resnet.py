@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from finite_width import kernel_errors_by_width, loglog_slope
 
 import ntkrepro  # noqa: F401  (x64)
 from ntkrepro.empirical import monte_carlo_kernel
@@ -30,12 +31,6 @@ def test_forward_matches_the_papers_definition(branch_scale):
     np.testing.assert_allclose(net.apply_fn(params, x), y[:, :2], rtol=1e-12)
 
 
-def rms_relative_error(samples, exact):
-    """sqrt(mean over draws of ||K_hat - K||_F^2) / ||K||_F."""
-    samples, exact = np.asarray(samples), np.asarray(exact)
-    return math.sqrt(np.mean(np.sum((samples - exact) ** 2, axis=(1, 2))) / np.sum(exact**2))
-
-
 @pytest.mark.parametrize("branch_scale", ["standard", "scaled"])
 def test_empirical_ntk_approaches_lemma3(branch_scale):
     """Hayou Lemma 3 / Prop. 3 kernels (``resnet_kernels``, depth = L): the empirical NTK of one output
@@ -43,14 +38,10 @@ def test_empirical_ntk_approaches_lemma3(branch_scale):
     x = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
     exact = resnet_kernels(x, depth=4, sigma_w2=2.0, sigma_b2=0.1, branch_scale=branch_scale)
     widths = (32, 128, 512)
-    errors = []
-    for width in widths:
-        net = resnet(depth=4, width=width, sigma_w2=2.0, sigma_b2=0.1, branch_scale=branch_scale)
-        mc = monte_carlo_kernel(net.init_fn, net.apply_fn, jax.random.PRNGKey(width), x, n_samples=6,
-                                keep_samples=True, implementation="jacobian")
-        errors.append(rms_relative_error(mc.samples, exact.ntk))
-    slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]
-    assert -0.8 < slope < -0.3, (errors, slope)
+    errors = kernel_errors_by_width(
+        lambda width: resnet(depth=4, width=width, sigma_w2=2.0, sigma_b2=0.1, branch_scale=branch_scale), x, exact,
+        widths, n_samples=6, nngp=False, implementation="jacobian")["ntk"]
+    assert -0.8 < loglog_slope(widths, errors) < -0.3, errors
     assert errors[-1] < 0.2, errors
 
 

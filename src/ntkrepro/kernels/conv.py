@@ -59,7 +59,7 @@ from jax.sharding import PartitionSpec as P
 
 from ntkrepro.blocks import blockwise_on_host, row_block
 from ntkrepro.checks import finite_kernel, real_array
-from ntkrepro.kernels.fc import Kernels, check_variances
+from ntkrepro.kernels.fc import Kernels, check_dtype, check_each, check_variances
 from ntkrepro.kernels.gaussian import Activation, arccos, c_sigma, get_activation
 
 READOUTS = ("vanilla", "gap")
@@ -86,23 +86,14 @@ class CDEQKernels:
 # ---------------------------------------------------------------- input checks (before any compute)
 
 
-def _check_dtype(dtype):
-    if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    return jnp.dtype(dtype)
-
-
 def check_images(x1, x2=None, *, dtype=jnp.float32):
     """Validate batch-first images (n, P, Q, C): 4-D, non-empty, finite, same (P, Q, C) in both sets.
 
     Returns numpy arrays of ``dtype`` (x2 None stays None).
     """
-    dtype = _check_dtype(dtype)
-    arrays = []
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is None:
-            arrays.append(None)
-            continue
+    dtype = check_dtype(dtype)
+
+    def check_one(name, x):
         x = real_array(name, x)
         shape = np.shape(x)
         if len(shape) != 4 or min(shape) == 0:
@@ -110,11 +101,12 @@ def check_images(x1, x2=None, *, dtype=jnp.float32):
         x = np.asarray(x)
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{name} contains non-finite pixels (NaN or inf)")
-        arrays.append(x.astype(dtype, copy=False))
-    if x2 is not None and arrays[0].shape[1:] != arrays[1].shape[1:]:
-        raise ValueError(f"image shapes differ: x1 has (P, Q, C) = {arrays[0].shape[1:]}, "
-                         f"x2 has {arrays[1].shape[1:]}")
-    return arrays[0], arrays[1]
+        return x.astype(dtype, copy=False)
+
+    x1, x2 = check_each(x1, x2, check_one)
+    if x2 is not None and x1.shape[1:] != x2.shape[1:]:
+        raise ValueError(f"image shapes differ: x1 has (P, Q, C) = {x1.shape[1:]}, x2 has {x2.shape[1:]}")
+    return x1, x2
 
 
 def check_filter_size(filter_size) -> int:

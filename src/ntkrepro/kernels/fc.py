@@ -48,26 +48,35 @@ def default_dtype():
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
-def check_inputs(x1, x2=None, *, dtype=None):
-    """Validate (n, d) inputs: 2-D, non-empty, same feature dim, finite. Returns them as arrays of dtype."""
-    dtype = dtype or default_dtype()
+def check_dtype(dtype):
+    """``dtype`` as a numpy dtype, float32 or float64 (the dtypes the kernels compute in)."""
     if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    arrays = []
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is None:
-            arrays.append(None)
-            continue
+    return jnp.dtype(dtype)
+
+
+def check_each(x1, x2, check_one):
+    """``(check_one("x1", x1), check_one("x2", x2))``, x2 None staying None: one validation for both sets."""
+    return check_one("x1", x1), None if x2 is None else check_one("x2", x2)
+
+
+def check_inputs(x1, x2=None, *, dtype=None):
+    """Validate (n, d) inputs: 2-D, non-empty, same feature dim, finite. Returns them as arrays of dtype."""
+    dtype = check_dtype(dtype or default_dtype())
+
+    def check_one(name, x):
         x = real_array(name, x)
         shape = jnp.shape(x)
         if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {shape}")
         if not _is_traced(x) and not np.all(np.isfinite(np.asarray(x))):
             raise ValueError(f"{name} contains NaN or inf")
-        arrays.append(jnp.asarray(x, dtype))
-    if x2 is not None and jnp.shape(x1)[1] != jnp.shape(x2)[1]:
-        raise ValueError(f"feature dims differ: x1 has {jnp.shape(x1)[1]}, x2 has {jnp.shape(x2)[1]}")
-    return arrays[0], arrays[1]
+        return jnp.asarray(x, dtype)
+
+    x1, x2 = check_each(x1, x2, check_one)
+    if x2 is not None and x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"feature dims differ: x1 has {x1.shape[1]}, x2 has {x2.shape[1]}")
+    return x1, x2
 
 
 def check_variances(**variances) -> None:

@@ -21,15 +21,7 @@ import jax.numpy as jnp
 
 from ntkrepro.blocks import blockwise
 from ntkrepro.checks import finite_kernel
-from ntkrepro.kernels.fc import (
-    Kernels,
-    check_depth,
-    check_inputs,
-    check_variances,
-    gaussian_layer,
-    layer_sweep,
-    tile_gram,
-)
+from ntkrepro.kernels import fc
 from ntkrepro.kernels.gaussian import get_activation
 
 BRANCH_SCALES = ("standard", "scaled")
@@ -40,24 +32,24 @@ def _resnet(x1, x2, sigma_w2, sigma_b2, *, depth, activation, all_depths, scaled
     dim = x1.shape[1]
 
     def tile(xa, xb, same):
-        q1, q2, q12 = (sigma_b2 + sigma_w2 * g / dim for g in tile_gram(xa, xb, same))
+        q1, q2, q12 = (sigma_b2 + sigma_w2 * g / dim for g in fc.tile_gram(xa, xb, same))
 
         def layer(carry, index):
             q1, q2, q12, ntk = carry
             branch = 1.0 / index if scaled else 1.0  # a_l^2
-            k1, k2, k, kdot = gaussian_layer(activation, q1, q2, q12)
+            k1, k2, k, kdot = fc.gaussian_layer(activation, q1, q2, q12)
             sigma = sigma_b2 + sigma_w2 * k
             return (q1 + branch * (sigma_b2 + sigma_w2 * k1), q2 + branch * (sigma_b2 + sigma_w2 * k2),
                     q12 + branch * sigma, ntk * (1.0 + branch * sigma_w2 * kdot) + branch * sigma)
 
         layers = jnp.arange(2, depth + 1, dtype=xa.dtype)
-        return layer_sweep(layer, (q1, q2, q12, q12), all_depths=all_depths, xs=layers)
+        return fc.layer_sweep(layer, (q1, q2, q12, q12), all_depths=all_depths, xs=layers)
 
     return blockwise(tile, x1, x2)
 
 
 def resnet_kernels(x1, x2=None, *, depth: int, sigma_w2: float, sigma_b2: float = 0.0, activation="relu",
-                   branch_scale: str = "standard", all_depths: bool = False, dtype=None) -> Kernels:
+                   branch_scale: str = "standard", all_depths: bool = False, dtype=None) -> fc.Kernels:
     """NNGP Q_depth and NTK K_depth of the residual network of the module docstring.
 
     Args:
@@ -67,12 +59,12 @@ def resnet_kernels(x1, x2=None, *, depth: int, sigma_w2: float, sigma_b2: float 
         branch_scale: "standard" (a_l = 1, Thm. 2) or "scaled" (a_l = 1/sqrt(l), Prop. 3).
         all_depths: leading axis over depths 1..depth from one recursion.
     """
-    depth = check_depth(depth)
+    depth = fc.check_depth(depth)
     if branch_scale not in BRANCH_SCALES:
         raise ValueError(f"branch_scale must be one of {BRANCH_SCALES}, got {branch_scale!r}")
     act = get_activation(activation)
-    check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-    x1, x2 = check_inputs(x1, x2, dtype=dtype)
+    fc.check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    x1, x2 = fc.check_inputs(x1, x2, dtype=dtype)
     out = _resnet(x1, x2, jnp.asarray(sigma_w2, x1.dtype), jnp.asarray(sigma_b2, x1.dtype),
                   depth=depth, activation=act, all_depths=bool(all_depths), scaled=branch_scale == "scaled")
     finite_kernel("the ResNet NTK", out.ntk, x1, x2)
