@@ -63,7 +63,7 @@ class Params:
     in_channels: int = param(ge=1, doc="n0, input channels")
     n_inputs: int = param(ge=2, doc="random inputs (every pair x != x' is checked)")
     input_seed: int = param(ge=0, doc="seed of the inputs and of the Monte Carlo draws")
-    eoc: list[EOCCase] = param(doc="Thm. 1 cases (distinct activations)")
+    eoc: list[EOCCase] = param(min_len=1, doc="Thm. 1 cases (distinct activations)")
     resnet_sigma_w2: list[float] = param(min_len=1, gt=0, distinct=True, doc="Thm. 2 (conv. ResNet): sigma_w2")
     mc: list[MCCase] = param(min_len=1, doc="Prop. 1 / Lemma 4 Monte Carlo cases")
     mc_depth: int = param(ge=2, doc="depth of the Monte Carlo nets")
@@ -85,6 +85,9 @@ class Params:
             if case.activation not in ("relu", "tanh") and not case.activation.startswith("leaky_relu"):
                 raise bad(f"params.eoc[{i}].activation", "the CNN deep path has ReLU-like closed forms and the "
                           "smooth map of Tanh-like phi; use relu, leaky_relu:<slope> or tanh", case.activation)
+            if case.activation == "tanh" and case.sigma_b2 == 0:
+                raise bad(f"params.eoc[{i}].sigma_b2", "must be > 0 for tanh (the smooth map is built at the "
+                          "fixed-point variance q*, which is 0 at sigma_b2 = 0)", case.sigma_b2)
         distinct("params.mc", [c.name for c in self.mc], "names", "metrics are named by case")
 
 

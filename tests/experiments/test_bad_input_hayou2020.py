@@ -20,7 +20,7 @@ from ntkrepro.stage import stage_module
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 2**30
-STAGES = ("eoc_curves", "fig1", "theorem_checks", "table1", "table2")
+STAGES = ("eoc_curves", "fig1", "theorem_checks", "cnn_checks", "table1", "table2")
 
 
 BAD = {
@@ -123,6 +123,30 @@ BAD = {
         (["params.resnet_sigma_w2=[0.5,'2.0']"], "params.resnet_sigma_w2[1]", "must be a finite number"),
         (["+params.all_depths=no"], "params.all_depths", "unknown parameter"),
         (["params.phase_depth=100000000000"], "params.phase_depth", "the kernels of the general recursion"),
+    ],
+    "cnn_checks": [
+        (["params.max_depth=150"], "params.max_depth", "must be a multiple of 100"),
+        (["params.max_depth=1e5"], "params.max_depth", "must be an integer"),
+        (["params.positions=1"], "params.positions", "must be >= 2"),
+        (["params.half_width=0"], "params.half_width", "must be >= 1"),
+        (["params.in_channels=0"], "params.in_channels", "must be >= 1"),
+        (["params.n_inputs=1"], "params.n_inputs", "must be >= 2"),
+        (["params.mc_samples=1"], "params.mc_samples", "must be >= 2"),
+        (["params.mc_depth=1"], "params.mc_depth", "must be >= 2"),
+        (["params.eoc=[]"], "params.eoc", "needs at least 1 value(s)"),
+        (["params.eoc.0.activation=elu"], "params.eoc[0].activation", "the CNN deep path has ReLU-like closed forms"),
+        (["params.eoc.0.sigma_b2=0.1"], "params.eoc[0].sigma_b2", "relu is ReLU-like: its only EOC point has sigma_b2 = 0"),
+        (["params.eoc.1.sigma_b2=0.0"], "params.eoc[1].sigma_b2", "must be > 0 for tanh"),
+        (["params.eoc.1.activation=relu"], "params.eoc[1]", "activations must be distinct"),
+        (["params.resnet_sigma_w2=[]"], "params.resnet_sigma_w2", "needs at least 1 value(s)"),
+        (["params.resnet_sigma_w2=[0.5,0]"], "params.resnet_sigma_w2", "every value must be > 0"),
+        (["params.mc=[]"], "params.mc", "needs at least 1 value(s)"),
+        (["params.mc.1.name=relu"], "params.mc[1]", "names must be distinct"),
+        (["params.mc.0.activation=swish"], "params.mc[0].activation", "must be a registered activation"),
+        (["params.mc.0.sigma_w2=0"], "params.mc[0].sigma_w2", "must be > 0"),
+        (["params.mc.0.residual=maybe"], "params.mc[0].residual", "must be"),
+        (["params.mc_channels=10000000"], "params.mc_channels", "the Jacobian of the Monte Carlo net's outputs"),
+        (["params.positions=10000000"], "params.positions", "the kernels of every input pair recorded"),
     ],
     "table1": [
         (["params.depth=0"], "params.depth", "must be >= 2"),
