@@ -12,7 +12,7 @@ from ntkrepro.config import ConfigError, compose, validate
 from ntkrepro.stage import stage_module
 
 GIB = 2**30
-STAGES = ("fig1", "table1", "table2")
+STAGES = ("fig1", "table1", "table2", "cdeq_cost")
 
 
 def data_check(artifact: str):
@@ -96,6 +96,20 @@ BAD = {
         (["params.test_points=random"], "params.test_points", "must be one of"),
     ],
     "table1": TABLE,
+    "cdeq_cost": [
+        (["params.sigma_w2=1.0"], "params.sigma_w2", "must be < 1"),
+        (["params.sigma_w2=-0.1"], "params.sigma_w2", "must be >= 0"),
+        (["params.sigma_u2=0.5"], "params", "needs sigma_w2 + sigma_u2 = 1"),
+        (["params.preprocess=standardize"], "params.preprocess", "must be one of"),
+        (["params.tol=0"], "params.tol", "must be > 0"),
+        (["params.max_iter=0"], "params.max_iter", "must be >= 1"),
+        (["params.cntk_depth=1"], "params.cntk_depth", "must be >= 2"),
+        (["params.cntk_depth=2.5"], "params.cntk_depth", "must be an integer"),
+        (["params.n_images=0"], "params.n_images", "must be >= 1"),
+        (["params.repeats=1"], "params.repeats", "must be >= 2"),
+        (["+params.readout=gap"], "params.readout", "unknown parameter"),
+        (["params.n_images=1000000"], "params.n_images", "one block's live pair arrays"),
+    ],
     "table2": [
         *TABLE,
         (["params.cdeq.sigma_w2=1.0"], "params.cdeq.sigma_w2", "must be < 1"),

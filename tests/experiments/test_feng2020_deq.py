@@ -1,5 +1,6 @@
 """Paper-specific math of the Feng & Kolter (DEQ-NTK) stages: Fig. 1's panel variances, ridge, CI,
-Gram spectrum statistics, freeze depth and claim metrics; the tables' cost extrapolation."""
+Gram spectrum statistics, freeze depth and claim metrics; the tables' cost extrapolation; cdeq_cost's timed
+kernels and ratio."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def _load(name):
 
 fig1 = _load("fig1")
 deq_eval = _load("deq_eval")
+cdeq_cost = _load("cdeq_cost")
 
 
 def test_panel_variances_follow_the_caption():
@@ -349,3 +351,47 @@ def test_fixed_test_points_make_a_constant_predictor_a_singleton_ci():
     assert hi - lo == 0.0
     _, lo, hi = fig1.mean_ci([constant(te) for _, te in redrawn], level=0.95)
     assert hi - lo > 0.0
+
+
+# ---------------------------------------------------------------- cdeq_cost
+
+
+def _unit_pixels(n, side, channels, seed):
+    x = np.random.default_rng(seed).standard_normal((n, side, side, channels))
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_cdeq_cost_times_the_library_kernels_in_one_block():
+    """The timed Grams are the CDEQ-NTK and the vanilla CNTK of depth cntk_depth, computed in one block of
+    n^2 pairs: the same values as the kernels' default blocking (here, one pair per call)."""
+    from omegaconf import OmegaConf
+
+    from ntkrepro.kernels.conv import cdeq_ntk, cntk
+
+    x = _unit_pixels(4, 5, 3, 0)
+    p = OmegaConf.create({"sigma_w2": 0.65, "sigma_u2": 0.35, "tol": 1e-6, "max_iter": 50, "cntk_depth": 4})
+    timed = cdeq_cost.timed_kernels(x, p)
+    ref_cdeq = cdeq_ntk(x, sigma_w2=0.65, sigma_u2=0.35, tol=1e-6, max_iter=50, batch_size=1)
+    np.testing.assert_allclose(np.asarray(timed["cdeq"]().ntk), np.asarray(ref_cdeq.ntk), rtol=1e-5)
+    ref_cntk = cntk(x, depth=4, readout="vanilla", batch_size=1)
+    np.testing.assert_allclose(np.asarray(timed["cntk"]().ntk), np.asarray(ref_cntk.ntk), rtol=1e-5)
+    assert not np.allclose(np.asarray(cntk(x, depth=3, readout="vanilla").ntk), np.asarray(ref_cntk.ntk))
+
+
+def test_cdeq_cost_ratio_is_per_repeat_with_its_standard_error():
+    cdeq, cntk = [1.0, 3.0, 2.0], [2.0, 2.0, 4.0]
+    timings = pd.DataFrame([{"repeat": r, "kernel": k, "cpu_seconds": t}
+                            for r, (a, b) in enumerate(zip(cdeq, cntk, strict=True))
+                            for k, t in (("cdeq", a), ("cntk", b))])
+    metrics, uncertainty = cdeq_cost.ratio_summary(timings)
+    ratios = [0.5, 1.5, 0.5]  # per repeat, not mean(cdeq) / mean(cntk) = 0.75
+    assert metrics["cdeq_over_cntk_time"] == pytest.approx(np.mean(ratios))
+    assert uncertainty["cdeq_over_cntk_time"] == {"se": pytest.approx(np.std(ratios, ddof=1) / math.sqrt(3)),
+                                                  "n": 3, "over": "repeats"}
+    assert metrics["cdeq_gram_cpu_seconds"] == pytest.approx(2.0)
+    assert metrics["cntk_gram_cpu_seconds"] == pytest.approx(8 / 3)
+
+
+def test_cpu_seconds_returns_the_result():
+    seconds, out = cdeq_cost.cpu_seconds(lambda a: a + 1, np.ones(3))
+    assert seconds >= 0 and np.array_equal(out, np.full(3, 2.0))
