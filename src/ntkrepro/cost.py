@@ -526,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
                            "peak_bytes": c.peak_bytes, "unrated": c.unrated, "sources": c.sources} for c in costs]
                          + [{"stage": s, "error": e} for s, e in errors.items()], indent=1))
         return 0
-    print(f"Estimated cost at scale {a.scale} (hours on the benchmark machine; rates from {a.benchmarks}):")
+    machines = sorted({r.machine for r in rates["cpu"].values()})
+    print(f"Estimated cost at scale {a.scale}: hours on the benchmark machine ({'; '.join(machines) or 'none'}; "
+          f"core-hours = hours x cores), rates from {a.benchmarks} (--detail: which file rates each workload)")
     print(_table(costs, errors))
     total = [c.cpu_hours for c in costs if c.cpu_hours is not None]
     print(f"total ≈ {duration(sum(total))} CPU time over {len(total)} stages" + (
