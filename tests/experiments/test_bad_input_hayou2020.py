@@ -135,7 +135,7 @@ BAD = {
         (["params.mc_depth=1"], "params.mc_depth", "must be >= 2"),
         (["params.eoc=[]"], "params.eoc", "needs at least 1 value(s)"),
         (["params.eoc.0.activation=elu"], "params.eoc[0].activation", "the CNN deep path has ReLU-like closed forms"),
-        (["params.eoc.0.sigma_b2=0.1"], "params.eoc[0].sigma_b2", "relu is ReLU-like: its only EOC point has sigma_b2 = 0"),
+        (["params.eoc.0.sigma_b2=0.1"], "params.eoc[0].sigma_b2", "relu is ReLU-like: its only EOC point"),
         (["params.eoc.1.sigma_b2=0.0"], "params.eoc[1].sigma_b2", "must be > 0 for tanh"),
         (["params.eoc.1.activation=relu"], "params.eoc[1]", "activations must be distinct"),
         (["params.resnet_sigma_w2=[]"], "params.resnet_sigma_w2", "needs at least 1 value(s)"),

@@ -591,3 +591,178 @@ def test_sigmoid_eoc_start_by_root_finding_matches_mpmath():
         assert q == pytest.approx(float(q_ref), rel=1e-9)
         assert sigma_w == pytest.approx(sigma_w_ref, rel=1e-9)
     assert eoc_curves.curve_start("tanh", np.logspace(0, 2, 7)) is None  # kept from q_min on: no end on the grid
+
+
+# ---------------------------------------------------------------- CNN results (issue 17 item 2: cnn_checks)
+
+
+def _cnn_inputs(n=2, n0=2, shape=(5,), seed=0):
+    return np.random.default_rng(seed).normal(size=(n, n0, *shape))
+
+
+def test_window_mean_and_first_layer_against_brute_force():
+    """A and [x, x'] of Prop. 1 by explicit loops over positions and the filter (periodic, 1-D and 2-D)."""
+    import cnn_kernels as ck
+
+    for shape, k in (((5,), 1), ((4, 3), 1), ((6,), 2)):
+        xs = _cnn_inputs(shape=shape, seed=len(shape))
+        positions = list(np.ndindex(*shape))
+        offsets = list(np.ndindex(*(2 * k + 1,) * len(shape)))
+        brute = np.zeros((len(positions), len(positions)))
+        for i, a in enumerate(positions):
+            for j, a2 in enumerate(positions):
+                for off in offsets:
+                    b = np.asarray(off) - k
+                    pa = tuple((np.asarray(a) + b) % shape)
+                    pb = tuple((np.asarray(a2) + b) % shape)
+                    brute[i, j] += np.sum(xs[0][(slice(None), *pa)] * xs[1][(slice(None), *pb)])
+        want = 1.7 / (2 * (2 * k + 1) ** len(shape)) * brute + 0.3
+        got = ck.first_layer(xs[0], xs[1], shape=shape, k=k, sigma_w2=1.7, sigma_b2=0.3)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("activation,sigma_w2,sigma_b2", [("relu", 2.0, 0.0), ("tanh", 1.5, 0.1)])
+def test_cnn_recursion_with_one_position_is_the_ffnn_recursion(activation, sigma_w2, sigma_b2):
+    """M = 1: every window wraps onto the one position, [x, x'] = (2k+1) x.x', so Prop. 1 is Lemma 2 with d = n0
+    (ntkrepro.kernels.fc.fc_kernels) and Lemma 4 is Lemma 3 (ntkrepro.kernels.resnet.resnet_kernels)."""
+    import cnn_kernels as ck
+
+    from ntkrepro.kernels.fc import fc_kernels
+    from ntkrepro.kernels.resnet import resnet_kernels
+
+    xs = _cnn_inputs(n=3, n0=5, shape=(1,))
+    flat = jnp.asarray(xs[:, :, 0])
+    for residual, ref_fn in ((False, fc_kernels), (True, resnet_kernels)):
+        got = ck.cnn_kernels(xs, depth=6, k=1, activation=activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                             residual=residual)
+        ref = ref_fn(flat, depth=6, activation=activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, all_depths=True)
+        np.testing.assert_allclose(got.ntk[..., 0, 0], np.asarray(ref.ntk), rtol=1e-10)
+        np.testing.assert_allclose(got.q[..., 0, 0], np.asarray(ref.nngp), rtol=1e-10)
+
+
+@pytest.mark.parametrize("readout", ["vanilla", "gap"])
+def test_cnn_recursion_matches_arora_cntk_where_the_settings_coincide(readout):
+    """2-D, ReLU, sigma_b = 0, images zero outside a 2 x 2 patch with a margin wider than the receptive field:
+    periodic (Hayou) and zero padding (Arora, ntkrepro.kernels.conv) agree, and conv.cntk's readouts are sums of
+    Prop. 1's kernel: vanilla = (1/q^2) sum_a K^D_{aa}, GAP = (1/q^2) mean_{a,a'} K^D_{aa'} (x scaled by
+    sqrt(sigma_w2 / (n0 q^2)): conv's first layer has no normalization)."""
+    import cnn_kernels as ck
+
+    from ntkrepro.kernels.conv import cntk
+
+    depth, n0, side = 3, 2, 10
+    xs = np.zeros((2, n0, side, side))
+    xs[:, :, 4:6, 4:6] = np.random.default_rng(3).normal(size=(2, n0, 2, 2))
+    ours = ck.cnn_kernels(xs, depth=depth, k=1, activation="relu", sigma_w2=2.0, sigma_b2=0.0).ntk[-1, 0, 1]
+    images = np.moveaxis(xs, 1, -1) * math.sqrt(2.0 / (n0 * 9))
+    theirs = float(cntk(images[:1], images[1:], depth=depth, readout=readout, dtype=jnp.float64).ntk[0, 0])
+    want = np.trace(ours) / 9 if readout == "vanilla" else ours.mean() / 9
+    assert theirs == pytest.approx(want, rel=1e-10)
+
+
+def test_relu_cnn_diagonal_is_a_geometric_average_not_theta_inv_l():
+    """ReLU CNN on the EOC: Sigmadot = 1 and Sigma^l_{gg} = q^(l-1)_g on the diagonal, so K^L_{aa}(x,x) =
+    L (A^(L-1) q^1)_a exactly (closed form, A the circulant window mean): its error to L mean(q^1) decays
+    geometrically, and the stage's lower-bound metric falls to round-off."""
+    import cnn_kernels as ck
+
+    xs = _cnn_inputs(n=1, shape=(6,))
+    depth = 40
+    got = ck.cnn_kernels(xs, depth=depth, k=1, activation="relu", sigma_w2=2.0, sigma_b2=0.0).ntk[:, 0, 0]
+    a_mat = np.zeros((6, 6))
+    for i in range(6):
+        for b in (-1, 0, 1):
+            a_mat[i, (i + b) % 6] = 1 / 3
+    q1 = np.diag(np.asarray(ck.first_layer(xs[0], xs[0], shape=(6,), k=1, sigma_w2=2.0, sigma_b2=0.0)))
+    for layer in (1, 2, 7, depth):
+        np.testing.assert_allclose(np.diag(got[layer - 1]), layer * np.linalg.matrix_power(a_mat, layer - 1) @ q1,
+                                   rtol=1e-12)
+    err = np.abs(np.diag(got[-1]) / depth - q1.mean())
+    assert err.max() < 1e-6 * q1.mean()  # 40 layers: (second eigenvalue 2/3)^39 ~ 1e-7
+
+
+def test_relu_conv_resnet_diagonal_closed_form():
+    """Conv. ReLU ResNet, sigma_b = 0: q^l = B q^(l-1), B = I + aA (a = sigma_w2/2), and K^L_{aa} =
+    B^(L-2) (B + (L-1) a A) q^1 (derived by induction); K/alpha_L -> a/(1+a) mean(q^1), not mean(q^1)."""
+    import cnn_kernels as ck
+
+    xs = _cnn_inputs(n=1, shape=(5,), seed=4)
+    sw2, depth = 0.5, 30
+    a = sw2 / 2
+    got = ck.cnn_kernels(xs, depth=depth, k=1, activation="relu", sigma_w2=sw2, sigma_b2=0.0, residual=True)
+    a_mat = np.zeros((5, 5))
+    for i in range(5):
+        for b in (-1, 0, 1):
+            a_mat[i, (i + b) % 5] = 1 / 3
+    b_mat = np.eye(5) + a * a_mat
+    q1 = np.diag(np.asarray(ck.first_layer(xs[0], xs[0], shape=(5,), k=1, sigma_w2=sw2, sigma_b2=0.0)))
+    for layer in (2, 3, 10, depth):
+        want = np.linalg.matrix_power(b_mat, layer - 2) @ (b_mat + (layer - 1) * a * a_mat) @ q1
+        np.testing.assert_allclose(np.diag(got.ntk[layer - 1, 0, 0]), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation,residual", [("relu", False), ("tanh", False), ("relu", True)])
+def test_deep_cnn_path_matches_the_exact_recursion(activation, residual):
+    """Below ~400 layers the exact float64 recursion is accurate: the uniform-variance gamma map that takes over
+    at the switch must agree with it (K, and 1 - c from the covariances)."""
+    import cnn_kernels as ck
+
+    xs = _cnn_inputs(n=2, shape=(4,), seed=5)
+    sw2, sb2, q_star = (2.0 if not residual else 0.5), 0.0, None
+    if activation == "tanh":
+        point = dk.eoc_point("tanh", sigma_b2=0.04)
+        sw2, sb2, q_star = point.sigma_w2, 0.04, point.q
+    depths = [1, 3, 50, 200, 400]
+    deep = ck.deep_cnn(xs, depths=depths, k=1, activation=activation, sigma_w2=sw2, sigma_b2=sb2, q_star=q_star,
+                       residual=residual)
+    assert deep.switch_depth < 400
+    exact = ck.cnn_kernels(xs, depth=400, k=1, activation=activation, sigma_w2=sw2, sigma_b2=sb2, residual=residual)
+    growth = (1 + sw2 / 2) ** (np.asarray(depths) - 1) if residual else np.ones(len(depths))
+    for row, layer in enumerate(depths):
+        np.testing.assert_allclose(deep.ntk[row, 1], exact.ntk[layer - 1, 0, 1] / growth[row], rtol=1e-8)
+        var0, var1 = (np.diag(exact.q[layer - 1, i, i]) for i in (0, 1))
+        gamma = 1 - exact.q[layer - 1, 0, 1] / np.sqrt(np.outer(var0, var1))
+        np.testing.assert_allclose(deep.gamma[row, 1], gamma, rtol=1e-6, atol=1e-12)
+
+
+def test_cnn_recursion_is_the_limit_of_finite_cnns_and_a_misprint_is_not():
+    """Monte Carlo of the finite CNN of eq. 11 (cnn_kernels.hayou_cnn, ntkrepro.empirical), 128 channels, 32 draws:
+    Prop. 1 and Lemma 4 are not significantly outside the registry's band (squared relative excess 0.05^2), the
+    misreadings are significantly outside it: Prop. 1 against the finite ResNet, and Prop. 1 with the window mean
+    dropped from the derivative term (the FFNN recursion per position)."""
+    import cnn_kernels as ck
+    from omegaconf import OmegaConf
+
+    cnn_checks = stage_module("hayou2020/cnn_checks")
+    xs = _cnn_inputs(n=2, shape=(4,), seed=6)
+    p = OmegaConf.create({"mc_depth": 3, "mc_channels": 128, "mc_samples": 32, "half_width": 1, "input_seed": 1})
+    band = 0.05**2
+    right = {r: ck.cnn_kernels(xs, depth=3, k=1, activation="tanh", sigma_w2=1.5, sigma_b2=0.1, residual=r).ntk[-1]
+             for r in (False, True)}
+    layers = ck._exact_layers(xs, k=1, activation="tanh", sigma_w2=1.5, sigma_b2=0.1, residual=False)
+    q, ntk = next(layers)
+    act = dk.get_activation("tanh")
+    for _ in range(2):  # the misreading: K^(l-1)_{a,a'} outside the window mean
+        var = np.stack([np.diag(q[i, i]) for i in range(2)])
+        e, edot = act.expectations(var[:, None, :, None], q, var[None, :, None, :])
+        sigma = 0.1 + 1.5 * np.asarray(e)
+        q, ntk = ck.window_mean(sigma, (4,), 1), 1.5 * np.asarray(edot) * ntk + ck.window_mean(sigma, (4,), 1)
+    misread = np.asarray(ntk)
+    for residual in (False, True):
+        case = OmegaConf.create({"activation": "tanh", "sigma_w2": 1.5, "sigma_b2": 0.1, "residual": residual})
+        draws = cnn_checks.mc_samples(case, xs, p)[..., 0::2, 0::2]
+        r, se = cnn_checks.sq_excess(draws, right[residual], seed=0)
+        assert r - 2 * se < band, (residual, r, se)
+        if not residual:
+            for wrong in (right[True], misread):
+                r_wrong, se_wrong = cnn_checks.sq_excess(draws, wrong, seed=0)
+                assert r_wrong - 2 * se_wrong > band, (r_wrong, se_wrong)
+
+
+def test_cnn_claims_are_checkable_at_quick():
+    from ntkrepro.config import checkable
+
+    rows = {cid: ok for cid, _, ok, _ in checkable("hayou2020", REGISTRY.parents[1])}
+    cnn = {cid: ok for cid, ok in rows.items() if cid.startswith(("cnn_",))}
+    assert len(cnn) == 20
+    assert all(ok[-2:] == ["quick", "paper"] for ok in cnn.values())
