@@ -1,7 +1,7 @@
-# Golikov et al. 2022 (NTK survey): Gram-construction cost (sec. 9, 5.1) and Monte Carlo vs exact
-# kernels (sec. 4.3). Both stages compute their own kernels (timings must not come from a cache; the
-# Monte Carlo draws are the measurement), so no shared Gram rule.
-register("golikov2022", "gram_cost", "mc_vs_exact", "printed_formulas")
+# Golikov et al. 2022 (NTK survey): Gram-construction cost (sec. 9, 5.1), Gram vs integration and NNGP vs
+# NTK cost (sec. 9), Monte Carlo vs exact kernels (sec. 4.3). Every stage computes its own kernels
+# (timings must not come from a cache; the Monte Carlo draws are the measurement), so no shared Gram rule.
+register("golikov2022", "gram_cost", "training_costs", "mc_vs_exact", "printed_formulas")
 
 
 rule golikov2022_gram_cost:
@@ -19,6 +19,22 @@ rule golikov2022_gram_cost:
         mem_mb=stage_mem_mb("golikov2022", "gram_cost"),
     shell:
         stage_shell("golikov2022", "gram_cost")
+
+
+rule golikov2022_training_costs:
+    input:
+        stage_inputs("golikov2022", "training_costs"),
+    output:
+        out("golikov2022", "training_costs"),
+        out("golikov2022", "training_costs", "training_costs.png"),
+        out("golikov2022", "training_costs", "per_repeat.csv"),
+    log:
+        out("golikov2022", "training_costs", "stage.log"),
+    threads: 1
+    resources:
+        mem_mb=stage_mem_mb("golikov2022", "training_costs"),
+    shell:
+        stage_shell("golikov2022", "training_costs")
 
 
 rule golikov2022_mc_vs_exact:

@@ -13,7 +13,7 @@ from ntkrepro.config import ConfigError, compose, validate
 from ntkrepro.stage import stage_module
 
 GIB = 2**30
-STAGES = ("gram_cost", "mc_vs_exact", "printed_formulas")
+STAGES = ("gram_cost", "training_costs", "mc_vs_exact", "printed_formulas")
 
 
 def refused_before_loading(overrides: list[str]) -> str:
@@ -55,6 +55,25 @@ BAD = {
         (["params.fc_input_dim=10000000000"], "params.fc_input_dim", "the FC inputs"),
         (["params.cntk_gap.d_values=[16,24,1000000]"], "params.cntk_gap.d_values", "the images of the d sweep"),
         (["params.cntk_v.m_values=[64,128,100000000]"], "params.cntk_v.m_values", "the cntk_v Gram of the largest m"),
+    ],
+    "training_costs": [
+        (["params.m=0"], "params.m", "must be >= 1"),
+        (["params.steps=-1"], "params.steps", "must be >= 1"),
+        (["params.steps=1e4"], "params.steps", "must be an integer"),
+        (["params.integration_m=0"], "params.integration_m", "must be >= 1"),
+        (["params.timed_steps=0"], "params.timed_steps", "must be >= 1"),
+        (["params.depth=1"], "params.depth", "must be >= 2"),
+        (["params.side=0"], "params.side", "must be >= 1"),
+        (["params.channels=0"], "params.channels", "must be >= 1"),
+        (["params.block=0"], "params.block", "must be >= 1"),
+        (["params.block=24"], "params.block", "must be a multiple of 16"),
+        (["params.fc_m=1"], "params.fc_m", "must be >= 2"),
+        (["params.fc_input_dim=0"], "params.fc_input_dim", "must be >= 1"),
+        (["params.repeats=1"], "params.repeats", "must be >= 2"),
+        (["+params.readout=gap"], "params.readout", "unknown parameter"),
+        (["params.integration_m=10000000"], "params.integration_m", "the integrated Gram (float32"),
+        (["params.fc_m=10000000"], "params.fc_m", "the FC Grams"),
+        (["params.side=100000"], "params.side", "a CNTK block's live pair arrays"),
     ],
     "mc_vs_exact": [
         (["params.archs=[rnn]"], "params.archs[0]", "must be one of 'fc', 'cnn'"),

@@ -1,6 +1,6 @@
 """Paper-specific math of the Golikov et al. 2022 stages: Monte Carlo vs exact kernel metrics (errors,
-groups, kernel shape, U-statistic bias, t-statistic, slopes, the streamed bias probe, the batched draws)
-and the Gram-cost timing and exponent fit."""
+groups, kernel shape, U-statistic bias, t-statistic, slopes, the streamed bias probe, the batched draws),
+the Gram-cost timing and exponent fit, and training_costs' counting, extrapolation and timed computations."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def _load(name):
 
 mc = _load("mc_vs_exact")
 gram_cost = _load("gram_cost")
+tc = _load("training_costs")
 
 finite = st.floats(-10, 10, allow_nan=False, allow_subnormal=False)
 
@@ -631,3 +632,109 @@ def test_printed_eq78_sum_against_explicit_loops():
 def test_max_abs_z_handles_entries_every_draw_gives_exactly():
     assert pf.max_abs_z(np.array([0.0, 1.0]), np.array([0.0, 1.2]), np.array([0.0, 0.1])) == pytest.approx(2.0)
     assert pf.max_abs_z(np.array([0.5]), np.array([0.0]), np.array([0.0])) == math.inf
+
+
+# ---------------------------------------------------------------- training_costs: counting and the timed pieces
+
+
+@pytest.mark.parametrize(("m", "block"), [(1, 16), (16, 16), (17, 16), (100, 16), (64, 32), (10, 3)])
+def test_symmetric_blocks_counts_the_blocks_the_gram_evaluates(m, block):
+    from ntkrepro.blocks import blockwise_on_host
+
+    calls = []
+
+    def block_fn(r0, c0):
+        calls.append((r0, c0))
+        return (np.zeros((block, block), np.float32),)
+
+    blockwise_on_host(block_fn, m, m, block, block, symmetric=True)
+    assert tc.symmetric_blocks(m, block) == len(calls)
+
+
+def test_symmetric_blocks_at_the_survey_size():
+    # 10^4 images in blocks of 16: 625 block rows, 625 * 626 / 2 upper blocks (diagonal included)
+    assert tc.symmetric_blocks(10_000, 16) == 195_625
+
+
+def test_extrapolated_times():
+    assert tc.gram_seconds(2.0, 0.5, m=10_000, block=16) == pytest.approx(2.0 * 195_625 + 0.5 * 625)
+    # 20 steps on 1,000 points in 0.4 s -> 10^4 steps on 10^4 points: x 500 (steps) x 100 (m^2)
+    assert tc.integration_seconds(0.4, timed_steps=20, steps=10_000, measured_m=1000, m=10_000) == pytest.approx(
+        0.4 * 500 * 100)
+
+
+def test_integrate_bce_is_explicit_euler_on_the_cross_entropy():
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((6, 6))
+    theta, y, f = g @ g.T, rng.integers(0, 2, 6).astype(float), rng.standard_normal(6)
+    expected = f.copy()
+    for _ in range(7):  # gradient of sum BCE(sigmoid(f), y) in f is sigmoid(f) - y
+        expected = expected - 0.05 * theta @ (1 / (1 + np.exp(-expected)) - y)
+    as32 = lambda v: jax.numpy.asarray(v, jax.numpy.float32)
+    got = tc.integrate_bce(as32(theta), as32(f), as32(y), as32(0.05), steps=7)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("readout", tc.READOUTS)
+def test_timed_cntk_block_is_a_block_of_the_library_gram(readout):
+    """The timed block computation gives cntk's own Gram of the block's images, and the NNGP-only
+    version its NNGP."""
+    from ntkrepro.kernels.conv import cntk
+
+    block, side = 16, 4
+    x = np.random.default_rng(1).standard_normal((block, side, side, 3)).astype(np.float32)
+    gram = cntk(x, depth=3, readout=readout, batch_size=block**2)
+    scale = jax.numpy.asarray(2.0 / 9, jax.numpy.float32)
+    d = tc.conv._cntk_diagonals(jax.numpy.asarray(x), scale, num_layers=2, filter_size=3,
+                                activation=tc.conv.get_activation("relu"))
+    args = (x, x, d, d)
+    nngp, ntk = tc.cntk_block_fn(side=side, depth=3, readout=readout, block=block, nngp_only=False)(*args)
+    np.testing.assert_allclose(np.asarray(ntk), np.asarray(gram.ntk), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(nngp), np.asarray(gram.nngp), rtol=1e-5)
+    only = tc.cntk_block_fn(side=side, depth=3, readout=readout, block=block, nngp_only=True)(*args)
+    np.testing.assert_allclose(np.asarray(only), np.asarray(gram.nngp), rtol=1e-5)
+
+
+def _optimized_ops(fn, *args) -> int:
+    return sum(1 for line in fn.lower(*args).compile().as_text().splitlines() if " = " in line)
+
+
+def test_nngp_only_computations_drop_the_ntk_part():
+    """What the NNGP-only timing measures: XLA removes the NTK recursion (fewer optimized ops), so the
+    NNGP time is that of the NNGP alone, not of both kernels."""
+    block, side = 16, 4
+    x = np.random.default_rng(2).standard_normal((block, side, side, 3)).astype(np.float32)
+    d = np.ones((block, 2, side, side), np.float32)
+    both = tc.cntk_block_fn(side=side, depth=3, readout="gap", block=block, nngp_only=False)
+    only = tc.cntk_block_fn(side=side, depth=3, readout="gap", block=block, nngp_only=True)
+    assert _optimized_ops(only, x, x, d, d) < 0.8 * _optimized_ops(both, x, x, d, d)
+    from ntkrepro.kernels.fc import fc_kernels
+
+    v = np.random.default_rng(3).standard_normal((8, 5)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(tc.fc_fn(depth=3, nngp_only=True)(v)),
+                               np.asarray(fc_kernels(v, depth=3, dtype=np.float32).nngp), rtol=1e-6)
+    assert _optimized_ops(tc.fc_fn(depth=3, nngp_only=True), v) < _optimized_ops(tc.fc_fn(depth=3, nngp_only=False), v)
+
+
+def test_block_must_be_how_cntk_blocks_the_gram():
+    with pytest.raises(ValueError, match="multiple of"):
+        tc.cntk_block_fn(side=4, depth=3, readout="gap", block=24, nngp_only=False)
+
+
+def test_summarize_ratios_per_repeat_and_their_standard_error():
+    p = OmegaConf.create({"m": 64, "block": 16, "steps": 100, "timed_steps": 10, "integration_m": 32, "fc_m": 32})
+    rows = []
+    for r, k in enumerate((1.0, 2.0, 4.0)):
+        times = {"integration": 0.1 * k, "diagonals": 0.0, "fc_nngp": 0.9 * k, "fc_both": 1.0 * k,
+                 "cntk_gap_nngp": 0.5 * k * (1 + r), "cntk_gap_both": 1.0 * k, "cntk_vanilla_nngp": 0.25,
+                 "cntk_vanilla_both": 0.5}
+        rows += [{"repeat": r, "computation": c, "cpu_seconds": t} for c, t in times.items()]
+    metrics, uncertainty, per = tc.summarize(pd.DataFrame(rows), p)
+    # Gram: 10 blocks (4 block rows); integration: x 10 steps x 4 (m^2)
+    np.testing.assert_allclose(per["cntk_gap_gram_over_integration"], [10 / 4] * 3)
+    assert metrics["fc_nngp_over_ntk_time"] == pytest.approx(0.9)
+    ratios = [0.5, 1.0, 1.5]
+    assert metrics["cntk_gap_nngp_over_ntk_time"] == pytest.approx(1.0)
+    assert uncertainty["cntk_gap_nngp_over_ntk_time"]["se"] == pytest.approx(np.std(ratios, ddof=1) / np.sqrt(3))
+    assert uncertainty["cntk_gap_nngp_over_ntk_time"]["n"] == 3
+    assert metrics["integration_step_seconds"] == pytest.approx(0.1 * 7 / 3 / 10)
