@@ -152,3 +152,14 @@ def test_regression_refuses_complex_kernels():
     k = np.eye(3) + 0j
     with pytest.raises(ValueError, match="k_train is complex"):
         kernel_regression(k, np.ones(3), np.ones((1, 3)))
+
+
+def test_recording_estimates_collects_instead_of_refusing():
+    from ntkrepro.checks import ConfigError, recording_estimates, refuse_oversized
+
+    huge = [("params.n", 10**6, 8, 2, "an n x n float64 Gram")]
+    with recording_estimates() as found:
+        refuse_oversized(huge, memory=1)
+    assert found == huge
+    with pytest.raises(ConfigError, match=r"^error: params\.n: an n x n float64 Gram would need"):
+        refuse_oversized(huge, memory=1)

@@ -27,11 +27,13 @@ accepted ones.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -103,12 +105,31 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.3g}"
 
 
+_RECORDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("refuse_oversized_recording", default=None)
+
+
+@contextlib.contextmanager
+def recording_estimates() -> Iterator[list]:
+    """Within: :func:`refuse_oversized` appends its estimates to the yielded list instead of refusing (the
+    memory a cluster job asks for is what the stage's own checks estimate, ``ntkrepro.workflow``)."""
+    found: list = []
+    token = _RECORDING.set(found)
+    try:
+        yield found
+    finally:
+        _RECORDING.reset(token)
+
+
 def refuse_oversized(estimates, *, memory: int | None = None) -> None:
     """Refuse, in one line naming the parameter and before any data or compute, the first array that
     would need more than this machine's memory. ``estimates``: ``(path, value, unit_bytes, power, what)``
     for an array of ``unit_bytes * value ** power`` bytes driven by the parameter at ``path``; the message
     gives the estimate and the largest value that would fit. A config that passes can still exhaust
     memory (a computation keeps several arrays): this catches the absurd ones."""
+    found = _RECORDING.get()
+    if found is not None:
+        found.extend(estimates)
+        return
     memory = physical_memory() if memory is None else memory
     for path, value, unit, power, what in estimates:
         try:

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import ast
 import math
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -62,39 +59,18 @@ MEM_BASE_MB = 2000  # interpreter, JAX, libraries and data (~0.6 GB peak at smok
 MEM_SAFETY = 1.5    # temporaries beside the estimated arrays (the estimates count the largest arrays only)
 
 
-@contextmanager
-def _recording(found: list) -> Iterator[None]:
-    """Within: ``refuse_oversized`` records its estimates in ``found`` instead of refusing, in
-    ``ntkrepro.checks`` and in every loaded module that imported it by name (stages and their helpers)."""
-    from ntkrepro import checks
-
-    real = checks.refuse_oversized
-
-    def record(estimates, *, memory=None):
-        found.extend(estimates)
-
-    holders = [m for m in list(sys.modules.values()) if getattr(m, "__dict__", {}).get("refuse_oversized") is real]
-    for module in holders:
-        module.refuse_oversized = record
-    try:
-        yield
-    finally:
-        for module in holders:
-            module.refuse_oversized = real
-
-
 @cache
 def memory_estimates(experiment: str, scale: str) -> tuple[tuple[str, float, str], ...]:
     """The arrays stage ``experiment`` (``<paper>/<artifact>``) estimates before allocating, at ``scale`` as
     registered in ``conf/``: ``(parameter path, bytes, what)``, the numbers its ``refuse_oversized`` checks
     compare with the machine's memory (none refused here: the job may run on a larger node)."""
     from ntkrepro import config
+    from ntkrepro.checks import recording_estimates
     from ntkrepro.stage import stage_module
 
     params = stage_module(experiment).Params
     cfg = config.compose(experiment, [f"scale={scale}"])
-    found: list = []
-    with _recording(found):
+    with recording_estimates() as found:
         config.validate(cfg, params)
     return tuple((path, float(unit) * float(value) ** power, what) for path, value, unit, power, what in found)
 
