@@ -4,6 +4,7 @@
 #   snakemake reproduce-all --cores all --config scale=smoke
 #   snakemake jacot2018 --cores 2                             # one paper
 #   snakemake -n reproduce-all --config scale=paper           # the full paper-scale DAG
+#   snakemake cost --config scale=paper                        # what it costs: CPU-h, GPU-h, peak memory
 #
 #   snakemake --profile profiles/slurm arora2019_table1_grams --config scale=paper   # Gram tiles as jobs
 #
@@ -203,6 +204,14 @@ rule report:
         "environment.yml"
     shell:
         f"python -m ntkrepro.report --results {{params.results}} --experiments experiments{MLFLOW_UI_ARG} > {{log}} 2>&1"
+
+
+rule cost:
+    """Estimated CPU-hours, GPU-hours and peak memory of every stage at this scale (ntkrepro.cost, calibrated
+    by benchmarks/results): what a run costs before booking it. Runs nothing else."""
+    localrule: True
+    shell:
+        f"python -m ntkrepro.cost --scale {SCALE}"
 
 
 def report_requested():
