@@ -326,9 +326,11 @@ DEQ_TABLE2_VARIANCES = {"sigma_w2": 0.25, "sigma_u2": 0.25, "sigma_b2": 0.5}  # 
 
 
 def _deq_regression(x_train, y_train, x_test, *, dtype: str, tile: int, ridge: float, cache_root: Path,
-                    meter: PhaseMeter | None = None, progress: bool = True) -> np.ndarray:
+                    meter: PhaseMeter | None = None, progress: bool = True, tiles: dict | None = None) -> np.ndarray:
     """DEQ-NTK kernel regression with the large-Gram path: the train Gram (upper tiles) into one array, factored
-    in place and freed, then the test Gram and the predictions. Phases timed by ``meter`` when given."""
+    in place and freed, then the test Gram and the predictions. Phases timed by ``meter`` when given; the tiles
+    each Gram computed and found cached go into ``tiles`` (a rerun on a kept --work-dir resumes)."""
+    tiles = {} if tiles is None else tiles
     from ntkrepro.gram import compute_gram_into
     from ntkrepro.regression import predict_in_blocks, solve
 
@@ -337,12 +339,16 @@ def _deq_regression(x_train, y_train, x_test, *, dtype: str, tile: int, ridge: f
     gram_args = {"kernel": "deq", "kernel_kwargs": DEQ_TABLE2_VARIANCES, "cache_root": cache_root, "tile": tile,
                  "dtype": dtype, "progress": progress}
     with timed("train_gram"):
-        k_train = compute_gram_into(cast(x_train), **gram_args).ntk
+        train = compute_gram_into(cast(x_train), **gram_args)
+    k_train, tiles["train_gram"] = train.ntk, {"computed": train.computed_tiles, "cached": train.cached_tiles}
+    del train
     with timed("factor_solve"):
         alpha = solve(k_train, y_train, ridge=ridge, overwrite_k=True)
         del k_train
     with timed("test_gram"):
-        k_test = compute_gram_into(cast(x_test), cast(x_train), **gram_args).ntk
+        test = compute_gram_into(cast(x_test), cast(x_train), **gram_args)
+    k_test, tiles["test_gram"] = test.ntk, {"computed": test.computed_tiles, "cached": test.cached_tiles}
+    del test
     with timed("predict"):
         predictions = predict_in_blocks(k_test, alpha)
     return predictions
@@ -353,8 +359,11 @@ def study_large(a) -> dict:
     time and peak RSS per phase (train Gram, factor + solve, test Gram, predict) of the large-Gram path
     (``compute_gram_into`` + ``solve(overwrite_k=True)``) in ``a.dtype``; then the same regression in float32
     and float64 on the first ``a.compare_n_train`` / ``a.compare_n_test`` points (the effect of the precision
-    on the predictions). Each Gram starts from an empty tile cache (a temporary folder unless --work-dir)."""
-    from ntkrepro.regression import accuracy, one_hot_shifted
+    on the predictions). Each Gram starts from an empty tile cache (a temporary folder unless --work-dir).
+    ``a.baseline``: afterwards, the in-memory path on the same data (``deq_ntk`` Grams whole, then
+    ``kernel_regression``) as one more timed phase, its predictions against the large path's."""
+    from ntkrepro.kernels.deq import deq_ntk
+    from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 
     x, labels = synthetic_cifar_shaped(a.n_train + a.n_test, a.dim, 10, a.seed, a.signal)
     y = np.asarray(one_hot_shifted(labels, 10))
@@ -363,10 +372,12 @@ def study_large(a) -> dict:
     loadavg_start = os.getloadavg()[0]
     meter = PhaseMeter()
     try:
+        tiles = {}
         predictions = _deq_regression(x_train, y_train, x_test, dtype=a.dtype, tile=a.tile, ridge=a.ridge,
-                                      cache_root=work / "main", meter=meter)
+                                      cache_root=work / "main", meter=meter, tiles=tiles)
         total = sum(p["seconds"] for p in meter.phases)
         peak = max(p["peak_rss_gb"] for p in meter.phases)
+        phases = list(meter.phases)
         compare = {}
         if a.compare_n_train:
             m, n = min(a.compare_n_test, a.n_test), min(a.compare_n_train, a.n_train)
@@ -380,6 +391,15 @@ def study_large(a) -> dict:
                        "argmax_agreement": float(np.mean(p32.argmax(1) == p64.argmax(1))),
                        "accuracy_float32": accuracy(p32, test_labels[:m]),
                        "accuracy_float64": accuracy(p64, test_labels[:m])}
+        baseline = {}
+        if a.baseline:
+            with meter.phase("baseline_in_memory"):
+                k_train = deq_ntk(x_train, **DEQ_TABLE2_VARIANCES, dtype=a.dtype).ntk
+                k_test = deq_ntk(x_test, x_train, **DEQ_TABLE2_VARIANCES, dtype=a.dtype).ntk
+                reference = np.asarray(kernel_regression(k_train, y_train, k_test, ridge=a.ridge))
+                del k_train, k_test
+            baseline = {**meter.phases[-1], "max_abs_diff_over_max_abs":
+                        float(np.abs(predictions - reference).max() / np.abs(reference).max())}
     finally:
         meter.close()
         if not a.work_dir:
@@ -387,11 +407,12 @@ def study_large(a) -> dict:
     return {"study": "large", "kernel": "deq_ntk", "variances": DEQ_TABLE2_VARIANCES, "n_train": a.n_train,
             "n_test": a.n_test, "dim": a.dim, "dtype": a.dtype, "tile": a.tile, "ridge": a.ridge,
             "data": f"synthetic_cifar_shaped: {a.signal} x 10 class means + power-law noise (variance 1/k), unit "
-                    f"norm, seed {a.seed}", "phases": meter.phases, "total_s": total, "peak_rss_gb_phases": peak,
+                    f"norm, seed {a.seed}", "phases": phases, "gram_tiles": tiles, "total_s": total,
+            "peak_rss_gb_phases": peak,
             "peak_rss_gb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
             "goal": {"seconds": 900, "peak_rss_gb": 16, "met": bool(total < 900 and peak < 16)},
             "accuracy": accuracy(predictions, test_labels), "loadavg_1m_start": loadavg_start,
-            "precision_comparison": compare}
+            "precision_comparison": compare, "baseline_in_memory": baseline}
 
 
 def main(argv=None) -> None:
@@ -413,6 +434,7 @@ def main(argv=None) -> None:
     p.add_argument("--signal", type=float, default=0.05, help="large: class-mean scale of the synthetic data")
     p.add_argument("--compare-n-train", type=int, default=4000, help="large: float32 vs float64 (0: skip)")
     p.add_argument("--compare-n-test", type=int, default=1000)
+    p.add_argument("--baseline", action="store_true", help="large: also the in-memory path (time, peak RSS)")
     p.add_argument("--work-dir", help="large: the tile caches (kept: a rerun resumes); default a temporary folder")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

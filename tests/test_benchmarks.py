@@ -25,8 +25,8 @@ def run():
     ["cntk", "--n-vanilla", "3", "--n-gap", "1"],
     ["fc", "--n", "6"],
     ["deq", "--n-deq", "6"],
-    ["large", "--n-train", "40", "--n-test", "9", "--dim", "16", "--tile", "16", "--compare-n-train", "30",
-     "--compare-n-test", "9"],
+    ["large", "--n-train", "40", "--n-test", "9", "--dim", "16", "--tile", "16", "--baseline",
+     "--compare-n-train", "30", "--compare-n-test", "9"],
 ])
 def test_study_runs_without_the_peer_and_writes_json(run, tmp_path, args):
     run.main([*args, "--repeats", "1", "--no-peer", "--results-dir", str(tmp_path)])
@@ -50,6 +50,8 @@ def test_study_runs_without_the_peer_and_writes_json(run, tmp_path, args):
         compare = result["precision_comparison"]
         assert compare["n_train"] == 30 and 0 <= compare["argmax_agreement"] <= 1
         assert 0 < compare["relative_frobenius_diff"] < 1e-3  # float32 differs from float64, by rounding only
+        baseline = result["baseline_in_memory"]
+        assert baseline["phase"] == "baseline_in_memory" and baseline["max_abs_diff_over_max_abs"] < 1e-3
 
 
 def test_large_study_regression_equals_the_in_memory_one(run, tmp_path):

@@ -122,17 +122,19 @@ def _spd(n, seed, dtype=np.float64):
     return ((k + k.T) / 2).astype(dtype), rng.normal(size=(n, 3))
 
 
-@pytest.mark.parametrize("order", ["C", "F"])
-def test_in_place_solve_matches_numpy_and_overwrites_k_with_its_factor(order):
+@pytest.mark.parametrize("block", [7, 40, 1024])
+def test_in_place_solve_matches_numpy_and_overwrites_k_with_its_factor(block, monkeypatch):
+    monkeypatch.setattr("ntkrepro.regression.CHOLESKY_BLOCK", block)  # 7: six blocks, the last one of 5 rows
     k, y = _spd(40, 0)
     expected = np.linalg.solve(k + 0.5 * np.eye(40), y)
     factor = np.linalg.cholesky(k + 0.5 * np.eye(40)).T  # upper: K + rI = U^T U
-    work = np.array(k, order=order)
+    work = k.copy()
     work[np.tril_indices(40, -1)] = np.nan  # only the upper triangle is read
     alpha = solve(work, y, ridge=0.5, overwrite_k=True)
     assert isinstance(alpha, np.ndarray) and alpha.dtype == np.float64
     np.testing.assert_allclose(alpha, expected, rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(np.triu(work), factor, rtol=1e-11, atol=1e-12)  # K itself now holds the factor
+    np.testing.assert_allclose(solve(k.copy(), y[:, 0], ridge=0.5, overwrite_k=True), expected[:, 0], rtol=1e-11)
 
 
 def test_in_place_float32_on_a_memory_map_and_kernel_regression(tmp_path):
@@ -159,7 +161,8 @@ def test_in_place_refusals_before_anything_is_written():
             solve(work, y, overwrite_k=True, **kwargs)
         np.testing.assert_array_equal(work, k)
     for bad, match in ((jnp.asarray(k), "numpy float32 or float64"), (k.astype(int), "numpy float32"),
-                       (k[:, :4].copy(), "square"), (k[::2, ::2], "contiguous")):
+                       (k[:, :4].copy(), "square"), (k[::2, ::2], "C-contiguous"),
+                       (np.asfortranarray(k), "C-contiguous")):
         with pytest.raises(ValueError, match=match):
             solve(bad, y[:bad.shape[0]], overwrite_k=True)
     work = k.copy()
@@ -185,8 +188,10 @@ def test_the_in_memory_solve_of_a_gram_beyond_memory_is_refused_with_the_in_plac
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 30), seed=st.integers(0, 10_000), ridge=st.floats(0.0, 5.0), f_order=st.booleans())
-def test_property_in_place_equals_numpy_solve(n, seed, ridge, f_order):
+@given(n=st.integers(1, 30), seed=st.integers(0, 10_000), ridge=st.floats(0.0, 5.0), block=st.integers(1, 12))
+def test_property_in_place_equals_numpy_solve(n, seed, ridge, block):
     k, y = _spd(n, seed)
-    alpha = solve(np.array(k, order="F" if f_order else "C"), y, ridge=ridge, overwrite_k=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("ntkrepro.regression.CHOLESKY_BLOCK", block)
+        alpha = solve(k.copy(), y, ridge=ridge, overwrite_k=True)
     np.testing.assert_allclose(alpha, np.linalg.solve(k + ridge * np.eye(n), y), rtol=1e-10, atol=1e-12)

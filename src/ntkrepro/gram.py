@@ -9,8 +9,9 @@ A Gram matrix K(x1[subset1], x2[subset2]) of a registered kernel is split into s
 
 ``<hash>`` is the SHA-256 of the canonical JSON (sorted keys, no spaces) of the identity
 (:class:`GramSpec`): kernel name, kernel keyword arguments, data fingerprints (SHA-256 of the array
-bytes + shape + dtype), subset fingerprints, tile side, dtype and the cache format version. A symmetric
-Gram (x2 None) stores the upper-triangle tiles (j >= i) only and is assembled exactly symmetric.
+bytes + shape + dtype), subset fingerprints, tile side, dtype, the cache format version and, when not all,
+the outputs kept. A symmetric Gram (x2 None) stores the upper-triangle tiles (j >= i) only and is assembled
+exactly symmetric.
 
 Resuming and checking: :func:`compute_gram` computes only the tiles that are missing, so an
 interrupted run restarted with the same arguments recomputes nothing that was written. Every tile carries

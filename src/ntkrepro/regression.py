@@ -9,11 +9,12 @@ Singular matrices: ``ridge=0`` is allowed. If the Cholesky factorization of K + 
 non-positive pivot), the default raises a ValueError; with ``jitter > 0`` the explicit policy is to
 retry with ridge + jitter * mean(diag K) * 10^j for j = 0, 1, 2 and to warn with the ridge used.
 
-Large Grams (``overwrite_k=True``): K is a numpy float32 or float64 array (an ``np.memmap`` too), of which
-only the upper triangle is read (as :func:`ntkrepro.gram.compute_gram_into` writes it). The ridge is added
-to its diagonal and LAPACK's potrf (SciPy) factors it in place, so the peak memory is K plus O(n k); the
-solve runs in K's dtype (float32 K: a float32 factor and solve, the stated precision choice) and returns
-a numpy array. K is destroyed: a failed factorization cannot be retried, so ``jitter`` must be 0 there.
+Large Grams (``overwrite_k=True``): K is a C-order numpy float32 or float64 array (an ``np.memmap`` too), of
+which only the upper triangle is read (as :func:`ntkrepro.gram.compute_gram_into` writes it). The ridge is
+added to its diagonal and a blocked Cholesky factors it in place (:func:`_solve_in_place`), so the peak memory
+is K plus a few blocks of rows; the solve runs in K's dtype (float32 K: a float32 factor and solve, the
+stated precision choice) and returns a numpy array. K is destroyed: a failed factorization cannot be
+retried, so ``jitter`` must be 0 there.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_factor, cho_solve
 from jax.scipy.sparse.linalg import cg
-from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from ntkrepro.blocks import check_memory
 from ntkrepro.checks import real_array, symmetric
@@ -35,6 +36,7 @@ from ntkrepro.checks import real_array, symmetric
 JITTER_STEPS = 3
 JAX_SOLVE_COPIES = 5  # copies of K alive in the jitted factorization (K, K + ridge I, the factor, casts)
 ROW_CHUNK_BYTES = 64 << 20  # rows of K or K_test read at once by the in-place path
+CHOLESKY_BLOCK = 1024  # rows per block of the in-place Cholesky (its temporaries: a few blocks x n)
 
 
 def full_precision_matmuls(fn):
@@ -179,8 +181,8 @@ def _check_in_place(k_train, y_train, k_test, *, jitter: float, solver: str):
     n = k_train.shape[0] if k_train.ndim == 2 else 0
     if k_train.shape != (n, n) or n == 0:
         raise ValueError(f"k_train must be a square (n, n) matrix, got shape {k_train.shape}")
-    if not k_train.flags.writeable or not (k_train.flags.c_contiguous or k_train.flags.f_contiguous):
-        raise ValueError("overwrite_k=True needs a writeable, contiguous k_train (C or Fortran order)")
+    if not k_train.flags.writeable or not k_train.flags.c_contiguous:
+        raise ValueError("overwrite_k=True needs a writeable, C-contiguous k_train (e.g. np.ascontiguousarray)")
     y = np.asarray(real_array("y_train", y_train))
     if y.ndim not in (1, 2) or y.shape[0] != n:
         raise ValueError(f"y_train must be (n,) or (n, k) with n = {n}, got shape {y.shape}")
@@ -200,24 +202,47 @@ def _check_in_place(k_train, y_train, k_test, *, jitter: float, solver: str):
 
 
 def _solve_in_place(k_train: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
-    """(K + ridge I)^-1 Y from the upper triangle of K, factored in place by LAPACK potrf (K is destroyed)."""
+    """(K + ridge I)^-1 Y from the upper triangle of a C-order K, factored in place (K is destroyed).
+
+    Blocked right-looking Cholesky K = U^T U in blocks of CHOLESKY_BLOCK rows: each diagonal block factored
+    (a b x b copy) and inverted, its row panel solved as one matmul with that inverse (b x n), and the
+    trailing upper triangle updated row block by row block with matmuls (temporaries of b x n). Only numpy's
+    linear algebra is used: no LAPACK call sees the whole K (SciPy's LAPACK has 32-bit indices; its potrf on
+    K with n > 46,340 overflows them and crashed here at n = 50,000), and one BLAS thread pool serves every
+    call (alternating SciPy's and numpy's OpenBLAS made each spin while the other worked). Then U^T z = Y and
+    U alpha = z, block by block."""
     n = k_train.shape[0]
     diagonal = np.arange(n)
     k_train[diagonal, diagonal] += k_train.dtype.type(ridge)
-    # LAPACK wants Fortran order: a C-order K is, transposed, a Fortran-order array whose lower triangle is
-    # K's upper triangle (K is symmetric), so no copy is made in either order
-    a, lower = (k_train.T, True) if k_train.flags.c_contiguous else (k_train, False)
-    potrf, potrs = lapack.get_lapack_funcs(("potrf", "potrs"), (a,))
-    factor, info = potrf(a, lower=lower, overwrite_a=True, clean=False)
-    if not np.shares_memory(factor, k_train):
-        raise AssertionError("LAPACK potrf copied K; the in-place factorization needs a contiguous K")
-    if info != 0:
-        raise ValueError(f"K_train + {ridge:g} I is not positive definite (Cholesky failed at pivot {info}); K was "
-                         "overwritten in place: rebuild it (its cached tiles make that cheap) and pass ridge > 0")
-    alpha, info = potrs(factor, y, lower=lower)
-    if info != 0:
-        raise ValueError(f"LAPACK potrs failed (info {info})")
-    return alpha
+    blocks = [(k0, min(k0 + CHOLESKY_BLOCK, n)) for k0 in range(0, n, CHOLESKY_BLOCK)]
+    for k0, k1 in blocks:
+        upper = np.triu(k_train[k0:k1, k0:k1])
+        try:
+            with threadpool_limits(1):  # small LAPACK calls: 4-15x faster in one thread on a busy 2-core machine
+                factor = np.linalg.cholesky(upper + np.triu(upper, 1).T, upper=True)
+                inverse = np.triu(np.linalg.inv(factor))  # the panel solve as one matmul (TRTRI + GEMM)
+        except np.linalg.LinAlgError:
+            factor = None
+        if factor is None or not np.all(np.isfinite(factor)):
+            raise ValueError(f"K_train + {ridge:g} I is not positive definite (Cholesky failed in rows "
+                             f"{k0}-{k1 - 1}); K was overwritten in place: rebuild it (its cached tiles make "
+                             "that cheap) and pass ridge > 0")
+        k_train[k0:k1, k0:k1] = factor
+        if k1 == n:
+            break
+        panel = inverse.T @ k_train[k0:k1, k1:]  # U11^T X = A12
+        k_train[k0:k1, k1:] = panel
+        for r0, r1 in blocks:
+            if r0 >= k1:  # the upper triangle of the trailing matrix: A22 -= X^T X, one row block at a time
+                k_train[r0:r1, r0:] -= panel[:, r0 - k1:r1 - k1].T @ panel[:, r0 - k1:]
+    z = y.copy()
+    with threadpool_limits(1):  # b x b solves and matrix-vector products: memory-bound
+        for k0, k1 in blocks:  # U^T z = Y
+            z[k0:k1] = np.linalg.solve(k_train[k0:k1, k0:k1].T, z[k0:k1])
+            z[k1:] -= k_train[k0:k1, k1:].T @ z[k0:k1]
+        for k0, k1 in reversed(blocks):  # U alpha = z
+            z[k0:k1] = np.linalg.solve(k_train[k0:k1, k0:k1], z[k0:k1] - k_train[k0:k1, k1:] @ z[k1:])
+    return z
 
 
 def predict_in_blocks(k_test, alpha: np.ndarray) -> np.ndarray:
