@@ -16,11 +16,13 @@ from ntkrepro.kernels.gaussian import (
     Activation,
     arccos,
     arcsin,
+    c_sigma,
     from_callable,
     gaussian_mean,
     get_activation,
     half_line_gauss_rule,
     polar_expectations,
+    unit_second_moment,
 )
 
 COVARIANCES = [(1.0, 0.3, 2.0), (0.5, -0.45, 0.7), (3.0, 2.9, 3.0), (2.0, 2.0, 2.0), (4.0, -1.5, 1.5)]
@@ -244,3 +246,15 @@ def test_polynomial_arccos_and_arcsin_match_numpy_to_a_few_ulps(dtype):
     assert np.max(np.abs(acos - np.arccos(wide))) <= 4 * eps  # absolute: arccos lies in [0, pi]
     assert np.max(np.abs(asin - np.arcsin(wide)) / np.abs(np.arcsin(wide))) <= 4 * eps  # relative, also near 0
     assert float(arccos(jnp.asarray(1.0, dtype))) == 0.0 and float(arcsin(jnp.asarray(0.0, dtype))) == 0.0
+
+
+def test_unit_second_moment_and_c_sigma():
+    assert unit_second_moment("relu") == pytest.approx(0.5, rel=1e-15)
+    assert unit_second_moment(lambda z: jnp.maximum(z, 0.0)) == pytest.approx(0.5, rel=1e-10)
+    # E[tanh(z)^2] = 0.394294... (reference value by a direct scipy-free Riemann sum on a fine grid)
+    z = np.linspace(-12, 12, 200001)
+    riemann = np.sum(np.tanh(z) ** 2 * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)) * (z[1] - z[0])
+    assert unit_second_moment(jnp.tanh) == pytest.approx(riemann, rel=1e-8)
+    assert c_sigma("relu") == 2.0 and c_sigma("erf") == pytest.approx(1.0 / ((2 / np.pi) * np.arcsin(2 / 3)))
+    with pytest.raises(ValueError, match="cannot normalize"):
+        c_sigma(lambda z: 0.0 * z)

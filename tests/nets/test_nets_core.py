@@ -10,7 +10,6 @@ import pytest
 import ntkrepro  # noqa: F401  (x64)
 from ntkrepro.empirical import empirical_ntk
 from ntkrepro.nets import cnn, combine, deq_net, fc, partition, resnet
-from ntkrepro.nets.core import unit_second_moment
 
 FACTORIES = {
     "fc": (lambda **kw: fc(depth=3, width=16, sigma_b2=0.1, **kw), (5, 4)),
@@ -83,15 +82,6 @@ def test_masks_partition_and_combine():
         cnn(depth=4, channels=2).init_fn(jax.random.PRNGKey(0), (1, 3, 3, 1))) == [
             {"w": False}, {"w": True}, {"w": True}, {"w": False}]
     assert resnet(depth=2, width=3).readout_mask is None
-
-
-def test_unit_second_moment_closed_form_and_quadrature():
-    assert unit_second_moment("relu") == pytest.approx(0.5, rel=1e-15)
-    assert unit_second_moment(lambda z: jnp.maximum(z, 0.0)) == pytest.approx(0.5, rel=1e-10)
-    # E[tanh(z)^2] = 0.394294... (reference value by a direct scipy-free Riemann sum on a fine grid)
-    z = np.linspace(-12, 12, 200001)
-    riemann = np.sum(np.tanh(z) ** 2 * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)) * (z[1] - z[0])
-    assert unit_second_moment(jnp.tanh) == pytest.approx(riemann, rel=1e-8)
 
 
 @pytest.mark.parametrize(
