@@ -167,7 +167,7 @@ def _eoc_metrics(name: str, act: str, point, deep, n: int) -> tuple[dict, dict, 
         metrics[f"{name}_fpp1"] = fpp1
         metrics[f"{name}_corr_l_gamma_fpp1_over_2"] = farthest_from(list(top * gamma_last * fpp1 / 2), 1.0)
     curves = [("cross", depths * err_cross[:, 0, 0, 0] / qq[cross[0]]),
-              ("same input a != a'", depths * (same_err[:, 0, 0, 1] - (lam - 1) * qq[same[0]]) / qq[same[0]]),
+              ("same input a != a' (to lambda q)", depths * (same_err[:, 0, 0, 1] - (lam - 1) * qq[same[0]]) / qq[same[0]]),
               ("diagonal", depths * np.abs(diag_err[:, 0, 0, 0]) / qq[same[0]])]
     return metrics, {k: [top // 10, top] for k in metrics}, curves
 

@@ -759,6 +759,20 @@ def test_cnn_recursion_is_the_limit_of_finite_cnns_and_a_misprint_is_not():
                 assert r_wrong - 2 * se_wrong > band, (r_wrong, se_wrong)
 
 
+def test_cnn_min_tail_separates_inverse_l_from_geometric_decay():
+    """The lower-bound metric of the CNN diagonal claims: min over the last two decades of L |e| / ref is the
+    constant of a C/L + D/L^2 error, and round-off small for a geometric one (or one that vanishes)."""
+    cnn_checks = stage_module("hayou2020/cnn_checks")
+    depths = hc.depth_grid(10**5, 10)
+    shape = (len(depths), 1, 2, 2)
+    inverse = np.broadcast_to((0.7 / depths + 3.0 / depths**2)[:, None, None, None], shape)
+    geometric = np.broadcast_to((0.9 ** depths.astype(float))[:, None, None, None], shape)
+    ref = np.array([2.0])
+    assert cnn_checks._min_tail(depths, inverse, ref) == pytest.approx(0.35, rel=1e-3)
+    assert cnn_checks._min_tail(depths, geometric, ref) < 1e-30
+    assert cnn_checks._min_tail(depths, np.zeros(shape), ref) == 0.0
+
+
 def test_cnn_claims_are_checkable_at_quick():
     from ntkrepro.config import checkable
 
