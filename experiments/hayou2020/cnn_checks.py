@@ -126,7 +126,7 @@ def _min_tail(depths, errors, ref) -> float:
     return float(np.min(scaled))
 
 
-def _eoc_metrics(name: str, act: str, point, deep, n: int) -> tuple[dict, dict, list]:
+def _eoc_metrics(name: str, act: str, point, deep, n: int) -> tuple[dict, list]:
     depths = deep.depths.astype(float)
     top = int(deep.depths[-1])
     relu_like = act != "tanh"
@@ -166,10 +166,11 @@ def _eoc_metrics(name: str, act: str, point, deep, n: int) -> tuple[dict, dict, 
         fpp1 = smooth_map(act, sigma_w2=point.sigma_w2, q=point.q).fpp1
         metrics[f"{name}_fpp1"] = fpp1
         metrics[f"{name}_corr_l_gamma_fpp1_over_2"] = farthest_from(list(top * gamma_last * fpp1 / 2), 1.0)
+    same_to_lambda = same_err[:, 0, 0, 1] - (lam - 1) * qq[same[0]]
     curves = [("cross", depths * err_cross[:, 0, 0, 0] / qq[cross[0]]),
-              ("same input a != a' (to lambda q)", depths * (same_err[:, 0, 0, 1] - (lam - 1) * qq[same[0]]) / qq[same[0]]),
+              ("same input a != a' (to lambda q)", depths * same_to_lambda / qq[same[0]]),
               ("diagonal", depths * np.abs(diag_err[:, 0, 0, 0]) / qq[same[0]])]
-    return metrics, {k: [top // 10, top] for k in metrics}, curves
+    return metrics, curves
 
 
 def _resnet_metrics(tag: str, sw2: float, deep, n: int) -> tuple[dict, list, list]:
@@ -270,7 +271,7 @@ def run(cfg) -> StageResult:
         deep = deep_cnn(xs, depths=depths, k=k, activation=case.activation, sigma_w2=point.sigma_w2,
                         sigma_b2=point.sigma_b2, q_star=None if act != "tanh" else point.q)
         name = f"cnn_eoc_{act.replace(':', '_').replace('.', 'p')}"
-        found, _, curves = _eoc_metrics(name, act, point, deep, n)
+        found, curves = _eoc_metrics(name, act, point, deep, n)
         metrics.update(found)
         metrics[f"{name}_sigma_w2"] = point.sigma_w2
         figs.append((act, curves))
