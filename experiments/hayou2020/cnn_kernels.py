@@ -215,11 +215,11 @@ def deep_cnn(xs, *, depths, k: int, activation: str, sigma_w2: float, sigma_b2: 
 # ------------------------------------------------------------------ a finite CNN of eq. 11 (Monte Carlo)
 
 
-def hayou_cnn(*, depth: int, channels: int, k: int, activation: str, sigma_w2: float, sigma_b2: float,
-              residual: bool = False, out_channels: int = 2) -> core.Network:
+def hayou_cnn(*, depth: int, channels: int, positions: int, k: int, activation: str, sigma_w2: float,
+              sigma_b2: float, residual: bool = False, out_channels: int = 2) -> core.Network:
     """Eq. 11 (1-D, periodic, NTK parameterization, bias) with ``channels`` channels per layer; ``residual``:
-    y^l = y^(l-1) + F(w^l, y^(l-1)) for l >= 2 (eq. 12). Inputs (n, M, n0); outputs y^L_{i,alpha} of the
-    first ``out_channels`` channels at every position, flattened (n, M * out_channels) position-major."""
+    y^l = y^(l-1) + F(w^l, y^(l-1)) for l >= 2 (eq. 12). Inputs (n, positions, n0); outputs y^L_{i,alpha} of the
+    first ``out_channels`` channels at every position, flattened (n, positions * out_channels) position-major."""
     phi = core.resolve_activation(activation)
     width = 2 * k + 1
 
@@ -236,10 +236,11 @@ def hayou_cnn(*, depth: int, channels: int, k: int, activation: str, sigma_w2: f
                 + math.sqrt(sigma_b2) * layer["b"])
 
     def apply_fn(params, x):
+        core.check_input(x, (positions, params[0]["w"].shape[1]), "hayou_cnn")
         y = conv(jnp.asarray(x, jnp.float64), params[0])
         for layer in params[1:]:
             y = y + conv(phi(y), layer) if residual else conv(phi(y), layer)
         return y[..., :out_channels].reshape(y.shape[0], -1)
 
-    return core.network(init_fn, apply_fn, depth=depth, out_dim=out_channels, frozen=frozenset(),
+    return core.network(init_fn, apply_fn, depth=depth, out_dim=positions * out_channels, frozen=frozenset(),
                         has_readout=False)
