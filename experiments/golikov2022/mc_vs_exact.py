@@ -36,8 +36,8 @@ from ntkrepro.claims import paper_values
 from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.kernels.fc import fc_kernels
+from ntkrepro.kernels.gaussian import c_sigma
 from ntkrepro.nets import cnn, fc
-from ntkrepro.nets.core import unit_second_moment
 from ntkrepro.plotting import band, figure
 from ntkrepro.progress import progress
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
@@ -50,12 +50,6 @@ VARIANCE_ONLY_RATE = -0.5  # the mean of M independent draws: error ~ M^-1/2 whe
 
 
 # ---------------------------------------------------------------- models
-
-
-def c_sigma(activation: str) -> float:
-    """1 / E[phi(z)^2], z ~ N(0, 1): the weight variance that keeps the second moment (He's 2 for ReLU;
-    Arora et al.'s c_sigma, which the CNN uses too)."""
-    return 1.0 / unit_second_moment(activation)
 
 
 def make_network(arch: str, *, depth: int, width: int, activation: str, readout: str, dtype):

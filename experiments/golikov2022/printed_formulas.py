@@ -41,9 +41,8 @@ from ntkrepro.checks import bad, param
 from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.kernels.conv import cntk
 from ntkrepro.kernels.fc import fc_kernels
-from ntkrepro.kernels.gaussian import get_activation
+from ntkrepro.kernels.gaussian import c_sigma, get_activation
 from ntkrepro.nets import fc
-from ntkrepro.nets.core import unit_second_moment
 from ntkrepro.stage import StageResult, main
 
 ACTIVATIONS = ("relu", "erf")
@@ -345,7 +344,7 @@ def exact_cnn_relu(x, *, convs: int) -> np.ndarray:
     n0 = x.shape[1]
     images = np.transpose(x, (0, 2, 1))[:, None]  # (m, 1, d, n0)
     k = cntk(images, depth=convs + 1, readout="gap", activation="relu", dtype=jnp.float64)
-    alpha = (1.0 / unit_second_moment("relu")) / 9.0
+    alpha = c_sigma("relu") / 9.0
     return (np.asarray(k.ntk) - np.asarray(k.nngp)) / (alpha**convs * n0)
 
 

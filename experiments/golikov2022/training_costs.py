@@ -35,6 +35,7 @@ from jax import lax
 from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.kernels import conv
 from ntkrepro.kernels.fc import fc_kernels
+from ntkrepro.kernels.gaussian import c_sigma
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main
@@ -59,7 +60,7 @@ def cntk_block_fn(*, side: int, depth: int, readout: str, block: int, nngp_only:
                          f"(use a multiple of {conv._LANES})")
     compute = functools.partial(conv._cntk_block, rows_per_step=plan.rows_per_step, filter_size=FILTER,
                                 activation=act, fix_first_last=False, readout=readout)
-    scale = conv.c_sigma(act) / FILTER**2
+    scale = c_sigma(act) / FILTER**2
     if nngp_only:
         return jax.jit(lambda x1, x2, d1, d2: compute(x1, x2, d1, d2, jnp.asarray(scale, x1.dtype))[0])
     return jax.jit(lambda x1, x2, d1, d2: compute(x1, x2, d1, d2, jnp.asarray(scale, x1.dtype)))
@@ -161,7 +162,7 @@ def run(cfg) -> StageResult:
     images = rng.standard_normal((p.block, p.side, p.side, p.channels)).astype(np.float32)
     diag = jax.jit(functools.partial(conv._cntk_diagonals, num_layers=p.depth - 1, filter_size=FILTER,
                                      activation=conv.get_activation("relu")))
-    scale = jnp.asarray(conv.c_sigma(conv.get_activation("relu")) / FILTER**2, jnp.float32)
+    scale = jnp.asarray(c_sigma("relu") / FILTER**2, jnp.float32)
     d = diag(jnp.asarray(images), scale)
     block_args = (jnp.asarray(images), jnp.asarray(images), d, d)
     x_fc = jnp.asarray(rng.standard_normal((p.fc_m, p.fc_input_dim)), jnp.float32)

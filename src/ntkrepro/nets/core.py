@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkrepro.kernels.gaussian import Activation, get_activation, unit_second_moment  # noqa: F401 (nets.core name)
+from ntkrepro.kernels.gaussian import Activation, get_activation
 
 PARAMETERIZATIONS = ("ntk", "standard")
 
