@@ -343,7 +343,7 @@ def _deq_regression(x_train, y_train, x_test, *, dtype: str, tile: int, ridge: f
     k_train, tiles["train_gram"] = train.ntk, {"computed": train.computed_tiles, "cached": train.cached_tiles}
     del train
     with timed("factor_solve"):
-        alpha = solve(k_train, y_train, ridge=ridge, overwrite_k=True)
+        alpha = solve(k_train, y_train, ridge=ridge, overwrite_k=True, progress=progress)
         del k_train
     with timed("test_gram"):
         test = compute_gram_into(cast(x_test), cast(x_train), **gram_args)

@@ -195,3 +195,10 @@ def test_property_in_place_equals_numpy_solve(n, seed, ridge, block):
         patch.setattr("ntkrepro.regression.CHOLESKY_BLOCK", block)
         alpha = solve(k.copy(), y, ridge=ridge, overwrite_k=True)
     np.testing.assert_allclose(alpha, np.linalg.solve(k + ridge * np.eye(n), y), rtol=1e-10, atol=1e-12)
+
+
+def test_in_place_progress_counts_every_unit_of_the_factorization(monkeypatch, capsys):
+    monkeypatch.setattr("ntkrepro.regression.CHOLESKY_BLOCK", 7)  # 6 blocks: 5+4+..+0 panels, 15+10+6+3+1 updates
+    k, y = _spd(40, 3)
+    solve(k.copy(), y, overwrite_k=True, progress=True)
+    assert "[cholesky n=40] 50/50 (100%)" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from ntkrepro.blocks import check_memory
 from ntkrepro.checks import real_array, symmetric
+from ntkrepro.progress import progress as progress_bar
 
 JITTER_STEPS = 3
 JAX_SOLVE_COPIES = 5  # copies of K alive in the jitted factorization (K, K + ridge I, the factor, casts)
@@ -109,19 +110,20 @@ def _factor(k_train, ridge: float, jitter: float):
 
 @full_precision_matmuls
 def solve(k_train, y_train, *, ridge: float = 0.0, jitter: float = 0.0, solver: str = "cholesky",
-          tol: float = 1e-10, max_iter: int | None = None, overwrite_k: bool = False):
+          tol: float = 1e-10, max_iter: int | None = None, overwrite_k: bool = False, progress: bool = False):
     """alpha = (K + ridge I)^-1 Y for Y of shape (n,) or (n, k).
 
     ``solver="cholesky"`` (exact, with the jitter policy of the module docstring) or ``"cg"``
     (conjugate gradients on all k right-hand sides at once; ``tol`` is the relative residual, a
     ValueError if it is not reached within ``max_iter`` (default 10 n) iterations). ``overwrite_k``:
-    factor the upper triangle of a numpy K in place (module docstring; Cholesky only, no jitter).
+    factor the upper triangle of a numpy K in place (module docstring; Cholesky only, no jitter), with
+    ``progress`` (and ETA) over the factorization when asked.
     """
     _check_nonneg("ridge", ridge)
     _check_nonneg("jitter", jitter)
     if overwrite_k:
         k_train, y = _check_in_place(k_train, y_train, None, jitter=jitter, solver=solver)
-        return _solve_in_place(k_train, y, float(ridge))
+        return _solve_in_place(k_train, y, float(ridge), progress)
     k_train, y_train, _ = _check_system(k_train, y_train, None)
     y = y_train.astype(k_train.dtype)
     if solver == "cholesky":
@@ -142,12 +144,12 @@ def solve(k_train, y_train, *, ridge: float = 0.0, jitter: float = 0.0, solver: 
 @full_precision_matmuls
 def kernel_regression(k_train, y_train, k_test, *, ridge: float = 0.0, jitter: float = 0.0,
                       solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None,
-                      overwrite_k: bool = False):
+                      overwrite_k: bool = False, progress: bool = False):
     """Kernel (ridge) regression predictions K(test, train) (K(train, train) + ridge I)^-1 Y.
 
     Args:
         k_train: (n, n) train Gram; y_train: (n,) or (n, k) targets; k_test: (m, n) test-train kernel.
-        ridge, jitter, solver, tol, max_iter, overwrite_k: see :func:`solve` and the module docstring
+        ridge, jitter, solver, tol, max_iter, overwrite_k, progress: see :func:`solve` and the module docstring
             (with ``overwrite_k`` K_test is read in row blocks, never copied whole).
     Returns:
         (m,) or (m, k) predictions.
@@ -156,7 +158,7 @@ def kernel_regression(k_train, y_train, k_test, *, ridge: float = 0.0, jitter: f
         _check_nonneg("ridge", ridge)
         _check_nonneg("jitter", jitter)
         k_train, y = _check_in_place(k_train, y_train, k_test, jitter=jitter, solver=solver)
-        return predict_in_blocks(k_test, _solve_in_place(k_train, y, float(ridge)))
+        return predict_in_blocks(k_test, _solve_in_place(k_train, y, float(ridge), progress))
     k_train, y_train, k_test = _check_system(k_train, y_train, k_test)
     alpha = solve(k_train, y_train, ridge=ridge, jitter=jitter, solver=solver, tol=tol, max_iter=max_iter)
     return k_test.astype(alpha.dtype) @ alpha
@@ -201,21 +203,18 @@ def _check_in_place(k_train, y_train, k_test, *, jitter: float, solver: str):
     return k_train, y.astype(k_train.dtype)
 
 
-def _solve_in_place(k_train: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
-    """(K + ridge I)^-1 Y from the upper triangle of a C-order K, factored in place (K is destroyed).
+def _factor_in_place(k_train: np.ndarray, blocks: list[tuple[int, int]], ridge: float):
+    """Blocked right-looking Cholesky K = U^T U of the upper triangle of a C-order K, in place; yields once per
+    b x b block of matmul output (units of equal work, for the progress bar).
 
-    Blocked right-looking Cholesky K = U^T U in blocks of CHOLESKY_BLOCK rows: each diagonal block factored
-    (a b x b copy) and inverted, its row panel solved as one matmul with that inverse (b x n), and the
-    trailing upper triangle updated row block by row block with matmuls (temporaries of b x n). Only numpy's
-    linear algebra is used: no LAPACK call sees the whole K (SciPy's LAPACK has 32-bit indices; its potrf on
-    K with n > 46,340 overflows them and crashed here at n = 50,000), and one BLAS thread pool serves every
-    call (alternating SciPy's and numpy's OpenBLAS made each spin while the other worked). Then U^T z = Y and
-    U alpha = z, block by block."""
-    n = k_train.shape[0]
-    diagonal = np.arange(n)
-    k_train[diagonal, diagonal] += k_train.dtype.type(ridge)
-    blocks = [(k0, min(k0 + CHOLESKY_BLOCK, n)) for k0 in range(0, n, CHOLESKY_BLOCK)]
-    for k0, k1 in blocks:
+    Each diagonal block is factored and inverted (a b x b copy, in one thread), its row panel solved as one
+    matmul with that inverse (b x n), and the trailing upper triangle updated row block by row block
+    (temporaries of b x n; one matmul per row block: measured as fast as LAPACK's potrf on the whole K at
+    n = 8,000, where b x b block matmuls were 1.6x slower). Only numpy's linear algebra is used: no LAPACK
+    call sees the whole K (SciPy's LAPACK has 32-bit indices; its potrf on K with n > 46,340 overflows them
+    and crashed here at n = 50,000), and one BLAS thread pool serves every call (alternating SciPy's and
+    numpy's OpenBLAS made each spin while the other worked)."""
+    for i, (k0, k1) in enumerate(blocks):
         upper = np.triu(k_train[k0:k1, k0:k1])
         try:
             with threadpool_limits(1):  # small LAPACK calls: 4-15x faster in one thread on a busy 2-core machine
@@ -228,13 +227,28 @@ def _solve_in_place(k_train: np.ndarray, y: np.ndarray, ridge: float) -> np.ndar
                              f"{k0}-{k1 - 1}); K was overwritten in place: rebuild it (its cached tiles make "
                              "that cheap) and pass ridge > 0")
         k_train[k0:k1, k0:k1] = factor
-        if k1 == n:
-            break
+        if k1 == k_train.shape[0]:
+            return
         panel = inverse.T @ k_train[k0:k1, k1:]  # U11^T X = A12
         k_train[k0:k1, k1:] = panel
-        for r0, r1 in blocks:
-            if r0 >= k1:  # the upper triangle of the trailing matrix: A22 -= X^T X, one row block at a time
-                k_train[r0:r1, r0:] -= panel[:, r0 - k1:r1 - k1].T @ panel[:, r0 - k1:]
+        yield from range(len(blocks) - i - 1)
+        for j, (r0, r1) in enumerate(blocks[i + 1:], start=i + 1):  # A22 -= X^T X, one row block at a time
+            k_train[r0:r1, r0:] -= panel[:, r0 - k1:r1 - k1].T @ panel[:, r0 - k1:]
+            yield from range(len(blocks) - j)
+
+
+def _solve_in_place(k_train: np.ndarray, y: np.ndarray, ridge: float, progress: bool = False) -> np.ndarray:
+    """(K + ridge I)^-1 Y from the upper triangle of a C-order K, factored in place by :func:`_factor_in_place`
+    in blocks of CHOLESKY_BLOCK rows (K is destroyed; progress with ETA over its matmuls); then U^T z = Y and
+    U alpha = z, block by block."""
+    n = k_train.shape[0]
+    diagonal = np.arange(n)
+    k_train[diagonal, diagonal] += k_train.dtype.type(ridge)
+    blocks = [(k0, min(k0 + CHOLESKY_BLOCK, n)) for k0 in range(0, n, CHOLESKY_BLOCK)]
+    units = sum(m + m * (m + 1) // 2 for m in range(len(blocks)))  # panel blocks + upper update blocks per step
+    for _ in progress_bar(_factor_in_place(k_train, blocks, ridge), total=units, desc=f"cholesky n={n}",
+                          enabled=progress and units > 0):
+        pass
     z = y.copy()
     with threadpool_limits(1):  # b x b solves and matrix-vector products: memory-bound
         for k0, k1 in blocks:  # U^T z = Y
