@@ -45,8 +45,6 @@ def test_stage_inputs_name_config_registry_and_helpers():
     assert stage_inputs("hayou2020", "table2", ROOT) == [
         "experiments/hayou2020/table2.py", "conf/experiment/hayou2020/table2.yaml",
         "experiments/hayou2020/claims.yaml", "experiments/hayou2020/cifar_resnet.py",
-        *[p for p in ("experiments/hayou2020/deep_kernels.py",)
-          if "deep_kernels" in (ROOT / "experiments/hayou2020/hayou_common.py").read_text()],
         "experiments/hayou2020/hayou_common.py"]
 
 

@@ -20,7 +20,6 @@ import jax
 import numpy as np
 import pandas as pd
 from cnn_kernels import cnn_kernels, deep_cnn, hayou_cnn
-from deep_kernels import smooth_map
 from hayou_common import (
     FLOAT64_BYTES,
     EOCCase,
@@ -36,6 +35,7 @@ from hayou_common import (
 
 from ntkrepro.checks import activation, bad, param, refuse_oversized
 from ntkrepro.empirical import monte_carlo_kernel
+from ntkrepro.kernels.deep import smooth_map
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main

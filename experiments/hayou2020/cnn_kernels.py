@@ -36,7 +36,7 @@ import numpy as np
 from jax import lax
 
 from ntkrepro.kernels.chebyshev import clenshaw
-from ntkrepro.kernels.deep import _sdiff, _theta_of_gamma, relu_like_rho, smooth_map
+from ntkrepro.kernels.deep import angle_of_gamma, relu_like_rho, sin_minus_t_cos, smooth_map
 from ntkrepro.kernels.gaussian import get_activation
 from ntkrepro.nets import core
 
@@ -124,9 +124,9 @@ def _deep_steps(kind, k, residual, params, state, start, stop):
         gamma, kern = st
         if kind == "relu_like":
             rho = coeffs
-            theta = _theta_of_gamma(gamma)
+            theta = angle_of_gamma(gamma)
             fprime = 1.0 - (1.0 - rho) * theta / jnp.pi
-            one_minus_f = gamma - (1.0 - rho) * _sdiff(theta) / jnp.pi
+            one_minus_f = gamma - (1.0 - rho) * sin_minus_t_cos(theta) / jnp.pi
         else:
             r1, r2, sigma_max = coeffs
             x = 2.0 * jnp.sqrt(gamma) / sigma_max - 1.0

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from deep_kernels import eoc_point, relu_like_rho
 from hayou_common import distinct, eoc_problem
 from scipy import optimize
 
 from ntkrepro.checks import activation, bad, param, refuse_oversized
 from ntkrepro.kernels import meanfield
+from ntkrepro.kernels.deep import eoc_point, relu_like_rho
 from ntkrepro.plotting import figure
 from ntkrepro.stage import StageResult, main
 

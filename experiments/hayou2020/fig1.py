@@ -1,7 +1,7 @@
 """Hayou et al. 2020, Fig. 1: |K^L/alpha_L - AK^inf| against depth L for (a) ReLU, ELU and Tanh on the EOC
 (alpha_L = L), (b) ReLU and ELU in the ordered phase (alpha_L = 1, limit q*/(1 - chi_1)), (c) ReLU ResNets
 with several sigma_w (alpha_L = L (1 + sigma_w^2/2)^(L-1)), each from one exact recursion over all depths
-(``deep_kernels``), with log-log (a, c) or log-linear (b) slopes fitted over the stated depth ranges.
+(``ntkrepro.kernels.deep``), with log-log (a, c) or log-linear (b) slopes fitted over the stated depth ranges.
 
 Every fitted exponent is recorded with its standard error and number of points (``ntkrepro.stats``) and
 the local slopes between consecutive decades (a log factor shows as a drift of the local slope). Panel (b)

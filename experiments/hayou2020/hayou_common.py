@@ -18,17 +18,11 @@ from dataclasses import dataclass
 
 import jax
 import numpy as np
-from deep_kernels import (
-    eoc_point,
-    ffnn_eoc,
-    general_recursion,
-    relu_like_rho,
-    relu_resnet,
-)
 
 from ntkrepro import stats
 from ntkrepro.checks import activation, bad, param
 from ntkrepro.kernels import meanfield
+from ntkrepro.kernels.deep import eoc_point, ffnn_eoc, relu_like_rho, relu_resnet
 from ntkrepro.kernels.gaussian import get_activation
 from ntkrepro.train import TrainingDiverged, train
 
@@ -211,7 +205,7 @@ def check_phase_depth(depth_path: str, depth: int, start_path: str, start: int) 
 
 
 def eoc_points(cases, path: str) -> list:
-    """The EOC point of every case (``deep_kernels.eoc_point``) before any recursion; a case without one is
+    """The EOC point of every case (``ntkrepro.kernels.deep.eoc_point``) before any recursion; a case without one is
     refused with its path (``params.eoc[1]``)."""
     points = []
     for i, case in enumerate(cases):
@@ -424,13 +418,8 @@ def phase_case(activation: str, *, sigma_w2: float, sigma_b2: float, pairs, dept
         raise ValueError(f"{activation} at sigma_w2={sigma_w2}, sigma_b2={sigma_b2}: no finite fixed-point variance")
     chi = meanfield.chi1(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q)
     runs = [
-        general_recursion(
-            activation,
-            sigma_w2=sigma_w2,
-            sigma_b2=sigma_b2,
-            sigma1=first_layer_covariance(pair, sigma_w2=sigma_w2, sigma_b2=sigma_b2),
-            depth=depth,
-        )
+        vars(meanfield.ntk_recursion(first_layer_covariance(pair, sigma_w2=sigma_w2, sigma_b2=sigma_b2), activation,
+                                     sigma_w2=sigma_w2, sigma_b2=sigma_b2, depth=depth))
         for pair in pairs
     ]
     limit = q / (1.0 - chi) if chi < 1 else float("nan")

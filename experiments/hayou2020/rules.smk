@@ -3,13 +3,9 @@
 # Monte Carlo of finite CNNs), Table 1 (deep FFNNs, 7 activations) and Table 2 (standard vs scaled ResNets).
 register("hayou2020", "eoc_curves", "fig1", "theorem_checks", "cnn_checks", "table1", "table2")
 
-HAYOU_KERNELS = ["experiments/hayou2020/deep_kernels.py", "experiments/hayou2020/hayou_common.py"]
-
-
 rule hayou2020_eoc_curves:
     input:
         stage_inputs("hayou2020", "eoc_curves"),
-        HAYOU_KERNELS,
     output:
         out("hayou2020", "eoc_curves"),
         out("hayou2020", "eoc_curves", "eoc_curves.png"),
@@ -26,7 +22,6 @@ rule hayou2020_eoc_curves:
 rule hayou2020_fig1:
     input:
         stage_inputs("hayou2020", "fig1"),
-        HAYOU_KERNELS,
     output:
         out("hayou2020", "fig1"),
         out("hayou2020", "fig1", "fig1.png"),
@@ -42,7 +37,6 @@ rule hayou2020_fig1:
 rule hayou2020_theorem_checks:
     input:
         stage_inputs("hayou2020", "theorem_checks"),
-        HAYOU_KERNELS,
         "experiments/hayou2020/claims.yaml",
     output:
         out("hayou2020", "theorem_checks"),
@@ -60,7 +54,6 @@ rule hayou2020_theorem_checks:
 rule hayou2020_cnn_checks:
     input:
         stage_inputs("hayou2020", "cnn_checks"),
-        HAYOU_KERNELS,
         "experiments/hayou2020/cnn_kernels.py",
     output:
         out("hayou2020", "cnn_checks"),
@@ -78,7 +71,6 @@ rule hayou2020_cnn_checks:
 rule hayou2020_table1:
     input:
         stage_inputs("hayou2020", "table1"),
-        HAYOU_KERNELS,
     output:
         out("hayou2020", "table1"),
         out("hayou2020", "table1", "table1.md"),

@@ -23,13 +23,13 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from deep_kernels import eoc_point
 from hayou_common import Epochs, accuracies_at_epochs, cell_summary, distinct, weight_estimates
 from omegaconf import OmegaConf
 
 from ntkrepro.checks import activation, bad, build, param, refuse_oversized
 from ntkrepro.claims import paper_values
 from ntkrepro.config import DataSchema
+from ntkrepro.kernels.deep import eoc_point
 from ntkrepro.nets import Network, fc
 from ntkrepro.nets.core import check_input, effective_weight, readout_mask_fn, trainable_mask_fn
 from ntkrepro.plotting import figure

@@ -1,5 +1,5 @@
 """Hayou et al. 2020: every rate and limit of Prop. 2, Thm. 1, Thm. 2, Prop. 3 and the correlation rates
-of App. Lemmas 2, 3, 7, 8, measured on the exact infinite-width recursions (``deep_kernels``) up to depth
+of App. Lemmas 2, 3, 7, 8, measured on the exact infinite-width recursions (``ntkrepro.kernels.deep``) up to depth
 ``params.max_depth``; a table of claim / measurement / fit range / verdict and the scaled-error figures.
 
 Fitted slopes and growth exponents are recorded with their standard errors (``ntkrepro.stats``). A rate
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from deep_kernels import smooth_map
 from hayou_common import (
     EOCCase,
     Pair,
@@ -41,6 +40,7 @@ from hayou_common import (
 
 from ntkrepro.checks import param, refuse_oversized
 from ntkrepro.claims import ClaimError, evaluate, load_registry
+from ntkrepro.kernels.deep import smooth_map
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main

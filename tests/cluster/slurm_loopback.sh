@@ -211,7 +211,7 @@ fi
 
 # ---------------------------------------------------------------- Hydra SLURM sweeps (sibling helper modules)
 if part sweep; then
-# jacot2018/fig3 imports jacot_common; hayou2020/eoc_curves imports hayou_common and deep_kernels (which
+# jacot2018/fig3 imports jacot_common; hayou2020/eoc_curves imports hayou_common (which
 # failed to unpickle in the job before the launcher's setup line put the stage's folder on PYTHONPATH)
 for STAGE in experiments/jacot2018/fig3.py:jacot_common experiments/hayou2020/eoc_curves.py:hayou_common; do
   HELPER=${STAGE#*:}

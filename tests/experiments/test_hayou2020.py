@@ -20,11 +20,13 @@ import ntkrepro  # noqa: F401  (x64)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "hayou2020"))
 
-import deep_kernels as dk  # noqa: E402
 import hayou_common as hc  # noqa: E402
 from cifar_resnet import cifar_resnet  # noqa: E402
 
 from ntkrepro.empirical import empirical_ntk  # noqa: E402
+from ntkrepro.kernels import deep as dk  # noqa: E402
+from ntkrepro.kernels import meanfield  # noqa: E402
+from ntkrepro.kernels.gaussian import get_activation  # noqa: E402
 from ntkrepro.nets import fc, resnet  # noqa: E402
 from ntkrepro.stage import stage_module  # noqa: E402
 
@@ -46,7 +48,7 @@ def test_deep_ffnn_matches_library_recursion(activation, sigma_b2):
     sigma1 = (1.3, 0.4, 0.9) if activation == "relu" else (1.0, 0.3, 1.5)
     depths = [1, 2, 10, 100, 300]
     deep = dk.ffnn_eoc(activation, point=point, sigma1=sigma1, depths=depths, max_general_depth=300)
-    ref = dk.general_recursion(activation, sigma_w2=point.sigma_w2, sigma_b2=point.sigma_b2, sigma1=sigma1, depth=300)
+    ref = vars(meanfield.ntk_recursion(sigma1, activation, sigma_w2=point.sigma_w2, sigma_b2=point.sigma_b2, depth=300))
     idx = np.asarray(depths) - 1
     np.testing.assert_allclose(deep.k12, ref["k12"][idx], rtol=1e-8)
     np.testing.assert_allclose(deep.k11, ref["k11"][idx], rtol=1e-8)
@@ -94,7 +96,7 @@ def test_relu_resnet_diagonal_closed_forms():
 
 def _lemma3_direct(sigma1, depth, sigma_w2, scaled):
     """Lemma 3 with a_l^2 on the branch terms, straight from the library's arc-cosine expectations."""
-    relu = dk.get_activation("relu")
+    relu = get_activation("relu")
     q11, q12, q22 = sigma1
     k = q12
     for layer in range(2, depth + 1):
@@ -155,7 +157,7 @@ def test_smooth_map_matches_direct_expectations():
     for activation in ("tanh", "elu"):
         point = dk.eoc_point(activation, sigma_b2=0.04)
         smap = dk.smooth_map(activation, sigma_w2=point.sigma_w2, q=point.q)
-        act = dk.get_activation(activation)
+        act = get_activation(activation)
         c = 0.7
         e, edot = (float(v) for v in act.expectations(point.q, point.q * c, point.q))
         x = 2 * math.sqrt(1 - c) / smap.sigma_max - 1
@@ -174,7 +176,7 @@ def test_elu_fpp_matches_owens_t_closed_form():
     for s in (0.0, 0.6, 0.999999):
         h = -math.sqrt(q) * (1 + s)
         closed = math.exp(q * (1 + s)) * (special.ndtr(h) - 2 * special.owens_t(h, math.sqrt((1 - s) / (1 + s))))
-        assert float(dk._fpp(dk.get_activation("elu"), sigma_w2, q, s)) == pytest.approx(
+        assert float(dk._fpp(get_activation("elu"), sigma_w2, q, s)) == pytest.approx(
             sigma_w2 * q * closed, rel=1e-12
         )
 
@@ -741,7 +743,7 @@ def test_cnn_recursion_is_the_limit_of_finite_cnns_and_a_misprint_is_not():
              for r in (False, True)}
     layers = ck._exact_layers(xs, k=1, activation="tanh", sigma_w2=1.5, sigma_b2=0.1, residual=False)
     q, ntk = next(layers)
-    act = dk.get_activation("tanh")
+    act = get_activation("tanh")
     for _ in range(2):  # the misreading: K^(l-1)_{a,a'} outside the window mean
         var = np.stack([np.diag(q[i, i]) for i in range(2)])
         e, edot = act.expectations(var[:, None, :, None], q, var[None, :, None, :])

@@ -105,14 +105,15 @@ def eoc_point(activation: str, *, sigma_b2: float) -> EOCPoint:
 # ------------------------------------------------------------------ near-one correlation maps
 
 
-def _sdiff(theta):
+def sin_minus_t_cos(theta):
     """sin t - t cos t, by its series t^3/3 - t^5/30 + t^7/840 - t^9/45360 below SERIES_THETA."""
     t2 = theta * theta
     series = theta * t2 * (1 / 3 - t2 * (1 / 30 - t2 * (1 / 840 - t2 / 45360)))
     return jnp.where(theta < SERIES_THETA, series, jnp.sin(theta) - theta * jnp.cos(theta))
 
 
-def _theta_of_gamma(gamma):
+def angle_of_gamma(gamma):
+    """The angle t = arccos(c) of a correlation c = 1 - gamma, from gamma without cancellation."""
     return 2.0 * jnp.arcsin(jnp.sqrt(jnp.maximum(gamma, 0.0) / 2.0))
 
 
@@ -173,9 +174,9 @@ def _ffnn_steps(kind, params, state, start, stop):
         gamma, k12, k11, k22 = st
         if kind == "relu_like":
             rho, q, q11, q22 = params
-            theta = _theta_of_gamma(gamma)
+            theta = angle_of_gamma(gamma)
             lam = 1.0 - (1.0 - rho) * theta / jnp.pi
-            new_gamma = gamma - (1.0 - rho) * _sdiff(theta) / jnp.pi
+            new_gamma = gamma - (1.0 - rho) * sin_minus_t_cos(theta) / jnp.pi
         else:
             r1, r2, sigma_max, q, q11, q22 = params
             x = 2.0 * jnp.sqrt(gamma) / sigma_max - 1.0
@@ -297,8 +298,8 @@ def _resnet_steps(scaled, params, state, start, stop):
     def step(layer, st):
         gamma, a12, a11, a22, log_p = st
         alpha_l = alpha / layer if scaled else alpha
-        theta = _theta_of_gamma(gamma)
-        sd = _sdiff(theta) / jnp.pi
+        theta = angle_of_gamma(gamma)
+        sd = sin_minus_t_cos(theta) / jnp.pi
         f = 1.0 - gamma + sd
         fprime = 1.0 - theta / jnp.pi
         w = alpha_l / (1.0 + alpha_l)
