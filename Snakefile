@@ -39,8 +39,10 @@ ARTIFACTS = {paper: [] for paper in PAPERS}
 
 
 def out(paper, artifact, name="metrics.json"):
-    """Deterministic output path of a stage: results/<scale>/<paper>/<artifact>/<name>."""
-    return f"{RESULTS}/{paper}/{artifact}/{name}"
+    """A stage's output: <results>/<scale>/<paper>/<artifact>/<name> (ntkrepro.config.stage_dir, as Hydra's out_dir)."""
+    from ntkrepro.config import stage_dir
+
+    return f"{stage_dir(RESULTS_ROOT, SCALE, paper, artifact)}/{name}"
 
 
 def stage_inputs(paper, artifact):
@@ -103,7 +105,9 @@ for _paper in PAPERS:
 
 
 # Gram tiles as jobs (rules/gram.smk), in the cache the stages' compute_gram reads: <results>/cache.
-config["gram_root"] = f"{RESULTS_ROOT}/cache"
+from ntkrepro.config import gram_cache_root
+
+config["gram_root"] = gram_cache_root(RESULTS_ROOT)
 
 
 include: "rules/gram.smk"

@@ -1,5 +1,7 @@
 """Config composition, the schema, the by_scale resolver, and one-line validation errors."""
 
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -67,3 +69,20 @@ def test_nested_params_are_validated():
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": [1, 2], "d": None}
+
+
+def test_one_id_one_path():
+    """The experiment id comes from the stage file's location; Hydra's out_dir and Snakemake's out() both
+    come from config.stage_dir, the Gram cache from config.gram_cache_root."""
+    from ntkrepro.config import compose, experiment_of, gram_cache_root, stage_dir
+
+    assert experiment_of("experiments/hayou2020/fig1.py") == "hayou2020/fig1"
+    cfg = compose("hayou2020/fig1", ["scale=smoke", "results_root=/r"])
+    assert cfg.out_dir == stage_dir("/r", "smoke", "hayou2020", "fig1") == "/r/smoke/hayou2020/fig1"
+    assert gram_cache_root("/r") == "/r/cache"
+    root = Path(__file__).resolve().parents[1]
+    stages = sorted(root.glob("experiments/*/*.py"))
+    scripts = [p for p in stages if 'if __name__ == "__main__":\n    main(run, params=Params)' in p.read_text()]
+    assert len(scripts) >= 20 and all((root / "conf/experiment" / f"{experiment_of(p)}.yaml").is_file()
+                                      for p in scripts)
+    assert not [p for p in stages if 'experiment="' in p.read_text()]  # nowhere spelled by hand

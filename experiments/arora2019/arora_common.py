@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from ntkrepro.checks import bad
+from ntkrepro.config import gram_cache_root
 from ntkrepro.data import REGISTRY
 from ntkrepro.gram import compute_gram
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
@@ -125,7 +126,7 @@ def cntk_blocks(x_train, x_test, *, cfg, depth: int, readout: str, filter_size: 
     float64) via the cached tiled Gram engine."""
     args = cntk_gram_args(x_train, x_test, cfg=cfg, depth=depth, readout=readout, filter_size=filter_size,
                           tile=tile)
-    k_train, k_test = (compute_gram(**a, cache_root=f"{cfg.results_root}/cache", progress=cfg.progress).ntk
+    k_train, k_test = (compute_gram(**a, cache_root=gram_cache_root(cfg.results_root), progress=cfg.progress).ntk
                        for a in args)
     return np.asarray(k_train, dtype=np.float64), np.asarray(k_test, dtype=np.float64)
 

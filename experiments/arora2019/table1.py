@@ -364,4 +364,4 @@ def run(cfg) -> StageResult:
 
 
 if __name__ == "__main__":
-    main(run, experiment="arora2019/table1", params=Params)
+    main(run, params=Params)

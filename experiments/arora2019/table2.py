@@ -169,4 +169,4 @@ def run(cfg) -> StageResult:
 
 
 if __name__ == "__main__":
-    main(run, experiment="arora2019/table2", params=Params)
+    main(run, params=Params)

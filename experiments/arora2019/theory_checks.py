@@ -275,4 +275,4 @@ def run(cfg) -> StageResult:
 
 
 if __name__ == "__main__":
-    main(run, experiment="arora2019/theory_checks", params=Params)
+    main(run, params=Params)

@@ -114,4 +114,4 @@ def run(cfg) -> StageResult:
 
 
 if __name__ == "__main__":
-    main(run, experiment="feng2020_deq/cdeq_cost", params=Params)
+    main(run, params=Params)

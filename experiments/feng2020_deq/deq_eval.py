@@ -16,6 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ntkrepro.checks import bad, param, refuse_oversized
+from ntkrepro.config import gram_cache_root
 from ntkrepro.gram import compute_gram
 from ntkrepro.io import atomic_write_json
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
@@ -217,7 +218,7 @@ def gram_regression(kernel: str, kernel_kwargs: dict, x_tr, y_tr, x_te, y_te, *,
     unknown) and the solve's wall/CPU seconds. The Gram timings include JAX compilation (a few seconds,
     negligible at scale); the solve is timed after one untimed warm-up solve when n_train <=
     ``warmup_max_n`` (above it compilation is negligible next to the O(n^3) solve)."""
-    cache_root = Path(cfg.results_root) / "cache"
+    cache_root = Path(gram_cache_root(cfg.results_root))
     g_train, g_test = (timed(compute_gram, **a, cache_root=str(cache_root), progress=cfg.progress)
                        for a in gram_args(kernel, kernel_kwargs, x_tr, x_te, cfg=cfg, tile=tile))
     timing_root = cache_root / "feng2020_deq_gram_timing"

@@ -374,4 +374,4 @@ def _freeze_figure(spectrum, panels):
 
 
 if __name__ == "__main__":
-    main(run, experiment="feng2020_deq/fig1", params=Params)
+    main(run, params=Params)

@@ -48,4 +48,4 @@ def _figure(table, published):
 
 
 if __name__ == "__main__":
-    main(run, experiment="feng2020_deq/table1", params=Params)
+    main(run, params=Params)

@@ -127,4 +127,4 @@ def _figure(table, published):
 
 
 if __name__ == "__main__":
-    main(run, experiment="feng2020_deq/table2", params=Params)
+    main(run, params=Params)

@@ -245,4 +245,4 @@ def extrapolations(timings: pd.DataFrame, metrics: dict, p) -> dict:
 
 
 if __name__ == "__main__":
-    main(run, experiment="golikov2022/gram_cost", params=Params)
+    main(run, params=Params)

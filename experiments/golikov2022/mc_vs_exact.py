@@ -610,4 +610,4 @@ def _plot_bias(probe_table, bias, combos, depth, control_depth):
 
 
 if __name__ == "__main__":
-    main(run, experiment="golikov2022/mc_vs_exact", params=Params)
+    main(run, params=Params)

@@ -563,4 +563,4 @@ def run(cfg) -> StageResult:
 
 
 if __name__ == "__main__":
-    main(run, experiment="golikov2022/printed_formulas", params=Params)
+    main(run, params=Params)

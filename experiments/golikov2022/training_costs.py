@@ -246,4 +246,4 @@ def _figure(per: pd.DataFrame, p):
 
 
 if __name__ == "__main__":
-    main(run, experiment="golikov2022/training_costs", params=Params)
+    main(run, params=Params)

@@ -327,4 +327,4 @@ def _figure(depths, cases):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/cnn_checks", params=Params)
+    main(run, params=Params)

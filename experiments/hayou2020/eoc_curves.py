@@ -213,4 +213,4 @@ def _figure(curves: pd.DataFrame, points: pd.DataFrame):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/eoc_curves", params=Params)
+    main(run, params=Params)

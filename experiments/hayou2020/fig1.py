@@ -279,4 +279,4 @@ def _local_slope_figure(depths, panels, lo, hi):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/fig1", params=Params)
+    main(run, params=Params)

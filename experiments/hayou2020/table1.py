@@ -326,4 +326,4 @@ def _figure(table: pd.DataFrame, published: dict):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/table1", params=Params)
+    main(run, params=Params)

@@ -438,4 +438,4 @@ def _phase_figure(cases):
 
 
 if __name__ == "__main__":
-    main(run, experiment="hayou2020/theorem_checks", params=Params)
+    main(run, params=Params)

@@ -183,4 +183,4 @@ def _figure(angles, limit, kernels, widths, *, steps, depth):
 
 
 if __name__ == "__main__":
-    main(run, experiment="jacot2018/fig1", params=Params)
+    main(run, params=Params)

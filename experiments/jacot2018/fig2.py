@@ -190,4 +190,4 @@ def _figure(angles, outputs, quantiles, widths, train_angles, y_train):
 
 
 if __name__ == "__main__":
-    main(run, experiment="jacot2018/fig2", params=Params)
+    main(run, params=Params)

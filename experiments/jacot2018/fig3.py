@@ -265,4 +265,4 @@ def _figure(comps, labels, times, predicted, g_norms, h_norms, widths, lam):
 
 
 if __name__ == "__main__":
-    main(run, experiment="jacot2018/fig3", params=Params)
+    main(run, params=Params)

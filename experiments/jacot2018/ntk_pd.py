@@ -246,4 +246,4 @@ def _figure(table: pd.DataFrame, *, n_points, max_depth: int, rank: int):
 
 
 if __name__ == "__main__":
-    main(run, experiment="jacot2018/ntk_pd", params=Params)
+    main(run, params=Params)

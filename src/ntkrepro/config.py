@@ -91,11 +91,31 @@ def _by_scale(smoke, quick, paper, *, _root_):
     return {"smoke": smoke, "quick": quick, "paper": paper}[_root_.scale.name]
 
 
+def stage_dir(results_root, scale: str, paper: str, artifact: str) -> str:
+    """Where a stage writes: ``<results_root>/<scale>/<paper>/<artifact>`` (Snakemake's ``out()`` and
+    Hydra's ``out_dir`` / sweep folder both come from here)."""
+    return f"{results_root}/{scale}/{paper}/{artifact}"
+
+
+def gram_cache_root(results_root) -> str:
+    """The Gram tile cache shared by every stage and scale: ``<results_root>/cache`` (``ntkrepro.gram``)."""
+    return f"{results_root}/cache"
+
+
+def experiment_of(stage_file) -> str:
+    """The experiment id ``<paper>/<artifact>`` of a stage script ``experiments/<paper>/<artifact>.py``:
+    the one place it is spelled is the file's location."""
+    path = Path(stage_file).resolve()
+    return f"{path.parent.name}/{path.stem}"
+
+
 def register() -> None:
-    """Register the schema and the ``by_scale`` resolver (idempotent)."""
+    """Register the schema and the ``by_scale`` / ``stage_dir`` resolvers (idempotent)."""
     ConfigStore.instance().store(name="base_schema", node=BaseConfig)
     if not OmegaConf.has_resolver("by_scale"):
         OmegaConf.register_new_resolver("by_scale", _by_scale)
+    if not OmegaConf.has_resolver("stage_dir"):
+        OmegaConf.register_new_resolver("stage_dir", stage_dir)
 
 
 register()

@@ -8,9 +8,10 @@ A stage script is a few lines::
         ...  # pure apart from reading data
 
     if __name__ == "__main__":
-        main(run, experiment="jacot2018/fig1")
+        main(run, params=Params)
 
-``main`` composes ``conf/`` (``experiment=<paper>/<artifact>`` is preset), validates it (one-line error
+``main`` composes ``conf/`` (``experiment=<paper>/<artifact>`` is preset: the script's location,
+``experiments/<paper>/<artifact>.py``, is the one place the id is spelled), validates it (one-line error
 and exit status 2 on a bad value, before any compute), runs the stage, then writes into ``out_dir``:
 each figure as PNG and PDF, each table as CSV and Markdown, arrays as ``arrays.npz``, the resolved
 ``config.yaml`` and ``metrics.json`` (schema in design.md section 4), all atomically. Only then is the
@@ -558,13 +559,17 @@ def failure_line(err: BaseException, experiment: str) -> tuple[str, bool]:
             f"with the traceback above): {_one_line(err)}"), True
 
 
-def main(run_fn: Callable[[Any], StageResult], *, experiment: str, params: type | None = None) -> None:
-    """Hydra entry point of a stage script (supports ``-m`` sweeps and every Hydra override). ``params``:
-    the stage's typed parameters (a dataclass, ``ntkrepro.checks``), checked before any data or compute."""
+def main(run_fn: Callable[[Any], StageResult], *, params: type | None = None) -> None:
+    """Hydra entry point of a stage script (supports ``-m`` sweeps and every Hydra override); the experiment
+    is the script's ``<paper>/<artifact>`` (``config.experiment_of``). ``params``: the stage's typed
+    parameters (a dataclass, ``ntkrepro.checks``), checked before any data or compute."""
+    import inspect
+
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    experiment = config_mod.experiment_of(inspect.getsourcefile(run_fn))
     _importable_by_name(run_fn)
     given = [a for a in sys.argv[1:] if a.split("=", 1)[0].lstrip("+~") == "experiment"]
     if any(a.split("=", 1)[1] != experiment for a in given if "=" in a):
