@@ -79,6 +79,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ntkrepro import set_cpu_threads
 from ntkrepro.io import atomic_save_npy, atomic_save_npz, atomic_write_json
 from ntkrepro.progress import progress as progress_bar
 
@@ -738,14 +739,6 @@ def _load_data(manifest: dict):
     return (*arrays, None, None)
 
 
-def _set_threads(threads: int) -> None:
-    """Cap XLA's CPU threads for this process (before its first computation)."""
-    if threads > 0:
-        flags = os.environ.get("XLA_FLAGS", "")
-        extra = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-        os.environ["XLA_FLAGS"] = f"{flags} {extra} intra_op_parallelism_threads={threads}".strip()
-
-
 def _cmd_plan(a) -> int:
     if a.request:
         request = json.loads(Path(a.request).read_text())
@@ -774,7 +767,7 @@ def _cmd_plan(a) -> int:
 
 
 def _cmd_tile(a) -> int:
-    _set_threads(a.threads)
+    set_cpu_threads(a.threads)
     manifest = read_manifest(a.manifest)
     spec = GramSpec.from_identity(manifest["identity"])
     if (a.i, a.j) not in spec.tiles():

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ntkrepro import config as config_mod
+from ntkrepro import set_cpu_threads
 from ntkrepro.io import atomic_save_npz, atomic_savefig, atomic_write_json, atomic_write_text
 
 CONF_DIR = config_mod.CONF_DIR
@@ -134,14 +135,6 @@ def load_split(cfg, split: str, *, n: int | None = None):
     if _loaded_splits is not None:
         _loaded_splits.append({"requested": d.name, **data_record(dataset.provenance)})
     return dataset
-
-
-def _set_threads(threads: int) -> None:
-    """Cap XLA's CPU threads (must run before the first JAX computation)."""
-    if threads > 0:
-        flags = os.environ.get("XLA_FLAGS", "")
-        extra = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-        os.environ["XLA_FLAGS"] = f"{flags} {extra} intra_op_parallelism_threads={threads}".strip()
 
 
 def _runtime_info() -> dict[str, Any]:
@@ -352,7 +345,7 @@ def execute(cfg, run_fn: Callable[[Any], StageResult], *, out_dir: Path, sweep: 
     config_mod.validate(cfg, params_schema)
     premise = premise_record(cfg)
     premise["config"]["out_dir"] = str(out_dir)  # a sweep job's own folder, not the single-run one
-    _set_threads(cfg.threads)
+    set_cpu_threads(cfg.threads)
     logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing noise in every stage log
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
