@@ -179,6 +179,53 @@ def test_diverged_runs_are_stated(tmp_path):
     assert "2 of 5 runs diverged" in evaluate(c, rec).detail
 
 
+@pytest.mark.parametrize("needs_data", [True, False])
+def test_a_rehearsal_on_a_stand_in_is_never_reproduced(tmp_path, needs_data):
+    """A rehearsal (the paper's premise met, a stand-in on a split) is data unavailable with the indicative
+    verdict, also for a claim that needs no real data, which a reduced scale's stand-in would score."""
+    (claim,) = load_registry(_registry(tmp_path, [{**VALUE, "needs_data": needs_data}]))
+    result = evaluate(claim, _record(1.05, scale="rehearsal", substituted_for="mnist"))
+    assert result.status == "data unavailable" and result.verdict == "reproduced"
+    assert result.detail.startswith("rehearsal (the paper's sizes on a stand-in): stand-in on test: fashion_mnist "
+                                    "for mnist (indicative: reproduced)")
+    quick = evaluate(claim, _record(1.05, scale="quick", substituted_for="mnist")).status
+    assert quick == ("data unavailable" if needs_data else "reproduced")
+    (check,) = load_registry(_registry(tmp_path, [{**VALUE, "needs_data": needs_data, "consistency": "identity"}]))
+    assert evaluate(check, _record(1.0, scale="rehearsal", substituted_for="mnist")).status == "check not run"
+
+
+@pytest.mark.parametrize("artifact,stand_in,real,n", [("table1", "fashion_mnist", "mnist", (60000, 10000)),
+                                                       ("table2", "cifar10_shaped", "cifar10", (50000, 10000))])
+def test_a_rehearsal_record_of_a_stage_judges_no_claim_reproduced(artifact, stand_in, real, n):
+    """Every claim of DEQ-NTK Tables 1-2 on a rehearsal record shaped as the stage writes it (the rehearsal's
+    config and the paper's premise from conf/, the stand-in on both splits, values the claims accept as measured):
+    each is data unavailable with the indicative verdict "reproduced"; the same record on the real data
+    at paper scale would be reproduced (so the stand-in alone decides)."""
+    from pathlib import Path
+
+    from ntkrepro.config import flatten, premise_config, registered_config
+
+    registry = Path(__file__).resolve().parents[1] / "experiments" / "feng2020_deq" / "claims.yaml"
+    claims = [c for c in load_registry(registry) if c.artifact == artifact and not c.consistency]
+    splits = [{"split": s, "name": stand_in, "n": k, "substituted_for": real, "requested": real}
+              for s, k in zip(("train", "test"), n, strict=True)]
+    def agreeing(c):  # a value the claim accepts: the paper's, strictly inside a bound
+        return c.paper_value + {"above": 1, "below": -1}.get(c.side, 0)
+
+    metrics = {m: 1.0 for c in claims for m in c.evidence} | {c.metric: agreeing(c) for c in claims}
+    record = {"paper": "feng2020_deq", "artifact": artifact, "scale": "rehearsal", "metrics": metrics,
+              "data": {"name": stand_in, "substituted_for": real}, "splits": splits,
+              "config": flatten(registered_config(f"feng2020_deq/{artifact}", "rehearsal")), "overrides": {},
+              "paper_config": premise_config(registered_config(f"feng2020_deq/{artifact}", "paper"))}
+    results = [evaluate(c, record) for c in claims]
+    assert claims and [r.status for r in results] == ["data unavailable"] * len(claims)
+    assert [r.verdict for r in results] == ["reproduced"] * len(claims)
+    real_splits = [{**s, "name": real, "substituted_for": None} for s in splits]
+    on_real = {**record, "scale": "paper", "splits": real_splits, "data": {"name": real, "substituted_for": None},
+               "config": flatten(registered_config(f"feng2020_deq/{artifact}", "paper"))}
+    assert [evaluate(c, on_real).status for c in claims] == ["reproduced"] * len(claims)
+
+
 def test_consistency_checks_are_not_reproduced(tmp_path):
     (c,) = load_registry(_registry(tmp_path, [{**VALUE, "consistency": "an identity of the recursion"}]))
     assert evaluate(c, _record(1.0)).status == "check holds"

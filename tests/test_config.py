@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ntkrepro.config import ConfigError, flatten, validate
+from ntkrepro.config import ConfigError, flatten, premise_config, validate
+from ntkrepro.config import compose as compose_experiment
 from ntkrepro.stage import CONF_DIR
 
 
@@ -25,10 +26,48 @@ def test_defaults_and_out_dir():
     validate(cfg)
 
 
-@pytest.mark.parametrize("scale,expected", [("smoke", 1), ("quick", 2), ("paper", 3)])
+@pytest.mark.parametrize("scale,expected", [("smoke", 1), ("quick", 2), ("paper", 3), ("rehearsal", 3)])
 def test_by_scale_resolver(scale, expected):
     cfg = _compose([*BASE, f"scale={scale}", "+params.width=${by_scale:1,2,3}"])
     assert cfg.params.width == expected
+
+
+@pytest.mark.parametrize("scale,expected", [("quick", 2), ("paper", 3), ("rehearsal", 4)])
+def test_by_scale_takes_a_rehearsal_value_when_given(scale, expected):
+    cfg = _compose([*BASE, f"scale={scale}", "+params.width=${by_scale:1,2,3,4}"])
+    assert cfg.params.width == expected
+
+
+def _experiments():
+    return sorted(str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
+                  for p in (CONF_DIR / "experiment").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", _experiments())
+def test_the_rehearsal_has_the_papers_premise_with_stand_ins_allowed(experiment):
+    """Every stage's rehearsal config equals its paper config on every premise key (so its claims are judged
+    as at paper scale, and a stand-in makes them data unavailable), differs only in the scale and the
+    stand-ins, writes under <results_root>/rehearsal/ and validates."""
+    paper, rehearsal = (flatten(compose_experiment(experiment, [f"scale={s}"])) for s in ("paper", "rehearsal"))
+    assert premise_config(rehearsal) == premise_config(paper)
+    differing = {k for k in paper.keys() | rehearsal.keys() if paper.get(k) != rehearsal.get(k)}
+    assert differing <= {"scale.name", "scale.allow_substitute", "out_dir", "data.substitute"}
+    assert rehearsal["scale.allow_substitute"] and not paper["scale.allow_substitute"]
+    assert rehearsal["out_dir"] == paper["out_dir"].replace("/paper/", "/rehearsal/", 1)
+    validate(compose_experiment(experiment, ["scale=rehearsal"]))
+
+
+def test_the_rehearsal_stands_in_for_cifar10_with_its_shape_and_for_mnist_with_fashion_mnist():
+    from ntkrepro.data.registry import REGISTRY
+
+    table1, table2 = (compose_experiment(f"feng2020_deq/{a}", ["scale=rehearsal"]) for a in ("table1", "table2"))
+    assert (table1.data.name, table1.data.substitute) == ("mnist", "fashion_mnist")
+    assert (table2.data.name, table2.data.substitute) == ("cifar10", "cifar10_shaped")
+    real, shaped = REGISTRY["cifar10"], REGISTRY["cifar10_shaped"]
+    assert (shaped.image_shape, shaped.num_classes, dict(shaped.sizes), shaped.pixel_max) == \
+        (real.image_shape, real.num_classes, dict(real.sizes), real.pixel_max)
+    quick = compose_experiment("feng2020_deq/table2", ["scale=quick"])
+    assert quick.data.substitute == "fashion_mnist"  # the reduced scales keep their stand-in
 
 
 def test_unknown_top_level_key_is_rejected():

@@ -334,3 +334,31 @@ def test_experiment_ids_come_from_the_sqlite_store(tmp_path):
     recs = [{"config": {"tracking.uri": f"sqlite:///{db}"}}, {"config": {"tracking.uri": "http://server:5000"}},
             {"config": {"tracking.uri": f"sqlite:///{tmp_path / 'absent.db'}"}}]
     assert experiment_ids(recs) == {"r1": "3"}
+
+
+def test_a_rehearsal_report_has_a_banner_labels_each_row_and_reproduces_nothing(tmp_path, report):
+    """A rehearsal's results (scale rehearsal: the paper's sizes on stand-ins) give a report that opens with
+    the rehearsal banner, marks every claim row measured there, and has no reproduced claim, also for a claim
+    that needs no real data; a quick-scale report has no banner."""
+    exp = tmp_path / "exp_rehearsal"
+    claims = [_claim("ok", "acc_pct", 90.0), _claim("timing", "gram_seconds", 12.0, needs_data=False)]
+    (exp / "p").mkdir(parents=True)
+    (exp / "p" / "claims.yaml").write_text(yaml.safe_dump({"paper": "p", "claims": claims}))
+    results = tmp_path / "results" / "rehearsal"
+    (results / "p" / "a").mkdir(parents=True)
+    stand_in = [{"split": s, "name": "fashion_mnist", "n": n, "substituted_for": "mnist", "source": "system"}
+                for s, n in (("train", 60000), ("test", 10000))]
+    (results / "p" / "a" / "metrics.json").write_text(json.dumps(_record(
+        "p", "a", {"acc_pct": 90.2, "gram_seconds": 12.1}, scale="rehearsal", splits=stand_in)))
+    assert cli(["--results", str(results), "--experiments", str(exp)]) == 0
+    md = (results / "report.md").read_text()
+    page = _Page()
+    page.feed((results / "report.html").read_text())
+    banner = next(e for e in page.find("blockquote") if "Rehearsal, not a reproduction" in e["text"])
+    headings = [e for e in page.elements if e["tag"] in ("h1", "h2", "blockquote")]
+    assert headings[0]["tag"] == "h1" and "rehearsal" in headings[0]["text"] and headings[1] is banner
+    rows = [line for line in md.splitlines() if line.startswith("| *rehearsal* · **")]
+    assert len(rows) == 2 and all(" | data unavailable | reproduced | " in row for row in rows)
+    status_cells = [td["text"] for td in page.find("td") if "data-status" in td["attrs"]]
+    assert status_cells == ["data unavailable"] * 2
+    assert "Rehearsal" not in report["md"] and "*rehearsal*" not in report["md"]

@@ -52,10 +52,11 @@ outside: deviates (contradicted if exact); straddling: ``inconclusive``. ``toler
 band (also) k measured standard errors (a test of "equal up to noise"). A non-exact claim without an
 uncertainty is labelled a single-run comparison.
 
-**Other statuses.** ``data unavailable``: a stand-in on any split. ``paper inconsistent``: the text's
-number (``paper_value``) disagrees, beyond the tolerance, with what the paper's own table gives
-(``paper_table``, an expression over other claims' paper values with + - * / and mean, min, max); the
-measured value is then compared with the table's (indicative). ``consistency``: a check that cannot
+**Other statuses.** ``data unavailable``: a stand-in on any split; in a rehearsal (scale ``rehearsal``:
+the paper's sizes on stand-ins) for every claim, ``needs_data`` or not, so that it never scores a stand-in.
+``paper inconsistent``: the text's number (``paper_value``) disagrees, beyond the tolerance, with what the
+paper's own table gives (``paper_table``, an expression over other claims' paper values with + - * / and
+mean, min, max); the measured value is then compared with the table's (indicative). ``consistency``: a check that cannot
 fail by construction (an identity, a guaranteed regime) is reported in a separate section as
 ``check holds`` / ``check fails``, never counted as reproduced. Diverged runs behind a metric
 (``metrics.json["diverged"][metric] = {diverged, runs}``) are stated with the verdict.
@@ -80,6 +81,7 @@ CHECK_STATUSES = ("check holds", "check fails", "check not run")
 CONSTRAINT_OPS = ("min", "max", "includes", "min_len", "min_distinct", "one_of")
 TOLERANCE_KEYS = ("abs", "rel", "se")
 INTERVAL_Z = 2.0  # the measured interval is m ± 2 se
+REHEARSAL = "rehearsal"  # the scale that runs the paper's sizes on stand-ins (conf/scale/rehearsal.yaml)
 
 
 class ClaimError(ValueError):
@@ -492,9 +494,10 @@ def evaluate(claim: Claim, record: dict | None) -> ClaimResult:
                       verdict_=verdict)
     if unmeasured:
         return result(not_run, "the stage did not measure it (see the stage's notes)")
-    if claim.needs_data and stand_ins:
+    if stand_ins and (claim.needs_data or record.get("scale") == REHEARSAL):
+        rehearsal = "rehearsal (the paper's sizes on a stand-in): " if record.get("scale") == REHEARSAL else ""
         return result("check not run" if claim.consistency else "data unavailable",
-                      f"stand-in on {'; '.join(stand_ins)}{indicative}")
+                      f"{rehearsal}stand-in on {'; '.join(stand_ins)}{indicative}")
     if claim.consistency:
         holds = verdict == "reproduced"
         return result("check holds" if holds else "check fails", f"consistency check: {claim.consistency}")

@@ -5,7 +5,11 @@ types, so a typo such as ``sclae=paper`` or ``params.dpeth=3`` fails before any 
 parameters live under ``params``; their values are checked by :func:`validate` with one rule per key
 name (documented in ``RULES``), which keeps each experiment config free of boilerplate.
 
-Scale-dependent values are written ``${by_scale:<smoke>,<quick>,<paper>}`` in the YAML files.
+Scale-dependent values are written ``${by_scale:<smoke>,<quick>,<paper>}`` in the YAML files. The scale
+``rehearsal`` takes the paper's values on declared stand-in data (``allow_substitute``; a value that differs
+there, such as a stand-in's name, is a fourth argument ``${by_scale:<smoke>,<quick>,<paper>,<rehearsal>}``);
+its runs carry the scale name ``rehearsal`` (metrics.json, MLflow, report), write under
+``<results_root>/rehearsal/`` and never count as a reproduction (``ntkrepro.claims``).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from ntkrepro.checks import ConfigError, bad, build, dataset, param
+from ntkrepro.claims import REHEARSAL
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-SCALES = ("smoke", "quick", "paper")
+SIZE_LEVELS = ("smoke", "quick", "paper")  # the columns of ``by_scale``
+SCALES = (*SIZE_LEVELS, REHEARSAL)
 PRECISIONS = ("float32", "float64")
 
 
@@ -86,9 +92,14 @@ class BaseConfig:
     unstated: dict[str, Any] = field(default_factory=dict)
 
 
-def _by_scale(smoke, quick, paper, *, _root_):
-    """``${by_scale:a,b,c}``: the value for the active ``scale.name``."""
-    return {"smoke": smoke, "quick": quick, "paper": paper}[_root_.scale.name]
+_UNSET = object()
+
+
+def _by_scale(smoke, quick, paper, rehearsal=_UNSET, *, _root_):
+    """``${by_scale:a,b,c[,d]}``: the value for the active ``scale.name``; the rehearsal takes ``d`` when
+    given, else the paper's value ``c``."""
+    return {"smoke": smoke, "quick": quick, "paper": paper,
+            REHEARSAL: paper if rehearsal is _UNSET else rehearsal}[_root_.scale.name]
 
 
 def stage_dir(results_root, scale: str, paper: str, artifact: str) -> str:
@@ -255,7 +266,7 @@ def checkable(paper: str, experiments_dir: Path | str = "experiments") -> list[t
     rows = []
     configs: dict[tuple[str, str], dict | None] = {}
     for claim in load_registry(Path(experiments_dir) / paper / "claims.yaml"):
-        for scale in SCALES:
+        for scale in SIZE_LEVELS:
             if (claim.artifact, scale) not in configs:
                 configs[(claim.artifact, scale)] = registered_config(f"{paper}/{claim.artifact}", scale)
         paper_cfg = configs[(claim.artifact, "paper")]
@@ -263,7 +274,7 @@ def checkable(paper: str, experiments_dir: Path | str = "experiments") -> list[t
             rows.append((claim.id, claim.artifact, [], f"no conf/experiment/{paper}/{claim.artifact}.yaml"))
             continue
         ok, why = [], ""
-        for scale in SCALES:
+        for scale in SIZE_LEVELS:
             violations = premise_violations(claim, configs[(claim.artifact, scale)], premise_config(paper_cfg), {})
             if violations:
                 why = f"{scale}: " + "; ".join(str(v) for v in violations)  # the largest failing scale

@@ -35,6 +35,7 @@ from markdown.treeprocessors import Treeprocessor
 
 from ntkrepro.claims import (
     CHECK_STATUSES,
+    REHEARSAL,
     STATUSES,
     ClaimError,
     ClaimResult,
@@ -300,7 +301,17 @@ def _notes(r: ClaimResult, readme: str | None = None) -> str:
 
 
 def _claim_cell(r: ClaimResult) -> str:
-    return f"**{_esc(r.claim.id)}**: {_esc(r.claim.statement or r.claim.metric)}"
+    """The claim's id and statement; a claim measured in a rehearsal says so first."""
+    label = "*rehearsal* · " if r.scale == REHEARSAL else ""
+    return f"{label}**{_esc(r.claim.id)}**: {_esc(r.claim.statement or r.claim.metric)}"
+
+
+REHEARSAL_BANNER = (
+    "> **Rehearsal, not a reproduction.** These runs use the papers' sizes and settings on declared stand-in "
+    "data (scale `rehearsal`: e.g. Fashion-MNIST 60,000/10,000 for MNIST, the CIFAR-10-shaped synthetic "
+    "`cifar10_shaped` for CIFAR-10). What they measure is time, memory and numerical behaviour at the paper's "
+    "size; every claim measured on a stand-in is *data unavailable* with its indicative verdict, never "
+    "reproduced, and each claim row measured here is marked *rehearsal*.")
 
 
 CLAIM_HEADER = ["claim", "where", "paper", "measured", "data", "diff", "tolerance", "status", "indicative", "notes"]
@@ -496,7 +507,9 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str,
     readmes = {p: _rel(experiments_dir / p / "README.md", results_dir)
                for p in papers if (experiments_dir / p / "README.md").exists()}
     total = Counter(r.status for r in claims)
-    lines = [f"# ntkrepro reproduction report — scale {scale}", "",
+    rehearsal = scale == REHEARSAL or any(rec.get("scale") == REHEARSAL for rec in records.values())
+    lines = [f"# ntkrepro {'paper-size rehearsal' if rehearsal else 'reproduction report'} — scale {scale}", "",
+             *([REHEARSAL_BANNER, ""] if rehearsal else []),
              f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the metrics.json files and the claims "
              f"registries (no recomputation). MLflow UI: [experiments]"
              f"({(mlflow_ui or DEFAULT_MLFLOW_UI).rstrip('/')}/#/experiments?{ML_MODE}) (model-training view).", "",

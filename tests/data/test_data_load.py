@@ -226,3 +226,66 @@ def test_bad_input_is_a_one_line_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         load(args.pop("name"), args.pop("split"), **args)
     assert "\n" not in str(info.value)
+
+
+def _small_shaped(monkeypatch, train=600, test=200):
+    """``cifar10_shaped`` with small splits (the registered one is 50,000 / 10,000)."""
+    from ntkrepro.data.synthetic import class_images
+
+    sizes = {"train": train, "test": test}
+    spec = replace(REGISTRY["cifar10_shaped"], sizes=sizes, generate=lambda split: class_images(
+        split, n=sizes[split], image_shape=(32, 32, 3), num_classes=10))
+    monkeypatch.setitem(REGISTRY, "cifar10_shaped", spec)
+    return spec
+
+
+def test_shaped_images_are_fixed_balanced_uint8_and_class_structured():
+    from ntkrepro.data.synthetic import class_images
+
+    train, labels = class_images("train", n=1000, image_shape=(32, 32, 3), num_classes=10)
+    test, test_labels = class_images("test", n=300, image_shape=(32, 32, 3), num_classes=10)
+    assert train.shape == (1000, 32, 32, 3) and train.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [100] * 10  # balanced: arange(n) % k, shuffled
+    assert not np.array_equal(labels, np.arange(1000) % 10)
+    class_images.cache_clear()
+    again, again_labels = class_images("train", n=1000, image_shape=(32, 32, 3), num_classes=10)
+    np.testing.assert_array_equal(again, train)  # one fixed dataset, like a stored file
+    np.testing.assert_array_equal(again_labels, labels)
+    # pixels 127.5 + 40 (mu + z): mean and spread within a few standard errors (clipping at 3.2 sigma is rare)
+    x = train.astype(np.float64)
+    assert abs(x.mean() - 127.5) < 0.5 and abs(x.std() - 40.0 * np.sqrt(1 + 0.05**2)) < 0.5
+    # the classes are real: nearest class mean (fitted on train) classifies held-out test images far above chance
+    # (0.1; without class means 0.25 would be 8 standard errors above it)
+    centroids = np.stack([x[labels == c].reshape(100, -1).mean(axis=0) for c in range(10)])
+    t = test.reshape(300, -1).astype(np.float64)
+    predicted = np.argmin(((t[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)
+    assert (predicted == test_labels).mean() > 0.25
+
+
+def test_the_cifar10_shaped_stand_in_loads_as_a_stored_dataset(monkeypatch, tmp_path):
+    from ntkrepro.data.synthetic import class_images
+
+    _small_shaped(monkeypatch)
+    kw = dict(substitute="cifar10_shaped", cache_dir=tmp_path, allow_download=False)
+    train = load("cifar10", "train", n=100, balanced=True, **kw)
+    test = load("cifar10", "test", preprocess="standardize", **kw)
+    prov = train.provenance
+    assert (prov.name, prov.substituted_for, prov.source, prov.n) == ("cifar10_shaped", "cifar10", "synthetic", 100)
+    assert train.x.shape == (100, 32, 32, 3) and np.bincount(train.y).tolist() == [10] * 10
+    raw_train, _ = class_images("train", n=600, image_shape=(32, 32, 3), num_classes=10)
+    raw_test, raw_labels = class_images("test", n=200, image_shape=(32, 32, 3), num_classes=10)
+    mean = (raw_train / 255.0).mean(axis=(0, 1, 2))
+    std = (raw_train / 255.0).std(axis=(0, 1, 2))
+    np.testing.assert_allclose(test.x, (raw_test / 255.0 - mean) / std, rtol=1e-12)  # the train split's statistics
+    np.testing.assert_array_equal(test.y, raw_labels)
+    with pytest.raises(DataUnavailable, match="stand-in cifar10_shaped not allowed"):
+        load("cifar10", "test", allow_substitute=False, **kw)
+    with pytest.raises(ValueError, match="n=601 exceeds the 600 examples of cifar10_shaped/train"):
+        load("cifar10", "train", n=601, **kw)
+
+
+def test_a_generated_dataset_declares_its_shape_and_sizes():
+    from ntkrepro.data.registry import DatasetSpec, register
+
+    with pytest.raises(ValueError, match="lacks sizes, image_shape, num_classes, pixel_max"):
+        register(DatasetSpec(name="shapeless", kind="generated", description="", generate=lambda split: None))

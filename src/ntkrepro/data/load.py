@@ -112,6 +112,9 @@ def _read_split(spec: DatasetSpec, split: str, req: _Request):
     if spec.kind == "bundled":
         file, images, labels = spec.read_bundled(split)
         return images, labels, "bundled", sha256_file(file)
+    if spec.kind == "generated":
+        images, labels = spec.generate(split)
+        return images, labels, "synthetic", hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
     found = [find_file(spec, f, path=req.path, cache_dir=req.cache_dir, allow_download=req.allow_download)
              for f in spec.files[split]]
     images, labels = spec.parse(tuple(f.path for f in found), split)

@@ -22,7 +22,7 @@ import numpy as np
 from ntkrepro.data import formats, synthetic
 
 SPLITS = ("train", "test")
-KINDS = ("files", "bundled", "synthetic")
+KINDS = ("files", "bundled", "synthetic", "generated")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ class DatasetSpec:
     ``parse(paths, split) -> (images uint8 (n, H, W, C), labels (n,))``.
     kind "bundled": ``read_bundled(split) -> (file, images, labels)`` reads a file that ships with a
     package. kind "synthetic": ``generate(split, n, seed, options) -> (x, y, num_classes)``,
-    ``check_options(options)`` validates the options before any draw.
+    ``check_options(options)`` validates the options before any draw. kind "generated": a fixed synthetic
+    image set that behaves like a stored one (sizes, class subsets, training-split statistics, a stand-in):
+    ``generate(split) -> (images uint8 (n, H, W, C), labels (n,))``.
     ``classes``: keep only these classes of the parsed data, relabelled 0..k-1 (CIFAR-2; see
     ``class_subset``). ``class_names``: the name of each label as stored in the files (by stored label).
     ``pixel_max``: the largest raw pixel value (255, or 16 for digits), used by ``scale01``.
@@ -85,7 +87,8 @@ def register(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
     """Add ``spec`` to the registry (``replace=True`` to overwrite an entry of the same name)."""
     if spec.kind not in KINDS:
         raise ValueError(f"dataset {spec.name}: kind must be one of {list(KINDS)}, got {spec.kind!r}")
-    needed = {"files": ("parse",), "bundled": ("read_bundled",), "synthetic": ("generate", "check_options")}
+    needed = {"files": ("parse",), "bundled": ("read_bundled",), "synthetic": ("generate", "check_options"),
+              "generated": ("generate", "sizes", "image_shape", "num_classes", "pixel_max")}
     missing = [attr for attr in needed[spec.kind] if getattr(spec, attr) is None]
     if spec.kind == "files" and set(spec.files) != set(SPLITS):
         missing.append(f"files for splits {list(SPLITS)}")
@@ -110,7 +113,7 @@ def class_subset(base: DatasetSpec, name: str, classes: Sequence[int | str], *, 
     0..k-1 in the order given, sharing ``base``'s files and cache folder: CIFAR-2, a stand-in class pair.
     ``sizes``: examples per split of the kept classes. One-line ValueError for an unknown class name or
     label, a repeated class or fewer than two classes."""
-    if base.kind == "synthetic" or base.classes is not None:
+    if base.kind not in ("files", "bundled") or base.classes is not None:
         raise ValueError(f"dataset {name}: {base.name} is not a stored classification dataset to take classes of")
     names = base.class_names or ()
     keep = []
@@ -224,6 +227,15 @@ register(DatasetSpec(
     num_classes=100, image_shape=(32, 32, 3), pixel_max=255.0, sizes={"train": 50000, "test": 10000},
     files={"train": (CIFAR100_ARCHIVE,), "test": (CIFAR100_ARCHIVE,)},
     parse=formats.parse_cifar100_archive,
+))
+# The rehearsal's stand-in for CIFAR-10 (conf/data/cifar10.yaml, scale rehearsal): its shape, classes and
+# split sizes, synthetic pixels (ntkrepro.data.synthetic.class_images).
+CIFAR10_SHAPED = register(DatasetSpec(
+    name="cifar10_shaped", kind="generated",
+    description="synthetic images shaped like CIFAR-10 (32x32x3 uint8, 10 balanced classes, 50,000/10,000)",
+    num_classes=10, image_shape=(32, 32, 3), pixel_max=255.0, sizes={"train": 50000, "test": 10000},
+    generate=lambda split: synthetic.class_images(split, n=CIFAR10.sizes[split], image_shape=(32, 32, 3),
+                                                  num_classes=10),
 ))
 register(DatasetSpec(
     name="digits", kind="bundled", description="scikit-learn's bundled 8x8 digits",

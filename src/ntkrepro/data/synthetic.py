@@ -1,4 +1,4 @@
-"""Synthetic datasets: points on the unit circle and standard Gaussian inputs.
+"""Synthetic datasets: points on the unit circle, standard Gaussian inputs and shape-matched image sets.
 
 A generator takes ``(split, n, seed, options)`` and returns ``(x, y, num_classes)``. Draws use
 ``numpy.random.default_rng([seed, split_id])`` so that train and test are independent and every
@@ -7,6 +7,7 @@ value follows from the seed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -78,3 +79,28 @@ def gaussian(split: str, n: int, seed: int, options: Mapping[str, Any]):
     if y.shape != (n,):
         raise ValueError(f"gaussian: the target callable must return shape ({n},), got {y.shape}")
     return x, y, None
+
+
+SHAPED_SEED = 0  # a shape-matched image set is one fixed dataset (like a stored file), not a per-run draw
+SHAPED_CHUNK = 4096
+CLASS_SIGNAL = 0.05  # class-mean amplitude in units of the per-pixel noise
+
+
+@functools.lru_cache(maxsize=2)
+def class_images(split: str, *, n: int, image_shape: tuple[int, int, int], num_classes: int):
+    """A fixed synthetic image split shaped like a stored dataset: ``n`` uint8 images of ``image_shape`` and
+    balanced labels 0..num_classes-1 (a shuffled ``arange(n) % num_classes``). Pixel = 127.5 + 40 (mu_y + z),
+    rounded and clipped to 0..255, with the class means mu_c ~ CLASS_SIGNAL * N(0, I) shared by both splits
+    and noise z ~ N(0, I) per image, drawn from ``default_rng([SHAPED_SEED, split_id])`` in chunks (never a
+    float64 copy of the whole split). A stand-in for time, memory and numerics at a dataset's size only."""
+    means = CLASS_SIGNAL * np.random.default_rng([SHAPED_SEED, TEACHER_STREAM]).standard_normal(
+        (num_classes, *image_shape))
+    rng = np.random.default_rng([SHAPED_SEED, SPLIT_IDS[split]])
+    labels = rng.permutation(np.arange(n) % num_classes)
+    images = np.empty((n, *image_shape), dtype=np.uint8)
+    for start in range(0, n, SHAPED_CHUNK):
+        y = labels[start:start + SHAPED_CHUNK]
+        z = rng.standard_normal((len(y), *image_shape))
+        images[start:start + len(y)] = np.clip(np.rint(127.5 + 40.0 * (means[y] + z)), 0, 255)
+    images.flags.writeable = False  # cached: shared by every caller
+    return images, labels
