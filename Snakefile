@@ -4,7 +4,8 @@
 #   snakemake reproduce-all --cores all --config scale=smoke
 #   snakemake jacot2018 --cores 2                             # one paper
 #   snakemake -n reproduce-all --config scale=paper           # the full paper-scale DAG
-#   snakemake cost --config scale=paper                        # what it costs: CPU-h, GPU-h, peak memory
+#   snakemake cost --config scale=paper                        # what it costs: CPU-h, GPU-h, memory
+#   python scripts/cost_table.py --scale paper --detail       # the same table, each workload
 #
 #   snakemake --profile profiles/slurm arora2019_table1_grams --config scale=paper   # Gram tiles as jobs
 #
@@ -21,11 +22,14 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+# The workflow's edge code (scripts/): what the rules read from the tree, the cost table
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
 CONFIG_SCHEMA = "schemas/config.schema.yaml"
 try:
     validate(config, CONFIG_SCHEMA)  # sets the schema's defaults
 except WorkflowError as err:
-    from ntkrepro.workflow import config_error
+    from workflow_rules import config_error
 
     sys.exit(config_error(config, Path(workflow.basedir) / CONFIG_SCHEMA) or str(err))
 SCALE = config["scale"]
@@ -47,18 +51,18 @@ def out(paper, artifact, name="metrics.json"):
 
 def stage_inputs(paper, artifact):
     """A stage re-runs when its script, config, claims registry or an imported sibling module changes."""
-    from ntkrepro.workflow import stage_inputs as inputs
+    from workflow_rules import stage_inputs as inputs
 
     return inputs(paper, artifact)
 
 
 def stage_mem_mb(paper, artifact):
-    """The memory (MiB) of a stage's cluster job: from the arrays the stage's own checks estimate at this
-    scale (ntkrepro.workflow.stage_mem_mb), times the attempt (a retry asks for more). Evaluated only for
-    the jobs a run needs."""
+    """The memory (MiB) of a stage's cluster job: from the peak of the workloads its paper's cost model
+    declares at this scale, the peak `snakemake cost` shows (scripts/cost_table.py), times the attempt (a
+    retry asks for more). Evaluated only for the jobs a run needs."""
 
     def mem_mb(wildcards, attempt):
-        from ntkrepro.workflow import stage_mem_mb as mem
+        from workflow_rules import stage_mem_mb as mem
 
         return mem(f"{paper}/{artifact}", SCALE, attempt)
 
@@ -151,11 +155,12 @@ rule report:
 
 
 rule cost:
-    """Estimated CPU-hours, GPU-hours and peak memory of every stage at this scale (ntkrepro.cost, calibrated
-    by benchmarks/results): what a run costs before booking it. Runs nothing else."""
+    """Estimated CPU-hours, GPU-hours, peak memory and cluster job memory of every stage at this scale
+    (scripts/cost_table.py: the papers' cost models, calibrated by benchmarks/results): what a run costs
+    before booking it. Runs nothing else."""
     localrule: True
     shell:
-        f"python -m ntkrepro.cost --scale {SCALE}"
+        f"python scripts/cost_table.py --scale {SCALE}"
 
 
 def report_requested():

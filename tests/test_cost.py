@@ -1,5 +1,6 @@
-"""ntkrepro.cost: the cost model against the benchmarks' recorded rows, its counts against brute force, every
-stage's declared workloads against what the stage computes, and bad input."""
+"""ntkrepro.cost (the cost model) and scripts/cost_table.py (its table of every stage, from the papers'
+cost models): the model against the benchmarks' recorded rows, its counts against brute force, every stage's
+declared workloads against what the stage computes, a stage's memory from its own checks, and bad input."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib
 import json
 import math
 import shutil
+import sys
 from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +22,9 @@ from ntkrepro.blocks import block_grid, tile_index
 from ntkrepro.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # the cost table, as the Snakefile runs it
+import cost_table  # noqa: E402
+
 RECORDS = sorted(cost.BENCHMARKS.glob("*.json"))
 
 
@@ -201,15 +206,15 @@ def test_gram_workloads_are_the_grams_the_stage_requests(monkeypatch, stage, mod
     monkeypatch.setattr(mod, "load_split", load_split)
     requested = sorted(cost.distinct_pairs(len(a["x1"]), None if a.get("x2") is None else len(a["x2"]))
                        for a in mod.gram_requests(cfg))
-    declared = sorted(w.size["pairs"] for w in cost.estimate(stage, "smoke").workloads if w.kind in kinds
+    declared = sorted(w.size["pairs"] for w in cost_table.estimate(stage, "smoke").workloads if w.kind in kinds
                       for _ in range(w.count))
     assert declared == requested
 
 
 @pytest.mark.parametrize("scale", ["smoke", "paper"])
 def test_every_stage_has_a_cost_model(rates, scale):
-    for stage in cost.stages():
-        c = cost.estimate(stage, scale, rates=rates)
+    for stage in cost_table.stages():
+        c = cost_table.estimate(stage, scale, rates=rates)
         assert c.workloads, stage
         assert c.cpu_hours is None or (math.isfinite(c.cpu_hours) and c.cpu_hours > 0), stage
         assert c.cpu_hours is not None or c.unrated, stage
@@ -218,8 +223,17 @@ def test_every_stage_has_a_cost_model(rates, scale):
 
 def test_paper_scale_is_dearer_than_smoke(rates):
     for stage in ("arora2019/table1", "feng2020_deq/table1", "golikov2022/gram_cost", "jacot2018/fig3"):
-        assert cost.estimate(stage, "paper", rates=rates).cpu_hours > \
-            100 * cost.estimate(stage, "smoke", rates=rates).cpu_hours, stage
+        assert cost_table.estimate(stage, "paper", rates=rates).cpu_hours > \
+            100 * cost_table.estimate(stage, "smoke", rates=rates).cpu_hours, stage
+
+
+def test_memory_need_sums_the_checked_arrays_and_the_job_adds_base_and_safety():
+    estimates = [("params.n", 1000, 8, 2, "a float64 Gram"), ("data.n_train", 10, 4, 1, "a float32 vector")]
+    assert cost.memory_need(estimates) == 8 * 1000**2 + 4 * 10
+    assert cost.memory_need([]) == 0 and cost.memory_need([("params.n", 10**400, 1, 1, "beyond floats")]) == math.inf
+    assert cost.job_mem_mb(0) == cost.MEM_BASE_MB == 2000
+    assert cost.job_mem_mb(2**30) == 2000 + 1536 and cost.job_mem_mb(2**30, attempt=3) == 3 * 3536
+    assert cost.job_mem_mb(1) == 2001  # rounded up
 
 
 def test_cdeq_is_a_cntk_of_its_iterations(rates):
@@ -240,9 +254,9 @@ def test_cdeq_is_a_cntk_of_its_iterations(rates):
     (lambda: cost.train(True, arch="fc", macs=3), "examples must be an integer"),
     (lambda: cost.empirical_ntk(3, arch="rnn", macs=3), "arch must be"),
     (lambda: cost.solve(10, targets=0), "targets must be"),
-    (lambda: cost.estimate("jacot2018", "paper"), "stage must be '<paper>/<artifact>'"),
-    (lambda: cost.estimate("jacot2018/nope", "paper"), "no cost model for jacot2018/nope"),
-    (lambda: cost.estimate("jacot2018/fig1", "huge"), "scale must be one of"),
+    (lambda: cost_table.estimate("jacot2018", "paper"), "stage must be '<paper>/<artifact>'"),
+    (lambda: cost_table.estimate("jacot2018/nope", "paper"), "no cost model for jacot2018/nope"),
+    (lambda: cost_table.estimate("jacot2018/fig1", "huge"), "scale must be one of"),
     (lambda: cost.load_rates("/nonexistent"), "no benchmark results in"),
 ])
 def test_bad_input_is_one_line(build, match):
@@ -252,15 +266,18 @@ def test_bad_input_is_one_line(build, match):
 
 
 def test_cli(capsys, tmp_path):
-    assert cost.main(["--scale", "paper", "--stage", "arora2019/table1", "--detail"]) == 0
+    assert cost_table.main(["--scale", "paper", "--stage", "arora2019/table1", "--detail"]) == 0
     out = capsys.readouterr().out
     assert "arora2019/table1" in out and "no GPU rate measured" in out and "CNTK-GAP Gram 50000 x 50000" in out
-    assert cost.main(["--stage", "nope/x"]) == 2
+    assert "memory:    20 GB  the training CNTK Gram (n_train x n_train, float64) (data.n_train)" in out
+    row = next(line for line in out.splitlines() if line.startswith("arora2019/table1 "))
+    assert row.split()[-2:] == ["GB", f"{cost_table.stage_mem_mb('arora2019/table1', 'paper'):,}"]
+    assert cost_table.main(["--stage", "nope/x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no cost model for nope/x") and err.count("\n") == 1
     (tmp_path / "bad.json").write_text("{")
-    assert cost.main(["--benchmarks", str(tmp_path)]) == 2
+    assert cost_table.main(["--benchmarks", str(tmp_path)]) == 2
     assert "unreadable benchmark file" in capsys.readouterr().err
-    assert cost.main(["--json", "--stage", "feng2020_deq/table1"]) == 0
+    assert cost_table.main(["--json", "--stage", "feng2020_deq/table1"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["stage"] == "feng2020_deq/table1" and rows[0]["cpu_hours"] > 0

@@ -1,9 +1,11 @@
-"""The Snakemake rules' inputs come from the stage scripts themselves (ntkrepro.workflow): editing a
+"""The Snakemake rules' inputs come from the stage scripts themselves (scripts/workflow_rules.py): editing a
 stage's config, its paper's claims registry or a helper module it imports reruns exactly the stages
-that use it (checked with ``snakemake -n`` on a copy of the workflow whose outputs are all up to date).
-A stage's cluster job asks for the memory the stage's own checks estimate; the ``--config`` keys are
-checked against the workflow's schema with a one-line error."""
+that use it, and editing a paper's cost model reruns none (checked with ``snakemake -n`` on a copy of the
+workflow whose outputs are all up to date). A stage's cluster job asks for the memory the stage's own
+checks estimate, the peak the cost table shows; the ``--config`` keys are checked against the workflow's
+schema with a one-line error."""
 
+import json
 import math
 import os
 import re
@@ -17,18 +19,17 @@ import pytest
 import yaml
 
 from ntkrepro import config as config_mod
-from ntkrepro.checks import ConfigError
+from ntkrepro.checks import ConfigError, array_bytes
+from ntkrepro.cost import MEM_BASE_MB, MEM_SAFETY
 from ntkrepro.stage import stage_module
-from ntkrepro.workflow import (
-    MEM_BASE_MB,
-    config_error,
-    local_imports,
-    memory_estimates,
-    stage_inputs,
-    stage_mem_mb,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # the workflow's edge code, as the Snakefile imports it
+
+from cost_table import main as cost_table_main  # noqa: E402
+from cost_table import memory_estimates  # noqa: E402
+from workflow_rules import config_error, local_imports, stage_inputs, stage_mem_mb  # noqa: E402
+
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
@@ -60,7 +61,7 @@ def _jobs(tree: Path) -> set[str]:
 def up_to_date_tree(tmp_path_factory):
     """A copy of the workflow whose every output exists and is newer than its inputs."""
     tree = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "rules", "schemas", "experiments", "conf", "environment.yml"):
+    for name in ("Snakefile", "rules", "schemas", "scripts", "experiments", "conf", "environment.yml"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tree / name)
     summary = subprocess.run([SNAKEMAKE, "--summary", "--config", "scale=smoke", "results=R"], cwd=tree,
@@ -83,6 +84,9 @@ def up_to_date_tree(tmp_path_factory):
     ("experiments/hayou2020/cifar_resnet.py", {"hayou2020_table2"}),
     ("experiments/feng2020_deq/claims.yaml",  # every stage of the paper reads its registry
      {f"feng2020_deq_{p.stem}" for p in (ROOT / "conf/experiment/feng2020_deq").glob("*.yaml")}),
+    ("experiments/hayou2020/cnn_kernels.py", {"hayou2020_cnn_checks"}),
+    ("experiments/arora2019/cost.py", set()),  # a paper's cost model: read by `snakemake cost` only
+    ("scripts/cost_table.py", set()),
 ])
 def test_an_edit_reruns_exactly_the_stages_that_use_it(up_to_date_tree, edited, expected):
     path = up_to_date_tree / edited
@@ -101,6 +105,11 @@ def test_an_edit_reruns_exactly_the_stages_that_use_it(up_to_date_tree, edited, 
 STAGES = sorted(f"{p.parent.name}/{p.stem}" for p in (ROOT / "conf" / "experiment").glob("*/*.yaml"))
 
 
+def _arrays(stage: str, scale: str) -> list[tuple[str, float]]:
+    """(parameter path, bytes) of each array the stage's checks estimate."""
+    return [(path, array_bytes(value, unit, power)) for path, value, unit, power, _ in memory_estimates(stage, scale)]
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_memory_estimate_is_where_the_stage_refuses(stage, monkeypatch):
     """The largest recorded array (at the largest scale that has one) is the stage's own refusal threshold:
@@ -110,8 +119,8 @@ def test_memory_estimate_is_where_the_stage_refuses(stage, monkeypatch):
     if scale is None:
         assert stage_mem_mb(stage, "paper") == MEM_BASE_MB
         return
-    estimates = memory_estimates(stage, scale)
-    largest = max(nbytes for _, nbytes, _ in estimates)
+    estimates = _arrays(stage, scale)
+    largest = max(nbytes for _, nbytes in estimates)
     cfg = config_mod.compose(stage, [f"scale={scale}"])
     params = stage_module(stage).Params
     monkeypatch.setattr("ntkrepro.checks.physical_memory", lambda: math.ceil(largest))
@@ -119,7 +128,7 @@ def test_memory_estimate_is_where_the_stage_refuses(stage, monkeypatch):
     monkeypatch.setattr("ntkrepro.checks.physical_memory", lambda: math.ceil(largest) - 1)
     with pytest.raises(ConfigError) as refused:
         config_mod.validate(cfg, params)
-    assert str(refused.value).split(":")[1].strip() in {path for path, nbytes, _ in estimates if nbytes == largest}
+    assert str(refused.value).split(":")[1].strip() in {path for path, nbytes in estimates if nbytes == largest}
 
 
 def test_every_stage_rule_asks_for_its_own_memory():
@@ -132,14 +141,19 @@ def test_every_stage_rule_asks_for_its_own_memory():
 
 def test_stage_memory_follows_scale_and_attempt():
     smoke, paper = (stage_mem_mb("arora2019/table1", s) for s in ("smoke", "paper"))
-    gib = sum(nbytes for _, nbytes, _ in memory_estimates("arora2019/table1", "paper")) / 2**30
-    assert MEM_BASE_MB <= smoke < MEM_BASE_MB + 10 and paper > 1000 * gib > 10_000  # the CNTK Grams
+    # at paper scale the CNTK Grams dominate: K(train, train) 50,000^2 and K(test, train) 10,000 x 50,000 float64
+    grams = {"data.n_train": 8 * 50_000**2, "data.n_test": 8 * 10_000 * 50_000}
+    arrays = _arrays("arora2019/table1", "paper")
+    assert {path: nbytes for path, nbytes in arrays if path in grams} == grams
+    assert paper == math.ceil(MEM_BASE_MB + MEM_SAFETY * sum(nbytes for _, nbytes in arrays) / 2**20) > 40_000
+    assert MEM_BASE_MB <= smoke < MEM_BASE_MB + 10
     assert stage_mem_mb("arora2019/table1", "paper", attempt=2) == 2 * paper
     assert memory_estimates("feng2020_deq/table1", "paper") == ()  # no estimate: the floor
     assert stage_mem_mb("feng2020_deq/table1", "paper") == MEM_BASE_MB
 
 
-def test_slurm_dry_run_shows_each_stage_memory(tmp_path):
+def test_slurm_dry_run_shows_each_stage_memory(tmp_path, capsys):
+    """What a SLURM run asks for is what the cost table shows for the same stages (one estimate)."""
     proc = subprocess.run([SNAKEMAKE, "-n", "--profile", "profiles/slurm", "arora2019_table1", "jacot2018_fig3",
                            "report", "--config", "scale=paper", f"results={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, env=ENV)
@@ -147,6 +161,13 @@ def test_slurm_dry_run_shows_each_stage_memory(tmp_path):
     shown = dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: .*?mem_mb=(\d+)", proc.stdout, flags=re.M))
     assert int(shown["arora2019_table1"]) == stage_mem_mb("arora2019/table1", "paper")
     assert int(shown["jacot2018_fig3"]) == stage_mem_mb("jacot2018/fig3", "paper")
+    assert cost_table_main(["--json", "--scale", "paper", "--stage", "arora2019/table1",
+                            "--stage", "jacot2018/fig3"]) == 0
+    table = {row["stage"].replace("/", "_"): row for row in json.loads(capsys.readouterr().out)}
+    for rule in ("arora2019_table1", "jacot2018_fig3"):
+        assert table[rule]["mem_mb"] == int(shown[rule])
+        need = sum(nbytes for _, nbytes in _arrays(rule.replace("_", "/", 1), "paper"))
+        assert table[rule]["peak_bytes"] == pytest.approx(need, rel=1e-12)
     default = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["default-resources"]["mem_mb"]
     assert int(shown["report"]) == eval(default, {"max": max}, {"threads": 1, "attempt": 1})  # no estimate
 

@@ -1,6 +1,6 @@
 """What Arora et al. 2019's stages compute, as workloads for ``ntkrepro.cost`` (sizes from the resolved config)."""
 
-from ntkrepro.cost import cnn_macs, cntk_gram, empirical_ntk, image_side, solve, split_size, train, training_bytes
+from ntkrepro.cost import cnn_macs, cntk_gram, empirical_ntk, image_side, solve, split_size, train
 
 READOUTS = ("vanilla", "gap")
 
@@ -9,8 +9,8 @@ def _kernel_regressions(cfg, jobs, n_tr, n_te, side, classes):
     """Per (readout, depth): K(train, train), K(test, train) and the solve on them."""
     out = []
     for readout, depth in jobs:
-        out += [cntk_gram(n_tr, side=side, depth=depth, readout=readout, precision=cfg["precision"]),
-                cntk_gram(n_te, n_tr, side=side, depth=depth, readout=readout, precision=cfg["precision"]),
+        out += [cntk_gram(n_tr, side=side, depth=depth, readout=readout),
+                cntk_gram(n_te, n_tr, side=side, depth=depth, readout=readout),
                 solve(n_tr, targets=classes, n_test=n_te)]
     return out
 
@@ -28,10 +28,7 @@ def table1(cfg):
         for depth in c["depths"]:
             for channels in c["channels"]:
                 macs = cnn_macs(side=side, channels=channels, depth=depth, c_in=c_in, out=10, readout=readout)
-                memory = training_bytes(batch=c["batch_size"], activations=side * side * channels * depth,
-                                        parameters=9 * channels * channels * depth)
                 work.append(train(c["epochs"] * (n_tr - c["n_val"]), arch="cnn", macs=macs, count=runs,
-                                  peak_bytes=memory,
                                   what=f"CNN-{readout} depth {depth}, {channels} channels, {c['epochs']} epochs "
                                        f"({runs} lr x kappa runs)"))
     return work

@@ -17,8 +17,8 @@ def fig1(cfg):
 
 def _deq_rows(cfg, settings: int):
     n_tr, n_te = split_size(cfg["data"], "train"), split_size(cfg["data"], "test")
-    return [deq_gram(n_tr, precision=cfg["precision"], count=settings),
-            deq_gram(n_te, n_tr, precision=cfg["precision"], count=settings),
+    return [deq_gram(n_tr, count=settings),
+            deq_gram(n_te, n_tr, count=settings),
             solve(n_tr, targets=10, n_test=n_te, precision=cfg["precision"], count=settings)]
 
 
@@ -44,8 +44,7 @@ def cdeq_cost(cfg):
     n = p["n_images"]
     return [cdeq_gram(n, n, side=side, iterations=p["max_iter"], count=p["repeats"],
                       what=f"CDEQ-NTK block {n} x {n} (Sigma iterations capped at {p['max_iter']}: an upper bound)"),
-            cntk_gram(n, n, side=side, depth=p["cntk_depth"], readout="vanilla", count=p["repeats"],
-                      precision=cfg["precision"])]
+            cntk_gram(n, n, side=side, depth=p["cntk_depth"], readout="vanilla", count=p["repeats"])]
 
 
 WORKLOADS = {"fig1": fig1, "table1": table1, "table2": table2, "cdeq_cost": cdeq_cost}

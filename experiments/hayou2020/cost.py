@@ -1,6 +1,6 @@
 """What Hayou et al. 2020's stages compute, as workloads for ``ntkrepro.cost``."""
 
-from ntkrepro.cost import fc_macs, image_side, split_size, train, training_bytes, unrated
+from ntkrepro.cost import fc_macs, image_side, split_size, train, unrated
 
 
 def _recursion(what, size):
@@ -19,8 +19,6 @@ def table1(cfg):
         macs = fc_macs(d=side * side * c, width=p["width"], depth=p["depth"], out=10)
         work.append(train(p["epochs"]["late"] * split_size(data, "train"), arch="fc", macs=macs,
                           count=len(p["models"]) * p["n_seeds"],
-                          peak_bytes=training_bytes(batch=p["batch_size"], activations=p["width"] * p["depth"],
-                                                    parameters=macs),
                           what=f"{name}: {len(p['models'])} FFNNs x {p['n_seeds']} seeds, width {p['width']}, "
                                f"depth {p['depth']}, {p['epochs']['late']} epochs"))
     return work
@@ -41,14 +39,11 @@ def table2(cfg):
     side, c = image_side(data)
     work = []
     for depth in p["depths"]:
-        if m["kind"] == "cifar_resnet":  # maps of 16 x 32^2 = 32 x 16^2 = 64 x 8^2 floats per convolution
-            arch, macs, acts = "cnn", resnet_macs(depth), 16 * 32 * 32 * depth
-            params = macs // (32 * 32)  # an upper bound: every convolution's weights at 32^2 pixels
+        if m["kind"] == "cifar_resnet":
+            arch, macs = "cnn", resnet_macs(depth)
         else:
             arch, macs = "fc", fc_macs(d=side * side * c, width=m["width"], depth=depth, out=10)
-            acts, params = m["width"] * depth, macs
         work.append(train(examples, arch=arch, macs=macs, count=2 * p["n_seeds"],
-                          peak_bytes=training_bytes(batch=p["batch_size"], activations=acts, parameters=params),
                           what=f"{m['name']}{depth} standard and scaled x {p['n_seeds']} seeds, "
                                f"{p['epochs']['late']} epochs"))
     return work

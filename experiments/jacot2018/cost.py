@@ -1,6 +1,6 @@
 """What Jacot et al. 2018's stages compute, as workloads for ``ntkrepro.cost``."""
 
-from ntkrepro.cost import empirical_ntk, fc_gram, fc_macs, image_side, split_size, train, training_bytes
+from ntkrepro.cost import empirical_ntk, fc_gram, fc_macs, image_side, split_size, train
 
 
 def fig1(cfg):
@@ -10,7 +10,6 @@ def fig1(cfg):
     for w in p["widths"]:
         macs = fc_macs(d=d, width=w, depth=p["depth"])
         work += [train(p["steps"] * n, arch="fc", macs=macs, count=p["n_inits"],
-                       peak_bytes=training_bytes(batch=n, activations=w * p["depth"], parameters=macs, itemsize=8),
                        what=f"width {w}: {p['steps']} full-batch GD steps on {n} points"),
                  empirical_ntk(1, p["n_grid"], arch="fc", macs=macs, count=2 * p["n_inits"],
                                what=f"width {w}: Theta(x0, grid) at t = 0 and trained")]
@@ -31,8 +30,6 @@ def fig3(cfg):
     d = side * side * c
     work = [fc_gram(n, d=d, depth=p["max_depth_table"], count=2, what="exact NTK (beta and the footnote's beta)")]
     work += [train(p["steps"] * n, arch="fc", macs=fc_macs(d=d, width=w, depth=p["depth"]), count=p["n_trials"],
-                   peak_bytes=training_bytes(batch=n, activations=w * p["depth"] + d, itemsize=8,
-                                             parameters=fc_macs(d=d, width=w, depth=p["depth"])),
                    what=f"width {w}: {p['steps']} full-batch GD steps on {n} digits") for w in p["widths"]]
     return work
 

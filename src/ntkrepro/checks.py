@@ -111,13 +111,22 @@ _RECORDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("refuse
 @contextlib.contextmanager
 def recording_estimates() -> Iterator[list]:
     """Within: :func:`refuse_oversized` appends its estimates to the yielded list instead of refusing (the
-    memory a cluster job asks for is what the stage's own checks estimate, ``ntkrepro.workflow``)."""
+    memory a stage's cluster job asks for and the cost table's peak: ``ntkrepro.cost.memory_need``)."""
     found: list = []
     token = _RECORDING.set(found)
     try:
         yield found
     finally:
         _RECORDING.reset(token)
+
+
+def array_bytes(value, unit: float, power: float) -> float:
+    """Bytes of an array of ``unit * value ** power`` bytes (one :func:`refuse_oversized` estimate); an
+    integer beyond any float is beyond any memory (inf)."""
+    try:
+        return float(unit) * float(value) ** power
+    except OverflowError:
+        return math.inf
 
 
 def refuse_oversized(estimates, *, memory: int | None = None) -> None:
@@ -132,10 +141,7 @@ def refuse_oversized(estimates, *, memory: int | None = None) -> None:
         return
     memory = physical_memory() if memory is None else memory
     for path, value, unit, power, what in estimates:
-        try:
-            need = float(unit) * float(value) ** power
-        except OverflowError:  # an integer beyond any float: beyond any memory
-            need = math.inf
+        need = array_bytes(value, unit, power)
         if need > memory:
             fits = max(int((memory / unit) ** (1.0 / power)), 0)
             raise bad(path, f"{what} would need ~{_gib(need)} GiB, more than this machine's "

@@ -1,13 +1,15 @@
-"""What a stage costs at a given scale, from the rates the benchmarks measured (``benchmarks/results/*.json``).
+"""What a stage costs at a given scale, from the rates the benchmarks measured (``benchmarks/results/*.json``):
+the cost model, knowing no paper. The table of every stage (and the memory of its cluster job) is
+``scripts/cost_table.py``, which loads the papers' workloads:
 
-    python -m ntkrepro.cost --scale paper                      # every stage: CPU-h, GPU-h, peak memory
-    python -m ntkrepro.cost --scale paper --stage arora2019/table1 --detail
+    python scripts/cost_table.py --scale paper                      # every stage: CPU-h, GPU-h, peak memory
+    python scripts/cost_table.py --scale paper --stage arora2019/table1 --detail
 
 A stage's cost is the sum of its *workloads*: a Gram matrix of a kernel (:func:`fc_gram`, :func:`cntk_gram`,
 :func:`deq_gram`, :func:`cdeq_gram`), empirical NTKs of finite nets (:func:`empirical_ntk`), SGD/GD steps
 (:func:`train`), a dense solve (:func:`solve`), or work no benchmark rates (:func:`unrated`). Each paper says
 which workloads its artifacts imply in ``experiments/<paper>/cost.py``: ``WORKLOADS = {artifact: fn}`` with
-``fn(cfg) -> list[Workload]`` (``cfg``: the stage's resolved config as a dict); this module knows no paper.
+``fn(cfg) -> list[Workload]`` (``cfg``: the stage's resolved config as a dict, :func:`stage_config`).
 
 The model of each kind (seconds = evaluations x work per evaluation / the benchmark's evaluations per second,
 the work relative to the benchmark's own configuration):
@@ -41,28 +43,25 @@ n^2 (the studies' ``ours_pairs_per_s``, as benchmarks/run.py extrapolates): exac
 The calibration row of each study is the one at the largest measured size (a paper-scale Gram amortizes its
 per-block overheads as the largest benchmark did), the newest among equals; CPU and GPU rows apart (a file's
 ``machine.backend``). Hours are wall hours on the benchmark's machine (its cores are named; core-hours =
-hours x cores); peak memory is arithmetic on the arrays alive at once (no benchmark records it).
+hours x cores). A stage's memory is not modelled here: it is what the stage's own checks estimate before
+allocating (:func:`memory_need` of the estimates ``checks.refuse_oversized`` sees), the one estimate that both
+the cost table's peak and the stage's cluster job (:func:`job_mem_mb`) use.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import math
-import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ntkrepro.checks import array_bytes
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks" / "results"
-EXPERIMENTS = ROOT / "experiments"
 FC_INPUT_SHARE = 0.5  # share of the FC benchmark Gram's time in x x^T (README: ~0.45 s of 0.82 s; layers ~0.4 s)
-# kernel_regression's peak: ~4.5 K at 12,000 / 2,000 float32 (3.0 GB peak RSS, issue 15): the jitted
-# K + ridge I, the factor, the casts; the model takes 5 copies of the training Gram
-REGRESSION_COPIES = 5
 ITEMSIZE = {"float32": 4, "float64": 8}
 
 
@@ -76,13 +75,13 @@ class CostError(ValueError):
 @dataclass(frozen=True)
 class Workload:
     """One kind of work a stage does ``count`` times: ``size`` holds the kind's parameters (see the module
-    docstring), ``peak_bytes`` the memory alive at once while it runs, ``what`` a label for people."""
+    docstring), ``what`` a label for people. Memory is not a workload's: a stage's memory is what its own
+    checks estimate (:func:`memory_need`)."""
 
     kind: str
     what: str
     size: Mapping[str, Any]
     count: int = 1
-    peak_bytes: float = 0.0
 
 
 def _positive_int(name: str, value, *, minimum: int = 1) -> int:
@@ -112,10 +111,6 @@ def evaluated_pairs(n: int, itemsize: int) -> int:
     return count * (count + 1) // 2 * b * b
 
 
-def _gram_bytes(n1: int, n2: int | None, itemsize: int, arrays: int = 2) -> float:
-    return float(n1) * (n1 if n2 is None else n2) * itemsize * arrays
-
-
 def fc_gram(n1: int, n2: int | None = None, *, d: int, depth: int, precision: str = "float64", count: int = 1,
             what: str = "") -> Workload:
     """The exact FC NNGP/NTK Gram of ``n1`` (x ``n2``; None = symmetric) inputs of dimension ``d``."""
@@ -123,11 +118,11 @@ def fc_gram(n1: int, n2: int | None = None, *, d: int, depth: int, precision: st
     n2 = None if n2 is None else _positive_int("n2", n2)
     return Workload("fc_gram", what or f"FC Gram {n1} x {n2 or n1}, d={d}, depth {depth}",
                     {"pairs": distinct_pairs(n1, n2), "d": d, "depth": depth, "precision": _precision(precision)},
-                    _positive_int("count", count), _gram_bytes(n1, n2, ITEMSIZE[precision]) + n1 * d * 8)
+                    _positive_int("count", count))
 
 
-def cntk_gram(n1: int, n2: int | None = None, *, side: int, depth: int, readout: str, precision: str = "float32",
-              count: int = 1, what: str = "") -> Workload:
+def cntk_gram(n1: int, n2: int | None = None, *, side: int, depth: int, readout: str, count: int = 1,
+              what: str = "") -> Workload:
     """The exact CNTK Gram (vanilla or GAP readout) of ``side`` x ``side`` images, ``depth`` layers
     (depth - 1 convolutions)."""
     n1, side, depth = _positive_int("n1", n1), _positive_int("side", side), _positive_int("depth", depth, minimum=2)
@@ -137,25 +132,24 @@ def cntk_gram(n1: int, n2: int | None = None, *, side: int, depth: int, readout:
     return Workload("cntk", what or f"CNTK-{'V' if readout == 'vanilla' else 'GAP'} Gram {n1} x {n2 or n1}, "
                     f"{side}x{side}, depth {depth}",
                     {"pairs": distinct_pairs(n1, n2), "side": side, "depth": depth, "readout": readout},
-                    _positive_int("count", count), _gram_bytes(n1, n2, ITEMSIZE[_precision(precision)]))
+                    _positive_int("count", count))
 
 
-def deq_gram(n1: int, n2: int | None = None, *, precision: str = "float64", count: int = 1,
-             what: str = "") -> Workload:
+def deq_gram(n1: int, n2: int | None = None, *, count: int = 1, what: str = "") -> Workload:
     """The DEQ-NTK Gram (fixed point per pair) of ``n1`` (x ``n2``) inputs."""
     n1 = _positive_int("n1", n1)
     n2 = None if n2 is None else _positive_int("n2", n2)
     return Workload("deq_gram", what or f"DEQ-NTK Gram {n1} x {n2 or n1}", {"pairs": distinct_pairs(n1, n2)},
-                    _positive_int("count", count), _gram_bytes(n1, n2, ITEMSIZE[_precision(precision)]))
+                    _positive_int("count", count))
 
 
-def cdeq_gram(n1: int, n2: int | None = None, *, side: int, iterations: int, precision: str = "float64",
-              count: int = 1, what: str = "") -> Workload:
+def cdeq_gram(n1: int, n2: int | None = None, *, side: int, iterations: int, count: int = 1,
+              what: str = "") -> Workload:
     """The convolutional DEQ-NTK Gram: ``iterations`` Sigma iterations per pair on ``side`` x ``side`` images."""
     w = cntk_gram(n1, n2, side=side, depth=_positive_int("iterations", iterations) + 1, readout="vanilla",
-                  precision=precision, count=count)
+                  count=count)
     return Workload("cdeq_gram", what or f"CDEQ-NTK Gram {n1} x {n2 or n1}, {side}x{side}, {iterations} iterations",
-                    w.size, w.count, w.peak_bytes)
+                    w.size, w.count)
 
 
 def fc_macs(*, d: int, width: int, depth: int, out: int = 1) -> int:
@@ -181,42 +175,33 @@ def empirical_ntk(n1: int, n2: int | None = None, *, arch: str, macs: int, count
     _arch(arch)
     return Workload("empirical_ntk", what or f"empirical NTK ({arch}) {n1} x {n2 or n1}",
                     {"pairs": distinct_pairs(n1, n2), "arch": arch, "macs": _positive_int("macs", macs)},
-                    _positive_int("count", count), _gram_bytes(n1, n2, 4, arrays=1))
+                    _positive_int("count", count))
 
 
-def train(examples: int, *, arch: str, macs: int, count: int = 1, peak_bytes: float = 0.0,
-          what: str = "") -> Workload:
+def train(examples: int, *, arch: str, macs: int, count: int = 1, what: str = "") -> Workload:
     """Training by gradient steps: ``examples`` examples processed in all (epochs x training set, or steps x
     batch), a net of ``macs`` forward multiply-adds per example; ``count`` runs (seeds, grid points)."""
     _arch(arch)
     return Workload("train", what or f"training ({arch}) on {examples} examples",
                     {"examples": _positive_int("examples", examples), "arch": arch,
                      "macs": _positive_int("macs", macs)},
-                    _positive_int("count", count), float(peak_bytes))
-
-
-def training_bytes(*, batch: int, activations: int, parameters: int, itemsize: int = 4) -> float:
-    """Memory of a gradient step: ``activations`` floats per example kept for the backward pass (x 3: the
-    pre-activation, the activation, its gradient) for ``batch`` examples, and the parameters with their
-    gradient and the update (x 3)."""
-    return float(itemsize) * 3 * (batch * activations + parameters)
+                    _positive_int("count", count))
 
 
 def solve(n: int, *, targets: int, n_test: int = 0, precision: str = "float64", count: int = 1,
           what: str = "") -> Workload:
     """Kernel regression: Cholesky of the n x n training Gram, solve for ``targets`` columns, predict
-    ``n_test`` points; peak memory :data:`REGRESSION_COPIES` training Grams plus the test Gram."""
+    ``n_test`` points (rated at the FC study's input-product rate of ``precision``)."""
     n, targets = _positive_int("n", n), _positive_int("targets", targets)
     n_test = _positive_int("n_test", n_test, minimum=0)
-    item = ITEMSIZE[_precision(precision)]
     return Workload("solve", what or f"kernel regression n={n}, {n_test} test points",
-                    {"macs": n**3 / 3 + n * n * targets + n_test * n * targets, "precision": precision},
-                    _positive_int("count", count), REGRESSION_COPIES * n * n * item + n_test * n * item)
+                    {"macs": n**3 / 3 + n * n * targets + n_test * n * targets, "precision": _precision(precision)},
+                    _positive_int("count", count))
 
 
-def unrated(what: str, *, count: int = 1, peak_bytes: float = 0.0) -> Workload:
+def unrated(what: str, *, count: int = 1) -> Workload:
     """Work no benchmark rates (e.g. a sequential scalar recursion): listed, never given hours."""
-    return Workload("unrated", what, {}, _positive_int("count", count), float(peak_bytes))
+    return Workload("unrated", what, {}, _positive_int("count", count))
 
 
 def _arch(arch: str) -> None:
@@ -343,7 +328,8 @@ def seconds(w: Workload, rates: Mapping[str, Rate]) -> float | None:
 
 @dataclass
 class StageCost:
-    """A stage's estimate: hours per backend (None: no rate for some workload), peak bytes, its workloads."""
+    """A stage's estimate: hours per backend (None: no rate for some workload), its workloads, and
+    ``peak_bytes``: the memory its own checks estimate (:func:`memory_need`; 0 when they estimate none)."""
 
     stage: str
     workloads: list[Workload]
@@ -353,6 +339,11 @@ class StageCost:
     unrated: list[str] = field(default_factory=list)
     cores: int | None = None
     sources: list[str] = field(default_factory=list)
+
+    @property
+    def mem_mb(self) -> int:
+        """The memory (MiB) its cluster job asks for (:func:`job_mem_mb` of ``peak_bytes``)."""
+        return job_mem_mb(self.peak_bytes)
 
     def summary(self) -> str:
         """One line: ``needs ≈ 82,000 CPU-h on the benchmark's 2-core CPU (no GPU rate measured), peak ≈ 6.4 GB``."""
@@ -401,14 +392,33 @@ def gigabytes(b: float) -> str:
     return f"{value:,.0f} {unit}" if value >= 10 else f"{value:.2g} {unit}"
 
 
-def stage_cost(stage: str, workloads: list[Workload], rates: Mapping[str, Mapping[str, Rate]]) -> StageCost:
-    """Sum a stage's workloads per backend; peak = the largest workload's (they run one after another)."""
+def memory_need(estimates: Iterable[tuple]) -> float:
+    """Bytes a stage needs: the arrays its checks estimate before allocating (``checks.refuse_oversized``'s
+    ``(path, value, unit_bytes, power, what)``, recorded with ``checks.recording_estimates``), all counted
+    alive at once (their sum)."""
+    return sum(array_bytes(value, unit, power) for _, value, unit, power, _ in estimates)
+
+
+# A stage's cluster job asks for MEM_BASE_MB + MEM_SAFETY x its memory need (:func:`job_mem_mb`)
+MEM_BASE_MB = 2000  # interpreter, JAX, libraries and data (~0.6 GB peak at smoke): also the floor
+MEM_SAFETY = 1.5    # temporaries beside the estimated arrays (the estimates count the largest arrays only)
+
+
+def job_mem_mb(need: float, attempt: int = 1) -> int:
+    """Memory (MiB) of the cluster job of a stage that needs ``need`` bytes (:func:`memory_need`):
+    ``MEM_BASE_MB + MEM_SAFETY x need``, times ``attempt`` (a retry after running out of memory asks for more)."""
+    return math.ceil(MEM_BASE_MB + MEM_SAFETY * need / 2**20) * attempt
+
+
+def stage_cost(stage: str, workloads: list[Workload], rates: Mapping[str, Mapping[str, Rate]],
+               peak_bytes: float = 0.0) -> StageCost:
+    """Sum a stage's workloads per backend; ``peak_bytes``: its :func:`memory_need`."""
     def total(backend: str) -> float | None:
         parts = [seconds(w, rates.get(backend, {})) for w in workloads if w.kind != "unrated"]
         return None if not parts or any(p is None for p in parts) else sum(parts) / 3600
     used = [rates["cpu"][_rate_key(w)] for w in workloads if w.kind != "unrated" and _rate_key(w) in rates["cpu"]]
     cores = {r.machine for r in used}
-    return StageCost(stage, workloads, total("cpu"), total("gpu"), max((w.peak_bytes for w in workloads), default=0.0),
+    return StageCost(stage, workloads, total("cpu"), total("gpu"), peak_bytes,
                      [w.what for w in workloads if w.kind == "unrated"],
                      _cores(next(iter(cores))) if len(cores) == 1 else None,
                      sorted({f"{r.kind}: {r.source}" for r in used}))
@@ -421,16 +431,6 @@ def _cores(machine: str) -> int | None:
         return None
 
 
-def _paper_models(paper: str, experiments: Path) -> dict[str, Callable]:
-    path = experiments / paper / "cost.py"
-    if not path.is_file():
-        return {}
-    spec = importlib.util.spec_from_file_location(f"ntkrepro_cost_{paper}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return dict(getattr(module, "WORKLOADS", {}))
-
-
 def stage_config(stage: str, scale: str) -> dict:
     """The registered config of ``<paper>/<artifact>`` at ``scale``, resolved, as a plain dict."""
     from omegaconf import OmegaConf
@@ -440,27 +440,6 @@ def stage_config(stage: str, scale: str) -> dict:
     if scale not in SCALES:
         raise CostError(f"scale must be one of {SCALES}, got {scale!r}")
     return OmegaConf.to_container(compose(stage, [f"scale={scale}"]), resolve=True)
-
-
-def stages(experiments: Path | str = EXPERIMENTS) -> list[str]:
-    """Every ``<paper>/<artifact>`` with a config in conf/experiment (the stages Snakemake runs)."""
-    from ntkrepro.config import CONF_DIR
-
-    return sorted(f"{p.parent.name}/{p.stem}" for p in (CONF_DIR / "experiment").glob("*/*.yaml"))
-
-
-def estimate(stage: str, scale: str, *, rates=None, experiments: Path | str = EXPERIMENTS) -> StageCost:
-    """The cost of running ``stage`` (``<paper>/<artifact>``) at ``scale``. Raises CostError when the paper
-    declares no cost model for it."""
-    if stage.count("/") != 1:
-        raise CostError(f"stage must be '<paper>/<artifact>', got {stage!r}")
-    paper, artifact = stage.split("/")
-    models = _paper_models(paper, Path(experiments))
-    if artifact not in models:
-        raise CostError(f"no cost model for {stage}: experiments/{paper}/cost.py declares "
-                        f"{sorted(models) or 'none'}")
-    rates = load_rates() if rates is None else rates
-    return stage_cost(stage, list(models[artifact](stage_config(stage, scale))), rates)
 
 
 def split_size(data: Mapping, split: str) -> int:
@@ -482,67 +461,3 @@ def image_side(data: Mapping, downsample: int = 1) -> tuple[int, int]:
 
     h, _, c = get_spec(data["name"]).image_shape
     return h // int(downsample), c
-
-
-# ---------------------------------------------------------------- command line
-
-
-def _table(costs: list[StageCost], errors: dict[str, str]) -> str:
-    head = f"{'stage':30s} {'CPU time':>10s} {'GPU time':>22s} {'peak mem':>9s}  not estimated"
-    lines = [head, "-" * len(head)]
-    for c in costs:
-        cpu = "—" if c.cpu_hours is None else duration(c.cpu_hours)
-        gpu = "no GPU rate measured" if c.gpu_hours is None else duration(c.gpu_hours)
-        lines.append(f"{c.stage:30s} {cpu:>10s} {gpu:>22s} {gigabytes(c.peak_bytes):>9s}  {'; '.join(c.unrated)}")
-    for stage, err in errors.items():
-        lines.append(f"{stage:30s} {'?':>10s} {'?':>22s} {'?':>9s}  {err}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Estimated CPU-hours, GPU-hours and peak memory per stage, from "
-                                                 "the benchmarks' measured rates.")
-    parser.add_argument("--scale", default="paper", help="smoke | quick | paper (default paper)")
-    parser.add_argument("--stage", action="append", help="<paper>/<artifact> (repeatable; default: every stage)")
-    parser.add_argument("--benchmarks", type=Path, default=BENCHMARKS, help="folder of benchmark JSON files")
-    parser.add_argument("--detail", action="store_true", help="every workload with its hours")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    a = parser.parse_args(argv)
-    try:
-        rates = load_rates(a.benchmarks)
-        costs, errors = [], {}
-        for stage in a.stage or stages():
-            try:
-                costs.append(estimate(stage, a.scale, rates=rates))
-            except CostError as err:
-                if a.stage:
-                    raise
-                errors[stage] = str(err)
-    except (CostError, ValueError) as err:
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
-    if a.json:
-        print(json.dumps([{"stage": c.stage, "cpu_hours": c.cpu_hours, "gpu_hours": c.gpu_hours,
-                           "peak_bytes": c.peak_bytes, "unrated": c.unrated, "sources": c.sources} for c in costs]
-                         + [{"stage": s, "error": e} for s, e in errors.items()], indent=1))
-        return 0
-    machines = sorted({r.machine for r in rates["cpu"].values()})
-    print(f"Estimated cost at scale {a.scale}: hours on the benchmark machine ({'; '.join(machines) or 'none'}; "
-          f"core-hours = hours x cores), rates from {a.benchmarks} (--detail: which file rates each workload)")
-    print(_table(costs, errors))
-    total = [c.cpu_hours for c in costs if c.cpu_hours is not None]
-    print(f"total ≈ {duration(sum(total))} CPU time over {len(total)} stages" + (
-        "; GPU: no GPU rate measured (run benchmarks/device.sh on a GPU)" if not rates["gpu"] else ""))
-    if a.detail:
-        for c in costs:
-            print(f"\n{c.stage}: {c.summary()}")
-            for w in c.workloads:
-                s = seconds(w, rates["cpu"])
-                print(f"  {w.count:>5d} x {w.what:70s} "
-                      + ("unrated" if s is None else f"{duration(s / 3600)} CPU") + f", {gigabytes(w.peak_bytes)}")
-            print("  rates: " + "; ".join(c.sources))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,25 +1,24 @@
-"""What a stage's result depends on, for the Snakemake rules (one source: the stage script itself).
+"""What the Snakefile's rules read from the tree (the workflow's edge, beside the Snakefile).
 
 ``stage_inputs(paper, artifact)``: the stage script, its experiment config, the paper's claims registry
 (the stage judges its own claims at the end of a run) and every sibling module the script imports,
 followed transitively through the paper folder (read from the import statements, so that the list cannot
 drift from the code). Editing any of them reruns exactly the stages that use it.
 
-``stage_mem_mb(experiment, scale)``: the memory a stage's cluster job asks for, from the arrays the
-stage's own checks estimate before allocating (``ntkrepro.checks.refuse_oversized`` in its typed
-``Params``) at that scale: ``MEM_BASE_MB + MEM_SAFETY * (their sum)``.
+``stage_mem_mb`` (``cost_table.stage_mem_mb``): the memory a stage's cluster job asks for, from the peak of
+the workloads its paper's cost model declares (the peak ``snakemake cost`` shows).
 
 ``config_error(config, schema)``: the one line for a ``--config`` the workflow's schema refuses.
-
-This is the Snakemake side (an edge): it loads the stage scripts under ``experiments/``.
 """
 
 from __future__ import annotations
 
 import ast
-import math
-from functools import cache
 from pathlib import Path
+
+from cost_table import stage_mem_mb
+
+__all__ = ["config_error", "local_imports", "stage_inputs", "stage_mem_mb"]
 
 
 def local_imports(script: Path) -> list[Path]:
@@ -51,35 +50,6 @@ def stage_inputs(paper: str, artifact: str, root: Path | str = ".") -> list[str]
         inputs.append(registry)
     inputs += local_imports(script)
     return [str(p.relative_to(root)) for p in inputs]
-
-
-# ---- cluster memory of a stage job, from the stage's own estimate --------------------------------------
-
-MEM_BASE_MB = 2000  # interpreter, JAX, libraries and data (~0.6 GB peak at smoke): also the floor
-MEM_SAFETY = 1.5    # temporaries beside the estimated arrays (the estimates count the largest arrays only)
-
-
-@cache
-def memory_estimates(experiment: str, scale: str) -> tuple[tuple[str, float, str], ...]:
-    """The arrays stage ``experiment`` (``<paper>/<artifact>``) estimates before allocating, at ``scale`` as
-    registered in ``conf/``: ``(parameter path, bytes, what)``, the numbers its ``refuse_oversized`` checks
-    compare with the machine's memory (none refused here: the job may run on a larger node)."""
-    from ntkrepro import config
-    from ntkrepro.checks import recording_estimates
-    from ntkrepro.stage import stage_module
-
-    params = stage_module(experiment).Params
-    cfg = config.compose(experiment, [f"scale={scale}"])
-    with recording_estimates() as found:
-        config.validate(cfg, params)
-    return tuple((path, float(unit) * float(value) ** power, what) for path, value, unit, power, what in found)
-
-
-def stage_mem_mb(experiment: str, scale: str, attempt: int = 1) -> int:
-    """Memory (MiB) of the cluster job of a stage at ``scale``: ``MEM_BASE_MB + MEM_SAFETY *`` the sum of its
-    estimated arrays, times ``attempt`` (a retry after running out of memory asks for more)."""
-    need = sum(nbytes for _, nbytes, _ in memory_estimates(experiment, scale))
-    return math.ceil(MEM_BASE_MB + MEM_SAFETY * need / 2**20) * attempt
 
 
 # ---- the --config schema -------------------------------------------------------------------------------
