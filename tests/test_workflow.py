@@ -191,7 +191,7 @@ def test_min_version_matches_the_declared_dependency():
 
 
 @pytest.mark.parametrize("config,line", [
-    ({"scale": "huge"}, "error: --config scale='huge': must be one of smoke, quick, paper"),
+    ({"scale": "huge"}, "error: --config scale='huge': must be one of smoke, quick, paper, rehearsal"),
     ({"sclae": "paper", "scale": "smoke"}, "error: --config sclae: unknown key (keys: scale, results, data_cache, "
                                            "tracking, tracking_uri, mlflow_ui, gram_threads)"),
     ({"gram_threads": 0}, "error: --config gram_threads=0: must be >= 1"),
@@ -210,7 +210,7 @@ def test_config_error_accepts_every_key():
 
 
 @pytest.mark.parametrize("args,line", [
-    (["scale=huge"], "error: --config scale='huge': must be one of smoke, quick, paper"),
+    (["scale=huge"], "error: --config scale='huge': must be one of smoke, quick, paper, rehearsal"),
     (["gram_threads=0"], "error: --config gram_threads=0: must be >= 1"),
 ])
 def test_snakemake_refuses_a_bad_config_in_one_line(args, line, tmp_path):
