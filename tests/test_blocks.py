@@ -1,11 +1,16 @@
-"""ntkrepro.blocks: the host block loop against a one-shot Gram (brute force), padding, mirroring."""
+"""ntkrepro.blocks: the host block loop against a one-shot Gram (brute force), padding, mirroring, the pair
+block plan and its memory."""
 
+import math
+
+import jax
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ntkrepro.blocks import blockwise_on_host, pad_rows
+from ntkrepro import blocks
+from ntkrepro.blocks import CHUNK_ENTRIES, LANES, blockwise_on_host, pad_rows, plan_pair_blocks
 
 
 def _pair_values(a, b):
@@ -50,3 +55,33 @@ def test_pad_rows_repeats_the_last_row():
 def test_symmetric_needs_square_blocks():
     with pytest.raises(ValueError, match="square blocks"):
         blockwise_on_host(lambda r0, c0: (), 4, 4, 2, 3, symmetric=True)
+
+
+@given(n1=st.integers(1, 600), n2=st.integers(1, 600), pairs=st.integers(1, 8192),
+       entries=st.sampled_from([16, 1024, 2**20]), symmetric=st.booleans())
+def test_block_plan(n1, n2, pairs, entries, symmetric):
+    plan = plan_pair_blocks(n1, n2, pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
+    columns = n1 if symmetric else n2
+    assert plan.b1 % (plan.rows_per_step * jax.device_count()) == 0
+    assert plan.b2 <= max(1, math.isqrt(pairs)) and plan.b2 <= columns
+    assert plan.b2 == columns or plan.b2 < LANES or plan.b2 % LANES == 0  # whole vectors
+    if symmetric:
+        assert plan.b1 == plan.b2
+    else:
+        assert plan.b1 * plan.b2 <= pairs + plan.b2 * plan.rows_per_step
+    step = plan.rows_per_step * plan.b2 * entries
+    assert plan.rows_per_step == 1 or step <= CHUNK_ENTRIES
+
+
+def test_auto_pairs_follow_free_memory(monkeypatch):
+    entries, itemsize, live = 1024, 4, 12
+    per_pair = blocks.pair_block_bytes(1, entries, itemsize=itemsize, live_arrays=live)
+    assert per_pair == live * entries * itemsize
+    assert blocks.pair_block_bytes(10, entries, itemsize=itemsize, live_arrays=live) == 10 * per_pair
+    monkeypatch.setattr(blocks, "available_memory_bytes", lambda where="host": 40 * per_pair)
+    assert blocks.auto_pairs_per_block(entries, itemsize, live_arrays=live) == 10 * jax.device_count()
+    monkeypatch.setattr(blocks, "available_memory_bytes", lambda where="host": 0)
+    assert blocks.auto_pairs_per_block(entries, itemsize, live_arrays=live) == jax.device_count()
+    monkeypatch.setattr(blocks, "available_memory_bytes", lambda where="host": None)
+    assert blocks.auto_pairs_per_block(entries, itemsize, live_arrays=live) == \
+        blocks.MAX_PAIRS_PER_BLOCK * jax.device_count()

@@ -24,7 +24,8 @@ import pandas as pd
 from deq_eval import check_initialization, load_with
 
 from ntkrepro.checks import param, refuse_oversized
-from ntkrepro.kernels.conv import _LIVE_ARRAYS, cdeq_ntk, cntk
+from ntkrepro.kernels.cdeq import cdeq_ntk
+from ntkrepro.kernels.conv import cntk, pair_block_bytes
 from ntkrepro.stage import StageResult, main
 from ntkrepro.stats import mean_se
 
@@ -74,7 +75,7 @@ class Params:
 
     def check(self):
         check_initialization("params", sigma_w2=self.sigma_w2, sigma_u2=self.sigma_u2)
-        refuse_oversized([("params.n_images", self.n_images, FLOAT32_BYTES * _LIVE_ARRAYS * 32 * 32, 2,
+        refuse_oversized([("params.n_images", self.n_images, pair_block_bytes(1, 32 * 32, itemsize=FLOAT32_BYTES), 2,
                            "one block's live pair arrays (n_images^2 pairs of 32 x 32 maps, float32)")])
 
 

@@ -5,16 +5,18 @@ Survey: "already for relatively small datasets (m = 10^4), the most time-demandi
 the Gram matrix [...] but not integration" (numerical, T = 10^4 steps) and "the time to compute the NNGP
 kernel is almost the same as the one for NTK, since both are computed analytically".
 
-Gram side: one block of ``block`` x ``block`` image pairs of the CNTK, the compiled block computation that
-``ntkrepro.kernels.conv.cntk(..., batch_size=block**2)`` evaluates the m x m Gram with, times the number of
-blocks of the symmetric Gram (upper blocks, diagonal ones included), plus the per-image diagonals times m.
+Gram side: one block of ``block`` x ``block`` image pairs of the CNTK (``ntkrepro.kernels.conv.cntk_block``,
+the block computation that ``cntk(..., batch_size=block**2)`` evaluates the m x m Gram with), times the
+number of blocks of the symmetric Gram (upper blocks, diagonal ones included), plus the per-image diagonals
+(``cntk_diagonals``) times m.
 FC: the whole Gram of ``fc_m`` points times (m / fc_m)^2. Integration side: ``timed_steps`` Euler steps of
 kernel gradient descent on the BCE loss (one m x m matrix-vector product each) on a real
 ``integration_m`` x ``integration_m`` matrix, times steps / timed_steps and (m / integration_m)^2.
-NNGP vs NTK: the same computation jitted for the NNGP output alone (XLA then drops the NTK recursion)
-against both outputs. Each repeat times every computation once, interleaved, and gives one ratio; a
-ratio's uncertainty is its standard error over the repeats (the run-to-run noise of the machine). Times are
-the process CPU time after one untimed compile call.
+NNGP vs NTK: the same block for the NNGP alone (``get="nngp"``: no Theta recursion; the FC kernel jitted
+for its NNGP output, XLA then drops the NTK recursion) against both outputs. Each repeat times every
+computation once, interleaved, and gives one ratio; a ratio's uncertainty is its standard error over the
+repeats (the run-to-run noise of the machine). Times are the process CPU time after one untimed compile
+call.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
+from ntkrepro.blocks import LANES, plan_pair_blocks
 from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.kernels import conv
 from ntkrepro.kernels.fc import fc_kernels
-from ntkrepro.kernels.gaussian import c_sigma
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.stage import StageResult, main
@@ -53,17 +55,15 @@ def cntk_block_fn(*, side: int, depth: int, readout: str, block: int, nngp_only:
     """(x1, x2, d1, d2) -> the CNTK of one block of ``block`` x ``block`` image pairs of side ``side``,
     exactly as ``cntk(x, depth=depth, readout=readout, batch_size=block**2)`` computes a block of the Gram
     of many images (its block plan); ``nngp_only``: the NNGP alone, else (nngp, ntk)."""
-    act = conv.get_activation("relu")
-    plan = conv._plan_blocks(10 * block, 10 * block, pairs=block**2, entries_per_pair=side * side, symmetric=True)
+    plan = plan_pair_blocks(10 * block, 10 * block, pairs=block**2, entries_per_pair=side * side, symmetric=True)
     if plan.b1 != block:
         raise ValueError(f"params.block = {block}: cntk's blocks of {block}^2 pairs are {plan.b1} images wide "
-                         f"(use a multiple of {conv._LANES})")
-    compute = functools.partial(conv._cntk_block, rows_per_step=plan.rows_per_step, filter_size=FILTER,
-                                activation=act, fix_first_last=False, readout=readout)
-    scale = c_sigma(act) / FILTER**2
+                         f"(use a multiple of {LANES})")
+    compute = functools.partial(conv.cntk_block, readout=readout, filter_size=FILTER, activation="relu",
+                                get="nngp" if nngp_only else ("nngp", "ntk"), rows_per_step=plan.rows_per_step)
     if nngp_only:
-        return jax.jit(lambda x1, x2, d1, d2: compute(x1, x2, d1, d2, jnp.asarray(scale, x1.dtype))[0])
-    return jax.jit(lambda x1, x2, d1, d2: compute(x1, x2, d1, d2, jnp.asarray(scale, x1.dtype)))
+        return jax.jit(lambda x1, x2, d1, d2: compute(x1, x2, d1, d2)[0])
+    return jax.jit(compute)
 
 
 def fc_fn(*, depth: int, nngp_only: bool) -> Callable:
@@ -140,14 +140,14 @@ class Params:
     repeats: int = param(ge=2, doc="a ratio's standard error needs two repeats")
 
     def check(self):
-        if self.block % conv._LANES:
-            raise bad("params.block", f"must be a multiple of {conv._LANES} (cntk's column blocks are whole "
+        if self.block % LANES:
+            raise bad("params.block", f"must be a multiple of {LANES} (cntk's column blocks are whole "
                       "vector widths: another block is not how the Gram is evaluated)", self.block)
         refuse_oversized([
             ("params.integration_m", self.integration_m, FLOAT32_BYTES * 4, 2,
              "the integrated Gram (float32; up to 4 copies while it is built)"),
             ("params.fc_m", self.fc_m, FLOAT32_BYTES * 3, 2, "the FC Grams (nngp, ntk and a temporary, float32)"),
-            ("params.side", self.side, FLOAT32_BYTES * conv._LIVE_ARRAYS * self.block**2, 2,
+            ("params.side", self.side, conv.pair_block_bytes(self.block**2, 1, itemsize=FLOAT32_BYTES), 2,
              "a CNTK block's live pair arrays (float32)"),
         ])
 
@@ -160,10 +160,8 @@ def run(cfg) -> StageResult:
     rng = np.random.default_rng(cfg.seed)
     machine_start = machine_info()
     images = rng.standard_normal((p.block, p.side, p.side, p.channels)).astype(np.float32)
-    diag = jax.jit(functools.partial(conv._cntk_diagonals, num_layers=p.depth - 1, filter_size=FILTER,
-                                     activation=conv.get_activation("relu")))
-    scale = jnp.asarray(c_sigma("relu") / FILTER**2, jnp.float32)
-    d = diag(jnp.asarray(images), scale)
+    diag = functools.partial(conv.cntk_diagonals, depth=p.depth, filter_size=FILTER, dtype=jnp.float32)
+    d = diag(images)
     block_args = (jnp.asarray(images), jnp.asarray(images), d, d)
     x_fc = jnp.asarray(rng.standard_normal((p.fc_m, p.fc_input_dim)), jnp.float32)
     theta = jnp.asarray(rng.standard_normal((p.integration_m, p.integration_m), dtype=np.float32))
@@ -172,7 +170,7 @@ def run(cfg) -> StageResult:
     y = jnp.asarray(rng.integers(0, 2, p.integration_m), jnp.float32)
     lr = jnp.asarray(1.0 / p.integration_m, jnp.float32)
 
-    timed = {"diagonals": (diag, (jnp.asarray(images), scale)),
+    timed = {"diagonals": (diag, (images,)),
              "fc_nngp": (fc_fn(depth=p.depth, nngp_only=True), (x_fc,)),
              "fc_both": (fc_fn(depth=p.depth, nngp_only=False), (x_fc,)),
              "integration": (functools.partial(integrate_bce, steps=p.timed_steps), (theta, f0, y, lr))}

@@ -11,6 +11,15 @@ Both compute only the upper blocks of a Gram of one input set (x2 None / ``symme
 and make the diagonal blocks symmetric bit for bit. Rows are padded by repeating a row (a valid input),
 so every block has one shape and compiles once.
 
+Pair blocks (the convolutional kernels, whose per-pair state is a (P, Q) map): :func:`plan_pair_blocks`
+sizes a block of b1 x b2 pairs (b2 a multiple of the ``LANES``-wide float32 vector unless one block spans
+all columns: an odd b2 wastes vector lanes, 0.4-0.7x the throughput) and the rows one ``lax.map`` step
+walks (:func:`map_row_chunks`, ~``CHUNK_ENTRIES`` entries per array, so that a layer's temporaries stay
+in the CPU cache: XLA materializes them between fusions); :func:`auto_pairs_per_block` holds as many pairs
+as fit in ``MEMORY_FRACTION`` of the free device memory at :func:`pair_block_bytes` per pair, at most
+``MAX_PAIRS_PER_BLOCK``; with several JAX devices the rows of every block are split over the devices
+(:func:`over_devices`; one block = ``device_count`` times as many pairs).
+
 Memory is estimated before anything is allocated: the plan is arithmetic (block counts, never a list of
 block pairs), and a Gram whose estimate exceeds the memory available (:func:`available_memory_bytes`: the
 host's, capped by the cgroup limit of a SLURM job or container; an accelerator's own) is refused with
@@ -25,12 +34,14 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, PartitionSpec
 
 BLOCK_BYTES = 2**21  # one (b, b) tile array of :func:`blockwise`: ~2 MiB, so a tile's recursion stays in cache
 
@@ -308,3 +319,77 @@ def blockwise_on_host(block_fn: Callable[[int, int], Sequence], n1: int, n2: int
                     if symmetric:
                         out[c0:c0 + nc, r0:r0 + nr] = mirror(v)
     return results
+
+
+# ---------------------------------------------------------------- pair blocks (the convolutional kernels)
+
+LANES = 16                     # float32 lanes of an AVX-512 vector: column counts of multi-block Grams
+CHUNK_ENTRIES = 2**19          # entries per array in one lax.map step (2 MiB in float32; measured best)
+MAX_PAIRS_PER_BLOCK = 4096
+MEMORY_FRACTION = 0.25
+
+
+def pair_block_bytes(pairs: int, entries_per_pair: int, *, itemsize: int, live_arrays: int) -> int:
+    """Bytes a block of ``pairs`` pairs holds at once: ``live_arrays`` pair-sized arrays (inputs,
+    temporaries, outputs of one layer) of ``entries_per_pair`` entries of ``itemsize`` bytes."""
+    return int(pairs) * int(live_arrays) * int(entries_per_pair) * int(itemsize)
+
+
+def auto_pairs_per_block(entries_per_pair: int, itemsize: int, *, live_arrays: int) -> int:
+    """Pairs per block (module docstring): ``MEMORY_FRACTION`` of one device's free memory
+    (:func:`available_memory_bytes`, "device") at :func:`pair_block_bytes` per pair, clipped to
+    [1, ``MAX_PAIRS_PER_BLOCK``], times the device count."""
+    free = available_memory_bytes("device")
+    per_pair = pair_block_bytes(1, entries_per_pair, itemsize=itemsize, live_arrays=live_arrays)
+    fit = MAX_PAIRS_PER_BLOCK if free is None else int(MEMORY_FRACTION * free // per_pair)
+    return max(1, min(MAX_PAIRS_PER_BLOCK, fit)) * jax.device_count()
+
+
+@dataclass(frozen=True)
+class PairBlockPlan:
+    """How a Gram of pairs is cut: blocks of b1 x b2 pairs, rows_per_step rows per ``lax.map`` step."""
+
+    b1: int              # rows per block (a multiple of rows_per_step * devices)
+    b2: int              # columns per block
+    rows_per_step: int   # rows per lax.map step
+
+
+def plan_pair_blocks(n1: int, n2: int, *, pairs: int, entries_per_pair: int, symmetric: bool) -> PairBlockPlan:
+    """Blocks of about ``pairs`` pairs for an (n1, n2) Gram, square when symmetric. b2 (the minor axis of
+    the pair arrays) is all columns or a multiple of ``LANES``; rows_per_step keeps a step near
+    ``CHUNK_ENTRIES`` per array for the final b2; b1 is a multiple of rows_per_step * devices."""
+    devices = jax.device_count()
+    columns = n1 if symmetric else n2
+    b2 = max(1, min(columns, math.isqrt(pairs)))
+    if LANES <= b2 < columns:
+        b2 -= b2 % LANES
+    if symmetric:
+        b = -(-b2 // devices) * devices
+        per_device = b // devices
+        target = max(1, CHUNK_ENTRIES // (b * entries_per_pair))
+        rows_per_step = max(r for r in range(1, min(target, per_device) + 1) if per_device % r == 0)
+        return PairBlockPlan(b, b, rows_per_step)
+    rows_per_step = max(1, min(CHUNK_ENTRIES // (b2 * entries_per_pair), n1))
+    unit = rows_per_step * devices
+    return PairBlockPlan(max(unit, min(pairs // b2, n1) // unit * unit), b2, rows_per_step)
+
+
+def map_row_chunks(chunk_fn, rows_per_step: int, *row_arrays):
+    """``lax.map`` of ``chunk_fn(*row_chunks) -> tuple of (r, b2)`` over chunks of ``rows_per_step`` rows
+    of the row-first ``row_arrays`` (b1, ...) of a block; returns the tuple of (b1, b2) arrays."""
+    b1 = row_arrays[0].shape[0]
+    steps = b1 // rows_per_step
+    chunks = tuple(a.reshape(steps, rows_per_step, *a.shape[1:]) for a in row_arrays)
+    outs = lax.map(lambda args: chunk_fn(*args), chunks)
+    return tuple(o.reshape(b1, *o.shape[2:]) for o in outs)
+
+
+def over_devices(fn, row_arrays: tuple, replicated: tuple):
+    """``fn(*row_arrays, *replicated)``, the rows (axis 0) of ``row_arrays`` split over the JAX devices."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return fn(*row_arrays, *replicated)
+    mesh = Mesh(np.array(devices), ("pairs",))
+    in_specs = (PartitionSpec("pairs"),) * len(row_arrays) + (PartitionSpec(),) * len(replicated)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec("pairs"), check_vma=False)(
+        *row_arrays, *replicated)

@@ -1,6 +1,6 @@
-"""CNTK and CDEQ-NTK (ntkrepro.kernels.conv) against loop references written from the papers' equations
-(Arora et al. 2019 sec. 4 with the authors' last layer; Feng & Kolter Thm. 3 / App. B), the offset-0
-shortcut against the full 4-D computation, the analytic CNTK against wide finite CNNs, invariants,
+"""CNTK (ntkrepro.kernels.conv) against loop references written from the paper's equations (Arora et al.
+2019 sec. 4 with the authors' last layer), the offset-0 shortcut against the full 4-D computation, the
+analytic CNTK against wide finite CNNs, the layers composed by hand, the NNGP-only path, invariants,
 multi-device execution, and bad input."""
 
 import json
@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ntkrepro import blocks
 from ntkrepro.kernels import conv
-from ntkrepro.kernels.conv import cdeq_ntk, cntk
+from ntkrepro.kernels.conv import cntk
 
 # ---------------------------------------------------------------- references (plain numpy, explicit loops)
 
@@ -218,6 +219,63 @@ def test_cntk_matches_wide_cnn_empirical_ntk(readout, fix, seeds, tol):
     assert rel < tol, rel
 
 
+# ---------------------------------------------------------------- the layers and the NNGP-only path
+
+
+def test_layers_composed_by_hand_give_cntk_and_its_diagonals(images):
+    """The public layers applied one by one (a Python loop, no scan) to the offset-0 maps of every pair:
+    the x-x states' Sigma are cntk_diagonals, the readout is the vanilla cntk."""
+    x = images.astype(np.float64)
+    depth, act = 4, conv.get_activation("relu")
+    trace = lambda m: conv.box_sum(m, filter_size=3)  # noqa: E731
+    diagonals = np.asarray(conv.cntk_diagonals(x, depth=depth, dtype=jnp.float64))
+    ref = cntk(x, depth=depth, fix_first_last=True, dtype=jnp.float64)
+    for a in range(len(x)):
+        for b in range(len(x)):
+            products = np.sum(x[a] * x[b], axis=-1)
+            kernel = conv.conv_input(products, trace=trace, trained=False)
+            for h in range(depth - 1):
+                if a == b:
+                    np.testing.assert_allclose(kernel.nngp, diagonals[a, h], rtol=1e-13)
+                kernel = conv.activation_layer(kernel, diagonals[a, h], diagonals[b, h], activation=act)
+                if h < depth - 2:
+                    kernel = conv.conv_layer(kernel, trace=trace, scale=2.0 / 9)
+            out = conv.dense_readout(kernel, scale=2.0 / 9, trained=False, axes=(0, 1))
+            np.testing.assert_allclose(out.nngp, ref.nngp[a, b], rtol=1e-12)
+            np.testing.assert_allclose(out.ntk, ref.ntk[a, b], rtol=1e-12)
+
+
+@pytest.mark.parametrize("readout", ["vanilla", "gap"])
+def test_nngp_only_is_the_nngp_of_both(images, readout):
+    both = cntk(images, images[:2], depth=3, readout=readout, dtype=jnp.float64)
+    for get in ("nngp", ("nngp",)):
+        only = cntk(images, images[:2], depth=3, readout=readout, dtype=jnp.float64, get=get)
+        assert only.ntk is None
+        np.testing.assert_allclose(only.nngp, both.nngp, rtol=1e-14)  # XLA may fuse the NNGP differently
+    sym = cntk(images, depth=3, readout=readout, get="nngp", batch_size=4)
+    np.testing.assert_allclose(sym.nngp, cntk(images, depth=3, readout=readout).nngp, rtol=1e-6)
+    np.testing.assert_array_equal(sym.nngp, sym.nngp.T)
+    ntk_asked = cntk(images, depth=3, readout=readout, dtype=jnp.float64, get="ntk")
+    np.testing.assert_array_equal(ntk_asked.ntk, cntk(images, depth=3, readout=readout, dtype=jnp.float64).ntk)
+
+
+def test_cntk_block_is_a_block_of_the_gram(images):
+    """The public block (what cntk evaluates its Gram with) on a row and a column subset: that block of the
+    Gram, and for get="nngp" its NNGP alone; a row step that does not divide the rows is refused."""
+    x = images.astype(np.float64)
+    d = conv.cntk_diagonals(x, depth=3, dtype=jnp.float64)
+    gram = cntk(x, depth=3, readout="gap", dtype=jnp.float64)
+    nngp, ntk = conv.cntk_block(x[:2], x[1:], d[:2], d[1:], readout="gap", rows_per_step=2 // jax.device_count())
+    np.testing.assert_allclose(ntk, gram.ntk[:2, 1:], rtol=1e-13)
+    np.testing.assert_allclose(nngp, gram.nngp[:2, 1:], rtol=1e-13)
+    (only,) = conv.cntk_block(x[:2], x[1:], d[:2], d[1:], readout="gap", get="nngp")
+    np.testing.assert_allclose(only, gram.nngp[:2, 1:], rtol=1e-13)
+    with pytest.raises(ValueError, match="rows_per_step"):
+        conv.cntk_block(x[:3], x, d[:3], d, rows_per_step=2)
+    with pytest.raises(ValueError, match="readout"):
+        conv.cntk_block(x, x, d, d, readout="max")
+
+
 # ---------------------------------------------------------------- invariants, batching, devices
 
 
@@ -249,53 +307,39 @@ def test_cntk_gram_symmetric_psd_and_degree_two_homogeneous(seed, readout, fix, 
 
 def test_multi_device_matches_single_device(tmp_path):
     """Pair blocks sharded over 2 forced host devices give the single-device values."""
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((5, 4, 4, 2))
-    u = x / np.linalg.norm(x, axis=-1, keepdims=True)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "u.npy", u)
-    script = textwrap.dedent(f"""
-        import json, numpy as np, jax, jax.numpy as jnp
-        from ntkrepro.kernels.conv import cntk, cdeq_ntk
-        x = np.load("{tmp_path / 'x.npy'}"); u = np.load("{tmp_path / 'u.npy'}")
-        out = {{"devices": jax.device_count(),
-               "v": np.asarray(cntk(x, depth=3, dtype=jnp.float64, batch_size=4).ntk).tolist(),
-               "g": np.asarray(cntk(x, x[:3], depth=3, readout="gap", dtype=jnp.float64, batch_size=2).ntk).tolist(),
-               "c": np.asarray(cdeq_ntk(u, sigma_w2=0.6, sigma_u2=0.4, tol=1e-12, max_iter=300, dtype=jnp.float64,
-                                        batch_size=4).ntk).tolist()}}
-        print(json.dumps(out))
-    """)
+    x = np.random.default_rng(5).standard_normal((5, 4, 4, 2))
+    out = run_on_two_devices(tmp_path, {"x": x}, """
+        {"v": cntk(x, depth=3, dtype=jnp.float64, batch_size=4).ntk,
+         "g": cntk(x, x[:3], depth=3, readout="gap", dtype=jnp.float64, batch_size=2).ntk}
+    """, imports="from ntkrepro.kernels.conv import cntk")
+    np.testing.assert_allclose(out["v"], cntk(x, depth=3, dtype=jnp.float64).ntk, rtol=1e-13)
+    np.testing.assert_allclose(out["g"], cntk(x, x[:3], depth=3, readout="gap", dtype=jnp.float64).ntk,
+                               rtol=1e-13)
+
+
+def run_on_two_devices(tmp_path, arrays: dict, expression: str, *, imports: str) -> dict:
+    """Evaluate ``expression`` (a dict of arrays, over the saved ``arrays`` by name) in a fresh Python with
+    2 forced host devices; returns the dict as lists."""
+    for name, a in arrays.items():
+        np.save(tmp_path / f"{name}.npy", a)
+    loads = "; ".join(f"{name} = np.load({str(tmp_path / (name + '.npy'))!r})" for name in arrays)
+    script = "\n".join(["import json, numpy as np, jax, jax.numpy as jnp", imports, loads,
+                        f"out = {textwrap.dedent(expression).strip()}",
+                        "print(json.dumps({'devices': jax.device_count(), "
+                        "**{k: np.asarray(v).tolist() for k, v in out.items()}}))"])
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    assert out["devices"] == 2
-    np.testing.assert_allclose(out["v"], cntk(x, depth=3, dtype=jnp.float64).ntk, rtol=1e-13)
-    np.testing.assert_allclose(out["g"], cntk(x, x[:3], depth=3, readout="gap", dtype=jnp.float64).ntk,
-                               rtol=1e-13)
-    cdeq = cdeq_ntk(u, sigma_w2=0.6, sigma_u2=0.4, tol=1e-12, max_iter=300, dtype=jnp.float64)
-    np.testing.assert_allclose(out["c"], cdeq.ntk, rtol=1e-9)
+    assert out.pop("devices") == 2
+    return out
 
 
-def test_auto_batch_rule():
+def test_auto_batch_rule_and_block_memory():
     assert conv.auto_pairs_per_batch(1024, 4) >= 1
-    assert conv.auto_pairs_per_batch(1, 4) == conv._MAX_PAIRS_PER_BATCH * jax.device_count()
-
-
-@given(n1=st.integers(1, 600), n2=st.integers(1, 600), pairs=st.integers(1, 8192),
-       entries=st.sampled_from([16, 1024, 2**20]), symmetric=st.booleans())
-def test_block_plan(n1, n2, pairs, entries, symmetric):
-    plan = conv._plan_blocks(n1, n2, pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
-    columns = n1 if symmetric else n2
-    assert plan.b1 % (plan.rows_per_step * jax.device_count()) == 0
-    assert plan.b2 <= max(1, math.isqrt(pairs)) and plan.b2 <= columns
-    assert plan.b2 == columns or plan.b2 < conv._LANES or plan.b2 % conv._LANES == 0  # whole vectors
-    if symmetric:
-        assert plan.b1 == plan.b2
-    else:
-        assert plan.b1 * plan.b2 <= pairs + plan.b2 * plan.rows_per_step
-    step = plan.rows_per_step * plan.b2 * entries
-    assert plan.rows_per_step == 1 or step <= conv._CHUNK_ENTRIES
+    assert conv.auto_pairs_per_batch(1, 4) == blocks.MAX_PAIRS_PER_BLOCK * jax.device_count()
+    assert conv.pair_block_bytes(256, 32 * 32) == 256 * conv.LIVE_ARRAYS * 32 * 32 * 4
+    assert conv.pair_block_bytes(1, 8 * 8, itemsize=8) == conv.LIVE_ARRAYS * 8 * 8 * 8
 
 
 # ---------------------------------------------------------------- bad input
@@ -312,6 +356,8 @@ def test_block_plan(n1, n2, pairs, entries, symmetric):
     ({"activation": "nope"}, "activation"),
     ({"dtype": jnp.int32}, "dtype"),
     ({"batch_size": 0}, "batch_size"),
+    ({"get": "kernel"}, "get must be"),
+    ({"get": ()}, "get must be"),
 ])
 def test_cntk_bad_input(images, kwargs, msg):
     with pytest.raises(ValueError, match=msg):
@@ -331,93 +377,3 @@ def test_cntk_non_finite_pixels(images, bad):
 def test_cntk_rejects_non_image_arrays():
     with pytest.raises(ValueError, match=r"\(n, P, Q, C\)"):
         cntk(np.ones((3, 4, 4)), depth=3)
-
-
-# ---------------------------------------------------------------- CDEQ-NTK
-
-
-def unit_pixels(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def cdeq_reference(x, y, sw2, su2, *, iters=400, q=3):
-    """Feng & Kolter Thm. 3 on full (P, Q, P, Q) tensors: eqs. 15-20 iterated (diagonals from the same
-    iterate, eq. 17), then eq. 21 solved as a dense linear system (I - diag(Kdot*) L) Theta = K*."""
-    p, w = x.shape[:2]
-    ones = np.ones((p, w, p, w))
-    s = np.sqrt(diag4(trace_op(ones, q)))
-    ss = s[:, :, None, None] * s[None, None]
-    k0 = {n: np.einsum("ija,kla->ijkl", a, b) for n, (a, b) in {"xy": (x, y), "xx": (x, x), "yy": (y, y)}.items()}
-    sig = {n: trace_op(v, q) / ss for n, v in k0.items()}
-
-    def step(sig):
-        dx, dy = diag4(sig["xx"]), diag4(sig["yy"])
-        pairs = {"xy": (dx, dy), "xx": (dx, dx), "yy": (dy, dy)}
-        out = {}
-        for n, (a, b) in pairs.items():
-            e, ed = relu_expectations(a[:, :, None, None], sig[n], b[None, None])  # normalized ReLU: x2
-            out[n] = ((sw2 * 2 * e + su2 * k0[n]) / ss, sw2 * 2 * ed / ss)
-        return out
-
-    for _ in range(iters):
-        sig = {n: trace_op(v[0], q) for n, v in step(sig).items()}
-    kstar, kdstar = step(sig)["xy"]
-    m = p * w * p * w
-    lmat = np.zeros((m, m))
-    for col in range(m):
-        e = np.zeros(m)
-        e[col] = 1.0
-        lmat[:, col] = trace_op(e.reshape(p, w, p, w), q).ravel()
-    theta = np.linalg.solve(np.eye(m) - kdstar.ravel()[:, None] * lmat, kstar.ravel()).reshape(p, w, p, w)
-    return np.einsum("ijij->", kstar), np.einsum("ijij->", theta)
-
-
-def test_cdeq_matches_dense_reference():
-    x = unit_pixels(np.random.default_rng(1).standard_normal((3, 3, 3, 2)))
-    got = cdeq_ntk(x, sigma_w2=0.65, sigma_u2=0.35, tol=1e-13, max_iter=400, dtype=jnp.float64)
-    for a in range(3):
-        for b in range(a, 3):
-            nngp, ntk = cdeq_reference(x[a], x[b], 0.65, 0.35)
-            np.testing.assert_allclose(got.ntk[a, b], ntk, rtol=1e-9)
-            np.testing.assert_allclose(got.nngp[a, b], nngp, rtol=1e-9)
-    assert np.all(np.asarray(got.sigma_iterations) > 1) and np.all(np.asarray(got.theta_iterations) > 1)
-
-
-def test_cdeq_precisions_and_cross_gram_agree():
-    x = unit_pixels(np.random.default_rng(2).standard_normal((4, 5, 4, 3)))
-    k64 = cdeq_ntk(x, sigma_w2=0.6, sigma_u2=0.4, tol=1e-10, max_iter=200, dtype=jnp.float64)
-    k32 = cdeq_ntk(x, sigma_w2=0.6, sigma_u2=0.4)
-    np.testing.assert_allclose(k32.ntk, k64.ntk, rtol=2e-5)
-    cross = cdeq_ntk(x[:2], x, sigma_w2=0.6, sigma_u2=0.4, tol=1e-10, max_iter=200, dtype=jnp.float64,
-                     batch_size=3)  # other chunks: pairs iterate a different number of times past tol
-    np.testing.assert_allclose(cross.ntk, k64.ntk[:2], rtol=1e-8)
-    ntk = np.asarray(k64.ntk)
-    assert np.linalg.eigvalsh(ntk).min() > 0
-    assert np.all(ntk >= np.asarray(k64.nngp))  # Theta* = K* + (non-negative terms)
-
-
-def test_cdeq_reports_non_convergence():
-    x = unit_pixels(np.random.default_rng(2).standard_normal((2, 4, 4, 2)))
-    with pytest.raises(RuntimeError, match="did not reach"):
-        cdeq_ntk(x, sigma_w2=0.6, sigma_u2=0.4, max_iter=2)
-
-
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"sigma_w2": 1.0, "sigma_u2": 0.0}, "< 1"),
-    ({"sigma_w2": 0.5, "sigma_u2": 0.3}, "= 1"),
-    ({"sigma_w2": -0.1, "sigma_u2": 1.1}, "variance"),
-    ({"sigma_w2": 0.5, "sigma_u2": 0.5, "tol": 0.0}, "tol"),
-    ({"sigma_w2": 0.5, "sigma_u2": 0.5, "max_iter": 0}, "max_iter"),
-    ({"sigma_w2": 0.5, "sigma_u2": 0.5, "filter_size": 4}, "odd"),
-])
-def test_cdeq_bad_arguments(kwargs, msg):
-    x = unit_pixels(np.ones((1, 3, 3, 2)))
-    with pytest.raises(ValueError, match=msg):
-        cdeq_ntk(x, **kwargs)
-
-
-def test_cdeq_requires_unit_norm_pixels():
-    with pytest.raises(ValueError, match="unit norm"):
-        cdeq_ntk(np.ones((1, 3, 3, 2)), sigma_w2=0.5, sigma_u2=0.5)
-    with pytest.raises(ValueError, match="non-finite"):
-        cdeq_ntk(np.full((1, 3, 3, 2), np.nan), sigma_w2=0.5, sigma_u2=0.5)

@@ -1,5 +1,6 @@
 """Exact infinite-width kernels (pure JAX): Gaussian expectations and activations, fully connected,
-residual and DEQ networks, mean-field tools; the convolutional kernels live in ``kernels.conv``."""
+residual and DEQ networks, mean-field tools; the convolutional kernels live in ``kernels.conv`` (CNTK)
+and ``kernels.cdeq`` (CDEQ-NTK), imported on first use."""
 
 from ntkrepro.kernels import meanfield
 from ntkrepro.kernels.deq import DEQFixedPoint, deq_kernels, deq_ntk
@@ -14,7 +15,7 @@ from ntkrepro.kernels.fc import (
 from ntkrepro.kernels.gaussian import Activation, from_callable, get_activation, relu_like
 from ntkrepro.kernels.resnet import resnet_kernels
 
-_CONV = ("cntk", "cdeq_ntk")
+_CONV = {"cntk": "conv", "cdeq_ntk": "cdeq"}
 
 __all__ = [
     "Activation", "DEQFixedPoint", "Kernels", "arora_fc_kernels", "arora_to_fc", "deq_kernels", "deq_ntk",
@@ -24,9 +25,9 @@ __all__ = [
 
 
 def __getattr__(name):
-    """``kernels.cntk`` / ``kernels.cdeq_ntk`` resolve lazily from ``kernels.conv``."""
+    """``kernels.cntk`` / ``kernels.cdeq_ntk`` resolve lazily from ``kernels.conv`` / ``kernels.cdeq``."""
     if name in _CONV:
-        from ntkrepro.kernels import conv
+        import importlib
 
-        return getattr(conv, name)
+        return getattr(importlib.import_module(f"ntkrepro.kernels.{_CONV[name]}"), name)
     raise AttributeError(f"module 'ntkrepro.kernels' has no attribute {name!r}")
