@@ -1,30 +1,30 @@
 """neural-tangents 0.6.5 as a benchmark peer. Runs ONLY in its own venv (benchmarks/.venv-nt:
-jax 0.4.23, numpy < 2); never imported by the project. Prints one JSON object of timings.
+jax 0.4.23, numpy < 2); never imported by the project.
 
-    benchmarks/.venv-nt/bin/python benchmarks/nt_peer.py fc --n 4000 --d 3072 --depth 10 --dtype float32
-    benchmarks/.venv-nt/bin/python benchmarks/nt_peer.py cntk --readout vanilla --depth 6 --n 64
+    benchmarks/.venv-nt/bin/python benchmarks/nt_peer.py serve [--x64]   # run.py table: cases timed on request
     benchmarks/.venv-nt/bin/python benchmarks/nt_peer.py empirical --arch fc --width 1024 --depth 4 --n 1000
 
-Inputs come from numpy's legacy RandomState(seed) (bit-stable across numpy versions), so the project
-side (benchmarks/run.py) builds the very same arrays.
+``serve`` reads one JSON request per line on stdin and answers one JSON line on stdout:
+``{"prepare": case}`` builds and compiles the case (benchmarks/cases.py) and runs it once;
+``{"time": name}`` runs a prepared case once more and answers its seconds. So run.py interleaves the
+peer's repeats with its own in the same minutes of the same machine. One server per dtype: ``--x64``
+turns on JAX's float64 mode (float64 cases), without it float32 cases stay float32 throughout.
+``empirical`` prints one JSON object.
 """
 
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
-
-def inputs(kind, n, d=None, side=32, channels=3, seed=0):
-    rng = np.random.RandomState(seed)
-    if kind == "vectors":
-        return rng.randn(n, d)
-    return rng.randn(n, side, side, channels)
+from cases import case_inputs, case_name  # noqa: E402
 
 
 def best_of(fn, repeats):
@@ -37,51 +37,66 @@ def best_of(fn, repeats):
     return min(times)
 
 
-def bench_fc(a):
+def case_fn(case):
+    """A no-argument callable computing the case's NTK with neural-tangents' analytic kernel_fn."""
     from neural_tangents import stax
 
-    if a.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    layers = []
-    for _ in range(a.depth - 1):
-        layers += [stax.Dense(1, W_std=a.sigma_w2**0.5, b_std=a.sigma_b2**0.5), stax.Relu()]
-    layers += [stax.Dense(1, W_std=a.sigma_w2**0.5, b_std=a.sigma_b2**0.5)]
+    if case["kernel"] == "fc":
+        w, b = case.get("sigma_w2", 2.0) ** 0.5, case.get("sigma_b2", 0.0) ** 0.5
+        layers = [stax.Dense(1, W_std=w, b_std=b)]
+        for _ in range(case["depth"] - 1):
+            layers += [stax.Relu(), stax.Dense(1, W_std=w, b_std=b)]
+    elif case["kernel"] == "cntk":
+        layers = []
+        for _ in range(case["depth"] - 1):
+            layers += [stax.Conv(1, (3, 3), padding="SAME", W_std=2**0.5), stax.Relu()]
+        readout = stax.Flatten() if case["readout"] == "vanilla" else stax.GlobalAvgPool()
+        layers += [readout, stax.Dense(1, W_std=2**0.5)]
+    else:
+        raise ValueError(f"no neural-tangents peer for kernel {case['kernel']!r}")
     kernel_fn = jax.jit(stax.serial(*layers)[2], static_argnames="get")
-    x = jax.numpy.asarray(inputs("vectors", a.n, a.d, seed=a.seed).astype(a.dtype))
-    seconds = best_of(lambda: kernel_fn(x, x, "ntk").block_until_ready(), a.repeats)
-    return {"seconds": seconds, "entries": a.n * a.n}
+    x1, x2 = (None if x is None else jax.numpy.asarray(x) for x in case_inputs(case, case.get("seed", 0)))
+    return lambda: kernel_fn(x1, x2, "ntk").block_until_ready()
 
 
-def bench_cntk(a):
-    from neural_tangents import stax
-
-    layers = []
-    for _ in range(a.depth - 1):
-        layers += [stax.Conv(1, (3, 3), padding="SAME", W_std=2**0.5), stax.Relu()]
-    readout = stax.Flatten() if a.readout == "vanilla" else stax.GlobalAvgPool()
-    layers += [readout, stax.Dense(1, W_std=2**0.5)]
-    kernel_fn = jax.jit(stax.serial(*layers)[2], static_argnames="get")
-    x = jax.numpy.asarray(inputs("images", a.n, side=a.side, seed=a.seed).astype(np.float32))
-    seconds = best_of(lambda: kernel_fn(x, x, "ntk").block_until_ready(), a.repeats)
-    return {"seconds": seconds, "pairs": a.n * a.n, "pairs_per_s": a.n * a.n / seconds}
+def serve():
+    prepared = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            if "prepare" in request:
+                case = request["prepare"]
+                fn = prepared[case_name(case)] = case_fn(case)
+                t = time.perf_counter()
+                fn()  # compile + first run
+                answer = {"prepared": case_name(case), "first_call_s": time.perf_counter() - t}
+            else:
+                fn = prepared[request["time"]]
+                t = time.perf_counter()
+                fn()
+                answer = {"seconds": time.perf_counter() - t}
+        except Exception as e:  # noqa: BLE001 — reported to run.py, which records it
+            answer = {"error": f"{type(e).__name__}: {e}"[:500]}
+        print(json.dumps(answer), flush=True)
 
 
 def bench_empirical(a):
     import neural_tangents as nt
     from neural_tangents import stax
 
+    rng = np.random.RandomState(a.seed)
     if a.arch == "fc":
         layers = []
         for _ in range(a.depth - 1):
             layers += [stax.Dense(a.width, W_std=2**0.5), stax.Relu()]
         layers += [stax.Dense(1, W_std=2**0.5)]
-        x = inputs("vectors", a.n, a.d, seed=a.seed).astype(np.float32)
+        x = rng.randn(a.n, a.d).astype(np.float32)
     else:
         layers = []
         for _ in range(a.depth - 1):
             layers += [stax.Conv(a.width, (3, 3), padding="SAME", W_std=2**0.5), stax.Relu()]
         layers += [stax.Flatten(), stax.Dense(1, W_std=2**0.5)]
-        x = inputs("images", a.n, side=a.side, seed=a.seed).astype(np.float32)
+        x = rng.randn(a.n, a.side, a.side, 3).astype(np.float32)
     init_fn, apply_fn, _ = stax.serial(*layers)
     _, params = init_fn(jax.random.PRNGKey(a.seed), x.shape)
     fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0,
@@ -93,22 +108,22 @@ def bench_empirical(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["fc", "cntk", "empirical"])
+    p.add_argument("what", choices=["serve", "empirical"])
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--d", type=int, default=3072)
-    p.add_argument("--depth", type=int, default=10)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--sigma-w2", dest="sigma_w2", type=float, default=2.0)
-    p.add_argument("--sigma-b2", dest="sigma_b2", type=float, default=0.0)
-    p.add_argument("--readout", default="vanilla")
+    p.add_argument("--depth", type=int, default=4)
     p.add_argument("--side", type=int, default=32)
     p.add_argument("--arch", default="fc")
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--implementation", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--x64", action="store_true", help="serve: float64 cases")
     a = p.parse_args()
-    out = {"fc": bench_fc, "cntk": bench_cntk, "empirical": bench_empirical}[a.what](a)
+    if a.what == "serve":
+        jax.config.update("jax_enable_x64", a.x64)
+        return serve()
+    out = bench_empirical(a)
     out.update(peer="neural-tangents 0.6.5", jax=jax.__version__, args=vars(a))
     print(json.dumps(out))
 

@@ -1,16 +1,17 @@
 """Speed studies: this project's kernels against neural-tangents 0.6.5 (its own venv), same inputs,
 same session. Writes benchmarks/results/<date>-<study>.json with machine info and prints a summary.
 
-    .venv/bin/python benchmarks/run.py fc       # FC NTK Gram, n=4000, d=3072, ReLU, depth 10, f32 and f64
-    .venv/bin/python benchmarks/run.py cntk     # CNTK-V (512 images) / CNTK-GAP (6) depth 6 on 32x32x3: pairs/s
-    .venv/bin/python benchmarks/run.py deq      # DEQ-NTK Gram 10,000 x 10,000 (+ the paper's per-entry solver)
+    .venv/bin/python benchmarks/run.py table    # FC, CNTK-V, CNTK-GAP, DEQ on both paths (K(X, X), K(X, Y)) vs
+                                                # the peer, the FC's input GEMM and the machine's GEMM / copy peak,
+                                                # interleaved rounds in one run (also writes the markdown table)
     .venv/bin/python benchmarks/run.py empirical  # empirical NTK: FC width 1024 depth 4, CNN 128 channels
     .venv/bin/python benchmarks/run.py trace    # CNTK-GAP's trace operator: shifted adds, convolution, offset planes
     .venv/bin/python benchmarks/run.py large --n-train 50000 --n-test 10000   # DEQ-NTK Gram + in-place solve at
                                                 # Table 2's shapes: time and peak RSS per phase, float32 vs float64
 
 The peer runs as a subprocess (benchmarks/nt_peer.py in benchmarks/.venv-nt); inputs come from numpy's
-RandomState(seed) on both sides. Timings: compiled computation, best of `repeats` after a warm-up.
+RandomState(seed) on both sides (benchmarks/cases.py). Timings: compiled computation after a warm-up; ``table``
+takes the median of interleaved rounds, the other studies the best of ``repeats``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ import jax
 import numpy as np
 
 from ntkrepro.io import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cases import case_inputs, case_name, pairs  # noqa: E402  (benchmarks/cases.py, shared with the peer)
 
 HERE = Path(__file__).resolve().parent
 PEER = HERE / ".venv-nt" / "bin" / "python"
@@ -79,57 +83,268 @@ def peer(*args) -> dict:
     return json.loads(lines[-1]) if lines else {"error": out.stderr[-500:]}
 
 
-def memory_bandwidth_gbs() -> float:
-    a = np.ones(2**26)  # 512 MiB
-    b = np.empty_like(a)
-    t = min(_timed(lambda: np.copyto(b, a)) for _ in range(3))
-    return 2 * a.nbytes / t / 1e9
+# ---------------------------------------------------------------- the table: both paths, peer and peak, one run
 
 
-def _timed(fn) -> float:
+def gemm_flops(n1: int, n2: int, d: int, symmetric: bool) -> float:
+    """Useful FLOPs of the input Gram x1 x2^T (the upper triangle only when symmetric)."""
+    return (n1 * (n1 + 1) if symmetric else 2 * n1 * n2) * d
+
+
+CNTK_FLOPS_PER_PIXEL_LAYER = {"vanilla": 40, "gap": 48}
+"""FLOP model of one layer on one pixel (vanilla) or pixel pair (GAP) of one image pair: the ReLU expectations
+~30, the Theta update 2, the trace operator on Sigma and Theta (two separable 3x3 box sums: 8; the 9-term trace
+of the offset planes: 16). An estimate (README 'Hardware limits')."""
+
+
+def distinct_pairs(case: dict) -> float:
+    """Pairs a case must evaluate: the upper triangle on the symmetric path, all n^2 on the cross path."""
+    n = case["n"]
+    return n * (n + 1) / 2 if case["path"] == "sym" else n * n
+
+
+def case_flops(case: dict) -> float:
+    """FLOP model of a case's distinct work: the input Gram (FC, DEQ) or the CNTK model above."""
+    if case["kernel"] in ("fc", "deq"):
+        return gemm_flops(case["n"], case["n"], case["d"], case["path"] == "sym")
+    pixels = (case["side"] ** 2) ** (2 if case["readout"] == "gap" else 1)
+    return distinct_pairs(case) * pixels * (case["depth"] - 1) * CNTK_FLOPS_PER_PIXEL_LAYER[case["readout"]]
+
+
+class Peer:
+    """neural-tangents servers (benchmarks/nt_peer.py serve in benchmarks/.venv-nt), one per dtype: a case is
+    prepared (compiled, run once) up front, then timed one call at a time between our own calls."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.procs = enabled and PEER.exists(), {}
+        self.why_not = ("peer skipped (--no-peer)" if not enabled else
+                        f"peer venv missing: {PEER} (benchmarks/README.md)")
+
+    def ask(self, dtype: str, request: dict) -> dict:
+        if not self.enabled:
+            return {"error": self.why_not}
+        if dtype not in self.procs:
+            self.procs[dtype] = subprocess.Popen(
+                [str(PEER), str(HERE / "nt_peer.py"), "serve", *(["--x64"] if dtype == "float64" else [])],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = self.procs[dtype]
+        try:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+        except OSError as e:
+            return {"error": f"peer server gone: {e}"}
+        return json.loads(line) if line.startswith("{") else {"error": f"peer server gone (exit {proc.poll()})"}
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.stdin.close()
+            proc.wait()
+
+
+def timed_call(fn) -> float:
     t = time.perf_counter()
-    fn()
+    jax.block_until_ready(fn())
     return time.perf_counter() - t
 
 
-def study_fc(a) -> dict:
-    from ntkrepro.kernels.fc import fc_kernels
+def peak_timers(gemm_n: int) -> dict:
+    """This machine's peak, timed in the run: GEMM gemm_n^3 (numpy's BLAS and JAX's jitted matmul, float32 and
+    float64) and a copy of 512 MiB (read + write)."""
+    import jax.numpy as jnp
+    from jax import lax
 
-    rows = []
-    bw = memory_bandwidth_gbs()
+    timers = {}
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=lax.Precision.HIGHEST))
     for dtype in ("float32", "float64"):
-        x = np.random.RandomState(a.seed).randn(a.n, 3072).astype(dtype)
-        ours = best_of(lambda x=x, dt=dtype: fc_kernels(x, depth=10, dtype=np.dtype(dt)).ntk, a.repeats)
-        nt = peer("fc", "--n", a.n, "--d", 3072, "--depth", 10, "--dtype", dtype, "--repeats", a.repeats)
-        itemsize = np.dtype(dtype).itemsize
-        # lower bound on memory traffic: write nngp and ntk once, plus the input read
-        min_bytes = 2 * a.n * a.n * itemsize + a.n * 3072 * itemsize
-        rows.append({"dtype": dtype, "ours_s": ours, "peer_s": nt.get("seconds"),
-                     "speedup": (nt["seconds"] / ours) if "seconds" in nt else None,
-                     "ns_per_entry": 1e9 * ours / a.n**2, "bandwidth_bound_s": min_bytes / (bw * 1e9),
-                     "peer": nt})
-    return {"study": "fc", "n": a.n, "d": 3072, "depth": 10, "activation": "relu", "memory_bandwidth_gbs": bw,
-            "rows": rows}
+        a, b = (np.random.RandomState(i).randn(gemm_n, gemm_n).astype(dtype) for i in (1, 2))
+        ja, jb = jax.device_put(a), jax.device_put(b)
+        timers[f"gemm_numpy_{dtype}"] = lambda a=a, b=b: a @ b
+        timers[f"gemm_jax_{dtype}"] = lambda ja=ja, jb=jb: matmul(ja, jb)
+    src = np.ones(2**26)
+    dst = np.empty_like(src)
+    timers["copy_numpy_512MiB"] = lambda: np.copyto(dst, src)
+    return timers
 
 
-def study_cntk(a) -> dict:
-    from ntkrepro.kernels.conv import cntk
+def peak_rates(medians: dict, gemm_n: int) -> dict:
+    out = {f"{k}_gflops": 2 * gemm_n**3 / v / 1e9 for k, v in medians.items() if k.startswith("gemm_")}
+    out["copy_gbs"] = 2 * 2**26 * 8 / medians["copy_numpy_512MiB"] / 1e9
+    for dtype in ("float32", "float64"):  # the best GEMM of the two libraries: the peak the fractions use
+        out[f"gemm_peak_{dtype}_gflops"] = max(out[f"gemm_numpy_{dtype}_gflops"], out[f"gemm_jax_{dtype}_gflops"])
+    return out
 
-    rows = []
+
+STUDIES = ("fc", "cntk-vanilla", "cntk-gap", "deq")
+
+
+def table_cases(a) -> list[dict]:
+    """The cases of ``--only``, each on both paths."""
+    only = set(a.only.split(","))
+    if only - set(STUDIES):
+        raise SystemExit(f"--only: unknown {sorted(only - set(STUDIES))}, choose from {STUDIES}")
+    cases = []
+    if "fc" in only:
+        cases += [{"kernel": "fc", "path": path, "n": a.n, "d": 3072, "depth": 10, "dtype": dtype}
+                  for dtype in a.fc_dtypes.split(",") for path in ("sym", "cross")]
     for readout, n in (("vanilla", a.n_vanilla), ("gap", a.n_gap)):
-        x = np.random.RandomState(a.seed).randn(n, 32, 32, 3).astype(np.float32)
-        ours = best_of(lambda x=x, r=readout: cntk(x, depth=6, readout=r).ntk, a.repeats)
-        nt = peer("cntk", "--readout", readout, "--depth", 6, "--n", n, "--repeats", max(1, a.repeats - 1))
-        ours_pps = n * n / ours
-        rows.append({"readout": readout, "n": n, "ours_pairs_per_s": ours_pps,
-                     "peer_pairs_per_s": nt.get("pairs_per_s"),
-                     "speedup": ours_pps / nt["pairs_per_s"] if "pairs_per_s" in nt else None, "peer": nt})
-        full = 60000**2 / 2
-        # device-hours on this backend ("cpu_hours" on a CPU, "gpu_hours" on one GPU)
-        rows[-1][f"cifar10_full_gram_depth21_{jax.default_backend()}_hours_extrapolated"] = (
-            full / ours_pps * (20 / 5) / 3600)
-    return {"study": "cntk", "depth": 6, "image": [32, 32, 3], "rows": rows,
-            "note": "extrapolation: measured depth-6 pairs/s scaled linearly in conv layers (5 -> 20)"}
+        if f"cntk-{readout}" in only:
+            cases += [{"kernel": "cntk", "readout": readout, "path": path, "n": n, "side": 32, "depth": 6,
+                       "dtype": "float32"} for path in ("sym", "cross")]
+    if "deq" in only:
+        cases += [{"kernel": "deq", "path": path, "n": a.n_deq, "d": 3072, "dtype": "float64"}
+                  for path in ("sym", "cross")]
+    return cases
+
+
+DEQ_VARIANCES = {"sigma_w2": 0.25, "sigma_u2": 0.25, "sigma_b2": 0.5}
+
+
+def ours_fn(case: dict, seed: int):
+    """A no-argument callable computing the case's NTK with this project's public kernels."""
+    x1, x2 = case_inputs(case, seed)
+    if case["kernel"] == "fc":
+        from ntkrepro.kernels.fc import fc_kernels
+
+        return lambda: fc_kernels(x1, x2, depth=case["depth"], dtype=np.dtype(case["dtype"])).ntk
+    if case["kernel"] == "cntk":
+        from ntkrepro.kernels.conv import cntk
+
+        return lambda: cntk(x1, x2, depth=case["depth"], readout=case["readout"]).ntk
+    from ntkrepro.kernels.deq import deq_ntk
+
+    return lambda: deq_ntk(x1, x2, **DEQ_VARIANCES, dtype=np.dtype(case["dtype"])).ntk
+
+
+def input_gemm_fn(case: dict, seed: int):
+    """The FC's limit: its input Gram x1 x2^T alone (x1 x1^T on the symmetric path), JAX's jitted matmul."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    x1, x2 = case_inputs(case, seed)
+    j1 = jax.device_put(x1)
+    j2 = j1 if x2 is None else jax.device_put(x2)
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision=lax.Precision.HIGHEST))
+    return lambda: matmul(j1, j2)
+
+
+def deq_scalar_solver_fn(case: dict, seed: int, sample: int = 2000):
+    """The DEQ-NTK paper's method, one brentq root of eq. 7 per entry, on ``sample`` entries: (callable, count)."""
+    from scipy.optimize import root_scalar
+
+    x1, x2 = case_inputs(case, seed)
+    dots = (x1[:64] @ (x1 if x2 is None else x2)[:64].T).ravel()[:sample]
+    kw = DEQ_VARIANCES
+
+    def solve(t):
+        f = lambda r: kw["sigma_w2"] * (np.sqrt(max(0.0, 1 - r * r)) + (np.pi - np.arccos(np.clip(r, -1, 1))) * r) \
+            / np.pi + kw["sigma_u2"] * t + kw["sigma_b2"] - r  # noqa: E731
+        return root_scalar(f, bracket=(-1.0, 1.0), method="brentq").root
+
+    return (lambda: [solve(t) for t in dots]), len(dots)
+
+
+def interleaved_medians(timers: dict, peer: Peer, peer_names: dict, repeats: int) -> tuple[dict, list]:
+    """Every timer (and the peer's case right after ours) once per round, ``repeats`` rounds: the times of each
+    and the load averages after each round."""
+    for fn in timers.values():  # compile + warm up
+        jax.block_until_ready(fn())
+    times = {k: [] for k in timers} | {f"peer:{name}": [] for name in peer_names}
+    loads = [os.getloadavg()]
+    for r in range(repeats):
+        for key, fn in timers.items():
+            times[key].append(timed_call(fn))
+            name = key.split(":", 1)[1]
+            if key.startswith("ours:") and name in peer_names:
+                answer = peer.ask(peer_names[name], {"time": name})
+                if "seconds" in answer:
+                    times[f"peer:{name}"].append(answer["seconds"])
+        loads.append(os.getloadavg())
+        print(f"[table] round {r + 1}/{repeats}, load average {loads[-1]}", file=sys.stderr, flush=True)
+    return times, loads
+
+
+def study_table(a) -> dict:
+    """Both paths (K(X, X) with x2 None; K(X, Y), Y a second draw) of FC, CNTK-V, CNTK-GAP and DEQ against
+    neural-tangents (DEQ: the paper's per-entry solver), the FC's input GEMM, and this machine's GEMM and copy
+    peak, timed in interleaved rounds (the peer's call right after ours, case by case): medians of ``repeats``
+    rounds, the load average after each. The markdown table goes into the JSON and next to it."""
+    cases = table_cases(a)
+    timers = {f"peak:{k}": fn for k, fn in peak_timers(a.gemm_n).items()}
+    peer = Peer(not a.no_peer)
+    prepared, solver_entries = {}, {}
+    try:
+        for case in cases:
+            name = case_name(case)
+            print(f"[table] prepare {name}", file=sys.stderr, flush=True)
+            timers[f"ours:{name}"] = ours_fn(case, a.seed)
+            if case["kernel"] == "fc":
+                timers[f"gemm:{name}"] = input_gemm_fn(case, a.seed)
+            if case["kernel"] == "deq":
+                timers[f"solver:{name}"], solver_entries[name] = deq_scalar_solver_fn(case, a.seed)
+            else:
+                prepared[name] = peer.ask(case["dtype"], {"prepare": {**case, "seed": a.seed}})
+        peer_names = {name: case["dtype"] for case in cases
+                      if "prepared" in prepared.get(name := case_name(case), {})}
+        times, loads = interleaved_medians(timers, peer, peer_names, a.repeats)
+    finally:
+        peer.close()
+    med = {k: float(np.median(v)) for k, v in times.items() if v}
+    peak = peak_rates({k.split(":", 1)[1]: v for k, v in med.items() if k.startswith("peak:")}, a.gemm_n)
+    rows = [table_row(case, med, times, peak, prepared, solver_entries) for case in cases]
+    result = {"study": "table", "peak": peak, "gemm_n": a.gemm_n, "rows": rows, "loadavg_rounds": loads,
+              "peer_prepare": prepared, "timings_s": times,
+              "note": "medians of interleaved rounds; speedup = peer / ours; flop_model: the input Gram's useful "
+                      "FLOPs (FC, DEQ) or CNTK_FLOPS_PER_PIXEL_LAYER (CNTK), upper triangle only on the symmetric "
+                      "path; fraction_of_gemm_peak: flop_model / ours against the best GEMM of numpy and JAX in the "
+                      "case's dtype; fraction_of_copy_bound: writing nngp and ntk once at the measured copy "
+                      "bandwidth, over ours"}
+    result["markdown"] = table_markdown(result)
+    return result
+
+
+def table_row(case, med, times, peak, prepared, solver_entries) -> dict:
+    name = case_name(case)
+    ours = med[f"ours:{name}"]
+    flops = case_flops(case)
+    row = {"case": name, **case, "ours_s": ours, "ours_s_all": times[f"ours:{name}"], "pairs_per_s": pairs(case) / ours,
+           "flop_model": flops, "gflops": flops / ours / 1e9,
+           "fraction_of_gemm_peak": flops / ours / 1e9 / peak[f"gemm_peak_{case['dtype']}_gflops"],
+           "fraction_of_copy_bound": 2 * distinct_pairs(case) * np.dtype(case["dtype"]).itemsize
+           / (peak["copy_gbs"] * 1e9) / ours}
+    if f"peer:{name}" in med:
+        row.update(peer="neural-tangents 0.6.5", peer_s=med[f"peer:{name}"], peer_s_all=times[f"peer:{name}"],
+                   speedup=med[f"peer:{name}"] / ours)
+    elif f"solver:{name}" in med:
+        extrapolated = med[f"solver:{name}"] / solver_entries[name] * distinct_pairs(case)
+        row.update(peer=f"per-entry brentq (the DEQ-NTK paper's method), {solver_entries[name]} entries timed, "
+                        "extrapolated", peer_s=extrapolated, speedup=extrapolated / ours)
+    else:
+        row.update(peer=prepared.get(name, {}).get("error", "no peer time"), peer_s=None, speedup=None)
+    if f"gemm:{name}" in med:
+        row.update(input_gemm_s=med[f"gemm:{name}"], ours_over_input_gemm=ours / med[f"gemm:{name}"])
+    if case["kernel"] == "cntk":  # distinct pairs per second, scaled linearly in conv layers (5 -> 20)
+        row[f"cifar10_full_gram_depth21_{jax.default_backend()}_hours_extrapolated"] = (
+            60000**2 / 2 / (distinct_pairs(case) / ours) * (20 / (case["depth"] - 1)) / 3600)
+    return row
+
+
+def table_markdown(result: dict) -> str:
+    peak, loads = result["peak"], result["loadavg_rounds"]
+    head = (f"GEMM n = {result['gemm_n']}: float32 {peak['gemm_peak_float32_gflops']:.0f} GFLOP/s, float64 "
+            f"{peak['gemm_peak_float64_gflops']:.0f} GFLOP/s (numpy {peak['gemm_numpy_float32_gflops']:.0f} / "
+            f"{peak['gemm_numpy_float64_gflops']:.0f}, JAX {peak['gemm_jax_float32_gflops']:.0f} / "
+            f"{peak['gemm_jax_float64_gflops']:.0f}); copy {peak['copy_gbs']:.1f} GB/s; 1-minute load average "
+            f"{min(x[0] for x in loads):.1f}-{max(x[0] for x in loads):.1f} over the rounds\n\n")
+    lines = ["| case | n | ours (s) | peer (s) | ratio | / input GEMM | GFLOP/s (model) | of GEMM peak "
+             "| of copy bound |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
+    for r in result["rows"]:
+        lines.append(f"| {r['case']} | {r['n']} | {r['ours_s']:.3g} | {fmt(r['peer_s'], '.3g')} | "
+                     f"{fmt(r['speedup'], '.2f')}x | {fmt(r.get('ours_over_input_gemm'), '.2f')} | {r['gflops']:.1f} | "
+                     f"{100 * r['fraction_of_gemm_peak']:.1f}% | {100 * r['fraction_of_copy_bound']:.1f}% |")
+    return head + "\n".join(lines) + "\n"
 
 
 def study_trace(a) -> dict:
@@ -199,34 +414,6 @@ def study_trace(a) -> dict:
                          "entries_per_s": m.size / seconds})
     return {"study": "trace", "pairs": a.n_trace, "maps": [side, side], "filter": q, "dtype": "float32",
             "rows": rows_out}
-
-
-def study_deq(a) -> dict:
-    from scipy.optimize import root_scalar
-
-    from ntkrepro.kernels.deq import deq_ntk
-
-    x = np.random.RandomState(a.seed).randn(a.n_deq, 3072)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    kw = {"sigma_w2": 0.25, "sigma_u2": 0.25, "sigma_b2": 0.5}
-    ours = best_of(lambda: deq_ntk(x, **kw).ntk, 1)
-    # the paper's method: one scalar root solve per entry (measured on a sample, extrapolated)
-    half = max(1, min(200, a.n_deq // 2))
-    dots = (x[:half] @ x[half:2 * half].T).ravel()[:2000]
-
-    def solve(t):
-        f = lambda r: kw["sigma_w2"] * (np.sqrt(max(0.0, 1 - r * r)) + (np.pi - np.arccos(np.clip(r, -1, 1))) * r) \
-            / np.pi + kw["sigma_u2"] * t + kw["sigma_b2"] - r  # noqa: E731
-        return root_scalar(f, bracket=(-1.0, 1.0), method="brentq").root
-
-    t0 = time.perf_counter()
-    for t in dots:
-        solve(t)
-    per_entry = (time.perf_counter() - t0) / len(dots)
-    entries = a.n_deq * (a.n_deq + 1) / 2
-    return {"study": "deq", "n": a.n_deq, "variances": kw, "ours_s": ours,
-            "scalar_solver_s_per_entry": per_entry, "scalar_solver_extrapolated_s": per_entry * entries,
-            "speedup": per_entry * entries / ours}
 
 
 def study_empirical(a) -> dict:
@@ -419,11 +606,14 @@ def study_large(a) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("study", choices=["fc", "cntk", "deq", "empirical", "trace", "large"])
-    p.add_argument("--n", type=int, default=4000)
-    p.add_argument("--n-vanilla", type=int, default=512)
-    p.add_argument("--n-gap", type=int, default=6)
-    p.add_argument("--n-deq", type=int, default=10000)
+    p.add_argument("study", choices=["table", "empirical", "trace", "large"])
+    p.add_argument("--only", default=",".join(STUDIES), help=f"table: a comma-separated subset of {STUDIES}")
+    p.add_argument("--n", type=int, default=4000, help="table: FC inputs (d = 3072, depth 10)")
+    p.add_argument("--fc-dtypes", default="float32,float64", help="table: the FC's dtypes")
+    p.add_argument("--n-vanilla", type=int, default=200, help="table: CNTK-V images (depth 6, 32x32x3)")
+    p.add_argument("--n-gap", type=int, default=4, help="table: CNTK-GAP images (the peer: ~1 pair/s)")
+    p.add_argument("--n-deq", type=int, default=4000, help="table: DEQ-NTK inputs (d = 3072, float64)")
+    p.add_argument("--gemm-n", type=int, default=2048, help="table: the peak GEMM's side")
     p.add_argument("--n-empirical-fc", type=int, default=200)
     p.add_argument("--n-empirical-cnn", type=int, default=8)
     p.add_argument("--n-trace", type=int, default=16)
@@ -438,7 +628,7 @@ def main(argv=None) -> None:
     p.add_argument("--compare-n-test", type=int, default=1000)
     p.add_argument("--baseline", action="store_true", help="large: also the in-memory path (time, peak RSS)")
     p.add_argument("--work-dir", help="large: the tile caches (kept: a rerun resumes); default a temporary folder")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="table: interleaved rounds (median); else best of")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
     p.add_argument("--no-peer", action="store_true", help="skip neural-tangents (e.g. on a device without it)")
@@ -446,12 +636,15 @@ def main(argv=None) -> None:
     if a.no_peer:
         global PEER
         PEER = None
-    result = {"fc": study_fc, "cntk": study_cntk, "deq": study_deq, "empirical": study_empirical,
-              "trace": study_trace, "large": study_large}[a.study](a)
+    result = {"table": study_table, "empirical": study_empirical, "trace": study_trace,
+              "large": study_large}[a.study](a)
     result["machine"] = machine()
     result["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}  # sizes, seed, repeats
     out = a.results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"
     atomic_write_text(out, json.dumps(result, indent=2, default=str) + "\n")
+    if "markdown" in result:
+        atomic_write_text(out.with_suffix(".md"), result["markdown"])
+        print(result["markdown"])
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str)[:3000])
     print(f"wrote {out}", file=sys.stderr)
 
