@@ -4,8 +4,8 @@
 #   snakemake reproduce-all --cores all --config scale=smoke
 #   snakemake jacot2018 --cores 2                             # one paper
 #   snakemake -n reproduce-all --config scale=paper           # the full paper-scale DAG
-#   snakemake cost --config scale=paper                        # what it costs: CPU-h, GPU-h, memory
-#   python scripts/cost_table.py --scale paper --detail       # the same table, each workload
+#   snakemake cost --cores 1 --config scale=paper              # what it costs: CPU-h, GPU-h, memory
+#   python scripts/cost_table.py --scale paper --detail        # the same table, each workload
 #
 #   snakemake --profile profiles/slurm arora2019_table1_grams --config scale=paper   # Gram tiles as jobs
 #
