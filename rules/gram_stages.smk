@@ -1,30 +1,30 @@
 # Stage Gram matrices as tile jobs: <stage>_grams targets (included by the main Snakefile after rules/gram.smk).
+#
+# The stages come from the stages themselves: every stage script that declares its Grams (a top-level
+# grams(cfg, data), read from the source by scripts/gram_requests.py, nothing imported). Its requests are
+# written by that script from the stage's own declaration, the list its run computes, so the tile jobs
+# fill exactly the cache the stage reads. The stage rules do not wait for the tiles: a stage computes any
+# missing tile itself (and times it), so `make reproduce` runs as before; `<stage>_grams` first fills the
+# cache as one job per tile (a cluster), after which the stage computes none.
+from gram_requests import gram_stages
 
-# Stages whose Gram matrices can run as tile jobs -> the module whose gram_requests(cfg) lists them.
-GRAM_STAGES = {
-    "arora2019/table1": "experiments/arora2019/arora_common.py",
-    "arora2019/table2": "experiments/arora2019/arora_common.py",
-    "feng2020_deq/table1": "experiments/feng2020_deq/deq_eval.py",
-    "feng2020_deq/table2": "experiments/feng2020_deq/deq_eval.py",
-}
+STAGES_WITH_GRAMS = gram_stages()  # <paper>/<artifact>, derived
 
 
 checkpoint gram_stage_requests:
-    """The request of every Gram a stage computes (ntkrepro.gram requests): data + request JSONs."""
+    """The request of every Gram a stage declares (scripts/gram_requests.py): data + request JSONs."""
     input:
-        lambda wc: [GRAM_STAGES[wc.stage], f"conf/experiment/{wc.stage}.yaml"],
+        "scripts/gram_requests.py",
+        lambda wc: stage_inputs(*wc.stage.split("/")),
     output:
         f"{RESULTS}/{{stage}}/gram_requests.json",
     wildcard_constraints:
-        stage="|".join(GRAM_STAGES),
-    params:
-        module=lambda wc: GRAM_STAGES[wc.stage],
+        stage="|".join(STAGES_WITH_GRAMS),
     log:
         f"{RESULTS}/logs/gram_stage_requests/{{stage}}.log",
     shell:
-        f"python -m ntkrepro.gram requests --stage {{params.module}} --cache-root {GRAM_ROOT} --out {{output}} "
-        f"experiment={{wildcards.stage}} scale={SCALE} results_root={RESULTS_ROOT} data_cache={DATA_CACHE} "
-        "> {log} 2>&1"
+        f"python scripts/gram_requests.py --cache-root {GRAM_ROOT} --out {{output}} experiment={{wildcards.stage}} "
+        f"scale={SCALE} results_root={RESULTS_ROOT} data_cache={DATA_CACHE} > {{log}} 2>&1"
 
 
 def stage_gram_tiles(wildcards):
@@ -43,7 +43,7 @@ rule gram_stage_tiles:
     output:
         touch(f"{RESULTS}/{{stage}}/gram_tiles.done"),
     wildcard_constraints:
-        stage="|".join(GRAM_STAGES),
+        stage="|".join(STAGES_WITH_GRAMS),
 
 
 localrules:
@@ -51,7 +51,7 @@ localrules:
     gram_stage_tiles,
 
 
-for _stage in GRAM_STAGES:
+for _stage in STAGES_WITH_GRAMS:
 
     rule:
         name:

@@ -252,3 +252,16 @@ def test_snakemake_runs_one_job_per_tile(tmp_path):
     np.testing.assert_allclose(out["ntk"], fc_kernels(x, depth=2).ntk, rtol=1e-12)
     manifest = json.loads((tmp_path / "results/cache/gram_plans/demo/manifest.json").read_text())
     assert (tmp_path / "results/cache/gram" / manifest["hash"] / "tile_0_1.npz").exists()
+
+
+def test_the_gram_library_knows_no_stage():
+    """ntkrepro.gram (cache, tiles, command line) imports neither Hydra/OmegaConf, the stage runner, the
+    config composition, nor anything under experiments/ (the stages' requests are the edge's:
+    scripts/gram_requests.py)."""
+    code = ("import sys, ntkrepro.gram\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf')\n"
+            "             or m in ('ntkrepro.stage', 'ntkrepro.config') or m.startswith('ntkrepro_stage_')\n"
+            "             or 'experiments' in (getattr(sys.modules[m], '__file__', None) or '')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"

@@ -142,3 +142,32 @@ def test_property_equals_the_assembled_gram(n1, n2, tile, seed):
         g = gram.compute_gram_into(x1, x2, kernel="test_int_into", cache_root=root, tile=tile, mirror=True,
                                    progress=False)
     np.testing.assert_array_equal(g.ntk, full.ntk)
+
+
+def test_regression_requests_take_the_large_path_above_the_threshold(ints, tmp_path, monkeypatch):
+    """K(train, train) of 11 rows in float64 is 968 bytes: at the threshold both Grams are assembled
+    (compute_gram), above it both keep ntk only in one float32 array each; a request file of either plans
+    to the hash the stage's lookup uses (so tile jobs fill that cache)."""
+    x_te = ints[:4] + 1
+    args = dict(kernel="test_int_into", kernel_kwargs={}, tile=4, precision="float32")
+    monkeypatch.setattr(gram, "LARGE_GRAM_BYTES", 8 * 11**2)
+    train, test = gram.regression_requests(ints, x_te, **args)
+    assert train.into is None and test.into is None and test.x2 is ints
+    assert train.spec().hash == gram.make_spec(ints, kernel="test_int_into", tile=4).hash
+    full = train.compute(tmp_path, progress=False)
+    assert full.nngp is not None and full.ntk.dtype == np.float64
+    monkeypatch.setattr(gram, "LARGE_GRAM_BYTES", 8 * 11**2 - 1)
+    train, test = gram.regression_requests(ints, x_te, **args)
+    assert (train.into, test.into, train.fields) == ("float32", "float32", ("ntk",))
+    k_train, k_test = (r.compute(tmp_path, progress=False) for r in (train, test))
+    assert k_train.nngp is None and k_train.ntk.dtype == np.float32 and k_train.computed_tiles == 6
+    np.testing.assert_array_equal(np.triu(k_train.ntk), np.triu(full.ntk).astype(np.float32))
+    assert not np.tril(k_train.ntk, -4).any()  # lower tiles left zero (read by the in-place solve: upper only)
+    np.testing.assert_array_equal(k_test.ntk, ((x_te @ ints.T + 1) ** 2).astype(np.float32))
+    mirrored = train.compute(tmp_path, progress=False, mirror=True)
+    assert mirrored.computed_tiles == 0 and np.array_equal(mirrored.ntk, full.ntk.astype(np.float32))
+    for request in (train, test):
+        path = gram.request_gram(tmp_path / "requests", request)
+        assert gram.main(["plan", "--request", str(path), "--cache-root", str(tmp_path / "planned")]) == 0
+        assert gram.read_manifest(tmp_path / "planned" / "gram" / path.stem / "manifest.json")["hash"] \
+            == path.stem == request.spec().hash

@@ -1,6 +1,7 @@
 """Gram tiles as Snakemake jobs of the main pipeline: one job per tile into the cache the stages read, a re-run
-computes only the missing tile, and a stage's Gram requests (``python -m ntkrepro.gram requests``) have the
-hashes of the Grams the stage computes, so the stage finds every tile cached."""
+computes only the missing tile, and the stages whose Gram tile targets exist are those that declare their Grams
+(scripts/gram_requests.py): the tile jobs of those declarations fill every tile a stage computes, and a stage
+computes exactly the Grams it declares (none in-process after its ``<stage>_grams`` target)."""
 
 import importlib.util
 import json
@@ -10,14 +11,14 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-from hydra import compose, initialize_config_dir
+import pytest
 
+from ntkrepro import config as config_mod
 from ntkrepro import gram
 from ntkrepro.kernels.fc import fc_kernels
-from ntkrepro.stage import CONF_DIR
+from ntkrepro.stage import stage_module
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -43,7 +44,7 @@ def test_main_pipeline_runs_one_job_per_tile_and_reruns_only_a_missing_tile(tmp_
     results = tmp_path / "results"
     cache = results / "cache"
     x = np.random.default_rng(0).standard_normal((5, 3))
-    name = gram.request_gram(cache, x, **FC).stem
+    name = gram.request_gram(cache, gram.GramRequest(x, None, **FC)).stem
     plan = cache / "gram_plans" / name
     reference = fc_kernels(x, depth=2).ntk
 
@@ -81,77 +82,107 @@ def test_stage_gram_targets_write_the_requests_first(tmp_path):
         assert f"{tmp_path}/paper/{stage}/gram_requests.json" in run.stdout
 
 
-def test_requests_command_composes_the_stage_config(tmp_path):
-    stage = tmp_path / "stage_grams.py"
-    stage.write_text(
-        "import numpy as np\n\n\n"
-        "def gram_requests(cfg):\n"
-        "    x = np.random.default_rng(cfg.seed).standard_normal((4, 3))\n"
-        "    return [dict(x1=x, kernel='fc', kernel_kwargs={'depth': 2}, tile=2),\n"
-        "            dict(x1=x[:3], x2=x, kernel='fc', kernel_kwargs={'depth': 1}, tile=2, dtype='float32')]\n")
-    out, cache = tmp_path / "requests.json", tmp_path / "cache"
-    assert gram.main(["requests", "--stage", str(stage), "--cache-root", str(cache), "--out", str(out),
-                      "experiment=jacot2018/fig1", "seed=5"]) == 0
-    x = np.random.default_rng(5).standard_normal((4, 3))
-    expected = [gram.make_spec(x, kernel="fc", kernel_kwargs={"depth": 2}, tile=2).hash,
-                gram.make_spec(x[:3], x, kernel="fc", kernel_kwargs={"depth": 1}, tile=2, dtype="float32").hash]
-    assert json.loads(out.read_text())["requests"] == expected
-    for name in expected:  # planned from the request files: the same hash, so the same cache folder
-        assert gram.main(["plan", "--request", str(cache / "gram_requests" / f"{name}.json"),
-                          "--cache-root", str(cache)]) == 0
-        assert gram.read_manifest(cache / "gram" / name / "manifest.json")["hash"] == name
-
-
-def _load_stage(paper, name):
-    folder = ROOT / "experiments" / paper
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))  # the stages import their siblings
-    spec = importlib.util.spec_from_file_location(f"{paper}_{name}_workflow", folder / f"{name}.py")
+def _edge():
+    """scripts/gram_requests.py, the workflow's edge (not a package)."""
+    spec = importlib.util.spec_from_file_location("gram_requests_edge", ROOT / "scripts" / "gram_requests.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def test_deq_stage_finds_every_tile_its_requests_computed(tmp_path, monkeypatch):
-    """feng2020_deq/table1 on small stand-in data: the tiles of its requests, computed by the tile command,
-    are every tile the stage needs."""
-    table1 = _load_stage("feng2020_deq", "table1")
-    deq_eval = sys.modules["deq_eval"]  # the module the stage calls
-    rng = np.random.default_rng(1)
+def test_the_stages_with_gram_targets_are_those_that_declare_grams(tmp_path):
+    """A stage has Gram tile targets iff its script defines ``grams`` at top level (read, not imported)."""
+    for paper, artifact, source in [("p", "declares", "raise SystemExit('imported')\n\n\ndef grams(cfg, data):\n"
+                                                      "    return {}\n"),
+                                    ("p", "nested", "def run(cfg):\n    def grams(cfg, data):\n        pass\n"),
+                                    ("p", "mentions", "grams = None  # def grams(cfg, data)\n"),
+                                    ("q", "no_config", "def grams(cfg, data):\n    return {}\n")]:
+        (tmp_path / "experiments" / paper).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "experiments" / paper / f"{artifact}.py").write_text(source)
+        if artifact != "no_config":
+            (tmp_path / "conf" / "experiment" / paper).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "conf" / "experiment" / paper / f"{artifact}.yaml").write_text("")
+    edge = _edge()
+    assert edge.gram_stages(tmp_path) == ["p/declares"]
+    assert edge.gram_stages() == ["arora2019/table1", "arora2019/table2", "feng2020_deq/table1",
+                                  "feng2020_deq/table2"]
 
-    def fake_split(cfg, split, n=None):
-        x = rng.standard_normal((8 if split == "train" else 5, 3, 2, 1))
-        return SimpleNamespace(x=x / np.linalg.norm(x.reshape(len(x), -1), axis=1)[:, None, None, None],
-                               y=np.arange(len(x)) % 2, num_classes=2, provenance=f"fake {split}")
 
-    splits = {s: fake_split(None, s) for s in ("train", "test")}
-    for module in (deq_eval, table1):
-        monkeypatch.setattr(module, "load_split", lambda cfg, split, n=None: splits[split])
-    grams = []
-
-    def recording_compute_gram(*args, **kwargs):
-        grams.append(gram.compute_gram(*args, **kwargs))
-        return grams[-1]
-
-    monkeypatch.setattr(deq_eval, "compute_gram", recording_compute_gram)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=feng2020_deq/table1", "scale=smoke",
-                                                       f"results_root={tmp_path}", "params.tile=4",
-                                                       "progress=false"])
-    cache = tmp_path / "cache"
-    requests = deq_eval.gram_requests(cfg)
-    assert len(requests) == 2 * len(cfg.params.settings)
-    names = [gram.request_gram(cache, **args).stem for args in requests]
+def _fill_tiles(cache: Path, names: list[str]) -> None:
+    """Plan and compute every tile of the requests ``names`` with the tile command (as the tile jobs do)."""
     for name in names:
         assert gram.main(["plan", "--request", str(cache / "gram_requests" / f"{name}.json"),
                           "--cache-root", str(cache)]) == 0
         manifest = cache / "gram" / name / "manifest.json"
         for i, j in json.loads(manifest.read_text())["grid"]["tiles"]:
             assert gram.main(["tile", "--manifest", str(manifest), "--i", str(i), "--j", str(j)]) == 0
-    tag = deq_eval.setting_tag(**deq_eval.deq_variances(cfg.params.settings[0]))
-    metrics = table1.run(cfg).metrics
-    assert [g.hash for g in grams] == names
-    assert [g.computed_tiles for g in grams] == [0] * len(names) and all(g.cached_tiles for g in grams)
-    assert metrics[f"gram_seconds_deq_{tag}"] is None  # no tile computed in the stage, so no timing
-    assert 0 <= metrics[f"acc_pct_deq_{tag}"] <= 100
+
+
+def _run_without_computing_tiles(monkeypatch, stage: str, results: Path) -> list[str]:
+    """Run ``stage`` at smoke with every in-process tile computation refused; the hashes of the Grams it
+    looked up, in order."""
+    looked_up = []
+    write_manifest = gram.write_manifest
+
+    def recording_write_manifest(spec, cache_root, **kw):
+        looked_up.append(spec.hash)
+        return write_manifest(spec, cache_root, **kw)
+
+    def no_tile(spec, *args, **kwargs):
+        raise AssertionError(f"{stage} computed a tile of {spec.hash} in-process: a Gram it did not declare")
+
+    monkeypatch.setattr(gram, "write_manifest", recording_write_manifest)
+    monkeypatch.setattr(gram, "compute_tile", no_tile)
+    cfg = config_mod.compose(stage, ["scale=smoke", f"results_root={results}", f"data_cache={ROOT / 'data_cache'}",
+                                     "progress=false", "tracking.enabled=false"])
+    stage_module(stage).run(cfg)
+    return looked_up
+
+
+def test_grams_target_fills_the_cache_the_stage_reads(tmp_path, monkeypatch):
+    """``feng2020_deq_table1_grams`` at smoke (the stage's requests, then one job per tile): the stage then looks
+    up exactly the Grams its requests name, in order, and computes no tile."""
+    results = tmp_path / "results"
+    jobs = _snakemake(results, "feng2020_deq_table1_grams")
+    assert jobs["gram_stage_requests"] == 1 and jobs["gram_tile"] >= 2 and "feng2020_deq_table1" not in jobs
+    names = json.loads((results / "smoke" / "feng2020_deq" / "table1" / "gram_requests.json").read_text())["requests"]
+    assert _run_without_computing_tiles(monkeypatch, "feng2020_deq/table1", results) == names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["arora2019/table1", "arora2019/table2", "feng2020_deq/table2"])
+def test_stage_computes_exactly_the_grams_it_declares(tmp_path, monkeypatch, stage):
+    """The requests the edge writes from a stage's declaration, computed by the tile command into a cold cache,
+    are every Gram the stage then looks up, in order (no tile computed in-process), and nothing more."""
+    results, cache = tmp_path / "results", tmp_path / "results" / "cache"
+    out = tmp_path / "requests.json"
+    assert _edge().main(["--cache-root", str(cache), "--out", str(out), f"experiment={stage}", "scale=smoke",
+                         f"results_root={results}", f"data_cache={ROOT / 'data_cache'}"]) == 0
+    names = json.loads(out.read_text())["requests"]
+    _fill_tiles(cache, names)
+    assert _run_without_computing_tiles(monkeypatch, stage, results) == names
+
+
+def _stub_cnn(x_fit, t_fit, x_val, t_val, x_te, y_te, *, lr_units, **kw):
+    """arora2019/table1's SGD run replaced (this test is about its kernels)."""
+    return {"readout": kw["readout"], "depth": kw["depth"], "channels": kw["channels"], "lr_units": lr_units,
+            "kappa": kw["kappa"], "diverged_at": None, "val_acc": 50.0, "test_acc": 50.0, "loss_curve": np.ones(3)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["feng2020_deq/table1", "arora2019/table1"])
+def test_large_gram_path_gives_the_stage_the_same_results(tmp_path, monkeypatch, stage):
+    """Every Gram taken as large (compute_gram_into, in-place solve; arora2019: its "-2K" subset read off the
+    mirrored Gram first): the stage's accuracies equal those of the assembled path at smoke (both float64)."""
+    module = stage_module(stage)
+    if stage == "arora2019/table1":
+        monkeypatch.setattr(module, "train_cnn", _stub_cnn)
+    runs, default = {}, gram.LARGE_GRAM_BYTES
+    for threshold in (default, 0):
+        monkeypatch.setattr(gram, "LARGE_GRAM_BYTES", threshold)
+        cfg = config_mod.compose(stage, ["scale=smoke", f"results_root={tmp_path / str(threshold)}",
+                                         f"data_cache={ROOT / 'data_cache'}", "progress=false", "precision=float64"])
+        data = module.load(cfg)
+        assert {r.into for pair in module.grams(cfg, data).values() for r in pair} == {None if threshold else "float64"}
+        runs[threshold] = {k: v for k, v in module.run(cfg).metrics.items() if k.startswith(("acc", "best", "gap"))}
+    assert runs[0] and runs[0] == runs[default]

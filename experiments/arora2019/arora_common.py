@@ -1,10 +1,13 @@
-"""Shared by the Arora et al. 2019 stages: image downsampling for the reduced scales, the cached CNTK
-Gram of a training + test set (and the list of a stage's Grams, for tile jobs), kernel regression with
-the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact solve, argmax), and the checks the
+"""Shared by the Arora et al. 2019 stages: image downsampling for the reduced scales, the images a table
+reads, its CNTK Grams declared once (``cntk_grams``: what the table computes and what its Gram tile jobs
+compute), kernel regression with the paper's labels (Sec. 5.1: one-hot shifted to 0.9 / -0.1, exact
+solve, argmax; a large Gram solved in place), and the checks the
 stages' typed ``Params`` (and their ``check_config``) share (odd filters, label order, memory estimates,
 the image size and split sizes a config asks for, read off the dataset registry before any data)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.ticker import NullFormatter
@@ -12,13 +15,13 @@ from matplotlib.ticker import NullFormatter
 from ntkrepro.checks import bad
 from ntkrepro.config import gram_cache_root
 from ntkrepro.data import REGISTRY
-from ntkrepro.gram import compute_gram
+from ntkrepro.gram import LARGE_GRAM_BYTES, GramRequest, regression_requests
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import load_split
 
 READOUTS = ("vanilla", "gap")
 FLOAT32_BYTES = 4  # the typed params do not see `precision`: their estimates use the smallest float
-FLOAT64_BYTES = 8  # Grams are solved in float64 whatever the precision they are computed in
+FLOAT64_BYTES = 8  # Grams are solved in float64 whatever their precision (but large ones: in place)
 
 
 # ---- checks shared by the stages' typed Params and check_config (before any data or compute) -------------
@@ -82,13 +85,16 @@ def split_size(cfg, split: str) -> int:
     return int(n) if n is not None else int(REGISTRY[cfg.data.name].sizes[split])
 
 
-def gram_estimates(cfg) -> list[tuple]:
-    """The CNTK Grams of a training + test set, solved in float64: K(train, train) driven by
-    data.n_train (quadratically), K(test, train) by data.n_test."""
+def gram_estimates(cfg, *, large_path: bool = False) -> list[tuple]:
+    """The CNTK Grams of a training + test set: K(train, train) driven by data.n_train (quadratically),
+    K(test, train) by data.n_test; solved in float64, or (``large_path``: the tables, through
+    ``regression_requests``) in ``cfg.precision`` in place when the float64 train Gram would exceed
+    ``LARGE_GRAM_BYTES``."""
     n_tr, n_te = split_size(cfg, "train"), split_size(cfg, "test")
-    return [("data.n_train", n_tr, FLOAT64_BYTES, 2, "the training CNTK Gram (n_train x n_train, float64)"),
-            ("data.n_test", n_te, FLOAT64_BYTES * n_tr, 1,
-             f"the test-train CNTK Gram (n_test x n_train = {n_tr}, float64)")]
+    large = large_path and FLOAT64_BYTES * n_tr**2 > LARGE_GRAM_BYTES
+    size, dtype = (itemsize(cfg.precision), cfg.precision) if large else (FLOAT64_BYTES, "float64")
+    return [("data.n_train", n_tr, size, 2, f"the training CNTK Gram (n_train x n_train, {dtype})"),
+            ("data.n_test", n_te, size * n_tr, 1, f"the test-train CNTK Gram (n_test x n_train = {n_tr}, {dtype})")]
 
 
 def downsample(x: np.ndarray, factor: int) -> np.ndarray:
@@ -114,45 +120,54 @@ def kernel_kwargs(*, depth: int, readout: str, filter_size: int, dtype: str) -> 
             "filter_size": int(filter_size), "dtype": str(dtype)}
 
 
-def cntk_gram_args(x_train, x_test, *, cfg, depth: int, readout: str, filter_size: int, tile: int) -> list[dict]:
-    """compute_gram's arguments (no cache) of the CNTK's K(train, train) and K(test, train)."""
-    kw = kernel_kwargs(depth=depth, readout=readout, filter_size=filter_size, dtype=cfg.precision)
-    common = dict(kernel="cntk", kernel_kwargs=kw, tile=tile)
-    return [dict(x1=np.asarray(x_train), **common), dict(x1=np.asarray(x_test), x2=np.asarray(x_train), **common)]
+@dataclass(frozen=True)
+class Images:
+    """A table's training and test sets and their images average-pooled by ``params.downsample``."""
+
+    train: object
+    test: object
+    x_train: np.ndarray
+    x_test: np.ndarray
 
 
-def cntk_blocks(x_train, x_test, *, cfg, depth: int, readout: str, filter_size: int, tile: int):
-    """(K(train, train), K(test, train)) of the CNTK (computed in ``cfg.precision``, returned as
-    float64) via the cached tiled Gram engine."""
-    args = cntk_gram_args(x_train, x_test, cfg=cfg, depth=depth, readout=readout, filter_size=filter_size,
-                          tile=tile)
-    k_train, k_test = (compute_gram(**a, cache_root=gram_cache_root(cfg.results_root), progress=cfg.progress).ntk
-                       for a in args)
+def load_images(cfg) -> Images:
+    """The data a table reads (``load_split`` of train, then test), downsampled."""
+    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    factor = cfg.params.downsample
+    return Images(train, test, downsample(train.x, factor), downsample(test.x, factor))
+
+
+def cntk_grams(cfg, images: Images, jobs) -> dict[tuple[str, int], tuple[GramRequest, GramRequest]]:
+    """The CNTK's K(train, train) and K(test, train) of each (readout, depth) of ``jobs``, in that order: the
+    Grams a table computes (its ``grams``), in ``cfg.precision``."""
+    p = cfg.params
+    return {(readout, depth): regression_requests(
+                np.asarray(images.x_train), np.asarray(images.x_test), kernel="cntk", tile=p.gram_tile,
+                kernel_kwargs=kernel_kwargs(depth=depth, readout=readout, filter_size=p.filter_size,
+                                            dtype=cfg.precision), precision=cfg.precision)
+            for readout, depth in jobs}
+
+
+def cntk_blocks(pair: tuple[GramRequest, GramRequest], *, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """(K(train, train), K(test, train)) of a pair of :func:`cntk_grams` from the cached tiled Gram engine:
+    float64, or (a large pair) the ``cfg.precision`` arrays K(train, train) mirrored, for an in-place solve."""
+    k_train, k_test = (r.compute(gram_cache_root(cfg.results_root), progress=cfg.progress, mirror=True).ntk
+                       for r in pair)
+    if pair[0].into:
+        return k_train, k_test
     return np.asarray(k_train, dtype=np.float64), np.asarray(k_test, dtype=np.float64)
 
 
-def gram_requests(cfg) -> list[dict]:
-    """compute_gram's arguments of every CNTK Gram stage ``cfg.artifact`` (table1 / table2) computes, in its
-    order (``python -m ntkrepro.gram requests`` turns them into tile jobs)."""
-    p = cfg.params
-    x_tr, x_te = (downsample(load_split(cfg, split).x, p.downsample) for split in ("train", "test"))
-    if cfg.artifact == "table1":
-        jobs = [(readout, d) for readout in READOUTS for d in p[readout].depths]
-    elif cfg.artifact == "table2":
-        jobs = [(readout, d) for d in p.depths for readout in READOUTS]
-    else:
-        raise ValueError(f"arora2019/{cfg.artifact} computes no cached Gram")
-    return [a for readout, depth in jobs
-            for a in cntk_gram_args(x_tr, x_te, cfg=cfg, depth=depth, readout=readout,
-                                    filter_size=p.filter_size, tile=p.gram_tile)]
-
-
 def regression_accuracy(k_train, k_test, y_train, y_test, *, num_classes: int, ridge: float,
-                        label_pos: float, label_neg: float) -> float:
-    """Test accuracy (percent) of kernel regression on one-hot targets shifted to (label_pos, label_neg)."""
+                        label_pos: float, label_neg: float, overwrite_k: bool = False) -> float:
+    """Test accuracy (percent) of kernel regression on one-hot targets shifted to (label_pos, label_neg);
+    ``overwrite_k``: K(train, train) is factored in place (in its own dtype) and destroyed."""
     targets = one_hot_shifted(np.asarray(y_train), num_classes, pos=label_pos, neg=label_neg)
-    pred = kernel_regression(np.asarray(k_train, dtype=np.float64), targets,
-                             np.asarray(k_test, dtype=np.float64), ridge=ridge)
+    if overwrite_k:
+        pred = kernel_regression(k_train, targets, k_test, ridge=ridge, overwrite_k=True)
+    else:
+        pred = kernel_regression(np.asarray(k_train, dtype=np.float64), targets,
+                                 np.asarray(k_test, dtype=np.float64), ridge=ridge)
     return 100.0 * float(accuracy(np.asarray(pred), np.asarray(y_test)))
 
 

@@ -17,10 +17,11 @@ from arora_common import (
     check_labels,
     cnn_weight_estimate,
     cntk_blocks,
-    downsample,
+    cntk_grams,
     gram_estimates,
     image_pixels,
     itemsize,
+    load_images,
     log_axis_with_ticks,
     odd,
     regression_accuracy,
@@ -36,7 +37,7 @@ from ntkrepro.nets import cnn
 from ntkrepro.plotting import figure
 from ntkrepro.progress import progress
 from ntkrepro.regression import accuracy, one_hot_shifted
-from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.stage import StageResult, main
 from ntkrepro.train import TrainingDiverged, train
 
 TABLE_DEPTHS = (3, 4, 6, 11, 21)
@@ -134,7 +135,7 @@ class Params:
         pixels, size, widest = image_pixels(cfg, p.downsample), itemsize(cfg.precision), max(c.channels)
         n_eval = max(n_te, c.n_val)
         refuse_oversized([
-            *gram_estimates(cfg),
+            *gram_estimates(cfg, large_path=True),
             ("params.cnn.batch_size", c.batch_size, size * pixels * widest * (max(c.depths) - 1), 1,
              f"the CNN activations of one batch kept for backpropagation (batch x {pixels} pixels x "
              f"{widest} channels x {max(c.depths) - 1} layers, {cfg.precision})"),
@@ -286,11 +287,20 @@ def _figure(cells: dict, paper: dict, data_label: str):
     return fig
 
 
+load = load_images  # the data Table 1 reads (for its Gram tile jobs too)
+
+
+def grams(cfg, data) -> dict:
+    """Every CNTK Gram Table 1 computes, in its order: K(train, train) and K(test, train) per readout and
+    depth of ``params.vanilla`` / ``params.gap`` (the Gram tile jobs compute these; nothing else lists them)."""
+    return cntk_grams(cfg, data, [(readout, d) for readout in READOUTS for d in cfg.params[readout].depths])
+
+
 def run(cfg) -> StageResult:
     p = cfg.params
     c = p.cnn
-    train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
-    x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
+    data = load(cfg)
+    train_set, test_set, x_tr, x_te = data.train, data.test, data.x_train, data.x_test
     y_tr, y_te = np.asarray(train_set.y), np.asarray(test_set.y)
     k = train_set.num_classes
     subset = select_subset(y_tr, p.subset.n_train, seed=p.subset.seed, split="train", balanced=True,
@@ -299,16 +309,16 @@ def run(cfg) -> StageResult:
     reg = dict(num_classes=k, ridge=p.ridge, label_pos=p.label_pos, label_neg=p.label_neg)
 
     cells, kernel_rows = {}, []
-    jobs = [(readout, d) for readout in READOUTS for d in p[readout].depths]
-    for readout, depth in progress(jobs, desc="CNTK Grams", enabled=cfg.progress):
-        k_tr, k_te = cntk_blocks(x_tr, x_te, cfg=cfg, depth=depth, readout=readout,
-                                 filter_size=p.filter_size, tile=p.gram_tile)
+    for (readout, depth), pair in progress(list(grams(cfg, data).items()), desc="CNTK Grams", enabled=cfg.progress):
+        k_tr, k_te = cntk_blocks(pair, cfg=cfg)
         col = f"cntk_{SHORT[readout]}"
-        cells[(col, depth)] = regression_accuracy(k_tr, k_te, y_tr, y_te, **reg)
         cells[(col + "_2k", depth)] = regression_accuracy(k_tr[np.ix_(subset, subset)], k_te[:, subset],
                                                           y_tr[subset], y_te, **reg)
+        cells[(col, depth)] = regression_accuracy(k_tr, k_te, y_tr, y_te, **reg,
+                                                  overwrite_k=pair[0].into is not None)  # last: may destroy k_tr
         kernel_rows.append({"readout": readout, "depth": depth, "acc_full": cells[(col, depth)],
                             "acc_subset": cells[(col + "_2k", depth)]})
+        del k_tr, k_te  # before the next pair is computed: one pair alive at a time
 
     t_tr = np.asarray(one_hot_shifted(y_tr, k, pos=p.label_pos, neg=p.label_neg), dtype=x_tr.dtype)
     x_fit, t_fit, x_val, t_val = x_tr[fit], t_tr[fit], x_tr[val], t_tr[val]

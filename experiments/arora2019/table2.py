@@ -15,9 +15,10 @@ from arora_common import (
     check_labels,
     cnn_weight_estimate,
     cntk_blocks,
-    downsample,
+    cntk_grams,
     gram_estimates,
     image_pixels,
+    load_images,
     log_axis_with_ticks,
     odd,
     regression_accuracy,
@@ -29,7 +30,7 @@ from ntkrepro.empirical import empirical_ntk
 from ntkrepro.nets import cnn
 from ntkrepro.plotting import band, figure
 from ntkrepro.progress import progress
-from ntkrepro.stage import StageResult, load_split, main
+from ntkrepro.stage import StageResult, main
 from ntkrepro.stats import relative_error
 
 TABLE_DEPTHS = (3, 4, 6, 11, 21)
@@ -63,7 +64,7 @@ class Params:
         (the exact CNTK's and the random features', float64) that exhaust memory (one line naming the
         parameter)."""
         image_pixels(cfg, cfg.params.downsample)
-        refuse_oversized(gram_estimates(cfg))
+        refuse_oversized(gram_estimates(cfg, large_path=True))
 
 
 def random_feature_gram(net, x_all, n_train: int, *, key):
@@ -110,10 +111,19 @@ def _figure(rows: pd.DataFrame, paper: dict, data_label: str):
     return fig
 
 
+load = load_images  # the data Table 2 reads (for its Gram tile jobs too)
+
+
+def grams(cfg, data) -> dict:
+    """Every CNTK Gram Table 2 computes, in its order: K(train, train) and K(test, train) per depth of
+    ``params.depths`` and readout (the Gram tile jobs compute these; nothing else lists them)."""
+    return cntk_grams(cfg, data, [(readout, d) for d in cfg.params.depths for readout in READOUTS])
+
+
 def run(cfg) -> StageResult:
     p = cfg.params
-    train_set, test_set = load_split(cfg, "train"), load_split(cfg, "test")
-    x_tr, x_te = downsample(train_set.x, p.downsample), downsample(test_set.x, p.downsample)
+    data = load(cfg)
+    train_set, test_set, x_tr, x_te = data.train, data.test, data.x_train, data.x_test
     y_tr, y_te = np.asarray(train_set.y), np.asarray(test_set.y)
     x_all = np.concatenate([x_tr, x_te])
     n = len(x_tr)
@@ -121,12 +131,10 @@ def run(cfg) -> StageResult:
                label_neg=p.label_neg)
 
     cells, rows, draws = {}, [], []
-    jobs = [(d, r) for d in p.depths for r in READOUTS]
-    for depth, readout in progress(jobs, desc="exact and random-feature kernels", enabled=cfg.progress):
+    for (readout, depth), pair in progress(list(grams(cfg, data).items()), desc="exact and random-feature kernels",
+                                           enabled=cfg.progress):
         s = SHORT[readout]
-        k_tr, k_te = cntk_blocks(x_tr, x_te, cfg=cfg, depth=depth, readout=readout,
-                                 filter_size=p.filter_size, tile=p.gram_tile)
-        exact = regression_accuracy(k_tr, k_te, y_tr, y_te, **reg)
+        k_tr, k_te = cntk_blocks(pair, cfg=cfg)
         accs, errors = [], []
         net = cnn(depth=depth, channels=p.channels, out_dim=1, readout=readout, fix_first_last=readout == "gap",
                   filter_size=p.filter_size, dtype=x_all.dtype)  # one net: its jitted functions serve every draw
@@ -138,12 +146,15 @@ def run(cfg) -> StageResult:
             errors.append(relative_error(np.concatenate([rf_tr, rf_te]), np.concatenate([k_tr, k_te])))
             draws.append({"readout": readout, "depth": depth, "draw": draw, "acc_rf": accs[-1],
                           "rel_kernel_error": errors[-1]})
+        exact = regression_accuracy(k_tr, k_te, y_tr, y_te, **reg,
+                                    overwrite_k=pair[0].into is not None)  # last: may destroy k_tr
         cells[(f"cntk_{s}", depth)] = exact
         cells[(f"rf_{s}", depth)] = float(np.median(accs))
         rows.append({"readout": readout, "depth": depth, "acc_exact": exact,
                      "acc_rf_median": float(np.median(accs)), "acc_rf_q25": float(np.quantile(accs, 0.25)),
                      "acc_rf_q75": float(np.quantile(accs, 0.75)), "acc_rf_min": min(accs),
                      "acc_rf_max": max(accs), "rel_kernel_error_median": float(np.median(errors))})
+        del k_tr, k_te  # before the next pair is computed: one pair alive at a time
     rows = pd.DataFrame(rows)
     metrics = summarize(cells)
     for r in rows.itertuples():

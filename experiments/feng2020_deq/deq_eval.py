@@ -1,7 +1,8 @@
-"""Shared by Tables 1 and 2 of Feng & Kolter: a cached equilibrium-kernel Gram (and the list of a stage's
-Grams, for tile jobs), kernel regression on it with the paper's labels (one-hot shifted to 0.9 / -0.1,
-no ridge), timings (wall and CPU), and the extrapolation of the cost to a full data set (Gram entries
-scale as n_train^2/2 + n_test*n_train, the Cholesky solve as n_train^3)."""
+"""Shared by Tables 1 and 2 of Feng & Kolter: the data a table reads, its equilibrium-kernel Grams declared
+once (``deq_grams``: what the table computes and what its Gram tile jobs compute), kernel regression on
+them with the paper's labels (one-hot shifted to 0.9 / -0.1, no ridge; a large Gram solved in place),
+timings (wall and CPU), and the extrapolation of the cost to a full data set (Gram entries scale as
+n_train^2/2 + n_test*n_train, the Cholesky solve as n_train^3)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 
 from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.config import gram_cache_root
-from ntkrepro.gram import compute_gram
+from ntkrepro.gram import GramRequest, regression_requests
 from ntkrepro.io import atomic_write_json
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import load_split
@@ -172,12 +173,6 @@ def gram_timing(result, measured: Timed, *, timing_root: Path) -> tuple[float | 
     return measured.wall_s * scale, measured.cpu_s * scale
 
 
-def gram_args(kernel: str, kernel_kwargs: dict, x_tr, x_te, *, cfg, tile: int) -> list[dict]:
-    """compute_gram's arguments (no cache) of K(train, train) and K(test, train), in ``cfg.precision``."""
-    common = dict(kernel=kernel, kernel_kwargs=kernel_kwargs, tile=tile, dtype=np.dtype(cfg.precision))
-    return [dict(x1=x_tr, **common), dict(x1=x_te, x2=x_tr, **common)]
-
-
 def deq_vectors(train, test):
     """The DEQ-NTK's inputs: every image flattened to a vector (Sec. 3)."""
     return tuple(np.asarray(d.x).reshape(len(d.x), -1) for d in (train, test))
@@ -193,40 +188,47 @@ def cdeq_kwargs(c) -> dict:
     return dict(sigma_w2=float(c.sigma_w2), sigma_u2=float(c.sigma_u2), tol=c.tol, max_iter=c.max_iter)
 
 
-def gram_requests(cfg) -> list[dict]:
-    """compute_gram's arguments of every Gram stage ``cfg.artifact`` (table1 / table2) computes, in its
-    order (``python -m ntkrepro.gram requests`` turns them into tile jobs)."""
-    if cfg.artifact not in ("table1", "table2"):
-        raise ValueError(f"feng2020_deq/{cfg.artifact} computes no cached Gram")
+@dataclass(frozen=True)
+class TableData:
+    """The splits a table reads: the DEQ-NTK's train and test sets (and Table 2's CDEQ-NTK images)."""
+
+    train: object
+    test: object
+    img_train: object = None
+    img_test: object = None
+
+
+def deq_grams(cfg, train, test) -> dict[str, tuple[GramRequest, GramRequest]]:
+    """The DEQ-NTK's K(train, train) and K(test, train) of each setting of ``params.settings`` (keyed by its
+    :func:`setting_tag`, in order), in ``cfg.precision``: the Grams a table computes (its ``grams``)."""
     p = cfg.params
-    x_tr, x_te = deq_vectors(load_split(cfg, "train"), load_split(cfg, "test"))
-    args = [a for s in p.settings for a in gram_args("deq", deq_variances(s), x_tr, x_te, cfg=cfg, tile=p.tile)]
-    if cfg.artifact == "table2":
-        c = p.cdeq
-        img_train, img_test = (load_with(cfg, split, preprocess=c.preprocess, n=c[f"n_{split}"])
-                               for split in ("train", "test"))
-        args += gram_args("cdeq", cdeq_kwargs(c), img_train.x, img_test.x, cfg=cfg, tile=p.cdeq_tile)
-    return args
+    x_tr, x_te = deq_vectors(train, test)
+    return {setting_tag(**deq_variances(s)): regression_requests(
+                x_tr, x_te, kernel="deq", kernel_kwargs=deq_variances(s), tile=p.tile, dtype=np.dtype(cfg.precision),
+                precision=cfg.precision)
+            for s in p.settings}
 
 
-def gram_regression(kernel: str, kernel_kwargs: dict, x_tr, y_tr, x_te, y_te, *, num_classes: int, cfg,
-                    tile: int, ridge: float, label_pos: float, label_neg: float,
-                    warmup_max_n: int) -> dict:
-    """Cached Gram (train x train, test x train) of ``kernel`` and the kernel-regression test accuracy.
+def gram_regression(pair: tuple[GramRequest, GramRequest], y_tr, y_te, *, num_classes: int, cfg, ridge: float,
+                    label_pos: float, label_neg: float, warmup_max_n: int) -> dict:
+    """The cached Grams ``pair`` (train x train, test x train, as :func:`deq_grams`) and the kernel-regression
+    test accuracy (a large pair: solved in place, ``overwrite_k``).
 
     Returns the accuracy (percent), the Gram's wall/CPU seconds (see :func:`gram_timing`; None if
     unknown) and the solve's wall/CPU seconds. The Gram timings include JAX compilation (a few seconds,
     negligible at scale); the solve is timed after one untimed warm-up solve when n_train <=
-    ``warmup_max_n`` (above it compilation is negligible next to the O(n^3) solve)."""
+    ``warmup_max_n`` and the Gram is not large (above it compilation is negligible next to the O(n^3) solve)."""
     cache_root = Path(gram_cache_root(cfg.results_root))
-    g_train, g_test = (timed(compute_gram, **a, cache_root=str(cache_root), progress=cfg.progress)
-                       for a in gram_args(kernel, kernel_kwargs, x_tr, x_te, cfg=cfg, tile=tile))
+    g_train, g_test = (timed(r.compute, str(cache_root), progress=cfg.progress) for r in pair)
     timing_root = cache_root / "feng2020_deq_gram_timing"
     walls, cpus = zip(*(gram_timing(g.value, g, timing_root=timing_root) for g in (g_train, g_test)),
                       strict=True)
     targets = one_hot_shifted(np.asarray(y_tr), num_classes, pos=label_pos, neg=label_neg)
-    predict = lambda: np.asarray(kernel_regression(g_train.value.ntk, targets, g_test.value.ntk, ridge=ridge))
-    if len(x_tr) <= warmup_max_n:
+    in_place = pair[0].into is not None
+    predict = lambda: np.asarray(kernel_regression(g_train.value.ntk, targets, g_test.value.ntk, ridge=ridge,
+                                                   overwrite_k=in_place))
+    n_train, n_test = len(pair[0].x1), len(pair[1].x1)
+    if n_train <= warmup_max_n and not in_place:
         predict()  # compile for these shapes first: at small n compilation would dominate the timing
     solve = timed(predict)
     known = None not in walls
@@ -236,24 +238,22 @@ def gram_regression(kernel: str, kernel_kwargs: dict, x_tr, y_tr, x_te, y_te, *,
         "gram_cpu_s": sum(cpus) if known else None,
         "solve_wall_s": solve.wall_s,
         "solve_cpu_s": solve.cpu_s,
-        "n_train": len(x_tr),
-        "n_test": len(x_te),
+        "n_train": n_train,
+        "n_test": n_test,
     }
 
 
-def evaluate_deq_settings(cfg, train, test) -> tuple[pd.DataFrame, dict]:
-    """Every DEQ-NTK setting of ``cfg.params.settings``: accuracy, Gram time, cost extrapolated to
-    ``cfg.params.extrapolate_to``. Metrics: ``acc_pct_deq_<tag>``, ``gram_seconds_deq_<tag>``,
-    ``train_cpu_hours_full_deq_<tag>``, and over the settings ``gram_seconds`` (mean) and
-    ``train_cpu_hours_full_log10`` (log10 of the mean)."""
+def evaluate_deq_settings(cfg, train, test, grams: dict) -> tuple[pd.DataFrame, dict]:
+    """Every DEQ-NTK setting of ``cfg.params.settings`` (its Grams ``grams``, from :func:`deq_grams`):
+    accuracy, Gram time, cost extrapolated to ``cfg.params.extrapolate_to``. Metrics: ``acc_pct_deq_<tag>``,
+    ``gram_seconds_deq_<tag>``, ``train_cpu_hours_full_deq_<tag>``, and over the settings ``gram_seconds``
+    (mean) and ``train_cpu_hours_full_log10`` (log10 of the mean)."""
     p, full = cfg.params, cfg.params.extrapolate_to
-    x_tr, x_te = deq_vectors(train, test)
     rows, metrics = [], {}
-    for s in p.settings:
+    for s, pair in zip(p.settings, grams.values(), strict=True):
         variances = deq_variances(s)
-        r = gram_regression("deq", variances, x_tr, train.y, x_te, test.y, num_classes=train.num_classes,
-                            cfg=cfg, tile=p.tile, ridge=p.ridge, label_pos=p.label_pos,
-                            label_neg=p.label_neg, warmup_max_n=p.solve_warmup_max_n)
+        r = gram_regression(pair, train.y, test.y, num_classes=train.num_classes, cfg=cfg, ridge=p.ridge,
+                            label_pos=p.label_pos, label_neg=p.label_neg, warmup_max_n=p.solve_warmup_max_n)
         cost = extrapolate_cpu_hours(gram_cpu_s=r["gram_cpu_s"], solve_cpu_s=r["solve_cpu_s"],
                                      n_train=r["n_train"], n_test=r["n_test"],
                                      full_n_train=full.n_train, full_n_test=full.n_test)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deq_eval import TableParams, evaluate_deq_settings, setting_tag
+from deq_eval import TableData, TableParams, deq_grams, evaluate_deq_settings, setting_tag
 
 from ntkrepro.claims import paper_values
 from ntkrepro.plotting import figure, mark_paper_value
@@ -18,9 +18,21 @@ class Params(TableParams):
     """Table 1's ``params``: the DEQ-NTK settings, regression and cost extrapolation (``deq_eval``)."""
 
 
+def load(cfg) -> TableData:
+    """The data Table 1 reads (for its Gram tile jobs too)."""
+    return TableData(load_split(cfg, "train"), load_split(cfg, "test"))
+
+
+def grams(cfg, data: TableData) -> dict:
+    """Every Gram Table 1 computes, in its order: the DEQ-NTK's K(train, train) and K(test, train) per setting
+    (the Gram tile jobs compute these; nothing else lists them)."""
+    return deq_grams(cfg, data.train, data.test)
+
+
 def run(cfg) -> StageResult:
-    train, test = load_split(cfg, "train"), load_split(cfg, "test")
-    table, metrics = evaluate_deq_settings(cfg, train, test)
+    data = load(cfg)
+    train, test = data.train, data.test
+    table, metrics = evaluate_deq_settings(cfg, train, test, grams(cfg, data))
     return StageResult(
         metrics=metrics,
         data=train.provenance,

@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 from deq_eval import (
     FLOAT32_BYTES,
+    TableData,
     TableParams,
     cdeq_kwargs,
     check_initialization,
+    deq_grams,
     evaluate_deq_settings,
     gram_regression,
     load_with,
@@ -25,6 +27,7 @@ from deq_eval import (
 
 from ntkrepro.checks import bad, param
 from ntkrepro.claims import paper_values
+from ntkrepro.gram import regression_requests
 from ntkrepro.kernels.conv import cdeq_ntk
 from ntkrepro.plotting import figure
 from ntkrepro.stage import StageResult, load_split, main
@@ -62,22 +65,37 @@ class Params(TableParams):
                       self.cdeq.iter_sample)
 
 
+def load(cfg) -> TableData:
+    """The data Table 2 reads (for its Gram tile jobs too): the DEQ-NTK's splits, then the CDEQ-NTK's images."""
+    c = cfg.params.cdeq
+    return TableData(load_split(cfg, "train"), load_split(cfg, "test"),
+                     load_with(cfg, "train", preprocess=c.preprocess, n=c.n_train),
+                     load_with(cfg, "test", preprocess=c.preprocess, n=c.n_test))
+
+
+def grams(cfg, data: TableData) -> dict:
+    """Every Gram Table 2 computes, in its order: the DEQ-NTK's K(train, train) and K(test, train) per setting,
+    then the CDEQ-NTK's (key "cdeq") (the Gram tile jobs compute these; nothing else lists them)."""
+    p = cfg.params
+    cdeq = regression_requests(data.img_train.x, data.img_test.x, kernel="cdeq", kernel_kwargs=cdeq_kwargs(p.cdeq),
+                               tile=p.cdeq_tile, dtype=np.dtype(cfg.precision), precision=cfg.precision)
+    return {**deq_grams(cfg, data.train, data.test), "cdeq": cdeq}
+
+
 def run(cfg) -> StageResult:
     p = cfg.params
-    train, test = load_split(cfg, "train"), load_split(cfg, "test")
-    c = p.cdeq
-    img_train = load_with(cfg, "train", preprocess=c.preprocess, n=c.n_train)
-    img_test = load_with(cfg, "test", preprocess=c.preprocess, n=c.n_test)
-    deq, metrics = evaluate_deq_settings(cfg, train, test)
+    data = load(cfg)
+    train, test, img_train, img_test, c = data.train, data.test, data.img_train, data.img_test, p.cdeq
+    pairs = grams(cfg, data)
+    cdeq = pairs.pop("cdeq")
+    deq, metrics = evaluate_deq_settings(cfg, train, test, pairs)
     metrics["deq_settings_spread_pp"] = float(deq.test_acc_pct.max() - deq.test_acc_pct.min())
     metrics["acc_pct_deq_min"] = float(deq.test_acc_pct.min())  # the least accurate setting (vs NTK-ZCA)
 
-    kernel_kwargs = cdeq_kwargs(c)  # as deq_eval.gram_requests: the same Gram hash for tile jobs
+    kernel_kwargs = cdeq[0].kernel_kwargs
     cdeq_vars = {k: kernel_kwargs[k] for k in ("sigma_w2", "sigma_u2")}
-    r = gram_regression("cdeq", kernel_kwargs,
-                        img_train.x, img_train.y, img_test.x, img_test.y, num_classes=img_train.num_classes,
-                        cfg=cfg, tile=p.cdeq_tile, ridge=p.ridge, label_pos=p.label_pos,
-                        label_neg=p.label_neg, warmup_max_n=0)
+    r = gram_regression(cdeq, img_train.y, img_test.y, num_classes=img_train.num_classes, cfg=cfg, ridge=p.ridge,
+                        label_pos=p.label_pos, label_neg=p.label_neg, warmup_max_n=0)
     metrics[f"acc_pct_cdeq_{setting_tag(**cdeq_vars)}"] = r["acc_pct"]
     metrics["cdeq_gram_seconds"] = r["gram_wall_s"]
     metrics.update(_sigma_iterations(img_train.x, img_test.x, kernel_kwargs, c.iter_sample, cfg.precision))

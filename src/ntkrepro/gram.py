@@ -35,6 +35,12 @@ Kernels: :data:`KERNELS` maps names to ``"module:function"`` (imported on first 
 as ``ntk``). Multi-device execution happens inside the kernels (:mod:`ntkrepro.kernels.conv` shards
 pair blocks over ``jax.devices()``).
 
+Stage declarations: :class:`GramRequest` is one Gram as a stage computes it (``compute``); a stage lists
+its Grams as requests once, and both its own computation and the workflow's tile jobs use that list
+(:func:`request_gram` writes a request file with the same hash, so tile jobs fill the cache the stage reads).
+:func:`regression_requests` makes the two Grams of a kernel regression, large ones (above
+:data:`LARGE_GRAM_BYTES`) through :func:`compute_gram_into`.
+
 Command line (one Snakemake job per tile, see rules/gram.smk):
 
     python -m ntkrepro.gram plan --x1 X1.npy [--x2 X2.npy] --kernel cntk --kwargs '{"depth": 6}' \\
@@ -43,17 +49,13 @@ Command line (one Snakemake job per tile, see rules/gram.smk):
     python -m ntkrepro.gram tile --manifest M --i I --j J [--threads N] [--done marker]
     python -m ntkrepro.gram assemble --manifest M --out gram.npz
     python -m ntkrepro.gram status --manifest M
-    python -m ntkrepro.gram requests --stage experiments/P/M.py --cache-root results/cache --out list.json \\
-        experiment=P/A scale=paper [more Hydra overrides]
 
 ``plan`` writes the manifest (recording the absolute .npy paths) and prints one ``i j`` line per tile;
 ``--plan-out`` also copies the manifest there. A request file is a JSON object with the keys x1, x2,
-kernel, kwargs, tile, dtype (:func:`write_request`). ``tile`` loads the data (memory-mapped), checks its
-fingerprint against the manifest, computes the tile unless a valid one is cached, and touches ``--done``.
-``assemble`` writes an .npz with the assembled arrays; ``status`` prints the missing tiles.
-``requests`` composes a stage's config and writes, with :func:`request_gram`, the request of every Gram
-the module's ``gram_requests(cfg)`` lists (compute_gram's arguments, as the stage passes them): tile jobs
-run on those requests fill the cache the stage reads (same hashes), so the stage then computes nothing.
+kernel, kwargs, tile, dtype and optionally fields (:func:`write_request`). ``tile`` loads the data
+(memory-mapped), checks its fingerprint against the manifest, computes the tile unless a valid one is cached,
+and touches ``--done``. ``assemble`` writes an .npz with the assembled arrays; ``status`` prints the missing
+tiles. (A stage's requests are written by the workflow's edge, scripts/gram_requests.py.)
 """
 
 from __future__ import annotations
@@ -61,7 +63,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
-import importlib.util
 import io
 import itertools
 import json
@@ -615,7 +616,7 @@ def _check_gram_into(spec: GramSpec, out, dtype: np.dtype, cache_root, absent: i
 
 def compute_gram_into(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None, cache_root: str | Path,
                       out=None, field: str = "ntk", tile: int = 1024, subset1=None, subset2=None, dtype=None,
-                      mirror: bool = False, progress: bool = True) -> Gram:
+                      out_dtype=None, mirror: bool = False, progress: bool = True) -> Gram:
     """One output of a Gram too large to assemble twice, written tile by tile into one preallocated array.
 
     The tiles are those of :func:`compute_gram` (the same cache and resumability: a killed run restarted with
@@ -630,8 +631,8 @@ def compute_gram_into(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None
         out: None (a new array in memory), a path (a new ``.npy`` memory map there) or an (n1, n2) writeable
             float array (e.g. ``np.memmap``); tiles are cast into it (same kind).
         field: the output kept, ``"ntk"`` or ``"nngp"``.
-        dtype: passed to the kernel (as :func:`compute_gram`) and the dtype of a new array (None: float64,
-            or ``out``'s dtype).
+        dtype: passed to the kernel (as :func:`compute_gram`).
+        out_dtype: the dtype of a new array (None: ``dtype``, else float64; an array ``out`` keeps its own).
         mirror: copy the upper tiles of a symmetric Gram into the lower ones at the end.
         progress: progress with ETA over the tiles to compute (and over the cached tiles read back).
     Returns:
@@ -648,7 +649,7 @@ def compute_gram_into(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None
                              f"{out.dtype} {out.shape}{'' if out.flags.writeable else ' (read-only)'}")
         out_dtype = out.dtype
     elif out is None or isinstance(out, (str, Path)):
-        out_dtype = np.dtype(dtype if dtype is not None else np.float64)
+        out_dtype = np.dtype(next((d for d in (out_dtype, dtype) if d is not None), np.float64))
     else:
         raise ValueError(f"out must be None, a path or a numpy array, got {type(out).__name__}")
     directory = cache_dir(spec, cache_root)
@@ -693,21 +694,68 @@ def compute_gram_into(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None
 
 
 def write_request(path: str | Path, *, x1: str | Path, x2: str | Path | None = None, kernel: str,
-                  kwargs: Mapping | None = None, tile: int = 1024, dtype: str | None = None) -> Path:
+                  kwargs: Mapping | None = None, tile: int = 1024, dtype: str | None = None,
+                  fields: Sequence[str] | None = None) -> Path:
     """Write a Gram request (the input of ``plan --request`` and of rules/gram.smk's checkpoint)."""
     request = {"x1": str(x1), "x2": None if x2 is None else str(x2), "kernel": kernel,
                "kwargs": _canonical(dict(kwargs or {})), "tile": int(tile), "dtype": dtype}
+    if fields is not None:  # only when set, as in the identity
+        request["fields"] = list(fields)
     return atomic_write_json(path, request)
 
 
-def request_gram(cache_root: str | Path, x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None,
-                 tile: int = 1024, dtype=None) -> Path:
-    """Write the request of the Gram ``compute_gram(x1, x2, ..., cache_root=cache_root)`` computes, named by
-    its hash: the data as ``<cache_root>/gram_data/<sha256>.npy`` and ``<cache_root>/gram_requests/<hash>.json``
-    (planned from those files, the Gram has the same hash, so its tiles land where compute_gram looks)."""
-    spec = make_spec(x1, x2, kernel=kernel, kernel_kwargs=kernel_kwargs, tile=tile, dtype=dtype)
+LARGE_GRAM_BYTES = 1 << 30  # a regression's train Gram (float64) above this goes through compute_gram_into
+
+
+@dataclass(frozen=True, eq=False)
+class GramRequest:
+    """One Gram as a stage computes it: :func:`compute_gram`'s arguments but the cache. With ``into`` (a float
+    dtype) its ``ntk`` only is kept, written into one new array of that dtype by :func:`compute_gram_into`
+    (of a symmetric Gram the upper tiles, what ``kernel_regression(..., overwrite_k=True)`` reads)."""
+
+    x1: np.ndarray
+    x2: np.ndarray | None
+    kernel: str
+    kernel_kwargs: Mapping
+    tile: int
+    dtype: object = None
+    into: str | None = None
+
+    @property
+    def fields(self) -> tuple[str, ...] | None:
+        return ("ntk",) if self.into else None
+
+    def spec(self) -> GramSpec:
+        return make_spec(self.x1, self.x2, kernel=self.kernel, kernel_kwargs=self.kernel_kwargs, tile=self.tile,
+                         dtype=self.dtype, fields=self.fields)
+
+    def compute(self, cache_root: str | Path, *, progress: bool = True, mirror: bool = False) -> Gram:
+        """The Gram from the cache at ``cache_root``, computing its missing tiles; ``mirror``: as
+        :func:`compute_gram_into` (an assembled Gram is whole anyway)."""
+        common = dict(kernel=self.kernel, kernel_kwargs=self.kernel_kwargs, cache_root=cache_root, tile=self.tile,
+                      dtype=self.dtype, progress=progress)
+        if self.into is None:
+            return compute_gram(self.x1, self.x2, **common)
+        return compute_gram_into(self.x1, self.x2, **common, out_dtype=self.into, mirror=mirror)
+
+
+def regression_requests(x_train, x_test, *, kernel: str, kernel_kwargs: Mapping, tile: int, dtype=None,
+                        precision: str) -> tuple[GramRequest, GramRequest]:
+    """K(train, train) and K(test, train) of a kernel regression. When the train Gram in float64 exceeds
+    :data:`LARGE_GRAM_BYTES`, both keep ``ntk`` only, each in one ``precision`` array (compute_gram_into), for
+    the in-place solve; else both are assembled (compute_gram)."""
+    into = str(np.dtype(precision)) if 8 * len(x_train) ** 2 > LARGE_GRAM_BYTES else None
+    common = dict(kernel=kernel, kernel_kwargs=kernel_kwargs, tile=tile, dtype=dtype, into=into)
+    return GramRequest(x_train, None, **common), GramRequest(x_test, x_train, **common)
+
+
+def request_gram(cache_root: str | Path, request: GramRequest) -> Path:
+    """Write the request of the Gram ``request.compute(cache_root)`` computes, named by its hash: the data as
+    ``<cache_root>/gram_data/<sha256>.npy`` and ``<cache_root>/gram_requests/<hash>.json`` (planned from those
+    files, the Gram has the same hash, so its tiles land where the stage looks)."""
+    spec = request.spec()
     paths = {}
-    for name, x in (("x1", x1), ("x2", x2)):
+    for name, x in (("x1", request.x1), ("x2", request.x2)):
         if x is not None:
             paths[name] = Path(cache_root) / "gram_data" / f"{getattr(spec, name)['sha256']}.npy"
             if not paths[name].exists():
@@ -715,8 +763,8 @@ def request_gram(cache_root: str | Path, x1, x2=None, *, kernel: str, kernel_kwa
     path = Path(cache_root) / "gram_requests" / f"{spec.hash}.json"
     if path.exists():  # named by its content: rewriting it would only make Snakemake plan it again
         return path
-    return write_request(path, x1=paths["x1"], x2=paths.get("x2"), kernel=kernel, kwargs=spec.kernel_kwargs,
-                         tile=spec.tile, dtype=spec.dtype)
+    return write_request(path, x1=paths["x1"], x2=paths.get("x2"), kernel=spec.kernel, kwargs=spec.kernel_kwargs,
+                         tile=spec.tile, dtype=spec.dtype, fields=spec.fields)
 
 
 def _load_data(manifest: dict):
@@ -742,19 +790,20 @@ def _load_data(manifest: dict):
 def _cmd_plan(a) -> int:
     if a.request:
         request = json.loads(Path(a.request).read_text())
-        unknown = set(request) - {"x1", "x2", "kernel", "kwargs", "tile", "dtype"}
+        unknown = set(request) - {"x1", "x2", "kernel", "kwargs", "tile", "dtype", "fields"}
         if unknown:
             raise ValueError(f"{a.request}: unknown request keys {sorted(unknown)}")
         x1_path, x2_path, kernel = request.get("x1"), request.get("x2"), request.get("kernel")
         kwargs, tile, dtype = request.get("kwargs") or {}, request.get("tile", 1024), request.get("dtype")
+        fields = request.get("fields")
     else:
         x1_path, x2_path, kernel = a.x1, a.x2, a.kernel
-        kwargs, tile, dtype = json.loads(a.kwargs), a.tile, a.dtype
+        kwargs, tile, dtype, fields = json.loads(a.kwargs), a.tile, a.dtype, None
     if not x1_path or not kernel:
         raise ValueError("plan needs x1 and kernel (as options or in the request file)")
     x1 = np.load(x1_path, mmap_mode="r", allow_pickle=False)
     x2 = None if not x2_path else np.load(x2_path, mmap_mode="r", allow_pickle=False)
-    spec = make_spec(x1, x2, kernel=kernel, kernel_kwargs=kwargs, tile=tile, dtype=dtype)
+    spec = make_spec(x1, x2, kernel=kernel, kernel_kwargs=kwargs, tile=tile, dtype=dtype, fields=fields)
     path = write_manifest(spec, a.cache_root, data_paths={"x1": x1_path, "x2": x2_path})
     if a.plan_out:
         copy = json.loads(path.read_text())
@@ -822,28 +871,6 @@ def _cmd_status(a) -> int:
     return 0
 
 
-def _cmd_requests(a) -> int:
-    from ntkrepro import config as config_mod
-    from ntkrepro.stage import stage_module
-
-    experiment = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("experiment=")), None)
-    if experiment is None:
-        raise ValueError("error: experiment: the requests need experiment=<paper>/<artifact>")
-    cfg = config_mod.compose(experiment, [o for o in a.overrides if not o.startswith("experiment=")])
-    config_mod.validate(cfg, stage_module(experiment).Params)  # the stage's own checks, before any Gram
-    stage = Path(a.stage).resolve()
-    if str(stage.parent) not in sys.path:
-        sys.path.insert(0, str(stage.parent))  # stage modules import their siblings
-    module_spec = importlib.util.spec_from_file_location(f"_gram_requests_{stage.stem}", stage)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    names = [request_gram(a.cache_root, **args).stem for args in module.gram_requests(cfg)]
-    atomic_write_json(a.out, {"requests": names})
-    for name in names:
-        print(name)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ntkrepro.gram", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -869,15 +896,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--done", help="marker file written when the tile is in the cache")
         if name == "assemble":
             p.add_argument("--out", required=True)
-    requests = sub.add_parser("requests", help="write the requests of the Grams a stage computes")
-    requests.add_argument("--stage", required=True, help="a module with gram_requests(cfg) -> compute_gram kwargs")
-    requests.add_argument("--cache-root", required=True)
-    requests.add_argument("--out", required=True, help="JSON list of the request names")
-    requests.add_argument("overrides", nargs="*", help="Hydra overrides (experiment=<paper>/<artifact> ...)")
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"plan": _cmd_plan, "tile": _cmd_tile, "assemble": _cmd_assemble, "status": _cmd_status,
-                "requests": _cmd_requests}
+    commands = {"plan": _cmd_plan, "tile": _cmd_tile, "assemble": _cmd_assemble, "status": _cmd_status}
     try:
         return commands[a.command](a)
     except (ValueError, OSError) as err:

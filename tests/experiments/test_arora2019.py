@@ -142,7 +142,8 @@ def test_table2_stand_in_is_the_hard_pair_and_metrics_json_records_it(monkeypatc
 
     seen = []
 
-    def fake_blocks(x_tr, x_te, **_):
+    def fake_blocks(pair, **_):  # the declared K(train, train), K(test, train): their images
+        x_tr, x_te = pair[0].x1, pair[1].x1
         seen.append((np.asarray(x_tr), np.asarray(x_te)))
         f_tr, f_te = x_tr.reshape(len(x_tr), -1), x_te.reshape(len(x_te), -1)
         return f_tr @ f_tr.T + np.eye(len(x_tr)), f_te @ f_tr.T
@@ -177,7 +178,7 @@ def test_table2_stand_in_is_the_hard_pair_and_metrics_json_records_it(monkeypatc
 
     for split, x in zip(("train", "test"), seen[0], strict=True):
         raw = load("fashion_mnist", split, cache_dir=tmp_path / "cache")
-        pooled = unit(table2.downsample(raw.x, cfg.params.downsample))
+        pooled = unit(common.downsample(raw.x, cfg.params.downsample))
         match = unit(x) @ pooled.T
         assert len(x) == cfg.data[f"n_{split}"] and match.max(axis=1).min() > 1 - 1e-6
         assert sorted(set(raw.y[match.argmax(axis=1)].tolist())) == [0, 6]
@@ -334,7 +335,8 @@ def test_table1_stage_trains_on_fit_images_selects_on_validation_and_reports_tes
     cell is the test accuracy of the run with the best validation accuracy (here: the worst on test)."""
     calls = []
 
-    def fake_blocks(x_tr, x_te, **_):
+    def fake_blocks(pair, **_):
+        x_tr, x_te = pair[0].x1, pair[1].x1
         f_tr, f_te = x_tr.reshape(len(x_tr), -1), x_te.reshape(len(x_te), -1)
         return f_tr @ f_tr.T + np.eye(len(x_tr)), f_te @ f_tr.T
 
@@ -348,9 +350,7 @@ def test_table1_stage_trains_on_fit_images_selects_on_validation_and_reports_tes
     monkeypatch.setattr(table1, "train_cnn", fake_train)
     cfg = _compose("table1", "params.cnn.lrs=[1.0,3.0,2.0]", f"results_root={tmp_path}", "progress=false")
     result = table1.run(cfg)
-    from ntkrepro.stage import load_split
-
-    x_tr = np.asarray(table1.downsample(load_split(cfg, "train").x, cfg.params.downsample))
+    x_tr = np.asarray(table1.load(cfg).x_train)
     rows = {r.tobytes(): i for i, r in enumerate(x_tr)}
     x_fit, x_val, x_te = calls[0]
     fit_ids = {rows[r.tobytes()] for r in x_fit}
