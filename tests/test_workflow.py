@@ -141,11 +141,9 @@ def test_every_stage_rule_asks_for_its_own_memory():
 
 def test_stage_memory_follows_scale_and_attempt():
     smoke, paper = (stage_mem_mb("arora2019/table1", s) for s in ("smoke", "paper"))
-    # at paper scale the CNTK Grams dominate: K(train, train) 50,000^2 and K(test, train) 10,000 x 50,000 float64
-    grams = {"data.n_train": 8 * 50_000**2, "data.n_test": 8 * 10_000 * 50_000}
-    arrays = _arrays("arora2019/table1", "paper")
-    assert {path: nbytes for path, nbytes in arrays if path in grams} == grams
-    assert paper == math.ceil(MEM_BASE_MB + MEM_SAFETY * sum(nbytes for _, nbytes in arrays) / 2**20) > 40_000
+    need = sum(nbytes for _, nbytes in _arrays("arora2019/table1", "paper"))
+    assert need >= 4 * 50_000**2  # at least the training CNTK Gram of 50,000 images in float32
+    assert paper == math.ceil(MEM_BASE_MB + MEM_SAFETY * need / 2**20)
     assert MEM_BASE_MB <= smoke < MEM_BASE_MB + 10
     assert stage_mem_mb("arora2019/table1", "paper", attempt=2) == 2 * paper
     assert memory_estimates("feng2020_deq/table1", "paper") == ()  # no estimate: the floor
