@@ -20,7 +20,7 @@ from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.config import gram_cache_root
 from ntkrepro.gram import GramRequest, regression_requests
 from ntkrepro.io import atomic_write_json
-from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
+from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted, predict_in_blocks, solve
 from ntkrepro.stage import load_split
 
 # ---------------------------------------------------------------- typed params (checked before any data)
@@ -212,32 +212,45 @@ def deq_grams(cfg, train, test) -> dict[str, tuple[GramRequest, GramRequest]]:
 def gram_regression(pair: tuple[GramRequest, GramRequest], y_tr, y_te, *, num_classes: int, cfg, ridge: float,
                     label_pos: float, label_neg: float, warmup_max_n: int) -> dict:
     """The cached Grams ``pair`` (train x train, test x train, as :func:`deq_grams`) and the kernel-regression
-    test accuracy (a large pair: solved in place, ``overwrite_k``).
+    test accuracy. A large pair (``into``): K(train, train) is factored in place (``overwrite_k``) and freed
+    before K(test, train) is computed, one Gram alive at a time (the path ``benchmarks/run.py large``
+    measures); else both are assembled and solved in float64.
 
     Returns the accuracy (percent), the Gram's wall/CPU seconds (see :func:`gram_timing`; None if
-    unknown) and the solve's wall/CPU seconds. The Gram timings include JAX compilation (a few seconds,
-    negligible at scale); the solve is timed after one untimed warm-up solve when n_train <=
-    ``warmup_max_n`` and the Gram is not large (above it compilation is negligible next to the O(n^3) solve)."""
+    unknown) and the solve's wall/CPU seconds (factor and predictions). The Gram timings include JAX
+    compilation (a few seconds, negligible at scale); the assembled path's solve is timed after one untimed
+    warm-up solve when n_train <= ``warmup_max_n`` (above it compilation is negligible next to the O(n^3)
+    solve)."""
     cache_root = Path(gram_cache_root(cfg.results_root))
-    g_train, g_test = (timed(r.compute, str(cache_root), progress=cfg.progress) for r in pair)
     timing_root = cache_root / "feng2020_deq_gram_timing"
-    walls, cpus = zip(*(gram_timing(g.value, g, timing_root=timing_root) for g in (g_train, g_test)),
-                      strict=True)
     targets = one_hot_shifted(np.asarray(y_tr), num_classes, pos=label_pos, neg=label_neg)
-    in_place = pair[0].into is not None
-    predict = lambda: np.asarray(kernel_regression(g_train.value.ntk, targets, g_test.value.ntk, ridge=ridge,
-                                                   overwrite_k=in_place))
     n_train, n_test = len(pair[0].x1), len(pair[1].x1)
-    if n_train <= warmup_max_n and not in_place:
-        predict()  # compile for these shapes first: at small n compilation would dominate the timing
-    solve = timed(predict)
+
+    def gram(request: GramRequest):
+        """(ntk, (wall, CPU) seconds) of one Gram."""
+        g = timed(request.compute, str(cache_root), progress=cfg.progress)
+        return g.value.ntk, gram_timing(g.value, g, timing_root=timing_root)
+
+    k_train, train_time = gram(pair[0])
+    if pair[0].into is None:
+        k_test, test_time = gram(pair[1])
+        predict = lambda: np.asarray(kernel_regression(k_train, targets, k_test, ridge=ridge))
+        if n_train <= warmup_max_n:
+            predict()  # compile for these shapes first: at small n compilation would dominate the timing
+        steps = [timed(predict)]
+    else:
+        steps = [timed(solve, k_train, targets, ridge=ridge, overwrite_k=True)]
+        del k_train  # factored: freed before K(test, train) exists
+        k_test, test_time = gram(pair[1])
+        steps.append(timed(predict_in_blocks, k_test, steps[0].value))
+    walls, cpus = zip(train_time, test_time, strict=True)
     known = None not in walls
     return {
-        "acc_pct": percent(accuracy(solve.value, np.asarray(y_te))),
+        "acc_pct": percent(accuracy(steps[-1].value, np.asarray(y_te))),
         "gram_wall_s": sum(walls) if known else None,
         "gram_cpu_s": sum(cpus) if known else None,
-        "solve_wall_s": solve.wall_s,
-        "solve_cpu_s": solve.cpu_s,
+        "solve_wall_s": sum(t.wall_s for t in steps),
+        "solve_cpu_s": sum(t.cpu_s for t in steps),
         "n_train": n_train,
         "n_test": n_test,
     }
