@@ -4,7 +4,7 @@
 # A producer rule (or a person) writes a request, a JSON object made by ntkrepro.gram.write_request:
 #     {GRAM_ROOT}/gram_requests/{name}.json = {"x1": "data/x.npy", "x2": null, "kernel": "cntk",
 #                                              "kwargs": {"depth": 6, "readout": "gap"}, "tile": 256,
-#                                              "dtype": "float32"}
+#                                              "dtype": "float32"}          (optional: "fields": ["ntk"])
 # and asks for {GRAM_ROOT}/gram_plans/{name}/gram.npz. The checkpoint plans the tile grid (the manifest
 # lives in the content-addressed cache {GRAM_ROOT}/gram/<hash>/, a copy in gram_plans/{name}/), then one
 # gram_tile job per tile computes it into the cache unless a valid tile is there already (tiles

@@ -108,6 +108,17 @@ def test_the_stages_with_gram_targets_are_those_that_declare_grams(tmp_path):
                                   "feng2020_deq/table2"]
 
 
+def test_requests_of_a_stage_without_grams_are_refused_in_one_line(tmp_path, capsys):
+    edge = _edge()
+    assert edge.main(["--cache-root", str(tmp_path), "--out", str(tmp_path / "r.json"),
+                      "experiment=jacot2018/fig1", "scale=smoke"]) == 2
+    assert capsys.readouterr().err.strip() == "error: experiment: jacot2018/fig1 declares no Grams (no top-level " \
+        "load and grams)"
+    assert edge.main(["--out", str(tmp_path / "r.json"), "experiment=feng2020_deq/table1"]) == 2
+    assert "--cache-root" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
 def _fill_tiles(cache: Path, names: list[str]) -> None:
     """Plan and compute every tile of the requests ``names`` with the tile command (as the tile jobs do)."""
     for name in names:
