@@ -6,7 +6,7 @@ jax 0.4.23, numpy < 2); never imported by the project.
 
 ``serve`` reads one JSON request per line on stdin and answers one JSON line on stdout:
 ``{"prepare": case}`` builds and compiles the case (benchmarks/cases.py) and runs it once;
-``{"time": name}`` runs a prepared case once more and answers its seconds. So run.py interleaves the
+``{"time": name}`` runs a prepared case once more and answers its wall and CPU seconds. So run.py interleaves the
 peer's repeats with its own in the same minutes of the same machine. One server per dtype: ``--x64``
 turns on JAX's float64 mode (float64 cases), without it float32 cases stay float32 throughout.
 ``empirical`` prints one JSON object.
@@ -72,9 +72,9 @@ def serve():
                 answer = {"prepared": case_name(case), "first_call_s": time.perf_counter() - t}
             else:
                 fn = prepared[request["time"]]
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), time.process_time()
                 fn()
-                answer = {"seconds": time.perf_counter() - t}
+                answer = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu}
         except Exception as e:  # noqa: BLE001 — reported to run.py, which records it
             answer = {"error": f"{type(e).__name__}: {e}"[:500]}
         print(json.dumps(answer), flush=True)

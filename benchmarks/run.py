@@ -142,10 +142,12 @@ class Peer:
             proc.wait()
 
 
-def timed_call(fn) -> float:
-    t = time.perf_counter()
+def timed_call(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call: on a machine shared with other work the CPU
+    seconds vary less than the wall time (the work done, not the waiting)."""
+    t, cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(fn())
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - cpu
 
 
 def peak_timers(gemm_n: int) -> dict:
@@ -244,24 +246,28 @@ def deq_scalar_solver_fn(case: dict, seed: int, sample: int = 2000):
     return (lambda: [solve(t) for t in dots]), len(dots)
 
 
-def interleaved_medians(timers: dict, peer: Peer, peer_names: dict, repeats: int) -> tuple[dict, list]:
-    """Every timer (and the peer's case right after ours) once per round, ``repeats`` rounds: the times of each
-    and the load averages after each round."""
+def interleaved_rounds(timers: dict, peer: Peer, peer_names: dict, repeats: int) -> tuple[dict, dict, list]:
+    """Every timer (and the peer's case right after ours) once per round, ``repeats`` rounds: the wall and CPU
+    seconds of each call and the load averages after each round."""
     for fn in timers.values():  # compile + warm up
         jax.block_until_ready(fn())
     times = {k: [] for k in timers} | {f"peer:{name}": [] for name in peer_names}
+    cpu = {k: [] for k in times}
     loads = [os.getloadavg()]
     for r in range(repeats):
         for key, fn in timers.items():
-            times[key].append(timed_call(fn))
+            wall, seconds = timed_call(fn)
+            times[key].append(wall)
+            cpu[key].append(seconds)
             name = key.split(":", 1)[1]
             if key.startswith("ours:") and name in peer_names:
                 answer = peer.ask(peer_names[name], {"time": name})
                 if "seconds" in answer:
                     times[f"peer:{name}"].append(answer["seconds"])
+                    cpu[f"peer:{name}"].append(answer["cpu_seconds"])
         loads.append(os.getloadavg())
         print(f"[table] round {r + 1}/{repeats}, load average {loads[-1]}", file=sys.stderr, flush=True)
-    return times, loads
+    return times, cpu, loads
 
 
 def study_table(a) -> dict:
@@ -286,14 +292,22 @@ def study_table(a) -> dict:
                 prepared[name] = peer.ask(case["dtype"], {"prepare": {**case, "seed": a.seed}})
         peer_names = {name: case["dtype"] for case in cases
                       if "prepared" in prepared.get(name := case_name(case), {})}
-        times, loads = interleaved_medians(timers, peer, peer_names, a.repeats)
+        times, cpu, loads = interleaved_rounds(timers, peer, peer_names, a.repeats)
     finally:
         peer.close()
     med = {k: float(np.median(v)) for k, v in times.items() if v}
+    med_cpu = {k: float(np.median(v)) for k, v in cpu.items() if v}
     peak = peak_rates({k.split(":", 1)[1]: v for k, v in med.items() if k.startswith("peak:")}, a.gemm_n)
     rows = [table_row(case, med, times, peak, prepared, solver_entries) for case in cases]
+    for row in rows:  # the same ratios in CPU seconds (less sensitive to other work on the machine)
+        name = row["case"]
+        row["ours_cpu_s"] = med_cpu[f"ours:{name}"]
+        if f"peer:{name}" in med_cpu:
+            row.update(peer_cpu_s=med_cpu[f"peer:{name}"], speedup_cpu=med_cpu[f"peer:{name}"] / row["ours_cpu_s"])
+        if f"gemm:{name}" in med_cpu:
+            row["ours_over_input_gemm_cpu"] = row["ours_cpu_s"] / med_cpu[f"gemm:{name}"]
     result = {"study": "table", "peak": peak, "gemm_n": a.gemm_n, "rows": rows, "loadavg_rounds": loads,
-              "peer_prepare": prepared, "timings_s": times,
+              "peer_prepare": prepared, "timings_s": times, "cpu_seconds": cpu,
               "note": "medians of interleaved rounds; speedup = peer / ours; flop_model: the input Gram's useful "
                       "FLOPs (FC, DEQ) or CNTK_FLOPS_PER_PIXEL_LAYER (CNTK), upper triangle only on the symmetric "
                       "path; fraction_of_gemm_peak: flop_model / ours against the best GEMM of numpy and JAX in the "
@@ -336,13 +350,15 @@ def table_markdown(result: dict) -> str:
             f"{peak['gemm_numpy_float64_gflops']:.0f}, JAX {peak['gemm_jax_float32_gflops']:.0f} / "
             f"{peak['gemm_jax_float64_gflops']:.0f}); copy {peak['copy_gbs']:.1f} GB/s; 1-minute load average "
             f"{min(x[0] for x in loads):.1f}-{max(x[0] for x in loads):.1f} over the rounds\n\n")
-    lines = ["| case | n | ours (s) | peer (s) | ratio | / input GEMM | GFLOP/s (model) | of GEMM peak "
-             "| of copy bound |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | n | ours (s) | peer (s) | ratio | ratio, CPU s | / input GEMM | / input GEMM, CPU s "
+             "| GFLOP/s (model) | of GEMM peak | of copy bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for r in result["rows"]:
         lines.append(f"| {r['case']} | {r['n']} | {r['ours_s']:.3g} | {fmt(r['peer_s'], '.3g')} | "
-                     f"{fmt(r['speedup'], '.2f')}x | {fmt(r.get('ours_over_input_gemm'), '.2f')} | {r['gflops']:.1f} | "
+                     f"{fmt(r['speedup'], '.2f')}x | {fmt(r.get('speedup_cpu'), '.2f')}x | "
+                     f"{fmt(r.get('ours_over_input_gemm'), '.2f')} | {fmt(r.get('ours_over_input_gemm_cpu'), '.2f')} | "
+                     f"{r['gflops']:.1f} | "
                      f"{100 * r['fraction_of_gemm_peak']:.1f}% | {100 * r['fraction_of_copy_bound']:.1f}% |")
     return head + "\n".join(lines) + "\n"
 
