@@ -126,24 +126,60 @@ def gaussian_layer(activation: Activation, d1, d2, cross):
     return k1, k2, k, kdot
 
 
-# ---------------------------------------------------------------- the FC recursion
+# ---------------------------------------------------------------- the FC recursion as a composition of layers
+# A tile's kernel state is a :class:`Kernels` (nngp, ntk) threaded through pure layer transforms, as
+# neural-tangents' stax: input -> dense -> (nonlinearity -> dense) x (depth - 1). The variances of a tile's
+# inputs (the diagonals) go through the same transforms once per tile, on vectors (:func:`layer_variances`);
+# the scheduling (tiles, the input Gram of each) is :func:`ntkrepro.blocks.blockwise`'s.
+
+
+def dense(state: Kernels, sigma_w2, sigma_b2) -> Kernels:
+    """A weight layer: Sigma <- sigma_b2 + sigma_w2 Sigma, K <- sigma_w2 K + Sigma (Hayou Lemma 2)."""
+    nngp = sigma_b2 + sigma_w2 * state.nngp
+    return Kernels(nngp, sigma_w2 * state.ntk + nngp)
+
+
+def nonlinearity(state: Kernels, var1, var2, activation: Activation) -> Kernels:
+    """phi on pre-activations of variances var1 (rows), var2 (columns): Sigma <- E phi phi, K <- K E phi' phi'."""
+    k, kdot = activation.expectations(var1[:, None], state.nngp, var2[None, :])
+    return Kernels(k, kdot * state.ntk)
+
+
+def layer_variances(sq_norms, dim: int, sigma_w2, sigma_b2, *, depth: int, activation: Activation):
+    """The pre-activation variances Sigma_l(x, x), l = 1..depth - 1, of inputs with squared norms ``sq_norms``:
+    (depth - 1, n), each input's diagonal through the dense and nonlinearity maps."""
+    def step(var, _):
+        return sigma_b2 + sigma_w2 * activation.expectations(var, var, var)[0], var
+
+    return lax.scan(step, sigma_b2 + sigma_w2 * sq_norms / dim, length=depth - 1)[1]
+
+
+def fc_layers(gram, var1, var2, dim: int, sigma_w2, sigma_b2, *, activation: Activation, all_depths: bool):
+    """The composition on one tile: input Gram (b1, b2) -> Kernels of the last depth, or of every depth
+    stacked; var1, var2: :func:`layer_variances` of the tile's rows and columns. One ``lax.scan`` step per
+    hidden layer, each fused by XLA into one elementwise pass over the cache-sized tile."""
+
+    def layer(state, variances):
+        state = dense(nonlinearity(state, *variances, activation), sigma_w2, sigma_b2)
+        return state, state if all_depths else None
+
+    first = dense(Kernels(gram / dim, jnp.zeros_like(gram)), sigma_w2, sigma_b2)
+    last, stacked = lax.scan(layer, first, (var1, var2))
+    if not all_depths:
+        return last
+    return jax.tree_util.tree_map(lambda a, rest: jnp.concatenate([a[None], rest]), first, stacked)
 
 
 @functools.partial(jax.jit, static_argnames=("depth", "activation", "all_depths"))
 def _fc(x1, x2, sigma_w2, sigma_b2, *, depth, activation, all_depths):
     dim = x1.shape[1]
+    variances = functools.partial(layer_variances, dim=dim, sigma_w2=sigma_w2, sigma_b2=sigma_b2, depth=depth,
+                                  activation=activation)
 
     def tile(xa, xb, same):
-        g1, g2, g12 = tile_gram(xa, xb, same)
-        d1, d2, nngp = (sigma_b2 + sigma_w2 * g / dim for g in (g1, g2, g12))
-
-        def layer(carry, _):
-            d1, d2, nngp, ntk = carry
-            k1, k2, k, kdot = gaussian_layer(activation, d1, d2, nngp)
-            nngp_next = sigma_b2 + sigma_w2 * k
-            return (sigma_b2 + sigma_w2 * k1, sigma_b2 + sigma_w2 * k2, nngp_next, sigma_w2 * kdot * ntk + nngp_next)
-
-        return layer_sweep(layer, (d1, d2, nngp, nngp), all_depths=all_depths, length=depth - 1)
+        sq1, sq2, gram = tile_gram(xa, xb, same)
+        return fc_layers(gram, variances(sq1), variances(sq2), dim, sigma_w2, sigma_b2, activation=activation,
+                         all_depths=all_depths)
 
     return blockwise(tile, x1, x2)
 
