@@ -275,3 +275,18 @@ def test_many_blocks_assemble_to_the_one_block_gram(monkeypatch, symmetric):
     np.testing.assert_allclose(many.nngp, one.nngp, rtol=1e-13)
     if symmetric:
         np.testing.assert_array_equal(many.ntk, np.swapaxes(many.ntk, -1, -2))
+
+
+def test_layer_variances_are_the_diagonals_of_the_nngp_at_every_depth():
+    """The per-input variances the tiles use (computed on vectors) equal the Gram's diagonal entries (computed
+    on pairs), for a closed form and for a quadrature activation."""
+    from ntkrepro.kernels.fc import layer_variances
+    from ntkrepro.kernels.gaussian import get_activation
+
+    x = _inputs(5, 7, seed=8)
+    for name in ("relu", "tanh"):
+        gram = fc_kernels(x, depth=4, activation=name, sigma_w2=1.6, sigma_b2=0.3, all_depths=True).nngp
+        var = layer_variances(jnp.sum(jnp.asarray(x) ** 2, axis=-1), 7, 1.6, 0.3, depth=4,
+                              activation=get_activation(name))
+        assert var.shape == (3, 5)
+        np.testing.assert_allclose(var, np.diagonal(np.asarray(gram[:3]), axis1=1, axis2=2), rtol=1e-13)
