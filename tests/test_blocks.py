@@ -85,3 +85,16 @@ def test_auto_pairs_follow_free_memory(monkeypatch):
     monkeypatch.setattr(blocks, "available_memory_bytes", lambda where="host": None)
     assert blocks.auto_pairs_per_block(entries, itemsize, live_arrays=live) == \
         blocks.MAX_PAIRS_PER_BLOCK * jax.device_count()
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_block_plan_pads_little(symmetric):
+    """n = 200 images of 32 x 32 at 4096 pairs per block: a square 64 x 64 cut would compute 256^2 pairs of
+    the cross Gram (1.64x the 200^2 needed) and 10 upper blocks of 64^2 of the symmetric one (2.04x its
+    200 * 201 / 2); the plan stays within 1.1x the vector-rounded cross Gram and 1.5x the upper triangle."""
+    plan = plan_pair_blocks(200, 200, pairs=4096, entries_per_pair=1024, symmetric=symmetric)
+    rows, columns = -(-200 // plan.b1), -(-200 // plan.b2)
+    if symmetric:
+        assert rows * (rows + 1) // 2 * plan.b1 * plan.b2 <= 1.5 * 200 * 201 / 2
+    else:
+        assert rows * plan.b1 * columns * plan.b2 <= 1.1 * 200 * 208

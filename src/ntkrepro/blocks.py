@@ -327,6 +327,7 @@ LANES = 16                     # float32 lanes of an AVX-512 vector: column coun
 CHUNK_ENTRIES = 2**19          # entries per array in one lax.map step (2 MiB in float32; measured best)
 MAX_PAIRS_PER_BLOCK = 4096
 MEMORY_FRACTION = 0.25
+CALL_ENTRIES = 2**17           # a block call's fixed cost (dispatch, host copies) in pair-array entries
 
 
 def pair_block_bytes(pairs: int, entries_per_pair: int, *, itemsize: int, live_arrays: int) -> int:
@@ -354,24 +355,46 @@ class PairBlockPlan:
     rows_per_step: int   # rows per lax.map step
 
 
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(r for r in range(1, min(at_most, n) + 1) if n % r == 0)
+
+
 def plan_pair_blocks(n1: int, n2: int, *, pairs: int, entries_per_pair: int, symmetric: bool) -> PairBlockPlan:
-    """Blocks of about ``pairs`` pairs for an (n1, n2) Gram, square when symmetric. b2 (the minor axis of
-    the pair arrays) is all columns or a multiple of ``LANES``; rows_per_step keeps a step near
-    ``CHUNK_ENTRIES`` per array for the final b2; b1 is a multiple of rows_per_step * devices."""
+    """Blocks of at most about ``pairs`` pairs for an (n1, n2) Gram, square when symmetric, that waste the
+    least work: b2 (the minor axis of the pair arrays) is all columns if they fit, else a multiple of
+    ``LANES`` between a quarter of and sqrt(pairs); rows split n1 evenly; among these the plan whose
+    padded pairs (columns counted in whole vectors; for a symmetric Gram only the upper blocks) plus
+    ``CALL_ENTRIES`` per block call is least. rows_per_step: the largest divisor of the rows per device
+    that keeps a step within ``CHUNK_ENTRIES`` per array."""
     devices = jax.device_count()
     columns = n1 if symmetric else n2
-    b2 = max(1, min(columns, math.isqrt(pairs)))
-    if LANES <= b2 < columns:
-        b2 -= b2 % LANES
-    if symmetric:
-        b = -(-b2 // devices) * devices
-        per_device = b // devices
-        target = max(1, CHUNK_ENTRIES // (b * entries_per_pair))
-        rows_per_step = max(r for r in range(1, min(target, per_device) + 1) if per_device % r == 0)
-        return PairBlockPlan(b, b, rows_per_step)
-    rows_per_step = max(1, min(CHUNK_ENTRIES // (b2 * entries_per_pair), n1))
-    unit = rows_per_step * devices
-    return PairBlockPlan(max(unit, min(pairs // b2, n1) // unit * unit), b2, rows_per_step)
+    widest = max(1, min(columns, math.isqrt(pairs)))
+    if widest == columns or widest < LANES:
+        widths = [widest]
+    else:
+        widths = [w for w in range(widest - widest % LANES, LANES - 1, -LANES) if 4 * w >= widest]
+    call_pairs = CALL_ENTRIES / entries_per_pair
+    best = None
+    for b2 in widths:  # widest first: ties keep fewer calls
+        target = max(1, CHUNK_ENTRIES // (b2 * entries_per_pair))
+        if symmetric:
+            b1 = _round_up(b2, devices)
+            count = -(-n1 // b1)
+            calls = count * (count + 1) // 2
+        else:
+            most_rows = max(devices, pairs // b2 // devices * devices)
+            row_blocks = -(-n1 // most_rows)
+            b1 = _round_up(-(-n1 // row_blocks), devices)
+            calls = row_blocks * -(-n2 // b2)
+        cost = calls * (b1 * _round_up(b2, LANES) + call_pairs)
+        if best is None or cost < best[0]:
+            plan = PairBlockPlan(b1, b1 if symmetric else b2, _largest_divisor(b1 // devices, target))
+            best = (cost, plan)
+    return best[1]
 
 
 def map_row_chunks(chunk_fn, rows_per_step: int, *row_arrays):

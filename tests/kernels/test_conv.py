@@ -270,10 +270,24 @@ def test_cntk_block_is_a_block_of_the_gram(images):
     np.testing.assert_allclose(nngp, gram.nngp[:2, 1:], rtol=1e-13)
     (only,) = conv.cntk_block(x[:2], x[1:], d[:2], d[1:], readout="gap", get="nngp")
     np.testing.assert_allclose(only, gram.nngp[:2, 1:], rtol=1e-13)
+    conv.layer_scale.cache_clear()  # the layer scale first computed inside a trace
+    (jitted,) = jax.jit(lambda *a: conv.cntk_block(*a, readout="gap", get="nngp"))(x[:2], x[1:], d[:2], d[1:])
+    np.testing.assert_allclose(jitted, gram.nngp[:2, 1:], rtol=1e-13)
     with pytest.raises(ValueError, match="rows_per_step"):
         conv.cntk_block(x[:3], x, d[:3], d, rows_per_step=2)
     with pytest.raises(ValueError, match="readout"):
         conv.cntk_block(x, x, d, d, readout="max")
+
+
+def test_gap_planes_side_by_side_equal_planes_in_turn():
+    """A block of 16 columns walks the offset planes one by one, a block of 5 columns several side by side
+    (plane_group): the same GAP kernel."""
+    x = np.random.default_rng(4).standard_normal((16, 4, 4, 2))
+    assert conv.plane_group(16, 16, rows=16) == 1 and conv.plane_group(16, 5, rows=16) > 1
+    full = cntk(x, depth=3, readout="gap", fix_first_last=True, dtype=jnp.float64)
+    few = cntk(x, x[:5], depth=3, readout="gap", fix_first_last=True, dtype=jnp.float64)
+    np.testing.assert_allclose(few.ntk, full.ntk[:, :5], rtol=1e-13)
+    np.testing.assert_allclose(few.nngp, full.nngp[:, :5], rtol=1e-13)
 
 
 # ---------------------------------------------------------------- invariants, batching, devices

@@ -33,10 +33,10 @@ holds M[i, j, (i + u) mod P, (j + v) mod Q] for all (i, j), i.e. the offset-0 ma
 by (u, v), so every entry appears exactly once. On a plane L is a q x q box sum that must not cross the
 wrap point (i = P - u, j = Q - v: there the true neighbour is out of range, 0), a box sum with 0/1
 neighbour weights (:func:`plane_masks`). GAP is then the vanilla computation over the P*Q planes in
-turn, each in cache, with the mean of all entries as readout: O((P Q)^2 L) per pair with no (P, Q, P, Q)
-tensor in memory (2-2.3x the dense 4-D computation on the project's CPU from 16 images on; about equal
-for tiny Grams, whose few columns fill few vector lanes). Per-image diagonals are computed once per image
-and reused for every pair.
+turn, each in cache (a small Gram's few columns with a few planes side by side in the minor axis, so that
+they fill the vector lanes: :func:`plane_group`), with the mean of all entries as readout: O((P Q)^2 L)
+per pair with no (P, Q, P, Q) tensor in memory (2-2.3x the dense 4-D computation on the project's CPU from
+16 images on). Per-image diagonals are computed once per image and reused for every pair.
 
 Scheduling lives in :mod:`ntkrepro.blocks` (``batch_size`` = pairs per compiled call; None = automatic):
 a call evaluates a block of b1 x b2 pairs (:func:`~ntkrepro.blocks.plan_pair_blocks`), ``lax.map`` walks
@@ -56,6 +56,8 @@ import numpy as np
 from jax import lax
 
 from ntkrepro.blocks import (
+    CHUNK_ENTRIES,
+    LANES,
     auto_pairs_per_block,
     blockwise_on_host,
     map_row_chunks,
@@ -71,6 +73,7 @@ from ntkrepro.kernels.gaussian import Activation, arccos, c_sigma, get_activatio
 READOUTS = ("vanilla", "gap")
 OUTPUTS = ("nngp", "ntk")
 LIVE_ARRAYS = 12  # pair-sized arrays alive at once in a layer (inputs, temporaries, outputs)
+GROUP_LANES = 8 * LANES  # GAP: minor-axis width of a group of offset planes side by side (plane_group)
 
 
 # ---------------------------------------------------------------- input checks (before any compute)
@@ -155,16 +158,17 @@ def plane_masks(shift, size: int, *, filter_size: int, dtype=jnp.float32):
 
 def plane_box_sum(m, ok_i, ok_j, *, filter_size: int):
     """The trace operator on cyclic offset planes (r, P, Q, b): q x q window sums over axes 1 and 2 with
-    the neighbour weights ``ok_i`` (q, P) and ``ok_j`` (q, Q) of :func:`plane_masks`, separable."""
+    the neighbour weights ``ok_i`` (q, P) and ``ok_j`` (q, Q) of :func:`plane_masks`, separable; weights
+    (q, P, b) and (q, Q, b) give every minor position its own plane (planes side by side)."""
     r = filter_size // 2
     if r == 0:
         return m
     p_side, q_side = m.shape[1:3]
     padded = jnp.pad(m, [(0, 0), (r, r), (0, 0), (0, 0)])
-    m = sum(lax.slice_in_dim(padded, a, a + p_side, axis=1) * ok_i[a][None, :, None, None]
+    m = sum(lax.slice_in_dim(padded, a, a + p_side, axis=1) * ok_i[a].reshape(1, p_side, 1, -1)
             for a in range(filter_size))
     padded = jnp.pad(m, [(0, 0), (0, 0), (r, r), (0, 0)])
-    return sum(lax.slice_in_dim(padded, b, b + q_side, axis=2) * ok_j[b][None, None, :, None]
+    return sum(lax.slice_in_dim(padded, b, b + q_side, axis=2) * ok_j[b].reshape(1, 1, q_side, -1)
                for b in range(filter_size))
 
 
@@ -324,6 +328,18 @@ def _plane_chunk(x1, x2t, d1, d2t, scale, masks, *, filter_size, activation, fix
     return tuple(getattr(kernel, name) for name in outputs)
 
 
+def plane_group(planes: int, columns: int, *, rows: int) -> int:
+    """Offset planes a GAP block evaluates at once, side by side in the minor axis: 1 when the block's
+    ``columns`` fill whole vectors; else (a small Gram: few columns leave vector lanes idle) the largest
+    divisor of ``planes`` (= P*Q, also the entries of one plane) with group * columns <= ``GROUP_LANES``
+    and a step's ``rows`` x planes x group x columns entries within ``CHUNK_ENTRIES`` (10 images of 32 x 32:
+    4 planes, 1.5x the throughput of one; 8 or 16, out of cache, less)."""
+    if columns % LANES == 0:
+        return 1
+    most = min(GROUP_LANES // columns, CHUNK_ENTRIES // (rows * planes * columns))
+    return max(g for g in range(1, min(planes, max(1, most)) + 1) if planes % g == 0)
+
+
 @functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "fix_first_last",
                                              "readout", "outputs"))
 def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation, fix_first_last, readout,
@@ -341,17 +357,27 @@ def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation
     def local(x1, d1, x2, d2, scale):
         if readout == "vanilla":
             return plane(x1, d1, x2, d2, scale, None)
+        columns = x2.shape[-1]
+        group = plane_group(p_side * q_side, columns, rows=rows_per_step)
 
-        def add_plane(sums, uv):
+        def side_by_side(a, axes, u, v):
+            """The columns' arrays (..., b) rolled to each plane of the group, side by side: (..., group b)."""
+            rolled = jax.vmap(lambda s, t: jnp.roll(a, (-s, -t), axis=axes))(u, v)
+            return jnp.moveaxis(rolled, 0, -2).reshape(*a.shape[:-1], group * columns)
+
+        def masks(shifts, size):
+            ok = jax.vmap(lambda s: plane_masks(s, size, filter_size=filter_size, dtype=x1.dtype))(shifts)
+            return jnp.repeat(jnp.moveaxis(ok, 0, -1), columns, axis=-1)  # (q, size, group b)
+
+        def add_planes(sums, first):
+            uv = first + jnp.arange(group)
             u, v = uv // q_side, uv % q_side
-            masks = (plane_masks(u, p_side, filter_size=filter_size, dtype=x1.dtype),
-                     plane_masks(v, q_side, filter_size=filter_size, dtype=x1.dtype))
-            rolled = plane(x1, d1, jnp.roll(x2, (-u, -v), axis=(0, 1)), jnp.roll(d2, (-u, -v), axis=(1, 2)),
-                           scale, masks)
-            return tuple(a + b for a, b in zip(sums, rolled, strict=True)), None
+            found = plane(x1, d1, side_by_side(x2, (0, 1), u, v), side_by_side(d2, (1, 2), u, v), scale,
+                          (masks(u, p_side), masks(v, q_side)))
+            return tuple(a + f.reshape(-1, group, columns).sum(axis=1) for a, f in zip(sums, found, strict=True)), None
 
-        zeros = (jnp.zeros((x1.shape[0], x2.shape[-1]), x1.dtype),) * len(outputs)
-        sums, _ = lax.scan(add_plane, zeros, jnp.arange(p_side * q_side))
+        zeros = (jnp.zeros((x1.shape[0], columns), x1.dtype),) * len(outputs)
+        sums, _ = lax.scan(add_planes, zeros, jnp.arange(0, p_side * q_side, group))
         return tuple(a / (p_side * q_side) ** 2 for a in sums)
 
     return over_devices(local, (x1, d1), (x2, d2, scale))
@@ -359,8 +385,10 @@ def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation
 
 @functools.lru_cache(maxsize=64)
 def layer_scale(activation: Activation, filter_size: int) -> float:
-    """c_sigma / q^2: the weight variance of a convolution layer (Arora eq. 6) over its q^2 taps."""
-    return c_sigma(activation) / filter_size**2
+    """c_sigma / q^2: the weight variance of a convolution layer (Arora eq. 6) over its q^2 taps (a number,
+    also when first asked for inside a trace: :func:`cntk_block` under ``jit``)."""
+    with jax.ensure_compile_time_eval():
+        return c_sigma(activation) / filter_size**2
 
 
 def cntk_block(x1, x2, d1, d2, *, readout: str = "vanilla", fix_first_last: bool = False, filter_size: int = 3,
