@@ -66,16 +66,20 @@ def _table(folder, name, n_rows):
     (folder / f"{name}.md").write_text(f"|   step |   value |\n|-------:|--------:|\n{rows}\n")
 
 
-# paper p's cost model: artifact a is the full CIFAR-10 CNTK-GAP Gram at depth 21, whose CPU hours the CNTK
-# benchmark records itself (cifar10_full_gram_depth21_cpu_hours_extrapolated); b has none
-COST_P = """
-from ntkrepro.cost import cntk_gram
-WORKLOADS = {"a": lambda cfg: [cntk_gram(60000, side=32, depth=21, readout="gap")]}
-"""
+def _costs_json(path):
+    """scripts/cost_table.py --json rows for paper p: artifact a is the full CIFAR-10 CNTK-GAP Gram at depth 21,
+    whose CPU hours the CNTK benchmark records itself (cifar10_full_gram_depth21_cpu_hours_extrapolated), with
+    29 GB estimated by its checks; b has no cost model."""
+    from ntkrepro import cost
+
+    a = cost.stage_cost("p/a", [cost.cntk_gram(60000, side=32, depth=21, readout="gap")], cost.load_rates(), 29e9)
+    b = {"stage": "p/b", "error": "no cost model for p/b: experiments/p/cost.py declares ['a']"}
+    path.write_text(json.dumps([{"stage": "p/a", "summary": a.summary()}, b]))
+    return path
 
 
 @pytest.fixture
-def report(tmp_path, monkeypatch):
+def report(tmp_path):
     """A results folder with two papers: every status that needs attention, a figure, a short and a long
     table, an artifact that did not run; the report built from it by the CLI."""
     exp = tmp_path / "experiments"
@@ -83,8 +87,6 @@ def report(tmp_path, monkeypatch):
         (exp / paper).mkdir(parents=True)
         (exp / paper / "claims.yaml").write_text(yaml.safe_dump({"paper": paper, "claims": claims}))
         (exp / paper / "README.md").write_text(f"# {paper}\n")
-    (exp / "p" / "cost.py").write_text(COST_P)
-    monkeypatch.setattr("ntkrepro.cost.stage_config", lambda stage, scale: {})  # p/a has no conf/ entry
     results = tmp_path / "results" / "quick"
     folder = results / "p" / "a"
     folder.mkdir(parents=True)
@@ -100,7 +102,8 @@ def report(tmp_path, monkeypatch):
         figures=["curve"], tables=["summary", "curves"])))
     (results / "q" / "c").mkdir(parents=True)
     (results / "q" / "c" / "metrics.json").write_text(json.dumps(_record("q", "c", {"m": 1.1})))
-    assert cli(["--results", str(results), "--experiments", str(exp), "--mlflow-ui", "http://ui.example:5000"]) == 0
+    assert cli(["--results", str(results), "--experiments", str(exp), "--mlflow-ui", "http://ui.example:5000",
+                "--costs", str(_costs_json(tmp_path / "costs.json"))]) == 0
     page = _Page()
     page.feed((results / "report.html").read_text())
     return {"md": (results / "report.md").read_text(), "page": page, "png": png, "results": results, "exp": exp}
@@ -217,8 +220,9 @@ def test_not_run_claims_are_collapsed_and_consistency_checks_apart(report):
 
 
 def test_not_run_claims_show_what_running_them_costs(report):
-    """The collapsed block's summary carries the paper-scale estimate of ntkrepro.cost (here the CNTK
-    benchmark's own extrapolation of the full CIFAR-10 GAP Gram); an artifact without a cost model says so."""
+    """The collapsed block's summary carries the paper-scale estimate (--costs: scripts/cost_table.py's JSON;
+    here the CNTK benchmark's own extrapolation of the full CIFAR-10 GAP Gram); an artifact without a cost model
+    says so."""
     from ntkrepro.cost import BENCHMARKS, hours, load_rates
 
     rate = load_rates()["cpu"]["cntk:gap"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
-import functools
+import json
 import math
 import os
 import re
@@ -357,7 +357,7 @@ def _claims_table(results: list[ClaimResult], readme: str | None, used: str = "�
 
 
 def _claims_block(results: list[ClaimResult], readme: str | None, stage: str, used: str = "—",
-                  experiments_dir: Path | None = None) -> list[str]:
+                  costs: dict[str, str] | None = None) -> list[str]:
     """The claims table, then the claims not run at this scale collapsed, with what running them costs."""
     shown = [r for r in results if r.status not in COLLAPSED]
     hidden = [r for r in results if r.status in COLLAPSED]
@@ -366,34 +366,30 @@ def _claims_block(results: list[ClaimResult], readme: str | None, stage: str, us
         lines += ["", *_claims_table(shown, readme, used)]
     if hidden:
         paper = stage.split("/")[0]
-        needs = paper_scale_cost(stage, experiments_dir)
+        needs = paper_scale_cost(stage, costs)
         lines += _details(f"{len(hidden)} claim{'s' * (len(hidden) != 1)} not run at this scale — "
                           f"{_esc(needs)}",
                           [f"They need the paper's settings: {_code(f'snakemake {paper} --config scale=paper')}; "
                            f"estimated cost of {stage} at paper scale: {_esc(needs)} (from the benchmarks' "
-                           f"measured rates: {_code(f'python -m ntkrepro.cost --stage {stage} --detail')}). The "
+                           f"measured rates: {_code(f'python scripts/cost_table.py --stage {stage} --detail')}). The "
                            "indicative verdict is what this scale's numbers say.", "",
                            *_claims_table(hidden, readme, used)])
     return lines
 
 
-@functools.cache
-def _cost_rates():
-    from ntkrepro import cost
+def load_costs(path: Path | None) -> dict[str, str]:
+    """``{stage: one line}`` from ``scripts/cost_table.py --scale paper --json`` output (the cost model needs
+    the papers' workloads, which the library does not load): each stage's summary, or why it has none."""
+    if path is None:
+        return {}
+    rows = json.loads(Path(path).read_text())
+    return {r["stage"]: r.get("summary") or f"no cost estimate ({r.get('error')})" for r in rows}
 
-    return cost.load_rates()
 
-
-@functools.cache
-def paper_scale_cost(stage: str, experiments_dir: Path | None = None) -> str:
-    """One line: what running ``stage`` at paper scale costs (``ntkrepro.cost``), or why no estimate exists."""
-    from ntkrepro import cost
-
-    try:
-        return cost.estimate(stage, "paper", rates=_cost_rates(),
-                             experiments=experiments_dir or cost.EXPERIMENTS).summary()
-    except Exception as err:  # noqa: BLE001 - a missing estimate must never stop the report
-        return f"no cost estimate ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+def paper_scale_cost(stage: str, costs: dict[str, str] | None = None) -> str:
+    """One line: what running ``stage`` at paper scale costs (``costs``: :func:`load_costs`), or how to get it."""
+    return (costs or {}).get(stage) or (
+        f"no cost estimate here (python scripts/cost_table.py --scale paper --stage {stage})")
 
 
 def _badges(counts: Counter, statuses=STATUSES) -> str:
@@ -437,7 +433,7 @@ def _table_rows(folder: Path, table: str) -> int | None:
 
 def _artifact_section(paper: str, artifact: str, rec: dict | None, results: list[ClaimResult],
                       results_dir: Path, readme: str | None, ui: str | None,
-                      experiments_dir: Path | None = None) -> list[str]:
+                      costs: dict[str, str] | None = None) -> list[str]:
     claims = [r for r in results if not r.claim.consistency]
     checks = [r for r in results if r.claim.consistency]
     counts = Counter(r.status for r in results)
@@ -445,8 +441,8 @@ def _artifact_section(paper: str, artifact: str, rec: dict | None, results: list
     lines = ["", f"### {paper} / {artifact}", ""]
     if rec is None:
         lines += [f"Not run at this scale (no metrics.json); {_badges(counts, (*STATUSES, *CHECK_STATUSES))}."]
-        return lines + _claims_block(claims, readme, stage, used, experiments_dir) + _claims_block(
-            checks, readme, stage, used, experiments_dir)
+        return lines + _claims_block(claims, readme, stage, used, costs) + _claims_block(
+            checks, readme, stage, used, costs)
     folder = Path(rec["_path"]).parent
     rel = _rel(folder, results_dir)
     overrides = rec.get("overrides")
@@ -467,7 +463,7 @@ def _artifact_section(paper: str, artifact: str, rec: dict | None, results: list
     figures = []
     for fig in rec.get("figures", []):
         figures += [f"![{artifact}: {fig}]({rel}/{fig}.png)", "", f"*{figure_caption(rec, fig)}*", ""]
-    claim_lines = _claims_block(claims, readme, stage, used, experiments_dir) or [
+    claim_lines = _claims_block(claims, readme, stage, used, costs) or [
         "", "No claims registered for this artifact."]
     if figures:
         lines += ['<div class="artifact" markdown="1">', '<div class="figures" markdown="1">', "", *figures,
@@ -476,7 +472,7 @@ def _artifact_section(paper: str, artifact: str, rec: dict | None, results: list
         lines += claim_lines
     if checks:
         lines += ["", "Consistency checks (identities and regimes that cannot fail; not counted as reproduced):"]
-        lines += _claims_block(checks, readme, stage, used, experiments_dir)
+        lines += _claims_block(checks, readme, stage, used, costs)
     for split in rec.get("splits") or []:
         if split.get("substituted_for"):
             lines += ["", f"Split {_code(split.get('split'))}: {_esc(split.get('name'))} from "
@@ -498,7 +494,8 @@ def _artifact_section(paper: str, artifact: str, rec: dict | None, results: list
 def build_markdown(results: list[ClaimResult], records: dict, scale: str,
                    sweeps: list[tuple[dict, list[ClaimResult]]] | None = None, *,
                    results_dir: Path | None = None, experiments_dir: Path | None = None,
-                   mlflow_ui: str | None = None) -> str:
+                   mlflow_ui: str | None = None, costs: dict[str, str] | None = None) -> str:
+    """The report's Markdown; ``costs``: each stage's paper-scale cost line (:func:`load_costs`)."""
     results_dir = Path(results_dir or ".")
     experiments_dir = Path(experiments_dir or "experiments")
     papers = sorted({r.claim.paper for r in results} | {p for p, _ in records})
@@ -557,14 +554,14 @@ def build_markdown(results: list[ClaimResult], records: dict, scale: str,
         for artifact in ran:
             lines += _artifact_section(paper, artifact, records[(paper, artifact)],
                                        [r for r in results if (r.claim.paper, r.claim.artifact) == (paper, artifact)],
-                                       results_dir, readme, mlflow_ui, experiments_dir)
+                                       results_dir, readme, mlflow_ui, costs)
         missing = [a for a in artifacts if (paper, a) not in records]
         if missing:
             body = []
             for artifact in missing:
                 res = [r for r in results if (r.claim.paper, r.claim.artifact) == (paper, artifact)]
                 body += [f"**{artifact}** ({len(res)} claims): not run at this scale; at paper scale: "
-                         f"{_esc(paper_scale_cost(f'{paper}/{artifact}', experiments_dir))}.",
+                         f"{_esc(paper_scale_cost(f'{paper}/{artifact}', costs))}.",
                          *_claim_lines_flat(res, readme), ""]
             lines += _details(f"{len(missing)} artifact{'s' * (len(missing) != 1)} without results at this "
                               f"scale: {', '.join(missing)}", body)
@@ -798,12 +795,14 @@ def evaluate_results(results_dir: Path, experiments_dir: Path):
     return results, records, sweeps
 
 
-def build(results_dir: Path, experiments_dir: Path, mlflow_ui: str | None = None) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``results_dir``; return their paths."""
-    return _build(results_dir, experiments_dir, mlflow_ui)[:2]
+def build(results_dir: Path, experiments_dir: Path, mlflow_ui: str | None = None,
+          costs: Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``results_dir``; return their paths. ``costs``: the JSON of
+    ``scripts/cost_table.py --scale paper --json`` (what the claims not run would cost)."""
+    return _build(results_dir, experiments_dir, mlflow_ui, costs)[:2]
 
 
-def _build(results_dir: Path, experiments_dir: Path, mlflow_ui: str | None = None):
+def _build(results_dir: Path, experiments_dir: Path, mlflow_ui: str | None = None, costs: Path | None = None):
     results_dir = Path(results_dir)
     mlflow_ui = mlflow_ui or os.environ.get("NTKREPRO_MLFLOW_UI") or DEFAULT_MLFLOW_UI
     results, records, sweeps = evaluate_results(results_dir, Path(experiments_dir))
@@ -814,7 +813,7 @@ def _build(results_dir: Path, experiments_dir: Path, mlflow_ui: str | None = Non
             rec.setdefault("mlflow_experiment_id", ids[rec["mlflow_run_id"]])
     scale = results_dir.name
     md = build_markdown(results, records, scale, sweeps, results_dir=results_dir,
-                        experiments_dir=Path(experiments_dir), mlflow_ui=mlflow_ui)
+                        experiments_dir=Path(experiments_dir), mlflow_ui=mlflow_ui, costs=load_costs(costs))
     md_path = atomic_write_text(results_dir / "report.md", md)
     html_path = atomic_write_text(results_dir / "report.html",
                                   build_html(md, results_dir, f"ntkrepro reproduction report — {scale}"))
@@ -828,6 +827,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-ui", default=None,
                         help=f"base URL of the MLflow UI for run links (default: $NTKREPRO_MLFLOW_UI or "
                              f"{DEFAULT_MLFLOW_UI}; a run logged to a tracking server links there)")
+    parser.add_argument("--costs", type=Path, default=None,
+                        help="paper-scale cost of every stage: the JSON of scripts/cost_table.py --scale paper --json")
     parser.add_argument("--scoreboard-only", action="store_true",
                         help="print the scoreboard and the report's path; write nothing")
     args = parser.parse_args(argv)
@@ -836,7 +837,7 @@ def cli(argv: list[str] | None = None) -> int:
             results = evaluate_results(args.results, args.experiments)[0]
             md, html_path = args.results / "report.md", args.results / "report.html"
         else:
-            md, html_path, results = _build(args.results, args.experiments, args.mlflow_ui)
+            md, html_path, results = _build(args.results, args.experiments, args.mlflow_ui, args.costs)
     except ClaimError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
