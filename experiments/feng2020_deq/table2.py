@@ -28,7 +28,7 @@ from deq_eval import (
 from ntkrepro.checks import bad, param
 from ntkrepro.claims import paper_values
 from ntkrepro.gram import regression_requests
-from ntkrepro.kernels.conv import cdeq_ntk
+from ntkrepro.kernels.cdeq import cdeq_ntk
 from ntkrepro.plotting import figure
 from ntkrepro.stage import StageResult, load_split, main
 

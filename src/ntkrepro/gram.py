@@ -95,7 +95,7 @@ _TEMP_COUNTER = itertools.count()
 KERNELS: dict[str, str] = {
     "fc": "ntkrepro.kernels.fc:fc_kernels",
     "cntk": "ntkrepro.kernels.conv:cntk",
-    "cdeq": "ntkrepro.kernels.conv:cdeq_ntk",
+    "cdeq": "ntkrepro.kernels.cdeq:cdeq_ntk",
     "deq": "ntkrepro.kernels.deq:deq_ntk",
     "resnet": "ntkrepro.kernels.resnet:resnet_kernels",
 }

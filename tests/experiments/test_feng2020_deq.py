@@ -366,7 +366,8 @@ def test_cdeq_cost_times_the_library_kernels_in_one_block():
     n^2 pairs: the same values as the kernels' default blocking (here, one pair per call)."""
     from omegaconf import OmegaConf
 
-    from ntkrepro.kernels.conv import cdeq_ntk, cntk
+    from ntkrepro.kernels.cdeq import cdeq_ntk
+    from ntkrepro.kernels.conv import cntk
 
     x = _unit_pixels(4, 5, 3, 0)
     p = OmegaConf.create({"sigma_w2": 0.65, "sigma_u2": 0.35, "tol": 1e-6, "max_iter": 50, "cntk_depth": 4})

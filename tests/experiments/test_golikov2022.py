@@ -684,9 +684,7 @@ def test_timed_cntk_block_is_a_block_of_the_library_gram(readout):
     block, side = 16, 4
     x = np.random.default_rng(1).standard_normal((block, side, side, 3)).astype(np.float32)
     gram = cntk(x, depth=3, readout=readout, batch_size=block**2)
-    scale = jax.numpy.asarray(2.0 / 9, jax.numpy.float32)
-    d = tc.conv._cntk_diagonals(jax.numpy.asarray(x), scale, num_layers=2, filter_size=3,
-                                activation=tc.conv.get_activation("relu"))
+    d = tc.conv.cntk_diagonals(x, depth=3)
     args = (x, x, d, d)
     nngp, ntk = tc.cntk_block_fn(side=side, depth=3, readout=readout, block=block, nngp_only=False)(*args)
     np.testing.assert_allclose(np.asarray(ntk), np.asarray(gram.ntk), rtol=1e-5)

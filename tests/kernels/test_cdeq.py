@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from test_conv import diag4, relu_expectations, run_on_two_devices, trace_op
 
-from ntkrepro.kernels import conv
-from ntkrepro.kernels.cdeq import CDEQKernels, cdeq_ntk
+from ntkrepro.kernels.cdeq import cdeq_ntk
 
 
 def unit_pixels(x):
@@ -106,11 +105,3 @@ def test_multi_device_matches_single_device(tmp_path):
     """, imports="from ntkrepro.kernels.cdeq import cdeq_ntk")
     cdeq = cdeq_ntk(u, sigma_w2=0.6, sigma_u2=0.4, tol=1e-12, max_iter=300, dtype=jnp.float64)
     np.testing.assert_allclose(out["c"], cdeq.ntk, rtol=1e-9)
-
-
-def test_former_import_path_names_the_same_objects():
-    from ntkrepro import kernels
-
-    assert conv.cdeq_ntk is cdeq_ntk and conv.CDEQKernels is CDEQKernels and kernels.cdeq_ntk is cdeq_ntk
-    with pytest.raises(AttributeError, match="no attribute"):
-        conv.not_a_kernel  # noqa: B018

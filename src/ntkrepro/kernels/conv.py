@@ -491,13 +491,3 @@ def cntk(x1, x2=None, *, depth: int, readout: str = "vanilla", fix_first_last: b
     finite_kernel("the CNTK", values[-1], x1, None if symmetric else x2)
     kernels = dict(zip(outputs, (jnp.asarray(v) for v in values), strict=True))
     return Kernels(kernels["nngp"], kernels.get("ntk"))
-
-
-def __getattr__(name):
-    """``conv.cdeq_ntk`` / ``conv.CDEQKernels``: the CDEQ-NTK's former home, resolved from
-    :mod:`ntkrepro.kernels.cdeq` for the importers that still name it here."""
-    if name in ("cdeq_ntk", "CDEQKernels"):
-        from ntkrepro.kernels import cdeq
-
-        return getattr(cdeq, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
