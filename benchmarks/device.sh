@@ -18,5 +18,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 PEER_FLAG=()
 [ -x benchmarks/.venv-nt/bin/python ] || PEER_FLAG=(--no-peer)
 timeout 420 "$PY" benchmarks/run.py table --n 16384 --n-vanilla 2048 --n-gap 32 --n-deq 16384 --gemm-n 4096 \
-  --repeats "${ROUNDS:-3}" "${PEER_FLAG[@]}" --results-dir "$DEST"
+  --repeats "${ROUNDS:-3}" ${PEER_FLAG[@]+"${PEER_FLAG[@]}"} --results-dir "$DEST"
 timeout 90 "$PY" benchmarks/run.py trace --n-trace 64 --no-peer --results-dir "$DEST" || true
