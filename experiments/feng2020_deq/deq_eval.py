@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.config import gram_cache_root
+from ntkrepro.data.registry import get_spec
 from ntkrepro.gram import GramRequest, regression_requests
 from ntkrepro.io import atomic_write_json
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted, predict_in_blocks, solve
@@ -94,11 +95,11 @@ def check_unit_norm(cfg) -> None:
 def check_table_data(cfg) -> None:
     """``data`` of Tables 1 and 2, before it is loaded (the typed params cannot see it): unit-norm inputs,
     and a DEQ-NTK train Gram (data.n_train^2 floats) no larger than this machine's memory (null = the whole
-    split, not estimated)."""
+    split, its size from the data registry)."""
     check_unit_norm(cfg)
-    if cfg.data.n_train is not None:
-        refuse_oversized([("data.n_train", cfg.data.n_train, itemsize(cfg.precision), 2,
-                           f"the DEQ-NTK train Gram (n_train x n_train, {cfg.precision})")])
+    n_train = cfg.data.n_train if cfg.data.n_train is not None else get_spec(cfg.data.name).sizes["train"]
+    refuse_oversized([("data.n_train", n_train, itemsize(cfg.precision), 2,
+                       f"the DEQ-NTK train Gram (n_train x n_train, {cfg.precision})")])
 
 
 # ---------------------------------------------------------------- evaluation
