@@ -1,0 +1,117 @@
+# Paper-scale target sets (issue 15, item 3), included by the Snakefile's loop over rules/*.smk:
+#
+#   snakemake paper-fits --cores all --config scale=paper          # every stage that fits one machine at paper scale
+#   snakemake rehearsal --cores all --config scale=rehearsal       # DEQ-NTK Tables 1-2 and the CDEQ cost on stand-ins
+#
+# Each target runs its stages, then writes the report over what its results folder holds (<results>/paper/ or
+# <results>/rehearsal/; the stages outside the set are "not run at this scale", with their estimated cost).
+# A target asked for at another scale is refused in one line before any job.
+#
+# paper-fits: the stages that need no unavailable data and fit this machine at the papers' own settings.
+# Measured at scale=paper (rehearsal: scale=rehearsal) on 2026-12-06, one process per stage, threads=1,
+# nice 10, tracking off, on this 2-core 24 GB machine while other agents loaded it (1-minute load average
+# 9-14 for most runs: a stage got 10-20% of a core, so wall times were 3-10x the CPU times). CPU seconds
+# (user + sys) are what an idle machine needs (threads=1: wall ~ CPU); wall and load as measured:
+#   stage                          CPU s   wall      load (start -> end)   peak RSS
+#   hayou2020/eoc_curves              8      0:21      0.6 -> 2.0            0.52 GB
+#   hayou2020/fig1                   16      0:46      2.0 -> 4.3            0.63 GB
+#   hayou2020/theorem_checks         55      5:46      4.3 -> 11.6           0.66 GB
+#   hayou2020/cnn_checks            605     52:25     11.6 -> 4.9            1.51 GB
+#   jacot2018/ntk_pd                  8      0:21      0.6 -> 2.0            0.54 GB
+#   jacot2018/fig2                   69      3:25      2.0 -> 9.1            0.80 GB
+#   golikov2022/printed_formulas     75      6:15      9.1 -> 10.2           1.34 GB
+#   golikov2022/training_costs      307     37:10     10.2 -> 13.7           (not recorded)
+#   jacot2018/fig1              <= ~4,700   not run to the end (extrapolated), load 11.4 -> 4.9, peak >= 5.8 GB
+#     the 10 width-500 nets took 30 CPU s, the first of the 10 width-10,000 nets ~465 CPU s with its compilation
+#     (the cost table says 9 min for the whole stage: its model underestimates the wide nets' training ~9x)
+# Sum of CPU times: ~1,140 CPU s measured + ~4,700 extrapolated (jacot2018/fig1) = ~1.6 CPU-h; with --cores 2
+# (two stages at a time) on an idle machine paper-fits takes about 80 min, bounded by jacot2018/fig1 (~78 CPU-min;
+# everything else runs beside it in ~19 CPU-min). Under this session's load (9-14) cnn_checks alone took 52 min.
+#
+# Not in paper-fits, and why (estimates: scripts/cost_table.py --scale paper, rates from benchmarks/results):
+#   hayou2020/table1 (~79 CPU-h) and table2 (~900 CPU-h): Monte Carlo / training of deep nets at the papers'
+#     widths and depths; jacot2018/fig3: MNIST is not on this machine (and ~6.5 CPU-h);
+#   golikov2022/mc_vs_exact: ~16 CPU-h (Monte Carlo NTKs to width 1024, 4096-draw groups);
+#   arora2019/theory_checks (~23 CPU-h), table1 (~410,000 CPU-h), table2 (~47,000 CPU-h): CIFAR-10 is not on
+#     this machine (theory_checks is refused at paper scale before any compute: 5 CPU s);
+#   feng2020_deq/fig1, cdeq_cost, table1, table2: CIFAR-10 / MNIST are not on this machine (fig1 and cdeq_cost
+#     are refused at paper scale before any compute): the rehearsal runs them on stand-ins.
+#   golikov2022/gram_cost needs no unavailable data but was not measured to the end: 9 of 29 timing points in
+#     442 CPU s, the larger Grams still to come (the cost table says 7 min; peak RSS >= 5.0 GB so far). Its
+#     numbers are timing ratios: measure it on an unloaded machine before adding it.
+#
+# rehearsal: the DEQ-NTK stages that need unavailable data, at the paper's sizes on declared stand-ins
+# (conf/scale/rehearsal.yaml; Fashion-MNIST 60,000/10,000 for MNIST, cifar10_shaped 50,000/10,000 for CIFAR-10).
+#   stage                          CPU s   wall      load (start -> end)   peak RSS
+#   feng2020_deq/cdeq_cost           26      4:37     11.7 -> 13.4           0.85 GB
+#   feng2020_deq/table1, table2: not measured in this session (their Gram + solve were being switched to
+#     gram.compute_gram_into + the in-place solve); estimates: table1 ~44 CPU-min (60,000/10,000 Fashion-MNIST,
+#     a 14.4 GB float32 Gram), table2 ~1.9 CPU-h (50,000/10,000 cifar10_shaped: the benchmark's DEQ-NTK Gram +
+#     solve took 468 s and 11.75 GB per setting on an idle machine, three settings, then the CDEQ-NTK row on
+#     2,000/10,000 images).
+#   feng2020_deq/fig1 is not in the rehearsal: 3 of 120 (draw, panel, model) units took 115 CPU s (22-45 s
+#     each), i.e. ~0.75-1.5 CPU-h in all (the cost table says 6 min).
+
+PAPER_FITS = {
+    "hayou2020": ["eoc_curves", "fig1", "theorem_checks", "cnn_checks"],
+    "jacot2018": ["ntk_pd", "fig2", "fig1"],
+    "golikov2022": ["printed_formulas", "training_costs"],
+}
+REHEARSAL_STAGES = {"feng2020_deq": ["cdeq_cost", "table1", "table2"]}
+TARGET_SETS = {"paper-fits": ("paper", PAPER_FITS), "rehearsal": ("rehearsal", REHEARSAL_STAGES)}
+
+
+def _check_target_sets():
+    """Every stage of a set is a registered artifact (a typo fails when the workflow is read)."""
+    for target, (_, stages) in TARGET_SETS.items():
+        unknown = [f"{p}/{a}" for p, arts in stages.items() for a in arts if a not in ARTIFACTS.get(p, [])]
+        if unknown:
+            sys.exit(f"error: rules/paper.smk: {target} names unregistered stages: {', '.join(unknown)}")
+
+
+_check_target_sets()
+
+
+def stage_set(target):
+    """The metrics.json of a target's stages; the target asked for at another scale exits with one line
+    before any job runs (the targets are only known once the DAG is built, hence an input function)."""
+    scale, stages = TARGET_SETS[target]
+
+    def metrics(wildcards):
+        if SCALE != scale:
+            sys.exit(f"error: {target} runs at --config scale={scale} (this run: scale={SCALE})")
+        return [out(p, a) for p, arts in stages.items() for a in arts]
+
+    return metrics
+
+
+def _set_report_shell():
+    return f"python -m ntkrepro.report --results {shlex.quote(RESULTS)} --experiments experiments{MLFLOW_UI_ARG}"
+
+
+rule paper_fits:
+    """Every stage that fits this machine at paper scale (PAPER_FITS), then the paper-scale report."""
+    input:
+        stage_set("paper-fits"),
+    localrule: True
+    shell:
+        _set_report_shell()
+
+
+rule:
+    name:
+        "paper-fits"
+    input:
+        rules.paper_fits.input,
+    localrule: True
+    shell:
+        _set_report_shell()
+
+
+rule rehearsal:
+    """DEQ-NTK Tables 1-2 at the paper's sizes on stand-ins (scale rehearsal), then the rehearsal report."""
+    input:
+        stage_set("rehearsal"),
+    localrule: True
+    shell:
+        _set_report_shell()
