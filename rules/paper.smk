@@ -21,12 +21,13 @@
 #   jacot2018/fig2                   69      3:25      2.0 -> 9.1            0.80 GB
 #   golikov2022/printed_formulas     75      6:15      9.1 -> 10.2           1.34 GB
 #   golikov2022/training_costs      307     37:10     10.2 -> 13.7           (not recorded)
-#   jacot2018/fig1              <= ~4,700   not run to the end (extrapolated), load 11.4 -> 4.9, peak >= 5.8 GB
-#     the 10 width-500 nets took 30 CPU s, the first of the 10 width-10,000 nets ~465 CPU s with its compilation
-#     (the cost table says 9 min for the whole stage: its model underestimates the wide nets' training ~9x)
-# Sum of CPU times: ~1,140 CPU s measured + ~4,700 extrapolated (jacot2018/fig1) = ~1.6 CPU-h; with --cores 2
-# (two stages at a time) on an idle machine paper-fits takes about 80 min, bounded by jacot2018/fig1 (~78 CPU-min;
-# everything else runs beside it in ~19 CPU-min). Under this session's load (9-14) cnn_checks alone took 52 min.
+#   jacot2018/fig1               ~4,500   not run to the end (extrapolated), load 11.4 -> 2.0, peak >= 5.8 GB
+#     the 10 width-500 nets took 30 CPU s in all, the width-10,000 ones ~450 CPU s each (two measured: 465 with
+#     compilation, ~440); it uses ~1.9 cores despite threads=1 (4.3 min wall per wide net at load 3-5). The cost
+#     table says 9 min for the whole stage: its model underestimates the wide nets' training ~8x.
+# Sum of CPU times: ~1,140 CPU s measured + ~4,500 extrapolated (jacot2018/fig1) = ~1.6 CPU-h, so paper-fits
+# with --cores 2 needs about 50-80 min on an idle machine (jacot2018/fig1 ~45 min on both cores; the other
+# stages ~19 CPU-min). Under this session's load (9-14) cnn_checks alone took 52 min wall.
 #
 # Not in paper-fits, and why (estimates: scripts/cost_table.py --scale paper, rates from benchmarks/results):
 #   hayou2020/table1 (~79 CPU-h) and table2 (~900 CPU-h): Monte Carlo / training of deep nets at the papers'
