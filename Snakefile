@@ -10,7 +10,8 @@
 #   snakemake --profile profiles/slurm arora2019_table1_grams --config scale=paper   # Gram tiles as jobs
 #
 # config keys (command line only, checked against schemas/config.schema.yaml, one line for a bad one):
-# scale (smoke|quick|paper, default quick), results (root folder, default "results"), data_cache
+# scale (smoke|quick|paper|rehearsal, default quick; rehearsal: the paper's sizes on declared stand-ins, results in
+# <results>/rehearsal), results (root folder, default "results"), data_cache
 # (download cache, default "data_cache"); tracking (sqlite|server|disabled) and tracking_uri (MLflow, see
 # below); mlflow_ui (the MLflow UI the report links to); gram_threads (rules/gram.smk).
 import shlex
@@ -136,11 +137,27 @@ rule:
         rules.reproduce_all.input,
 
 
+rule paper_cost:
+    """The paper-scale cost table the report quotes for the claims not run at this scale (every stage: CPU-h,
+    GPU-h, the memory its checks estimate): from the papers' cost models, the stages' checks, the benchmarks."""
+    input:
+        "scripts/cost_table.py",
+        sorted(Path("benchmarks/results").glob("*.json")),
+        sorted(Path("experiments").glob("*/cost.py")),
+        sorted({path for p in PAPERS for a in ARTIFACTS[p] for path in stage_inputs(p, a)}),
+    output:
+        f"{RESULTS_ROOT}/paper_cost.json",
+    localrule: True
+    shell:
+        "python scripts/cost_table.py --scale paper --json > {output}"
+
+
 rule report:
-    """The report: metrics.json files + claims registries -> report.md / report.html."""
+    """The report: metrics.json files + claims registries (+ the paper-scale cost table) -> report.md / .html."""
     input:
         metrics=all_metrics(),
         claims=expand("experiments/{paper}/claims.yaml", paper=[p for p in PAPERS if ARTIFACTS[p]]),
+        costs=rules.paper_cost.output[0],
     output:
         md=f"{RESULTS}/report.md",
         html=f"{RESULTS}/report.html",
@@ -151,7 +168,8 @@ rule report:
     conda:
         "environment.yml"
     shell:
-        f"python -m ntkrepro.report --results {{params.results}} --experiments experiments{MLFLOW_UI_ARG} > {{log}} 2>&1"
+        f"python -m ntkrepro.report --results {{params.results}} --experiments experiments --costs {{input.costs}}"
+        f"{MLFLOW_UI_ARG} > {{log}} 2>&1"
 
 
 rule cost:

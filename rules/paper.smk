@@ -87,13 +87,15 @@ def stage_set(target):
 
 
 def _set_report_shell():
-    return f"python -m ntkrepro.report --results {shlex.quote(RESULTS)} --experiments experiments{MLFLOW_UI_ARG}"
+    return (f"python -m ntkrepro.report --results {shlex.quote(RESULTS)} --experiments experiments "
+            f"--costs {{input.costs}}{MLFLOW_UI_ARG}")
 
 
 rule paper_fits:
     """Every stage that fits this machine at paper scale (PAPER_FITS), then the paper-scale report."""
     input:
-        stage_set("paper-fits"),
+        metrics=stage_set("paper-fits"),
+        costs=rules.paper_cost.output[0],
     localrule: True
     shell:
         _set_report_shell()
@@ -103,7 +105,8 @@ rule:
     name:
         "paper-fits"
     input:
-        rules.paper_fits.input,
+        metrics=stage_set("paper-fits"),
+        costs=rules.paper_cost.output[0],
     localrule: True
     shell:
         _set_report_shell()
@@ -112,7 +115,8 @@ rule:
 rule rehearsal:
     """DEQ-NTK Tables 1-2 at the paper's sizes on stand-ins (scale rehearsal), then the rehearsal report."""
     input:
-        stage_set("rehearsal"),
+        metrics=stage_set("rehearsal"),
+        costs=rules.paper_cost.output[0],
     localrule: True
     shell:
         _set_report_shell()

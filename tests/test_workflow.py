@@ -85,7 +85,7 @@ def up_to_date_tree(tmp_path_factory):
     ("experiments/feng2020_deq/claims.yaml",  # every stage of the paper reads its registry
      {f"feng2020_deq_{p.stem}" for p in (ROOT / "conf/experiment/feng2020_deq").glob("*.yaml")}),
     ("experiments/hayou2020/cnn_kernels.py", {"hayou2020_cnn_checks"}),
-    ("experiments/arora2019/cost.py", set()),  # a paper's cost model: read by `snakemake cost` only
+    ("experiments/arora2019/cost.py", set()),  # a paper's cost model: only the cost table reads it
     ("scripts/cost_table.py", set()),
 ])
 def test_an_edit_reruns_exactly_the_stages_that_use_it(up_to_date_tree, edited, expected):
@@ -97,7 +97,8 @@ def test_an_edit_reruns_exactly_the_stages_that_use_it(up_to_date_tree, edited, 
         jobs = _jobs(up_to_date_tree)
     finally:
         os.utime(path, (before.st_atime, before.st_mtime))
-    assert {j for j in jobs if not j.startswith("jacot2018_ntk")} == expected
+    # and the paper-scale cost table the report quotes, which reads every stage's checks and cost model
+    assert {j for j in jobs if not j.startswith("jacot2018_ntk")} == expected | {"paper_cost"}
 
 
 # ---- cluster memory from the stage's own estimate ------------------------------------------------------
@@ -146,8 +147,10 @@ def test_stage_memory_follows_scale_and_attempt():
     assert paper == math.ceil(MEM_BASE_MB + MEM_SAFETY * need / 2**20)
     assert MEM_BASE_MB <= smoke < MEM_BASE_MB + 10
     assert stage_mem_mb("arora2019/table1", "paper", attempt=2) == 2 * paper
-    assert memory_estimates("feng2020_deq/table1", "paper") == ()  # no estimate: the floor
-    assert stage_mem_mb("feng2020_deq/table1", "paper") == MEM_BASE_MB
+    assert memory_estimates("golikov2022/printed_formulas", "paper") == ()  # no estimate: the floor
+    assert stage_mem_mb("golikov2022/printed_formulas", "paper") == MEM_BASE_MB
+    (_, n_train, itemsize, power, _), = memory_estimates("feng2020_deq/table1", "paper")  # n_train null: the split
+    assert (n_train, itemsize, power) == (60_000, 8, 2)
 
 
 def test_slurm_dry_run_shows_each_stage_memory(tmp_path, capsys):
@@ -216,3 +219,33 @@ def test_snakemake_refuses_a_bad_config_in_one_line(args, line, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert proc.returncode != 0 and proc.stdout.strip() == ""
     assert proc.stderr.strip().splitlines() == [line]
+
+
+# ---- paper-scale target sets (rules/paper.smk) ---------------------------------------------------------
+def _dry_run(target, tmp_path, *config):
+    return subprocess.run([SNAKEMAKE, "-n", target, "--config", f"results={tmp_path}", *config],
+                          cwd=ROOT, capture_output=True, text=True, env=ENV)
+
+
+@pytest.mark.parametrize("target,scale", [("paper-fits", "paper"), ("rehearsal", "rehearsal")])
+def test_a_target_set_at_another_scale_is_refused_in_one_line(target, scale, tmp_path):
+    proc = _dry_run(target, tmp_path)
+    assert proc.returncode != 0
+    line = f"error: {target} runs at --config scale={scale} (this run: scale=quick)"
+    assert proc.stderr.strip().splitlines()[-1] == line
+
+
+def test_each_target_set_runs_exactly_its_stages_and_the_cost_table(tmp_path):
+    """paper-fits and rehearsal plan their stages' jobs, the paper-scale cost table their report quotes, and
+    nothing else (the sets are rules/paper.smk's PAPER_FITS and REHEARSAL_STAGES)."""
+    text = (ROOT / "rules/paper.smk").read_text()
+    sets = {}
+    for name in ("PAPER_FITS", "REHEARSAL_STAGES"):
+        block = re.search(rf"^{name} = (\{{.*?\}})$", text, re.S | re.M).group(1)
+        sets[name] = {f"{p}_{a}" for p, arts in eval(block).items() for a in arts}  # a literal dict
+    for target, scale, name in (("paper-fits", "paper", "PAPER_FITS"), ("rehearsal", "rehearsal", "REHEARSAL_STAGES")):
+        proc = _dry_run(target, tmp_path, f"scale={scale}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        stats = proc.stdout.split("Job stats:")[1].split("total")[0]  # the job table: "<rule>  <count>" lines
+        jobs = {m.group(1) for m in re.finditer(r"^([\w-]+)\s+\d+$", stats, re.M)}
+        assert jobs - {target, target.replace("-", "_")} == sets[name] | {"paper_cost"}, proc.stdout[-3000:]
