@@ -181,11 +181,12 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_linked(tmp_path):
 
 
 EXPERIMENTS = sorted(f"{p.parent.name}/{p.stem}" for p in (CONF_DIR / "experiment").glob("*/*.yaml"))
+SCALES = ", ".join(sorted(p.stem for p in (CONF_DIR / "scale").glob("*.yaml")))  # Hydra lists them sorted
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("args,fragment", [
-    (["scale=huge"], "error: In 'config': Could not find 'scale/huge' (available: paper, quick, smoke)"),
+    (["scale=huge"], f"error: In 'config': Could not find 'scale/huge' (available: {SCALES})"),
     (["sclae=paper"], "error: sclae: unknown key"),
     (["seed=abc"], "could not be converted to Integer"),
     (["data=nope"], "Could not find 'data/nope' (available: cifar10"),

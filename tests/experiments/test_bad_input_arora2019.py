@@ -148,23 +148,26 @@ def test_sizes_that_depend_on_the_data_are_refused_before_loading(memory_16gib, 
 
 
 def test_a_training_gram_that_exhausts_memory_is_refused_with_its_estimate(memory_16gib):
-    """data.n_train = 10^7 at native resolution: a 10^7 x 10^7 float64 Gram (8e14 bytes); 16 GiB hold
-    the Gram of at most floor(sqrt(16 GiB / 8)) = 46340 images."""
+    """data.n_train = 10^7 at native resolution: above ntkrepro.gram.LARGE_GRAM_BYTES the training Gram is
+    kept in the run's precision (table1: float32) and factored in place, a 10^7 x 10^7 float32 Gram
+    (4e14 bytes); 16 GiB hold the Gram of at most floor(sqrt(16 GiB / 4)) = 65536 images."""
     message = refused_before_loading("table1", ["data.n_train=10000000", "params.downsample=1"])
     assert message == (
-        f"error: data.n_train: the training CNTK Gram (n_train x n_train, float64) would need ~{8e14 / GIB:.3g} "
-        "GiB, more than this machine's 16 GiB of memory (at most 46340 would fit) (got 10000000)")
+        f"error: data.n_train: the training CNTK Gram (n_train x n_train, float32) would need ~{4e14 / GIB:.3g} "
+        "GiB, more than this machine's 16 GiB of memory (at most 65536 would fit) (got 10000000)")
     module = stage_module("arora2019/table1")
-    validate(compose("arora2019/table1", ["scale=quick", "data.n_train=46340"]), module.Params)
+    validate(compose("arora2019/table1", ["scale=quick", "data.n_train=65536"]), module.Params)
     with pytest.raises(ConfigError, match="error: data.n_train: the training CNTK Gram"):
-        validate(compose("arora2019/table1", ["scale=quick", "data.n_train=46341"]), module.Params)
+        validate(compose("arora2019/table1", ["scale=quick", "data.n_train=65537"]), module.Params)
 
 
-def test_the_papers_table_1_is_refused_on_a_16_gib_machine(memory_16gib):
-    """All 50,000 CIFAR-10 training images: the float64 Gram alone is 50000^2 x 8 bytes = 18.6 GiB."""
+def test_the_papers_table_1_fits_a_16_gib_machine_in_float32_only(memory_16gib):
+    """All 50,000 CIFAR-10 training images: in the authors' float32, factored in place, the training Gram is
+    50000^2 x 4 bytes = 9.3 GiB and passes; in float64 it is 18.6 GiB and is refused."""
     module = stage_module("arora2019/table1")
-    cfg = compose("arora2019/table1", ["scale=paper"])
-    with pytest.raises(ConfigError, match=r"error: data.n_train: the training CNTK Gram .* ~18.6 GiB"):
+    validate(compose("arora2019/table1", ["scale=paper"]), module.Params)
+    cfg = compose("arora2019/table1", ["scale=paper", "precision=float64"])
+    with pytest.raises(ConfigError, match=r"error: data.n_train: the training CNTK Gram .*float64.* ~18.6 GiB"):
         validate(cfg, module.Params)
 
 
@@ -189,7 +192,7 @@ def test_the_stage_refuses_before_loading_the_data(monkeypatch, memory_16gib, tm
     def no_data(*a, **k):
         raise AssertionError("data loaded before refusing")
 
-    monkeypatch.setattr(module, "load_split", no_data)
+    monkeypatch.setattr("ntkrepro.data.load", no_data)  # the one loader every stage's load_split calls
     cfg = compose(f"arora2019/{artifact}", ["scale=quick", "params.downsample=5", "tracking.enabled=false"])
     with pytest.raises(ConfigError, match="error: params.downsample: must divide"):
         execute(cfg, module.run, out_dir=tmp_path / "out", params_schema=module.Params)
