@@ -37,6 +37,14 @@ SCALE = config["scale"]
 RESULTS_ROOT = config["results"]
 DATA_CACHE = config["data_cache"]
 RESULTS = f"{RESULTS_ROOT}/{SCALE}"
+
+# Run locally, the jobs share this machine's memory: their mem_mb (a stage's own estimate, stage_mem_mb below)
+# may add up to its physical memory, so that two large stages never run side by side (--resources mem_mb=N
+# sets another budget; a cluster's jobs each get their own node memory).
+if workflow.local_exec and "mem_mb" not in workflow.global_resources:
+    from ntkrepro.checks import physical_memory
+
+    workflow.register_resource("mem_mb", physical_memory() // 2**20)
 PAPERS = ["jacot2018", "hayou2020", "arora2019", "feng2020_deq", "golikov2022"]
 
 # Each experiments/<paper>/rules.smk appends its artifacts here: ARTIFACTS[paper] = [names].
