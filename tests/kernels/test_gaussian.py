@@ -15,11 +15,13 @@ from ntkrepro.kernels.gaussian import (
     KNOWN,
     Activation,
     arccos,
+    arccos_and_sine,
     arcsin,
     c_sigma,
     from_callable,
     gaussian_mean,
     get_activation,
+    gram_expectations,
     half_line_gauss_rule,
     polar_expectations,
     unit_second_moment,
@@ -246,6 +248,55 @@ def test_polynomial_arccos_and_arcsin_match_numpy_to_a_few_ulps(dtype):
     assert np.max(np.abs(acos - np.arccos(wide))) <= 4 * eps  # absolute: arccos lies in [0, pi]
     assert np.max(np.abs(asin - np.arcsin(wide)) / np.abs(np.arcsin(wide))) <= 4 * eps  # relative, also near 0
     assert float(arccos(jnp.asarray(1.0, dtype))) == 0.0 and float(arcsin(jnp.asarray(0.0, dtype))) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_arccos_and_sine_match_extended_precision_to_a_few_ulps(dtype):
+    """One square root for both: arccos to a few ulps absolute, sqrt(1 - x^2) to a few ulps relative, also
+    near |x| = 1 (where 1 - x^2 cancels) and across the fold at |x| = 1/2 (references in long double)."""
+    near_one = 1 - np.logspace(-17, -1, 500)
+    x = np.concatenate([np.linspace(-1, 1, 20_001), near_one, -near_one, np.logspace(-30, -1, 200),
+                        0.5 + np.linspace(-1e-9, 1e-9, 21), -0.5 + np.linspace(-1e-9, 1e-9, 21)]).astype(dtype)
+    x = x[np.abs(x) >= np.finfo(dtype).tiny]
+    eps = np.finfo(dtype).eps
+    wide = x.astype(np.longdouble)
+    theta, sine = (np.asarray(v, np.longdouble) for v in arccos_and_sine(jnp.asarray(x)))
+    assert np.max(np.abs(theta - np.arccos(wide))) <= 4 * eps
+    exact = np.sqrt((1 - wide) * (1 + wide))
+    inside = exact > 0
+    assert np.max(np.abs(sine[inside] - exact[inside]) / exact[inside]) <= 4 * eps
+    assert np.all(sine[~inside] == 0) and np.all(sine >= 0)
+    np.testing.assert_allclose(np.asarray(arccos_and_sine(jnp.asarray(x))[0]), np.asarray(arccos(jnp.asarray(x))),
+                               rtol=0, atol=8 * eps)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu:0.2", "relu_like:-0.5,2", "identity", "normalized_relu",
+                                  "erf", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gram_expectations_equal_the_broadcast_expectations(name, dtype):
+    """The tile form (variances as row and column vectors; per-row reciprocal roots for positively
+    homogeneous activations) equals expectations(var1[:, None], s12, var2[None, :]), zero variances, exact
+    correlations +-1 and the mpmath closed form included."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 5)) * rng.uniform(0.2, 3.0, (7, 1))
+    x[2] = 0.0  # a vanishing variance
+    x[4] = -1.7 * x[1]  # correlation -1 with row 1
+    var = np.sum(x * x, axis=1)
+    s12 = x @ x.T
+    act = get_activation(name)
+    v, s = jnp.asarray(var, dtype), jnp.asarray(s12, dtype)
+    k, kdot = (np.asarray(a, np.float64) for a in gram_expectations(act, v, s, v))
+    k_ref, kdot_ref = (np.asarray(a, np.float64) for a in act.expectations(v[:, None], s, v[None, :]))
+    tol = 4e-7 if dtype == np.float32 else 1e-14
+    scale = np.sqrt(np.outer(var, var))
+    np.testing.assert_allclose(k, k_ref, rtol=tol, atol=tol * scale.max())
+    np.testing.assert_allclose(kdot, kdot_ref, rtol=tol, atol=tol)
+    assert (act.unit_expectations is not None) == act.name.startswith(("relu", "leaky", "identity", "normalized"))
+    if act.mp_expectations is not None and dtype == np.float64:
+        for i, j in ((0, 1), (1, 4), (1, 1), (2, 3), (5, 6)):
+            k_mp, kdot_mp = act.mp_expectations(var[i], s12[i, j], var[j])
+            assert k[i, j] == pytest.approx(float(k_mp), rel=1e-14, abs=1e-14 * scale[i, j])
+            assert kdot[i, j] == pytest.approx(float(kdot_mp), rel=1e-14, abs=1e-15)
 
 
 def test_unit_second_moment_and_c_sigma():

@@ -44,6 +44,9 @@ class Activation:
         has_closed_form: whether ``expectations`` is exact (else quadrature, accuracy ~1e-10).
         mp_expectations: the closed form in mpmath (scalar ``(s11, s12, s22) -> (k, kdot)``) for
             high-precision recursions, or None.
+        unit_expectations: for a positively homogeneous phi (phi(t x) = t phi(x), t > 0): ``c -> (k, kdot)``
+            at unit variances and correlation c, elementwise; then k(s11, s12, s22) = sqrt(s11 s22) k(1, c, 1)
+            and kdot(s11, s12, s22) = kdot(1, c, 1) (:func:`gram_expectations`). None otherwise.
     """
 
     name: str
@@ -54,6 +57,7 @@ class Activation:
     has_closed_form: bool = False
     deriv2: Callable | None = field(default=None, compare=False)
     mp_expectations: Callable | None = field(default=None, compare=False)
+    unit_expectations: Callable | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.second_moment is None:  # E[phi(sqrt(q) Z)^2] from the 2x2 expectation at c = 1
@@ -105,34 +109,53 @@ def gaussian_mean(g: Callable, q, *, num_nodes: int = 64):
     return jnp.sum(weights * (g(z) + g(-z)), axis=-1)
 
 
+def _asin_quotient(t):
+    """(asin(sqrt t) - sqrt t) / t^1.5 in mpmath, the smooth part of asin on t = s^2."""
+    return (mpmath.asin(mpmath.sqrt(t)) - mpmath.sqrt(t)) / t**1.5
+
+
+def _sqrt_one_minus(t):
+    return mpmath.sqrt(1 - t)
+
+
 @functools.cache
-def _asin_coefficients(degree: int) -> tuple[float, ...]:
-    """Monomial coefficients c_j of p(t) = (asin(sqrt t) - sqrt t) / t^1.5 ~ sum_j c_j t^j on t in [0, 1/4]:
-    interpolation at Chebyshev nodes in 40-digit arithmetic (max relative error of asin: 1.6e-16 at
-    degree 12, 6e-11 at degree 6)."""
+def _quarter_interval_coefficients(fn: Callable, degree: int) -> tuple[float, ...]:
+    """Monomial coefficients c_j of the interpolant sum_j c_j t^j of the mpmath function ``fn`` on t in
+    [0, 1/4] at degree + 1 Chebyshev nodes, in 40-digit arithmetic. Max relative errors: asin by
+    :func:`_asin_quotient` 1.6e-16 at degree 12, 6e-11 at degree 6; :func:`_sqrt_one_minus` 1.3e-16 at
+    degree 12, 6.8e-8 at degree 5 (rounded in float32)."""
     with mpmath.workdps(40):
         n = degree + 1
         nodes = [(1 - mpmath.cos(mpmath.pi * (k + mpmath.mpf(1) / 2) / n)) / 8 for k in range(n)]
-        values = [(mpmath.asin(mpmath.sqrt(t)) - mpmath.sqrt(t)) / t**1.5 for t in nodes]
+        values = [fn(t) for t in nodes]
         coeffs = mpmath.lu_solve(mpmath.matrix([[t**j for j in range(n)] for t in nodes]), mpmath.matrix(values))
         return tuple(float(c) for c in coeffs)
 
 
-def _asin_small(s):
-    """asin(s) for 0 <= s <= 1/2: s + s^3 p(s^2), p of degree 12 (float64) or 6 (float32)."""
-    coeffs = _asin_coefficients(12 if s.dtype == jnp.float64 else 6)
-    t = s * s
-    poly = jnp.asarray(coeffs[-1], s.dtype)
+def _horner(coeffs, t):
+    poly = jnp.asarray(coeffs[-1], t.dtype)
     for c in coeffs[-2::-1]:
         poly = poly * t + c
-    return s + s * t * poly
+    return poly
+
+
+def _asin_small(s):
+    """asin(s) for 0 <= s <= 1/2: s + s^3 p(s^2), p of degree 12 (float64) or 6 (float32)."""
+    t = s * s
+    return s + s * t * _horner(_quarter_interval_coefficients(_asin_quotient, 12 if s.dtype == jnp.float64 else 6), t)
+
+
+def _fold(a):
+    """(a > 1/2, u) for 0 <= a <= 1 with u = a if a <= 1/2 else sqrt((1 - a) / 2): the argument folded into
+    [0, 1/2] (asin(a) = pi/2 - 2 asin(u) and sqrt(1 - a^2) = 2 u sqrt(1 - u^2) for a > 1/2)."""
+    big = a > 0.5
+    return big, jnp.where(big, jnp.sqrt(jnp.maximum(1.0 - a, 0.0) * 0.5), a)
 
 
 def _asin_folded(a):
-    """(a > 1/2, asin(a) for a <= 1/2 else asin(sqrt((1 - a) / 2))) for 0 <= a <= 1: the argument folded into
-    [0, 1/2], where :func:`_asin_small` holds (asin(a) = pi/2 - 2 asin(sqrt((1 - a) / 2)))."""
-    big = a > 0.5
-    return big, _asin_small(jnp.where(big, jnp.sqrt(jnp.maximum(1.0 - a, 0.0) * 0.5), a))
+    """(a > 1/2, asin(u)) with u = :func:`_fold`'s argument in [0, 1/2], where :func:`_asin_small` holds."""
+    big, u = _fold(a)
+    return big, _asin_small(u)
 
 
 # Abramowitz & Stegun 4.4.46: arccos(a) = sqrt(1 - a) sum_k c_k a^k + e, |e| <= 2e-8 on [0, 1].
@@ -166,18 +189,52 @@ def arcsin(x):
     return jnp.where(x < 0, -r, r)
 
 
-def _correlation(s11, s12, s22):
-    """c = s12 / sqrt(s11 s22) clipped to [-1, 1] (0 where a variance vanishes) and sqrt(s11 s22).
+def arccos_and_sine(x):
+    """(arccos(x), sqrt(1 - x^2)) for -1 <= x <= 1 with one square root per entry: both from the folded
+    argument u of |x| (:func:`_fold`), asin(u) by :func:`_asin_small` and sqrt(1 - u^2) by a polynomial in
+    u^2 (degree 12 in float64, 5 in float32; :func:`_quarter_interval_coefficients`). Relative accuracy
+    of both within a few ulps, the sine included near |x| = 1 (2 u sqrt(1 - u^2), no cancellation)."""
+    big, u = _fold(jnp.abs(x))
+    f64 = x.dtype == jnp.float64
+    asin_u = _asin_small(u)
+    root = _horner(_quarter_interval_coefficients(_sqrt_one_minus, 12 if f64 else 5), u * u)
+    r = jnp.where(big, 2.0 * asin_u, jnp.pi / 2 - asin_u)
+    return jnp.where(x < 0, jnp.pi - r, r), jnp.where(big, 2.0 * u * root, root)
 
-    |c| within 8 ulps of 1 is snapped to +-1: arccos amplifies a rounding error e of c near 1 to
-    sqrt(2e) (~1e-8), so an input paired with itself (c = 1 up to rounding of x.x) would otherwise
-    be off by that much; the snap changes any result by at most the same amount.
-    """
-    norm = jnp.sqrt(s11 * s22)
-    safe = jnp.where(norm > 0, norm, 1.0)
-    c = jnp.clip(s12 / safe, -1.0, 1.0)
-    c = jnp.where(1.0 - jnp.abs(c) <= 8 * jnp.finfo(c.dtype).eps, jnp.sign(c), c)
-    return jnp.where(norm > 0, c, 0.0), norm
+
+def snap_correlation(c):
+    """c clipped to [-1, 1], |c| within 8 ulps of 1 snapped to +-1: arccos amplifies a rounding error e of
+    c near 1 to sqrt(2e) (~1e-8), so an input paired with itself (c = 1 up to rounding of x.x) would
+    otherwise be off by that much; the snap changes any result by at most the same amount."""
+    c = jnp.clip(c, -1.0, 1.0)
+    return jnp.where(1.0 - jnp.abs(c) <= 8 * jnp.finfo(c.dtype).eps, jnp.sign(c), c)
+
+
+def _correlation(s11, s12, s22):
+    """c = s12 / sqrt(s11 s22) by :func:`snap_correlation` (0 where a variance vanishes) and sqrt(s11 s22),
+    from one reciprocal square root per entry."""
+    norm2 = s11 * s22
+    positive = norm2 > 0
+    inv_norm = lax.rsqrt(jnp.where(positive, norm2, 1.0))
+    return jnp.where(positive, snap_correlation(s12 * inv_norm), 0.0), norm2 * inv_norm
+
+
+def _inverse_root(var):
+    """1 / sqrt(var) where var > 0, else 0 (a vanishing variance gives correlation 0)."""
+    positive = var > 0
+    return jnp.where(positive, lax.rsqrt(jnp.where(positive, var, 1.0)), 0.0)
+
+
+def gram_expectations(activation: Activation, var1, s12, var2):
+    """``activation.expectations(var1[:, None], s12, var2[None, :])`` on a tile of pairs: s12 (n1, n2), the
+    variances of its rows and columns as vectors. For a positively homogeneous activation
+    (``unit_expectations``) the correlation comes from per-row reciprocal square roots and the scale from
+    per-row roots, so that no square root or division is left per entry but the closed form's own."""
+    if activation.unit_expectations is None:
+        return activation.expectations(var1[:, None], s12, var2[None, :])
+    c = snap_correlation(s12 * _inverse_root(var1)[:, None] * _inverse_root(var2)[None, :])
+    k, kdot = activation.unit_expectations(c)
+    return k * (jnp.sqrt(var1)[:, None] * jnp.sqrt(var2)[None, :]), kdot
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "deriv", "radial_nodes", "angular_nodes"))
@@ -234,31 +291,28 @@ def polar_expectations(fn: Callable, deriv: Callable, s11, s12, s22, *,
 # ---------------------------------------------------------------- closed forms
 
 
-def _arccos_kernels(s11, s12, s22):
-    """Arc-cosine kernels: E[relu(u)relu(v)] and P(u > 0, v > 0) (Cho & Saul 2009; Arora eqs. 12-13)."""
-    lam, norm = _correlation(s11, s12, s22)
-    theta = arccos(lam)
-    k = norm * (lam * (jnp.pi - theta) + jnp.sqrt(1.0 - lam**2)) / (2.0 * jnp.pi)
-    return jnp.where(norm > 0, k, 0.0), (jnp.pi - theta) / (2.0 * jnp.pi), theta
-
-
 def _relu_like_expectations(neg_slope: float, pos_slope: float):
-    """phi(x) = pos_slope x (x > 0), neg_slope x (x <= 0) = b relu(x) - a relu(-x).
-
-    E[phi phi] = (a^2 + b^2) J(s12) - 2ab J(-s12) with J the degree-1 arc-cosine kernel;
+    """phi(x) = pos_slope x (x > 0), neg_slope x (x <= 0) = b relu(x) - a relu(-x), positively homogeneous:
+    k(s11, s12, s22) = sqrt(s11 s22) k(1, c, 1), c = s12 / sqrt(s11 s22). At unit variances, with
+    theta = arccos(c) (Cho & Saul 2009; Arora eqs. 12-13):
+    E[phi phi] = ((a^2 + b^2)(sqrt(1 - c^2) + c (pi - theta)) - 2ab (sqrt(1 - c^2) - c theta)) / (2 pi),
     E[phi' phi'] = ((a^2 + b^2)(pi - theta) + 2ab theta) / (2 pi).
+    Returns (expectations, unit_expectations, mp_expectations).
     """
     a, b = neg_slope, pos_slope
+    same, cross = a * a + b * b, 2.0 * a * b
+
+    def unit_expectations(c):
+        theta, sine = arccos_and_sine(c)
+        k, kdot = same * (sine + c * (jnp.pi - theta)), same * (jnp.pi - theta)
+        if cross != 0.0:  # ReLU: no flipped kernel
+            k, kdot = k - cross * (sine - c * theta), kdot + cross * theta
+        return k / (2.0 * jnp.pi), kdot / (2.0 * jnp.pi)
 
     def expectations(s11, s12, s22):
-        k_same, _, theta = _arccos_kernels(s11, s12, s22)
-        if a == 0.0 or b == 0.0:  # ReLU: skip the flipped kernel (half the work in every recursion)
-            k = (a * a + b * b) * k_same
-        else:
-            k_flip, _, _ = _arccos_kernels(s11, -s12, s22)
-            k = (a * a + b * b) * k_same - 2.0 * a * b * k_flip
-        kdot = ((a * a + b * b) * (jnp.pi - theta) + 2.0 * a * b * theta) / (2.0 * jnp.pi)
-        return k, kdot
+        c, norm = _correlation(s11, s12, s22)
+        k, kdot = unit_expectations(c)
+        return jnp.where(norm > 0, norm * k, 0.0), kdot
 
     def mp_expectations(s11, s12, s22):
         s11, s12, s22 = (mpmath.mpf(v) for v in (s11, s12, s22))
@@ -272,7 +326,7 @@ def _relu_like_expectations(neg_slope: float, pos_slope: float):
         kdot = ((a * a + b * b) * (mpmath.pi - theta) + 2 * a * b * theta) / (2 * mpmath.pi)
         return k, kdot
 
-    return expectations, mp_expectations
+    return expectations, unit_expectations, mp_expectations
 
 
 def relu_like(neg_slope: float, pos_slope: float, *, name: str | None = None) -> Activation:
@@ -280,7 +334,7 @@ def relu_like(neg_slope: float, pos_slope: float, *, name: str | None = None) ->
     a, b = float(neg_slope), float(pos_slope)
     if not (math.isfinite(a) and math.isfinite(b)):
         raise ValueError(f"relu_like slopes must be finite, got ({neg_slope}, {pos_slope})")
-    expectations, mp_expectations = _relu_like_expectations(a, b)
+    expectations, unit_expectations, mp_expectations = _relu_like_expectations(a, b)
     return Activation(
         name=name or f"relu_like:{a:g},{b:g}",
         fn=lambda x: jnp.where(x > 0, b * x, a * x),
@@ -289,6 +343,7 @@ def relu_like(neg_slope: float, pos_slope: float, *, name: str | None = None) ->
         second_moment=lambda q: (a * a + b * b) * jnp.asarray(q) / 2.0,
         has_closed_form=True,
         mp_expectations=mp_expectations,
+        unit_expectations=unit_expectations,
     )
 
 
