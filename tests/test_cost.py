@@ -12,10 +12,10 @@ from itertools import product
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from ntkrepro import cost
-from ntkrepro.blocks import block_grid, tile_index
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))  # the cost table, as the Snakefile runs it
@@ -24,8 +24,14 @@ import cost_table  # noqa: E402
 RECORDS = sorted(cost.BENCHMARKS.glob("*.json"))
 
 
-def _record(name):
-    return json.loads((cost.BENCHMARKS / name.split(" ")[0]).read_text())
+def _record(source):
+    return json.loads((cost.BENCHMARKS / source.split(" ")[0]).read_text())
+
+
+def _table_row(rate):
+    """The ``run.py table`` row a rate came from (its source: ``<file> (<case>)``)."""
+    case = rate.source.split("(", 1)[1].rstrip(")")
+    return next(r for r in _record(rate.source)["rows"] if r["case"] == case)
 
 
 @pytest.fixture(scope="module")
@@ -36,92 +42,99 @@ def rates():
 # ---------------------------------------------------------------- against the recorded benchmarks
 
 
+def _table_workload(row):
+    n2 = None if row["path"] == "sym" else row["n"]
+    if row["kernel"] == "fc":
+        return cost.fc_gram(row["n"], n2, d=row["d"], depth=row["depth"], precision=row["dtype"])
+    if row["kernel"] == "cntk":
+        return cost.cntk_gram(row["n"], n2, side=row["side"], depth=row["depth"], readout=row["readout"])
+    return cost.deq_gram(row["n"], n2)
+
+
+def test_every_gram_of_the_newest_table_reproduces_its_measured_time(rates):
+    """The newest ``run.py table`` record calibrates every Gram on both paths: each of its cases, as a
+    workload (x2 None -> the symmetric rate, a different Y -> the cross rate), is predicted at exactly its
+    measured time, from its own row."""
+    newest = max(p.name for p in RECORDS if json.loads(p.read_text())["study"] == "table")
+    rows = json.loads((cost.BENCHMARKS / newest).read_text())["rows"]
+    assert {r["path"] for r in rows} == {"sym", "cross"} and {r["kernel"] for r in rows} == {"fc", "cntk", "deq"}
+    for row in rows:
+        w = _table_workload(row)
+        assert cost.seconds(w, rates["cpu"]) == pytest.approx(row["ours_s"], rel=1e-9), row["case"]
+        used = cost._rates_used(w, rates["cpu"])[0]
+        assert used.source == f"{newest} ({row['case']})"
+
+
 @pytest.mark.parametrize("readout", ["vanilla", "gap"])
-def test_cntk_full_cifar_gram_matches_the_benchmarks_own_extrapolation(rates, readout):
-    """benchmarks/run.py extrapolates the full CIFAR-10 Gram (60,000^2 / 2 pairs, 20 conv layers) from its
-    measured rate with its own formula; the model, calibrated on the same row, must agree (the only
-    difference: 60,000 x 60,001 / 2 distinct pairs against 60,000^2 / 2)."""
-    rate = rates["cpu"][f"cntk:{readout}"]
-    row = next(r for r in _record(rate.source)["rows"] if r["readout"] == readout)
-    hours = cost.seconds(cost.cntk_gram(60000, side=32, depth=21, readout=readout), rates["cpu"]) / 3600
+@pytest.mark.parametrize("path", ["sym", "cross"])
+def test_cntk_full_cifar_gram_matches_the_benchmarks_own_extrapolation(rates, readout, path):
+    """benchmarks/run.py extrapolates the full CIFAR-10 Gram (60,000^2 / 2 pairs, 20 conv layers) from each
+    path's measured rate with its own formula; the model, calibrated on the same row, must agree (symmetric:
+    60,000 x 60,001 / 2 distinct pairs against 60,000^2 / 2; cross: a 60,000 x 30,000 Gram has 60,000^2 / 2)."""
+    key = f"cntk:{readout}" + (":cross" if path == "cross" else "")
+    row = _table_row(rates["cpu"][key])
+    w = cost.cntk_gram(60000, None if path == "sym" else 30000, side=32, depth=21, readout=readout)
+    hours = cost.seconds(w, rates["cpu"]) / 3600
     assert hours == pytest.approx(row["cifar10_full_gram_depth21_cpu_hours_extrapolated"], rel=1e-4)
 
 
-def _same_code_rows(study, commit):
-    for path in RECORDS:
-        rec = json.loads(path.read_text())
-        if rec["study"] == study and rec["machine"].get("git_commit") == commit:
-            yield path.name, rec
+# rate key prefix -> the benchmark studies that record it
+STUDIES = {"fc_gram": ("fc", "table"), "cntk": ("cntk", "table"), "deq_gram": ("deq", "table"), "gemm": ("table",),
+           "copy": ("table",), "empirical_ntk": ("empirical",), "train": ("empirical",), "solve_in_place": ("large",),
+           "solve": ("rates",), "depth_iteration": ("rates",), "cntk_call": ("rates",)}
 
 
-@pytest.mark.parametrize("readout", ["vanilla", "gap"])
-def test_cntk_model_against_smaller_recorded_grams(rates, readout):
-    """Every CNTK Gram the benchmarks recorded with the calibration's code (same commit), at other sizes:
-    the model (distinct pairs at the largest Gram's rate) predicts at most the measured time and at least a
-    fifth of it (smaller Grams amortize less: 128 vs 512 vanilla images measured 0.26 of the model's
-    speed-up, 6 vs 16 GAP images 0.31)."""
-    rate = rates["cpu"][f"cntk:{readout}"]
-    commit = _record(rate.source)["machine"]["git_commit"]
-    checked = 0
-    for name, rec in _same_code_rows("cntk", commit):
-        for row in rec["rows"]:
-            if row["readout"] != readout:
-                continue
-            measured = row["n"] ** 2 / row["ours_pairs_per_s"]
-            predicted = cost.seconds(cost.cntk_gram(row["n"], side=rec["image"][0], depth=rec["depth"],
-                                                    readout=readout), rates["cpu"])
-            assert 0.2 * measured <= predicted <= measured, (name, row["n"])
-            checked += 1
-    assert checked >= 2
-
-
-@pytest.mark.parametrize("kind,study", [("fc_gram:float32", "fc"), ("fc_gram:float64", "fc"),
-                                        ("deq_gram", "deq")])
-def test_fc_and_deq_model_reproduce_their_calibration_run(rates, kind, study):
-    """The FC/DEQ Gram's recorded time is its upper tiles' entries at the rate: the model, counting distinct
-    pairs, predicts the same run within the tiles' diagonal waste (<= 20% at the recorded sizes)."""
-    rate = rates["cpu"][kind]
-    rec = _record(rate.source)
-    if study == "fc":
-        row = next(r for r in rec["rows"] if r["dtype"] == kind.split(":")[1])
-        measured = row["ours_s"]
-        w = cost.fc_gram(rec["n"], d=rec["d"], depth=rec["depth"], precision=row["dtype"])
-    else:
-        measured, w = rec["ours_s"], cost.deq_gram(rec["n"])
-    assert 0.8 * measured <= cost.seconds(w, rates["cpu"]) <= measured
-
-
-def test_calibration_takes_the_largest_recorded_size_then_the_newest(rates):
+def test_each_rate_comes_from_the_newest_record_of_its_study(rates):
+    """Every rate's file is the newest (by its UTC-time name) of the files whose study records that kind."""
+    studies = {p.name: json.loads(p.read_text())["study"] for p in RECORDS}
     for key, rate in rates["cpu"].items():
-        study = {"fc_gram": "fc", "cntk": "cntk", "deq_gram": "deq", "empirical_ntk": "empirical",
-                 "train": "empirical"}[key.split(":")[0]]
-        sizes = []
-        for path in RECORDS:
-            rec = json.loads(path.read_text())
-            if rec["study"] != study:
-                continue
-            rows = rec.get("rows") or [rec]
-            label = key.split(":")[1] if ":" in key else None
-            for row in rows:
-                if label in (None, row.get("dtype"), row.get("readout"), row.get("arch")):
-                    sizes.append((row.get("n", rec.get("n")), path.name))
-        assert rate.source.split(" ")[0] == max(sizes)[1], key
+        kind = key.split(":")[0]
+        candidates = [name for name, study in studies.items() if study in STUDIES[kind]
+                      and any(k == key for k, *_ in cost._rows(json.loads((cost.BENCHMARKS / name).read_text())))]
+        assert rate.source.split(" ")[0] == max(candidates), key
 
 
-def test_gpu_rows_are_kept_apart(tmp_path, rates):
-    """A record from a GPU machine rates the GPU column only; without one, GPU hours are None."""
+def _table(n: int, seconds: float, **machine) -> dict:
+    row = {"case": "fc-float64-sym", "kernel": "fc", "path": "sym", "n": n, "d": 8, "depth": 3, "dtype": "float64",
+           "ours_s": seconds, "input_gemm_s": seconds / 2}
+    return {"study": "table", "peak": {}, "rows": [row, {**row, "n": n // 2, "ours_s": seconds / 8}],
+            "machine": {"cpu": "test CPU", "cores": 2, "backend": "cpu", **machine}}
+
+
+def test_newest_record_wins_then_the_largest_size_in_it(tmp_path):
+    """An older record at a larger size loses to a newer one; within a file the largest size calibrates."""
+    (tmp_path / "20990101-0000-table.json").write_text(json.dumps(_table(8000, 1.0)))
+    (tmp_path / "20990102-0000-table.json").write_text(json.dumps(_table(400, 0.5)))
+    rate = cost.load_rates(tmp_path)["cpu"]["fc_gram:float64"]
+    assert rate.source == "20990102-0000-table.json (fc-float64-sym)"
+    assert rate.ref["n"] == 400 and rate.per_s == pytest.approx(400 * 401 / 2 / 0.5)
+    assert rate.ref["input_share"] == 0.5  # input_gemm_s / ours_s
+
+
+def test_a_cross_gram_without_a_cross_record_takes_the_symmetric_rate(tmp_path):
+    (tmp_path / "20990101-0000-table.json").write_text(json.dumps(_table(1000, 2.0)))
+    r = cost.load_rates(tmp_path)
+    sym = cost.seconds(cost.fc_gram(1000, d=8, depth=3), r["cpu"])
+    cross = cost.seconds(cost.fc_gram(1000, 1000, d=8, depth=3), r["cpu"])
+    assert sym == pytest.approx(2.0) and cross == pytest.approx(2.0 * 1000**2 / (1000 * 1001 / 2))
+
+
+def test_gpu_records_rate_the_gpu_column(tmp_path, rates):
+    """A ``run.py table`` record from a GPU machine rates the GPU column only (here: the same table 100x
+    faster); without one, GPU hours are None."""
     src = cost.BENCHMARKS / rates["cpu"]["cntk:gap"].source.split(" ")[0]
     rec = json.loads(src.read_text())
     rec["machine"] = {**rec["machine"], "backend": "gpu", "devices": ["NVIDIA H100"]}
     for row in rec["rows"]:
-        row["ours_pairs_per_s"] *= 100
+        row["ours_s"] /= 100
     shutil.copy(src, tmp_path / src.name)
-    (tmp_path / "20990101-0000-cntk.json").write_text(json.dumps(rec))
+    (tmp_path / "20990101-0000-table.json").write_text(json.dumps(rec))
     both = cost.load_rates(tmp_path)
-    w = [cost.cntk_gram(1000, side=32, depth=21, readout="gap")]
+    w = [cost.cntk_gram(1000, side=32, depth=21, readout="gap"), cost.cntk_gram(100, 1000, side=32, depth=21,
+                                                                               readout="gap")]
     c = cost.stage_cost("x/y", w, both)
     assert c.gpu_hours == pytest.approx(c.cpu_hours / 100)
-    assert "≈ 14 GPU-min" in c.summary() and "≈ 23 CPU-h" in c.summary()
+    assert f"≈ {cost.duration(c.gpu_hours, 'GPU')}" in c.summary() and "NVIDIA H100" in both["gpu"]["cntk:gap"].machine
     cpu_only = cost.stage_cost("x/y", w, cost.load_rates(cost.BENCHMARKS))
     assert cpu_only.gpu_hours is None and "no GPU rate measured" in cpu_only.summary()
 
@@ -136,12 +149,24 @@ def test_distinct_pairs_brute_force(n1, n2):
     assert cost.distinct_pairs(n1, n2) == len(pairs)
 
 
-@pytest.mark.parametrize("n,itemsize", [(100, 8), (1000, 8), (4000, 4), (3001, 4)])
-def test_evaluated_pairs_counts_the_upper_tiles(n, itemsize):
-    count, b = block_grid(n, itemsize)
-    rows, cols = tile_index(count, count, True)
-    assert cost.evaluated_pairs(n, itemsize) == len(rows) * b * b
-    assert cost.distinct_pairs(n) <= cost.evaluated_pairs(n, itemsize)
+@pytest.mark.parametrize("n1,n2,batch", [(100, None, 64), (512, None, 1024), (200, 70, 256), (33, None, None)])
+def test_block_calls_are_the_calls_the_cntk_makes(monkeypatch, n1, n2, batch):
+    """The calls :func:`cost.block_calls` counts are those ``cntk`` makes (its pair blocks counted by a spy)."""
+    from ntkrepro import blocks
+    from ntkrepro.kernels import conv
+
+    calls = []
+    real = blocks.blockwise_on_host
+
+    def spy(fn, *args, **kwargs):
+        return real(lambda *a: calls.append(a) or fn(*a), *args, **kwargs)
+
+    monkeypatch.setattr(conv, "blockwise_on_host", spy)
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((n1, 4, 4, 3)).astype("float32")
+    x2 = None if n2 is None else rng.standard_normal((n2, 4, 4, 3)).astype("float32")
+    conv.cntk(x1, x2, depth=2, readout="vanilla", batch_size=batch)
+    assert cost.block_calls(n1, n2, side=4, batch_size=batch) == len(calls)
 
 
 def test_fc_macs_is_the_nets_weight_count():
@@ -169,9 +194,25 @@ def test_cnn_macs_counts_every_filter_tap_at_every_pixel(readout):
     assert cost.cnn_macs(side=side, channels=channels, depth=depth, c_in=c_in, readout=readout) == convs + dense
 
 
-def test_solve_macs():
+def test_solve_macs_and_path():
+    """n^3 / 3 for the Cholesky, n^2 per target for the solves, n_test n per target for the predictions; in place
+    exactly when the float64 Gram exceeds the regression's threshold (``gram.LARGE_GRAM_BYTES``)."""
+    from ntkrepro.gram import LARGE_GRAM_BYTES
+
     w = cost.solve(300, targets=10, n_test=50)
-    assert w.size["macs"] == 300**3 / 3 + 300 * 300 * 10 + 50 * 300 * 10
+    assert w.size["macs"] == 300**3 / 3 + 300 * 300 * 10 + 50 * 300 * 10 and not w.size["in_place"]
+    edge = int((LARGE_GRAM_BYTES / 8) ** 0.5)
+    assert not cost.solve(edge, targets=1).size["in_place"] and cost.solve(edge + 1, targets=1).size["in_place"]
+
+
+def test_cnn_params_is_the_nets_weight_count():
+    from ntkrepro.nets import cnn
+
+    for readout in ("vanilla", "gap"):
+        net = cnn(depth=4, channels=5, readout=readout)
+        params = net.init_fn(jax.random.PRNGKey(0), (1, 6, 6, 3))
+        weights = sum(leaf.size for leaf in jax.tree.leaves(params) if leaf.ndim >= 2)
+        assert cost.cnn_params(side=6, channels=5, depth=4, readout=readout) == weights
 
 
 # ---------------------------------------------------------------- the papers' workloads
@@ -235,7 +276,9 @@ def test_cdeq_is_a_cntk_of_its_iterations(rates):
     (lambda: cost.fc_gram(10, d=3, depth=2, precision="float16"), "precision must be one of"),
     (lambda: cost.cntk_gram(10, side=32, depth=3, readout="max"), "readout must be"),
     (lambda: cost.cntk_gram(10, side=32, depth=1, readout="gap"), "depth must be an integer >= 2"),
-    (lambda: cost.train(True, arch="fc", macs=3), "examples must be an integer"),
+    (lambda: cost.train(True, arch="fc", macs=3, params=3, batch=1), "examples must be an integer"),
+    (lambda: cost.train(10, arch="fc", macs=3, params=3, batch=0), "batch must be an integer >= 1"),
+    (lambda: cost.depth_iteration(10, 0, depth=3), "n2 must be an integer >= 1"),
     (lambda: cost.empirical_ntk(3, arch="rnn", macs=3), "arch must be"),
     (lambda: cost.solve(10, targets=0), "targets must be"),
     (lambda: cost_table.estimate("jacot2018", "paper"), "stage must be '<paper>/<artifact>'"),

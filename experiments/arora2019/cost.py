@@ -1,6 +1,6 @@
 """What Arora et al. 2019's stages compute, as workloads for ``ntkrepro.cost`` (sizes from the resolved config)."""
 
-from ntkrepro.cost import cnn_macs, cntk_gram, empirical_ntk, image_side, solve, split_size, train
+from ntkrepro.cost import cnn_macs, cnn_params, cntk_gram, empirical_ntk, image_side, solve, split_size, train
 
 READOUTS = ("vanilla", "gap")
 
@@ -27,8 +27,10 @@ def table1(cfg):
     for readout in READOUTS:
         for depth in c["depths"]:
             for channels in c["channels"]:
-                macs = cnn_macs(side=side, channels=channels, depth=depth, c_in=c_in, out=10, readout=readout)
-                work.append(train(c["epochs"] * (n_tr - c["n_val"]), arch="cnn", macs=macs, count=runs,
+                shape = dict(side=side, channels=channels, depth=depth, c_in=c_in, out=10, readout=readout)
+                work.append(train(c["epochs"] * (n_tr - c["n_val"]), arch="cnn", macs=cnn_macs(**shape),
+                                  params=cnn_params(**shape), batch=c["batch_size"], precision=cfg["precision"],
+                                  count=runs,
                                   what=f"CNN-{readout} depth {depth}, {channels} channels, {c['epochs']} epochs "
                                        f"({runs} lr x kappa runs)"))
     return work
@@ -59,9 +61,10 @@ def theory_checks(cfg):
                            macs=cnn_macs(side=side, channels=w, depth=init["depth"], c_in=c_in, readout=r))
              for w in init["widths"] for r in READOUTS]
     work += [cntk_gram(n_te + n_tr, side=side, depth=tr["depth"], readout="vanilla")]
-    work += [train(tr["steps"] * n_tr, arch="cnn", count=tr["n_seeds"],
-                   macs=cnn_macs(side=side, channels=w, depth=tr["depth"], c_in=c_in, out=10))
-             for w in tr["widths"]]
+    for w in tr["widths"]:
+        shape = {"side": side, "channels": w, "depth": tr["depth"], "c_in": c_in, "out": 10}
+        work.append(train(tr["steps"] * n_tr, arch="cnn", macs=cnn_macs(**shape), params=cnn_params(**shape),
+                          batch=n_tr, precision=cfg["precision"], count=tr["n_seeds"]))
     return work
 
 

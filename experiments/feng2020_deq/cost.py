@@ -1,18 +1,18 @@
 """What the DEQ-NTK stages (Feng & Kolter) compute, as workloads for ``ntkrepro.cost``."""
 
-from ntkrepro.cost import cdeq_gram, cntk_gram, deq_gram, fc_gram, image_side, solve, split_size
+from ntkrepro.cost import cdeq_gram, cntk_gram, depth_iteration, deq_gram, image_side, solve, split_size
 
 
 def fig1(cfg):
-    """Per draw, panel and model (NTK, DEQ iteration): one all-depths recursion of (train + test) x train
-    to the deepest depth, then a kernel regression per depth."""
+    """Per draw, panel and model (NTK, DEQ iteration): one all-depths iteration of (train + test) x train
+    to the deepest depth, every depth kept (``deq_kernels(..., all_depths=True)``), then a kernel regression
+    per depth."""
     p = cfg["params"]
-    side, channels = image_side(cfg["data"])
     jobs = p["n_draws"] * len(p["panels"]) * 2
     rows = p["n_train"] + p["n_test"]
-    return [fc_gram(rows, p["n_train"], d=side * side * channels, depth=max(p["depths"]), count=jobs,
-                    what=f"all-depths recursion ({rows} x {p['n_train']}, to depth {max(p['depths'])})"),
-            solve(p["n_train"], targets=10, n_test=p["n_test"], count=jobs * len(p["depths"]))]
+    return [depth_iteration(rows, p["n_train"], depth=max(p["depths"]), precision=cfg["precision"], count=jobs),
+            solve(p["n_train"], targets=10, n_test=p["n_test"], precision=cfg["precision"],
+                  count=jobs * len(p["depths"]))]
 
 
 def _deq_rows(cfg, settings: int):

@@ -4,17 +4,18 @@ from ntkrepro.cost import cnn_macs, cntk_gram, empirical_ntk, fc_gram, fc_macs, 
 
 
 def gram_cost(cfg):
-    """Every timed Gram, ``repeats`` times after one warm-up call."""
+    """Every timed Gram, ``repeats`` times after one warm-up call; the CNTKs in the config's fixed blocks of
+    ``batch_size_m`` / ``batch_size_d`` pairs per call (smaller than the kernel's default: more call costs)."""
     p = cfg["params"]
     calls = p["repeats"] + 1
     work = [fc_gram(m, d=p["fc_input_dim"], depth=p["depth"], precision=cfg["precision"], count=calls)
             for m in p["fc"]["m_values"]]
     for readout, key in (("vanilla", "cntk_v"), ("gap", "cntk_gap")):
         q = p[key]
-        work += [cntk_gram(m, side=q["side_for_m"], depth=p["depth"], readout=readout, count=calls)
-                 for m in q["m_values"]]
-        work += [cntk_gram(q["m_for_d"], side=d, depth=p["depth"], readout=readout, count=calls)
-                 for d in q["d_values"]]
+        work += [cntk_gram(m, side=q["side_for_m"], depth=p["depth"], readout=readout, batch_size=q["batch_size_m"],
+                           count=calls) for m in q["m_values"]]
+        work += [cntk_gram(q["m_for_d"], side=d, depth=p["depth"], readout=readout, batch_size=q["batch_size_d"],
+                           count=calls) for d in q["d_values"]]
     return work
 
 

@@ -17,11 +17,18 @@ def table1(cfg):
         data = p["datasets"][name]
         side, c = image_side(data)
         macs = fc_macs(d=side * side * c, width=p["width"], depth=p["depth"], out=10)
-        work.append(train(p["epochs"]["late"] * split_size(data, "train"), arch="fc", macs=macs,
-                          count=len(p["models"]) * p["n_seeds"],
+        work.append(train(p["epochs"]["late"] * split_size(data, "train"), arch="fc", macs=macs, params=macs,
+                          batch=p["batch_size"], precision=cfg["precision"], count=len(p["models"]) * p["n_seeds"],
                           what=f"{name}: {len(p['models'])} FFNNs x {p['n_seeds']} seeds, width {p['width']}, "
                                f"depth {p['depth']}, {p['epochs']['late']} epochs"))
     return work
+
+
+def resnet_params(depth: int, c_in: int = 3, out: int = 100) -> int:
+    """Weights of a CIFAR ResNet-(6n+2) (:func:`resnet_macs`' convolutions, each counted once, without the
+    1x1 shortcut projections)."""
+    n = (depth - 2) // 6
+    return 9 * c_in * 16 + sum(9 * c * c * 2 * n for c in (16, 32, 64)) + 64 * out
 
 
 def resnet_macs(depth: int, side: int = 32, c_in: int = 3, out: int = 100) -> int:
@@ -40,10 +47,12 @@ def table2(cfg):
     work = []
     for depth in p["depths"]:
         if m["kind"] == "cifar_resnet":
-            arch, macs = "cnn", resnet_macs(depth)
+            arch, macs, params = "cnn", resnet_macs(depth), resnet_params(depth)
         else:
-            arch, macs = "fc", fc_macs(d=side * side * c, width=m["width"], depth=depth, out=10)
-        work.append(train(examples, arch=arch, macs=macs, count=2 * p["n_seeds"],
+            arch = "fc"
+            macs = params = fc_macs(d=side * side * c, width=m["width"], depth=depth, out=10)
+        work.append(train(examples, arch=arch, macs=macs, params=params, batch=p["batch_size"],
+                          precision=cfg["precision"], count=2 * p["n_seeds"],
                           what=f"{m['name']}{depth} standard and scaled x {p['n_seeds']} seeds, "
                                f"{p['epochs']['late']} epochs"))
     return work

@@ -6,46 +6,57 @@ the cost model, knowing no paper. The table of every stage (and the memory of it
     python scripts/cost_table.py --scale paper --stage arora2019/table1 --detail
 
 A stage's cost is the sum of its *workloads*: a Gram matrix of a kernel (:func:`fc_gram`, :func:`cntk_gram`,
-:func:`deq_gram`, :func:`cdeq_gram`), empirical NTKs of finite nets (:func:`empirical_ntk`), SGD/GD steps
-(:func:`train`), a dense solve (:func:`solve`), or work no benchmark rates (:func:`unrated`). Each paper says
-which workloads its artifacts imply in ``experiments/<paper>/cost.py``: ``WORKLOADS = {artifact: fn}`` with
-``fn(cfg) -> list[Workload]`` (``cfg``: the stage's resolved config as a dict, :func:`stage_config`).
+:func:`deq_gram`, :func:`cdeq_gram`), the all-depths kernel iteration (:func:`depth_iteration`), empirical NTKs
+of finite nets (:func:`empirical_ntk`), gradient steps (:func:`train`), a dense solve (:func:`solve`), or work no
+benchmark rates (:func:`unrated`). Each paper says which workloads its artifacts imply in
+``experiments/<paper>/cost.py``: ``WORKLOADS = {artifact: fn}`` with ``fn(cfg) -> list[Workload]`` (``cfg``: the
+stage's resolved config as a dict, :func:`stage_config`).
 
-The model of each kind (seconds = evaluations x work per evaluation / the benchmark's evaluations per second,
-the work relative to the benchmark's own configuration):
+A workload is one or more *terms*, each an amount of work over a measured rate (seconds = amount / rate, the
+amount relative to the benchmark's own configuration ``ref``):
 
-- ``fc_gram``: distinct entries x (share of the input product x d / d_ref + share of the layers x depth /
-  depth_ref), rated by the FC study (``fc``, same dtype). The shares are :data:`FC_INPUT_SHARE` (the split of
-  the n = 4,000 benchmark Gram documented in benchmarks/README.md: x x^T ~0.45 s, the 9 layers ~0.4 s).
+- ``fc_gram``: distinct entries x (input share x d / d_ref + (1 - input share) x depth / depth_ref), at the FC
+  Gram's rate of the same dtype and path; the input share is the benchmark's measured input GEMM time over its
+  Gram time (``run.py table``), :data:`FC_INPUT_SHARE` for the older ``fc`` study that did not time it.
 - ``cntk``: distinct pairs x conv layers / the benchmark's (depth - 1) x (P Q / P_ref Q_ref) for vanilla,
-  x (P Q / P_ref Q_ref)^2 for GAP (all P Q offsets), rated by the CNTK study's row of the same readout.
-- ``deq_gram``: distinct pairs, rated by the DEQ study (float64; the fixed point per pair dominates, d is
-  ignored: an input dimension below the benchmark's 3,072 makes the estimate an upper bound).
+  x (P Q / P_ref Q_ref)^2 for GAP (all P Q offsets), at the CNTK rate of the same readout and path; a Gram
+  in fixed small blocks (``batch_size``) adds its block calls (:func:`block_calls`) at the measured cost of
+  one more call (``benchmarks/rates.py``: the benchmark Grams ran the default blocks; CNTK-V only: CNTK-GAP's
+  small blocks measured no slower).
+- ``deq_gram``: distinct pairs, at the DEQ Gram's rate of the path (float64; the fixed point per pair
+  dominates, d is ignored: an input dimension below the benchmark's 3,072 makes the estimate an upper bound).
 - ``cdeq_gram``: a CNTK-V of (Sigma iterations + 1) layers: the CDEQ Sigma iteration is one conv layer of
   the CNTK recursion (no CDEQ benchmark).
+- ``depth_iteration``: entries x depth at the all-depths iteration's rate (``benchmarks/rates.py``: every
+  depth kept, ~3-4x the FC Gram's cost per entry-layer, which keeps only the last).
 - ``empirical_ntk``: pairs x forward multiply-adds per example / the benchmark net's, rated by the empirical
   study's row of the same architecture (fc: the structured path; cnn: "auto").
-- ``train``: examples processed x forward multiply-adds / the benchmark net's, at the empirical study's time
-  per example (its whole empirical-NTK time / n: one forward and one reverse pass per example, plus the
-  contraction; an upper bound on a batched SGD step).
+- ``train``: per gradient step, the forward and backward multiply-adds (3 x forward, 2 FLOPs each) of the
+  examples at the machine's measured GEMM rate (fc; cnn: the empirical study's time per example, its
+  autodiff path), plus :data:`PARAM_PASSES` passes over the parameters at the measured copy bandwidth
+  (read W forward and backward, write dW, the update reads W and dW and writes W): a small batch of a wide
+  net moves its weights more than it multiplies them (Jacot Fig. 1: width 10,000, 50 points).
 - ``solve``: a Cholesky of K (n^3/3) and the triangular solves (n^2 targets + n_test n targets) in
-  multiply-adds, at the FC study's input-product rate (x x^T: n_ref^2 d_ref / 2 multiply-adds in
-  FC_INPUT_SHARE of its time).
+  multiply-adds; a Gram above ``ntkrepro.gram.LARGE_GRAM_BYTES`` (float64) is factored in place, at the rate of
+  ``run.py large``'s factor and solve of the same dtype (else the measured GEMM rate of the dtype), a smaller
+  one on ``kernel_regression``'s JAX path at ``benchmarks/rates.py``'s rate (~10x below GEMM at n = 1,000).
 
-A workload counts distinct pairs (:func:`distinct_pairs`; a paper-size Gram's upper blocks evaluate about
-that many). A benchmark's rate is its pairs evaluated per second: for the FC and DEQ Grams, whose tiles are
-planned from n alone (``ntkrepro.blocks.block_grid``), the upper tiles' entries (:func:`evaluated_pairs`);
-for the CNTK and the empirical NTK, whose blocks are sized from the free memory of the day (not recorded),
-n^2 (the studies' ``ours_pairs_per_s``, as benchmarks/run.py extrapolates): exact for a one-block Gram
-(CNTK-GAP on 16 images), an optimistic rate by up to 1.8x where the benchmark Gram had several blocks
-(CNTK-V on 512 images: 147,456 evaluations, not 262,144).
+The GEMM and copy rates are the table study's measured peaks (``run.py table``: GEMM n = 2,048 of numpy and
+JAX, the best; numpy's copy of 512 MiB), in multiply-adds and bytes per second.
 
-The calibration row of each study is the one at the largest measured size (a paper-scale Gram amortizes its
-per-block overheads as the largest benchmark did), the newest among equals; CPU and GPU rows apart (a file's
-``machine.backend``). Hours are wall hours on the benchmark's machine (its cores are named; core-hours =
-hours x cores). A stage's memory is not modelled here: it is what the stage's own checks estimate before
-allocating (:func:`memory_need` of the estimates ``checks.refuse_oversized`` sees), the one estimate that both
-the cost table's peak and the stage's cluster job (:func:`job_mem_mb`) use.
+Every count is of distinct pairs (:func:`distinct_pairs`: n (n + 1) / 2 for a symmetric Gram, n1 n2 for a
+cross one), and so is every rate: a benchmark's distinct pairs per second on the symmetric path (K(X, X),
+x2 None), its n^2 per second on the cross path (K(X, Y)), as benchmarks/run.py extrapolates. A cross Gram is
+rated by the cross path, a symmetric one by the symmetric path (the symmetric path at the benchmark's size
+wastes part of its diagonal blocks, so the rate is conservative by up to that share at paper size); a folder
+without a cross record rates a cross Gram by the symmetric path.
+
+The calibration row of each kind is the newest record that has it (file names start with the UTC time),
+the largest size among a file's rows; CPU and GPU records apart (a file's ``machine.backend``: a GPU run of
+``run.py table`` rates the GPU column). Hours are wall hours on the benchmark's machine (its cores are named;
+core-hours = hours x cores). A stage's memory is not modelled here: it is what the stage's own checks estimate
+before allocating (:func:`memory_need` of the estimates ``checks.refuse_oversized`` sees), the one estimate
+that both the cost table's peak and the stage's cluster job (:func:`job_mem_mb`) use.
 """
 
 from __future__ import annotations
@@ -61,7 +72,8 @@ from ntkrepro.checks import array_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks" / "results"
-FC_INPUT_SHARE = 0.5  # share of the FC benchmark Gram's time in x x^T (README: ~0.45 s of 0.82 s; layers ~0.4 s)
+FC_INPUT_SHARE = 0.5  # the old fc study's x x^T share of its Gram (README: ~0.45 s of 0.82 s; layers ~0.4 s)
+PARAM_PASSES = 6  # passes over the weights per gradient step: read forward, read backward, write dW, update (3)
 ITEMSIZE = {"float32": 4, "float64": 8}
 
 
@@ -96,19 +108,15 @@ def _precision(value: str) -> str:
     return value
 
 
+def _path(n2: int | None) -> str:
+    """The benchmark path that rates a Gram: "sym" for K(X, X) (x2 None), "cross" for K(X, Y)."""
+    return "sym" if n2 is None else "cross"
+
+
 def distinct_pairs(n1: int, n2: int | None = None) -> int:
     """Kernel evaluations of a Gram: the upper triangle with the diagonal of a symmetric one (``n2`` None),
     every entry of K(x1, x2)."""
     return n1 * (n1 + 1) // 2 if n2 is None else n1 * n2
-
-
-def evaluated_pairs(n: int, itemsize: int) -> int:
-    """Entries a symmetric n x n FC/DEQ Gram evaluates: its upper tiles, diagonal tiles whole
-    (``ntkrepro.blocks.block_grid`` plans them)."""
-    from ntkrepro.blocks import block_grid
-
-    count, b = block_grid(n, itemsize)
-    return count * (count + 1) // 2 * b * b
 
 
 def fc_gram(n1: int, n2: int | None = None, *, d: int, depth: int, precision: str = "float64", count: int = 1,
@@ -117,30 +125,48 @@ def fc_gram(n1: int, n2: int | None = None, *, d: int, depth: int, precision: st
     n1, d, depth = _positive_int("n1", n1), _positive_int("d", d), _positive_int("depth", depth)
     n2 = None if n2 is None else _positive_int("n2", n2)
     return Workload("fc_gram", what or f"FC Gram {n1} x {n2 or n1}, d={d}, depth {depth}",
-                    {"pairs": distinct_pairs(n1, n2), "d": d, "depth": depth, "precision": _precision(precision)},
+                    {"pairs": distinct_pairs(n1, n2), "path": _path(n2), "d": d, "depth": depth,
+                     "precision": _precision(precision)},
                     _positive_int("count", count))
 
 
-def cntk_gram(n1: int, n2: int | None = None, *, side: int, depth: int, readout: str, count: int = 1,
-              what: str = "") -> Workload:
+def cntk_gram(n1: int, n2: int | None = None, *, side: int, depth: int, readout: str, batch_size: int | None = None,
+              count: int = 1, what: str = "") -> Workload:
     """The exact CNTK Gram (vanilla or GAP readout) of ``side`` x ``side`` images, ``depth`` layers
-    (depth - 1 convolutions)."""
+    (depth - 1 convolutions), in blocks of ``batch_size`` pairs per call (None: the kernel's default,
+    ``ntkrepro.blocks.MAX_PAIRS_PER_BLOCK`` where memory is ample)."""
     n1, side, depth = _positive_int("n1", n1), _positive_int("side", side), _positive_int("depth", depth, minimum=2)
     n2 = None if n2 is None else _positive_int("n2", n2)
     if readout not in ("vanilla", "gap"):
         raise CostError(f"readout must be 'vanilla' or 'gap', got {readout!r}")
+    batch = f", {batch_size} pairs per call" if batch_size else ""
     return Workload("cntk", what or f"CNTK-{'V' if readout == 'vanilla' else 'GAP'} Gram {n1} x {n2 or n1}, "
-                    f"{side}x{side}, depth {depth}",
-                    {"pairs": distinct_pairs(n1, n2), "side": side, "depth": depth, "readout": readout},
+                    f"{side}x{side}, depth {depth}{batch}",
+                    {"pairs": distinct_pairs(n1, n2), "path": _path(n2), "side": side, "depth": depth,
+                     "readout": readout,
+                     "calls": block_calls(n1, n2, side=side, batch_size=batch_size)
+                     if batch_size and readout == "vanilla" else 0},
                     _positive_int("count", count))
+
+
+def block_calls(n1: int, n2: int | None, *, side: int, batch_size: int | None = None) -> int:
+    """Block calls of a CNTK Gram as ``ntkrepro.blocks.plan_pair_blocks`` cuts it (``batch_size`` pairs per
+    block; None: ``MAX_PAIRS_PER_BLOCK``, the default where memory is ample)."""
+    from ntkrepro.blocks import MAX_PAIRS_PER_BLOCK, plan_pair_blocks
+
+    symmetric = n2 is None
+    plan = plan_pair_blocks(n1, n1 if symmetric else n2, pairs=batch_size or MAX_PAIRS_PER_BLOCK,
+                            entries_per_pair=side * side, symmetric=symmetric)
+    rows = -(-n1 // plan.b1)
+    return rows * (rows + 1) // 2 if symmetric else rows * -(-n2 // plan.b2)
 
 
 def deq_gram(n1: int, n2: int | None = None, *, count: int = 1, what: str = "") -> Workload:
     """The DEQ-NTK Gram (fixed point per pair) of ``n1`` (x ``n2``) inputs."""
     n1 = _positive_int("n1", n1)
     n2 = None if n2 is None else _positive_int("n2", n2)
-    return Workload("deq_gram", what or f"DEQ-NTK Gram {n1} x {n2 or n1}", {"pairs": distinct_pairs(n1, n2)},
-                    _positive_int("count", count))
+    return Workload("deq_gram", what or f"DEQ-NTK Gram {n1} x {n2 or n1}",
+                    {"pairs": distinct_pairs(n1, n2), "path": _path(n2)}, _positive_int("count", count))
 
 
 def cdeq_gram(n1: int, n2: int | None = None, *, side: int, iterations: int, count: int = 1,
@@ -166,6 +192,15 @@ def cnn_macs(*, side: int, channels: int, depth: int, c_in: int = 3, out: int = 
     return convs + channels * out * (pixels if readout == "vanilla" else 1)
 
 
+def cnn_params(*, channels: int, depth: int, side: int = 1, c_in: int = 3, out: int = 1, readout: str = "vanilla",
+               filter_size: int = 3) -> int:
+    """Weights of :func:`cnn_macs`' CNN: its multiply-adds with each convolution counted once, not per pixel
+    (``side``: the vanilla readout's input side)."""
+    q2 = filter_size * filter_size
+    convs = q2 * c_in * channels + max(depth - 2, 0) * q2 * channels * channels
+    return convs + channels * out * (side * side if readout == "vanilla" else 1)
+
+
 def empirical_ntk(n1: int, n2: int | None = None, *, arch: str, macs: int, count: int = 1,
                   what: str = "") -> Workload:
     """Empirical NTKs of a finite net (``macs`` forward multiply-adds per example; :func:`fc_macs`,
@@ -178,24 +213,42 @@ def empirical_ntk(n1: int, n2: int | None = None, *, arch: str, macs: int, count
                     _positive_int("count", count))
 
 
-def train(examples: int, *, arch: str, macs: int, count: int = 1, what: str = "") -> Workload:
+def train(examples: int, *, arch: str, macs: int, params: int, batch: int, precision: str = "float64",
+          count: int = 1, what: str = "") -> Workload:
     """Training by gradient steps: ``examples`` examples processed in all (epochs x training set, or steps x
-    batch), a net of ``macs`` forward multiply-adds per example; ``count`` runs (seeds, grid points)."""
+    batch) in batches of ``batch`` (full batch: the training set), a net of ``macs`` forward multiply-adds per
+    example and ``params`` weights; ``count`` runs (seeds, grid points)."""
     _arch(arch)
+    examples, batch = _positive_int("examples", examples), _positive_int("batch", batch)
     return Workload("train", what or f"training ({arch}) on {examples} examples",
-                    {"examples": _positive_int("examples", examples), "arch": arch,
-                     "macs": _positive_int("macs", macs)},
+                    {"examples": examples, "steps": -(-examples // batch), "arch": arch,
+                     "macs": _positive_int("macs", macs), "params": _positive_int("params", params),
+                     "precision": _precision(precision)},
+                    _positive_int("count", count))
+
+
+def depth_iteration(n1: int, n2: int, *, depth: int, precision: str = "float64", count: int = 1,
+                    what: str = "") -> Workload:
+    """The finite-depth kernel iteration of ``n1`` x ``n2`` entries to ``depth`` with every depth kept
+    (``ntkrepro.kernels.deq.deq_kernels(..., all_depths=True)``)."""
+    n1, n2, depth = _positive_int("n1", n1), _positive_int("n2", n2), _positive_int("depth", depth)
+    return Workload("depth_iteration", what or f"all-depths iteration {n1} x {n2} to depth {depth}",
+                    {"entry_layers": n1 * n2 * depth, "precision": _precision(precision)},
                     _positive_int("count", count))
 
 
 def solve(n: int, *, targets: int, n_test: int = 0, precision: str = "float64", count: int = 1,
           what: str = "") -> Workload:
     """Kernel regression: Cholesky of the n x n training Gram, solve for ``targets`` columns, predict
-    ``n_test`` points (rated at the FC study's input-product rate of ``precision``)."""
+    ``n_test`` points; in place when its float64 Gram exceeds ``ntkrepro.gram.LARGE_GRAM_BYTES`` (the regression
+    pairs' rule), else on ``kernel_regression``'s default JAX path."""
+    from ntkrepro.gram import LARGE_GRAM_BYTES
+
     n, targets = _positive_int("n", n), _positive_int("targets", targets)
     n_test = _positive_int("n_test", n_test, minimum=0)
     return Workload("solve", what or f"kernel regression n={n}, {n_test} test points",
-                    {"macs": n**3 / 3 + n * n * targets + n_test * n * targets, "precision": _precision(precision)},
+                    {"macs": n**3 / 3 + n * n * targets + n_test * n * targets, "precision": _precision(precision),
+                     "in_place": 8 * n * n > LARGE_GRAM_BYTES},
                     _positive_int("count", count))
 
 
@@ -232,22 +285,71 @@ def _backend(record: Mapping) -> str:
     return "cpu" if (record.get("machine") or {}).get("backend", "cpu") == "cpu" else "gpu"
 
 
-def _rows(record: Mapping, path: Path) -> Iterable[tuple[str, float, dict, str, int]]:
-    """(kind key, evaluations per second, reference config, row label, size) of every usable row of a file."""
+def _gram_key(kind: str, path: str) -> str:
+    """A Gram rate's key: ``fc_gram:float64`` (the symmetric path), ``fc_gram:float64:cross``."""
+    return kind if path == "sym" else f"{kind}:cross"
+
+
+def _sym_rate(n: int, seconds: float, path: str) -> float:
+    """Distinct pairs per second of a benchmark Gram of n inputs on ``path`` (n (n + 1) / 2 or n^2 pairs)."""
+    return distinct_pairs(n, None if path == "sym" else n) / seconds
+
+
+def _table_rows(record: Mapping) -> Iterable[tuple[str, float, dict, str, int]]:
+    """``run.py table``: both paths of FC, CNTK-V, CNTK-GAP and DEQ, and the machine's GEMM and copy peaks."""
+    peak = record["peak"]
+    for dtype in ITEMSIZE:
+        if f"gemm_peak_{dtype}_gflops" in peak:
+            yield f"gemm:{dtype}", peak[f"gemm_peak_{dtype}_gflops"] * 1e9 / 2, {}, f"GEMM peak {dtype}", 0
+    if "copy_gbs" in peak:
+        yield "copy", peak["copy_gbs"] * 1e9, {}, "copy bandwidth", 0
+    for row in record["rows"]:
+        n, path, label = row["n"], row["path"], row["case"]
+        per_s = _sym_rate(n, row["ours_s"], path)
+        if row["kernel"] == "fc":
+            share = min(1.0, row["input_gemm_s"] / row["ours_s"]) if row.get("input_gemm_s") else FC_INPUT_SHARE
+            ref = {"d": row["d"], "depth": row["depth"], "n": n, "input_share": share}
+            yield _gram_key(f"fc_gram:{row['dtype']}", path), per_s, ref, label, n
+        elif row["kernel"] == "cntk":
+            ref = {"side": row["side"], "depth": row["depth"], "n": n}
+            yield _gram_key(f"cntk:{row['readout']}", path), per_s, ref, label, n
+        elif row["kernel"] == "deq":
+            yield _gram_key("deq_gram", path), per_s, {"n": n}, label, n
+
+
+def _rows(record: Mapping) -> Iterable[tuple[str, float, dict, str, int]]:
+    """(rate key, work per second, reference config, row label, size) of every usable row of a benchmark file."""
     study = record.get("study")
-    if study == "fc":
+    if study == "table":
+        yield from _table_rows(record)
+    elif study == "fc":  # the older per-study files: K(X, X) only
+        n = record["n"]
         for row in record["rows"]:
-            n = record["n"]
-            yield (f"fc_gram:{row['dtype']}", evaluated_pairs(n, ITEMSIZE[row["dtype"]]) / row["ours_s"],
-                   {"d": record["d"], "depth": record["depth"], "n": n, "seconds": row["ours_s"]}, row["dtype"], n)
+            ref = {"d": record["d"], "depth": record["depth"], "n": n, "input_share": FC_INPUT_SHARE}
+            yield f"fc_gram:{row['dtype']}", _sym_rate(n, row["ours_s"], "sym"), ref, row["dtype"], n
     elif study == "cntk":
         for row in record["rows"]:
-            n = row["n"]
+            n = row["n"]  # ours_pairs_per_s counts n^2 pairs
             ref = {"side": record["image"][0], "depth": record["depth"], "n": n}
-            yield f"cntk:{row['readout']}", row["ours_pairs_per_s"], ref, row["readout"], n
+            yield f"cntk:{row['readout']}", _sym_rate(n, n * n / row["ours_pairs_per_s"], "sym"), ref, row["readout"], n
     elif study == "deq":
         n = record["n"]
-        yield "deq_gram", evaluated_pairs(n, 8) / record["ours_s"], {"n": n}, "", n  # the study runs float64
+        yield "deq_gram", _sym_rate(n, record["ours_s"], "sym"), {"n": n}, "", n
+    elif study == "large":  # the in-place factor and solve of the n_train Gram (10 classes)
+        n = record["n_train"]
+        phase = next((ph for ph in record.get("phases", []) if ph["phase"] == "factor_solve"), None)
+        if phase:
+            yield f"solve_in_place:{record['dtype']}", (n**3 / 3 + n * n * 10) / phase["seconds"], {}, "factor_solve", n
+    elif study == "rates":  # benchmarks/rates.py
+        for row in record["rows"]:
+            if row["kind"] == "depth_iteration":
+                yield (f"depth_iteration:{row['dtype']}", row["entry_layers_per_cpu_s"], {},
+                       f"{row['rows']} x {row['cols']} depth {row['depth']}", row["depth"])
+            elif row["kind"] == "cntk_call":  # calls per CPU second of the extra block calls
+                yield (f"cntk_call:{row['readout']}", 1 / row["call_cpu_seconds"], {},
+                       f"batch_size {row['batch_size']}", row["n"])
+            elif row["kind"] == "solve":
+                yield f"solve:{row['dtype']}", row["macs_per_cpu_s"], {}, f"kernel_regression n = {row['n']}", row["n"]
     elif study == "empirical":
         for row in record["rows"]:
             n, arch = row["n"], row["arch"]
@@ -259,12 +361,14 @@ def _rows(record: Mapping, path: Path) -> Iterable[tuple[str, float, dict, str, 
                 macs = cnn_macs(side=row["side"], channels=row["width"], depth=row["depth"])
             ref = {"macs": macs, "n": n}
             yield f"empirical_ntk:{arch}", pairs_per_s, ref, arch, n
-            yield f"train:{arch}", pairs_per_s / n, ref, arch, n  # examples per second: n examples in n^2/pps s
+            if arch == "cnn":  # examples per second: n examples in n^2 / pps s (its autodiff path)
+                yield f"train:{arch}", row["ours_pairs_per_s"] / n, ref, arch, n
 
 
 def load_rates(folder: Path | str = BENCHMARKS) -> dict[str, dict[str, Rate]]:
-    """``{"cpu": {kind key: Rate}, "gpu": {...}}`` from the benchmark files in ``folder``: per kind, the row
-    at the largest size, the newest file among equals. Raises CostError when the folder has no file."""
+    """``{"cpu": {rate key: Rate}, "gpu": {...}}`` from the benchmark files in ``folder``: per key, the newest
+    file that has it (names start with the UTC time), its row at the largest size. Raises CostError when the
+    folder has no file."""
     folder = Path(folder)
     files = sorted(folder.glob("*.json"))
     if not files:
@@ -276,8 +380,8 @@ def load_rates(folder: Path | str = BENCHMARKS) -> dict[str, dict[str, Rate]]:
         except (OSError, json.JSONDecodeError) as err:
             raise CostError(f"{path}: unreadable benchmark file ({err})") from None
         backend = _backend(record)
-        for key, per_s, ref, label, size in _rows(record, path):
-            rank = (size, path.name)
+        for key, per_s, ref, label, size in _rows(record):
+            rank = (path.name, size)
             rate = Rate(key, float(per_s), ref, f"{path.name}" + (f" ({label})" if label else ""),
                         _machine(record.get("machine") or {}))
             if (backend, key) not in best or rank > best[(backend, key)][0]:
@@ -288,39 +392,57 @@ def load_rates(folder: Path | str = BENCHMARKS) -> dict[str, dict[str, Rate]]:
     return out
 
 
-def _rate_key(w: Workload) -> str:
-    s = w.size
-    return {"fc_gram": lambda: f"fc_gram:{s['precision']}", "cntk": lambda: f"cntk:{s['readout']}",
-            "cdeq_gram": lambda: "cntk:vanilla", "deq_gram": lambda: "deq_gram",
-            "empirical_ntk": lambda: f"empirical_ntk:{s['arch']}", "train": lambda: f"train:{s['arch']}",
-            "solve": lambda: f"fc_gram:{s['precision']}"}[w.kind]()
-
-
-def evaluations(w: Workload, ref: Mapping[str, Any]) -> float:
-    """The workload's work in evaluations of the benchmark's reference configuration ``ref`` (one run)."""
+def _terms(w: Workload) -> list[tuple[tuple[str, ...], Any]]:
+    """The workload's terms: (rate keys, the first one a folder has rates it; amount(ref) in the rate's unit)."""
     s = w.size
     if w.kind == "fc_gram":
-        return s["pairs"] * (FC_INPUT_SHARE * s["d"] / ref["d"] + (1 - FC_INPUT_SHARE) * s["depth"] / ref["depth"])
+        def fc(ref):
+            share = ref["input_share"]
+            return s["pairs"] * (share * s["d"] / ref["d"] + (1 - share) * s["depth"] / ref["depth"])
+        return [(_gram_keys(f"fc_gram:{s['precision']}", s["path"]), fc)]
     if w.kind in ("cntk", "cdeq_gram"):
-        spatial = (s["side"] / ref["side"]) ** (2 if s["readout"] == "vanilla" else 4)
-        return s["pairs"] * (s["depth"] - 1) / (ref["depth"] - 1) * spatial
+        def conv(ref):
+            spatial = (s["side"] / ref["side"]) ** (2 if s["readout"] == "vanilla" else 4)
+            return s["pairs"] * (s["depth"] - 1) / (ref["depth"] - 1) * spatial
+        pairs = [(_gram_keys(f"cntk:{s['readout']}", s["path"]), conv)]
+        return pairs + ([((f"cntk_call:{s['readout']}",), lambda ref: s["calls"])] if s.get("calls") else [])
     if w.kind == "deq_gram":
-        return s["pairs"]
+        return [(_gram_keys("deq_gram", s["path"]), lambda ref: s["pairs"])]
+    if w.kind == "depth_iteration":
+        return [((f"depth_iteration:{s['precision']}",), lambda ref: s["entry_layers"])]
     if w.kind == "empirical_ntk":
-        return s["pairs"] * s["macs"] / ref["macs"]
+        return [((f"empirical_ntk:{s['arch']}",), lambda ref: s["pairs"] * s["macs"] / ref["macs"])]
     if w.kind == "train":
-        return s["examples"] * s["macs"] / ref["macs"]
-    if w.kind == "solve":  # in FC Gram entries: one entry's input product is d_ref multiply-adds, FC_INPUT_SHARE of it
-        return s["macs"] / ref["d"] * FC_INPUT_SHARE
+        weights = ((("copy",), lambda ref: s["steps"] * PARAM_PASSES * s["params"] * ITEMSIZE[s["precision"]]))
+        if s["arch"] == "fc":
+            return [((f"gemm:{s['precision']}",), lambda ref: 3 * s["examples"] * s["macs"]), weights]
+        return [(("train:cnn",), lambda ref: s["examples"] * s["macs"] / ref["macs"]), weights]
+    if w.kind == "solve":
+        keys = (f"solve_in_place:{s['precision']}", f"gemm:{s['precision']}") if s["in_place"] else \
+            (f"solve:{s['precision']}",)
+        return [(keys, lambda ref: s["macs"])]
     raise CostError(f"unknown workload kind {w.kind!r}")
+
+
+def _gram_keys(kind: str, path: str) -> tuple[str, ...]:
+    """A cross Gram's rate is the cross path's, else (no cross record) the symmetric path's."""
+    return (kind,) if path == "sym" else (_gram_key(kind, path), kind)
+
+
+def _rates_used(w: Workload, rates: Mapping[str, Rate]) -> list[Rate] | None:
+    """The rate of each of the workload's terms (None when some term has none)."""
+    if w.kind == "unrated":
+        return None
+    used = [next((rates[k] for k in keys if k in rates), None) for keys, _ in _terms(w)]
+    return None if any(r is None for r in used) else used
 
 
 def seconds(w: Workload, rates: Mapping[str, Rate]) -> float | None:
     """Seconds of all ``w.count`` runs of ``w`` at ``rates`` (one backend); None when nothing rates it."""
-    if w.kind == "unrated":
+    used = _rates_used(w, rates)
+    if used is None:
         return None
-    rate = rates.get(_rate_key(w))
-    return None if rate is None else w.count * evaluations(w, rate.ref) / rate.per_s
+    return w.count * sum(amount(r.ref) / r.per_s for (_, amount), r in zip(_terms(w), used, strict=True))
 
 
 # ---------------------------------------------------------------- stages
@@ -416,7 +538,7 @@ def stage_cost(stage: str, workloads: list[Workload], rates: Mapping[str, Mappin
     def total(backend: str) -> float | None:
         parts = [seconds(w, rates.get(backend, {})) for w in workloads if w.kind != "unrated"]
         return None if not parts or any(p is None for p in parts) else sum(parts) / 3600
-    used = [rates["cpu"][_rate_key(w)] for w in workloads if w.kind != "unrated" and _rate_key(w) in rates["cpu"]]
+    used = [r for w in workloads for r in (_rates_used(w, rates.get("cpu", {})) or [])]
     cores = {r.machine for r in used}
     return StageCost(stage, workloads, total("cpu"), total("gpu"), peak_bytes,
                      [w.what for w in workloads if w.kind == "unrated"],
