@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ntkrepro.config import ConfigError, flatten, premise_config, validate
+from ntkrepro.config import ConfigError, experiments, flatten, premise_config, validate
 from ntkrepro.config import compose as compose_experiment
 from ntkrepro.stage import CONF_DIR
 
@@ -38,12 +38,7 @@ def test_by_scale_takes_a_rehearsal_value_when_given(scale, expected):
     assert cfg.params.width == expected
 
 
-def _experiments():
-    return sorted(str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
-                  for p in (CONF_DIR / "experiment").glob("*/*.yaml"))
-
-
-@pytest.mark.parametrize("experiment", _experiments())
+@pytest.mark.parametrize("experiment", experiments())
 def test_the_rehearsal_has_the_papers_premise_with_stand_ins_allowed(experiment):
     """Every stage's rehearsal config equals its paper config on every premise key (so its claims are judged
     as at paper scale, and a stand-in makes them data unavailable), differs only in the scale and the
@@ -125,3 +120,47 @@ def test_one_id_one_path():
     assert len(scripts) >= 20 and all((root / "conf/experiment" / f"{experiment_of(p)}.yaml").is_file()
                                       for p in scripts)
     assert not [p for p in stages if 'experiment="' in p.read_text()]  # nowhere spelled by hand
+
+
+def test_every_experiment_config_is_a_file_under_its_id_and_states_no_id():
+    """The id is the file's location: no conf/experiment/<paper>/<artifact>.yaml states paper or artifact (a
+    second spelling), and experiments() lists exactly those files (the stage scripts check their own)."""
+    import yaml
+
+    files = sorted((CONF_DIR / "experiment").glob("*/*.yaml"))
+    assert [f"{f.parent.name}/{f.stem}" for f in files] == experiments() and len(files) >= 20
+    stating = [f.name for f in files if {"paper", "artifact"} & set(yaml.safe_load(f.read_text()) or {})]
+    assert stating == []
+
+
+@pytest.mark.parametrize("experiment", experiments())
+def test_composing_an_id_sets_paper_and_artifact_from_it(experiment):
+    """compose(id) and Hydra's own compose API with experiment=<id> (as a test or a sweep job composes)
+    both give cfg.paper / cfg.artifact equal to the id, and out_dir under it (config.stage_dir)."""
+    from ntkrepro.config import compose, stage_dir
+
+    paper, artifact = experiment.split("/")
+    direct = _compose([f"experiment={experiment}", "scale=smoke", "results_root=/r"])
+    for cfg in (compose(experiment, ["scale=smoke", "results_root=/r"]), direct):
+        assert (cfg.paper, cfg.artifact) == (paper, artifact)
+        assert cfg.out_dir == stage_dir("/r", "smoke", paper, artifact) == f"/r/smoke/{experiment}"
+
+
+@pytest.mark.parametrize("override", ["paper=jacot2018", "artifact=fig1", "+paper=x", "experiment_id=jacot2018/fig1",
+                                      "experiment=jacot2018/fig1", "~experiment"])
+def test_an_override_that_changes_the_id_is_refused_in_one_line(override):
+    from ntkrepro.config import compose
+
+    with pytest.raises(ConfigError) as info:
+        compose("hayou2020/fig1", ["scale=smoke", override])
+    assert str(info.value) == ("error: this stage runs experiment=hayou2020/fig1 (paper and artifact come from "
+                               f"it); got {override}")
+    assert compose("hayou2020/fig1", ["experiment=hayou2020/fig1"]).artifact == "fig1"  # its own id: fine
+
+
+def test_a_config_without_an_id_is_refused_in_one_line():
+    """Composed without experiment= (nor, as the bare test configs here, paper= and artifact=), a config
+    has no id: validate says so in one line instead of failing on a missing value later."""
+    with pytest.raises(ConfigError, match=r"^error: experiment: no experiment id \(compose with "
+                                          r"experiment=<paper>/<artifact>, which sets paper and artifact\)$"):
+        validate(_compose(["scale=smoke"]))

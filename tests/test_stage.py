@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from ntkrepro import tracking  # noqa: E402
-from ntkrepro.config import ConfigError  # noqa: E402
+from ntkrepro.config import ConfigError, experiments  # noqa: E402
 from ntkrepro.stage import CONF_DIR, StageResult, execute  # noqa: E402
 
 
@@ -180,7 +180,7 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_linked(tmp_path):
     assert _client(cfg).get_run(record["mlflow_run_id"]).data.tags["previous_attempt_run_id"] == stale
 
 
-EXPERIMENTS = sorted(f"{p.parent.name}/{p.stem}" for p in (CONF_DIR / "experiment").glob("*/*.yaml"))
+EXPERIMENTS = experiments()
 SCALES = ", ".join(sorted(p.stem for p in (CONF_DIR / "scale").glob("*.yaml")))  # Hydra lists them sorted
 
 
@@ -198,6 +198,20 @@ def test_every_stage_refuses_what_hydra_cannot_compose_in_one_line(experiment, a
     assert message is not None and fragment in message and "\n" not in message, message
     assert command_line_error(experiment, ["seed=1"]) is None
     assert command_line_error(experiment, ["-m", "seed=1,2"]) is None  # sweeps are Hydra's to parse
+
+
+def test_a_stage_refuses_a_sweep_over_its_id_in_one_line(tmp_path):
+    """paper= / artifact= would give a run a second id: the stage script refuses it (exit 2, one line)
+    before Hydra runs anything, a sweep's ``-m`` included (config.id_override_error)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "experiments/hayou2020/fig1.py", "-m", "paper=a,b", "scale=smoke",
+                           f"results_root={tmp_path}"], cwd=CONF_DIR.parent, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: this stage runs experiment=hayou2020/fig1 (paper and artifact come from it); got paper=a,b")
+    assert not any(tmp_path.iterdir())
 
 
 def test_an_unwritable_results_root_is_one_line_before_anything_runs(tmp_path):

@@ -10,6 +10,10 @@ Scale-dependent values are written ``${by_scale:<smoke>,<quick>,<paper>}`` in th
 there, such as a stand-in's name, is a fourth argument ``${by_scale:<smoke>,<quick>,<paper>,<rehearsal>}``);
 its runs carry the scale name ``rehearsal`` (metrics.json, MLflow, report), write under
 ``<results_root>/rehearsal/`` and never count as a reproduction (``ntkrepro.claims``).
+
+The experiment id ``<paper>/<artifact>`` is the location of ``conf/experiment/<paper>/<artifact>.yaml`` (and of
+the stage script, :func:`experiment_of`): the ``experiment=<paper>/<artifact>`` choice sets ``paper`` and
+``artifact`` (:func:`register`), which no config file and no override states.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ class TrackingConfig:
 
 @dataclass
 class BaseConfig:
-    paper: str = MISSING
+    paper: str = MISSING      # set from the experiment id (register), never stated
     artifact: str = MISSING
     seed: int = 0
     precision: str = "float64"
@@ -120,13 +124,44 @@ def experiment_of(stage_file) -> str:
     return f"{path.parent.name}/{path.stem}"
 
 
+def experiments() -> list[str]:
+    """Every experiment id: ``<paper>/<artifact>`` of each ``conf/experiment/<paper>/<artifact>.yaml``."""
+    return sorted(f"{p.parent.name}/{p.stem}" for p in (CONF_DIR / "experiment").glob("*/*.yaml"))
+
+
+ID_KEYS = ("paper", "artifact", "experiment_id")  # set by the experiment choice, never by an override
+
+
+def id_override_error(experiment: str, overrides) -> str | None:
+    """One line for an override that would give a run of ``experiment`` another id (another or no
+    ``experiment=``, or ``paper=`` / ``artifact=`` / ``experiment_id=`` of its own), else None."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if (key == "experiment" and value != experiment) or key in ID_KEYS:
+            return (f"error: this stage runs experiment={experiment} (paper and artifact come from it); "
+                    f"got {override}")
+    return None
+
+
 def register() -> None:
-    """Register the schema and the ``by_scale`` / ``stage_dir`` resolvers (idempotent)."""
-    ConfigStore.instance().store(name="base_schema", node=BaseConfig)
+    """Register the schema, the ``by_scale`` / ``stage_dir`` / ``chosen`` resolvers and, per experiment id
+    ``<paper>/<artifact>``, the option ``experiment_id=<paper>/<artifact>`` setting ``paper`` and
+    ``artifact``: ``conf/config.yaml`` selects it from the ``experiment`` choice, so every way of composing
+    (``compose``, a stage's Hydra app, a sweep job, Hydra's compose API) takes both from the one id
+    (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="base_schema", node=BaseConfig)
+    for experiment in experiments():
+        paper, artifact = experiment.split("/")
+        store.store(group=f"experiment_id/{paper}", name=artifact, package="_global_",
+                    node={"paper": paper, "artifact": artifact})
     if not OmegaConf.has_resolver("by_scale"):
         OmegaConf.register_new_resolver("by_scale", _by_scale)
     if not OmegaConf.has_resolver("stage_dir"):
         OmegaConf.register_new_resolver("stage_dir", stage_dir)
+    if not OmegaConf.has_resolver("chosen"):  # the defaults list's ${chosen:${experiment}}: none -> no option
+        OmegaConf.register_new_resolver("chosen", lambda choice: "none" if choice is None else choice)
 
 
 register()
@@ -194,6 +229,9 @@ def validate(cfg: DictConfig, params_schema: type | None = None) -> None:
     """Check a composed config before any data or compute; raise :class:`ConfigError` (one line naming
     the parameter) on the first bad value. ``params_schema``: the stage's typed ``params`` (a dataclass,
     see ``ntkrepro.checks``); without one, values are checked by key name (``RULES``)."""
+    if OmegaConf.is_missing(cfg, "paper") or OmegaConf.is_missing(cfg, "artifact"):
+        raise ConfigError("error: experiment: no experiment id (compose with experiment=<paper>/<artifact>, "
+                          "which sets paper and artifact)")
     if cfg.scale.name not in SCALES:
         raise bad("scale", f"must be one of {', '.join(SCALES)}", cfg.scale.name)
     if cfg.precision not in PRECISIONS:
@@ -216,11 +254,15 @@ INFRA_PREFIXES = ("tracking.",)
 
 
 def compose(experiment: str, overrides: list[str] = ()) -> DictConfig:
-    """The composed (unresolved) config of ``experiment`` (``<paper>/<artifact>``) with Hydra overrides."""
+    """The composed (unresolved) config of ``experiment`` (``<paper>/<artifact>``) with Hydra overrides;
+    :class:`ConfigError` (one line) for an override that would change its id (``id_override_error``)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    problem = id_override_error(experiment, overrides)
+    if problem:
+        raise ConfigError(problem)
     overrides = [f"experiment={experiment}", *overrides]
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is conf/
         return hydra_compose(config_name="config", overrides=overrides)

@@ -11,7 +11,8 @@ A stage script is a few lines::
         main(run, params=Params)
 
 ``main`` composes ``conf/`` (``experiment=<paper>/<artifact>`` is preset: the script's location,
-``experiments/<paper>/<artifact>.py``, is the one place the id is spelled), validates it (one-line error
+``experiments/<paper>/<artifact>.py``, is the one place the id is spelled; the choice sets ``paper`` and
+``artifact``, which no override may change: ``config.id_override_error``), validates it (one-line error
 and exit status 2 on a bad value, before any compute), runs the stage, then writes into ``out_dir``:
 each figure as PNG and PDF, each table as CSV and Markdown, arrays as ``arrays.npz``, the resolved
 ``config.yaml`` and ``metrics.json`` (schema in design.md section 4), all atomically. Only then is the
@@ -564,13 +565,11 @@ def main(run_fn: Callable[[Any], StageResult], *, params: type | None = None) ->
 
     experiment = config_mod.experiment_of(inspect.getsourcefile(run_fn))
     _importable_by_name(run_fn)
-    given = [a for a in sys.argv[1:] if a.split("=", 1)[0].lstrip("+~") == "experiment"]
-    if any(a.split("=", 1)[1] != experiment for a in given if "=" in a):
-        print(f"error: this stage runs experiment={experiment}; got {given[0]}", file=sys.stderr)
-        sys.exit(2)
-    if not given:
-        sys.argv.append(f"experiment={experiment}")
-    problem = command_line_error(experiment, sys.argv[1:])
+    problem = config_mod.id_override_error(experiment, sys.argv[1:])
+    if problem is None:
+        if f"experiment={experiment}" not in sys.argv[1:]:
+            sys.argv.append(f"experiment={experiment}")
+        problem = command_line_error(experiment, sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(2)
