@@ -227,6 +227,84 @@ def test_monte_carlo_statistics_and_prefix_property():
     np.testing.assert_allclose(shorter.samples, samples[:3], rtol=1e-12)
 
 
+MC_CASES = {  # (net, inputs, options): every implementation and kind of monte_carlo_kernel's chunks
+    "structured": (lambda: fc(depth=3, width=7, out_dim=2, sigma_b2=0.1), (5, 3), {}),
+    "jacobian_full": (lambda: fc(depth=2, width=6, out_dim=2), (4, 3),
+                      {"implementation": "jacobian", "outputs": "full"}),
+    "ntvp": (lambda: fc(depth=2, width=5, out_dim=2), (4, 3), {"implementation": "ntvp"}),
+    "cnn_jacobian": (lambda: cnn(depth=2, channels=2, out_dim=2), (3, 3, 3, 1), {"implementation": "jacobian"}),
+    "readout_nngp": (lambda: fc(depth=3, width=6, sigma_b2=0.2), (4, 3), {"kind": "nngp", "readout": "mask"}),
+    "output_covariance": (lambda: fc(depth=2, width=6, out_dim=2), (4, 3), {"kind": "nngp", "outputs": "full"}),
+}
+
+
+@pytest.mark.parametrize("vmapped", [False, True], ids=["sequential", "vmapped"])
+@pytest.mark.parametrize("case", list(MC_CASES))
+def test_monte_carlo_chunks_equal_one_draw_at_a_time(case, vmapped, monkeypatch):
+    """Chunks of draws in one call (one after another, and vmapped) give the draws of the one-draw loop and
+    their brute-force mean and std, for K(x, x) and K(x, y) and a draw count that is no multiple of the chunk."""
+    monkeypatch.setattr(empirical, "VMAP_DRAWS_ON_CPU", vmapped)
+    make_net, shape, options = MC_CASES[case]
+    net = make_net()
+    if options.get("readout") == "mask":
+        options = {**options, "readout": net.readout_mask}
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    key = jax.random.PRNGKey(3)
+    for x2 in (None, x[:2] + 0.5):
+        one = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, x2, n_samples=7, keep_samples=True,
+                                 draws_per_call=1, **options)
+        chunked = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x, x2, n_samples=7, keep_samples=True,
+                                     draws_per_call=3, **options)
+        samples = np.asarray(one.samples)
+        scale = float(np.abs(samples).max())
+        np.testing.assert_allclose(chunked.samples, samples, rtol=1e-12, atol=1e-13 * scale)
+        np.testing.assert_allclose(chunked.mean, samples.mean(0), rtol=1e-12, atol=1e-13 * scale)
+        np.testing.assert_allclose(chunked.std, samples.std(0, ddof=1), rtol=1e-9, atol=1e-13 * scale)
+        np.testing.assert_allclose(one.std, samples.std(0, ddof=1), rtol=1e-9, atol=1e-13 * scale)
+        if options.get("kind") == "nngp":
+            continue
+        if x2 is None:  # the upper triangle mirrored, as the blocked kernel: exactly symmetric
+            axes = (0, 2, 1) if samples.ndim == 3 else (0, 2, 1, 4, 3)
+            np.testing.assert_array_equal(chunked.samples, np.transpose(chunked.samples, axes))
+        params = net.init_fn(jax.random.split(key, 7)[0], x.shape)
+        np.testing.assert_allclose(chunked.samples[0], empirical_ntk(net.apply_fn, params, x, x2, **options),
+                                   rtol=1e-12, atol=1e-13 * scale)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.booleans())
+def test_monte_carlo_chunked_moments_equal_one_by_one(n_samples, per_call, keep):
+    """Chan's merge of chunk moments equals Welford's one-draw updates for any chunk size (the draws are the
+    same: the first m of n_samples draws do not depend on n_samples)."""
+    net = PSD_NET
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 3))
+    one = monte_carlo_kernel(net.init_fn, net.apply_fn, jax.random.PRNGKey(7), x, n_samples=n_samples,
+                             draws_per_call=1, keep_samples=keep)
+    chunked = monte_carlo_kernel(net.init_fn, net.apply_fn, jax.random.PRNGKey(7), x, n_samples=n_samples,
+                                 draws_per_call=per_call, keep_samples=keep)
+    scale = float(jnp.abs(one.mean).max())
+    np.testing.assert_allclose(chunked.mean, one.mean, rtol=1e-12, atol=1e-13 * scale)
+    np.testing.assert_allclose(chunked.std, one.std, rtol=1e-9, atol=1e-12 * scale)
+    assert chunked.n_samples == n_samples and (chunked.samples is None) == (not keep)
+    if keep:
+        np.testing.assert_allclose(chunked.samples, one.samples, rtol=1e-12, atol=1e-13 * scale)
+
+
+def test_monte_carlo_kernel_that_needs_blocks_goes_draw_by_draw(monkeypatch):
+    """A batch_size below the number of inputs keeps the blocked one-draw path whatever draws_per_call."""
+    net = fc(depth=2, width=5)
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
+
+    def unused(*args, **kwargs):
+        raise AssertionError("a chunk of draws was compiled")
+
+    monkeypatch.setattr(empirical, "_draw_chunk", unused)
+    blocked = monte_carlo_kernel(net.init_fn, net.apply_fn, jax.random.PRNGKey(1), x, n_samples=3, batch_size=2,
+                                 draws_per_call=3, keep_samples=True)
+    params = net.init_fn(jax.random.split(jax.random.PRNGKey(1), 3)[2], x.shape)
+    np.testing.assert_allclose(blocked.samples[2], empirical_ntk(net.apply_fn, params, x), rtol=1e-12)
+
+
 def test_monte_carlo_output_covariance_converges_to_the_linear_nngp():
     """Depth 1: f = sqrt(sw2/d) W x + sqrt(sb2) b, so E[f f'] = sw2 x.x'/d + sb2 exactly (no width bias);
     the Monte Carlo mean must be within 5 standard errors of it."""
@@ -312,6 +390,14 @@ def test_monte_carlo_and_distance_bad_input():
     with pytest.raises(ValueError, match="kind"):
         monte_carlo_kernel(net.init_fn, net.apply_fn, jax.random.PRNGKey(0), jnp.ones((2, 3)), n_samples=1,
                            kind="cntk")
+
+    def unused(*args, **kwargs):
+        raise AssertionError("a draw was made")
+
+    for bad_chunk in (0, 2.5, True, -1):
+        with pytest.raises(ValueError, match="draws_per_call must be a positive integer or None"):
+            monte_carlo_kernel(unused, net.apply_fn, jax.random.PRNGKey(0), jnp.ones((2, 3)), n_samples=2,
+                               draws_per_call=bad_chunk)
     with pytest.raises(ValueError, match="shapes differ"):
         kernel_distance(jnp.eye(2), jnp.eye(3))
     with pytest.raises(ValueError, match="zero"):

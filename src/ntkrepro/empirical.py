@@ -45,6 +45,11 @@ COLUMN_CACHE_BYTES = 2**31  # Jacobians of all column blocks are kept when they 
 # float32), the contraction ran at ~1/6 of the flop rate of the NTK-vector products.
 CONTRACTION_WEIGHT = 6.0
 
+# Monte Carlo draws of one compiled call are vmapped on accelerators and run one after another (lax.map) on the
+# CPU, where vmapped draws measured 0.1-0.8x the speed of one draw per call (batched weights turn GEMMs into
+# batched GEMMs and convolutions into grouped ones; benchmarks/mc_draws.py). True vmaps them on the CPU too.
+VMAP_DRAWS_ON_CPU = False
+
 Mask = Any  # a pytree of bools matching params, or a callable params -> such a pytree
 
 
@@ -74,6 +79,14 @@ def _check_inputs(x1, x2) -> tuple[jax.Array, jax.Array | None]:
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _check_count(name: str, value, *, optional: bool = True) -> None:
+    """A positive integer (or None where ``optional``), else a one-line ValueError."""
+    if value is None and optional:
+        return
+    if value is None or isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
 
 
 @partial(jax.jit, static_argnames=("apply_fn",))
@@ -243,6 +256,39 @@ def _choose_implementation(implementation: str, apply_fn, params, x1, x2, mask, 
     return "jacobian" if costs["jacobian"] <= costs["ntvp"] else "ntvp"
 
 
+def _factors_and_contraction(apply_fn, params, mask, implementation: str) -> tuple[Callable, Callable]:
+    """(``factors(xb)``, ``contract(f1, f2, outputs)``) of the Jacobian contraction or of the structured
+    derivatives at ``params`` (traceable: also used inside the compiled Monte Carlo draws)."""
+    if implementation == "structured":
+        selection = _layer_selection(params, mask)
+        return (lambda xb: _structured_factors(taps_of(apply_fn), selection, params, xb)), _structured_contract
+    theta, rest = partition(params, mask)
+    return (lambda xb: _jacobian(apply_fn, theta, rest, xb)), _contract
+
+
+def _row_bytes(params, mask, implementation: str, k: int) -> int:
+    """Bytes of one example's factors: its structured factors, or its Jacobian (also the sizing of "ntvp")."""
+    if implementation == "structured":
+        return _structured_row_bytes(params, k)
+    theta, _ = partition(params, mask)
+    return k * sum(int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(theta))
+
+
+def _entry_bytes(k: int, outputs: str, dtype) -> int:
+    """Bytes of one (x, x') entry of the kernel: one number for the trace over outputs, k x k for "full"."""
+    return (1 if outputs == "trace" else k * k) * jnp.dtype(dtype).itemsize
+
+
+def _auto_batch_size(row_bytes: int, entry_bytes: int) -> int:
+    """Examples per block: one block's factors and one output block within BLOCK_BYTES each."""
+    return max(1, min(BLOCK_BYTES // max(row_bytes, 1), math.isqrt(BLOCK_BYTES // entry_bytes)))
+
+
+def _mirror(block):
+    """The transpose of a kernel block: its pair axes, and its output axes for "full" (b1, b2, k, k)."""
+    return block.transpose(1, 0, 3, 2) if block.ndim == 4 else block.T
+
+
 def empirical_ntk(
     apply_fn: Callable,
     params,
@@ -277,9 +323,7 @@ def empirical_ntk(
     """
     _check_choice("implementation", implementation, IMPLEMENTATIONS)
     _check_choice("outputs", outputs, OUTPUTS)
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    _check_count("batch_size", batch_size)
     x1, x2 = _check_inputs(x1, x2)
     mask = _resolve_mask(trainable, params)
     out = jax.eval_shape(lambda p, x: apply_fn(p, x), params, x1[:1])
@@ -291,24 +335,10 @@ def empirical_ntk(
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2.shape[0]
-    if implementation == "structured":
-        row_bytes = _structured_row_bytes(params, k)
-        selection = _layer_selection(params, mask)
-
-        def factors(xb):
-            return _structured_factors(taps_of(apply_fn), selection, params, xb)
-
-        contract = _structured_contract
-    else:
-        row_bytes = k * sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(theta))
-
-        def factors(xb):
-            return _jacobian(apply_fn, theta, rest, xb)
-
-        contract = _contract
+    factors, contract = _factors_and_contraction(apply_fn, params, mask, implementation)
+    row_bytes = _row_bytes(params, mask, implementation, k)
     if batch_size is None:
-        block_bytes = (k if outputs == "trace" else k * k) * jnp.dtype(out.dtype).itemsize
-        batch_size = max(1, min(BLOCK_BYTES // max(row_bytes, 1), math.isqrt(BLOCK_BYTES // block_bytes)))
+        batch_size = _auto_batch_size(row_bytes, _entry_bytes(k, outputs, out.dtype))
     b1, b2 = int(min(batch_size, n1)), int(min(batch_size, n2))
     # Jacobian contraction: column Jacobians (structured: factors) are computed once and kept when they fit in
     # COLUMN_CACHE_BYTES (otherwise recomputed per row block: for conv nets a Jacobian costs far more than its
@@ -337,10 +367,7 @@ def empirical_ntk(
         f1 = row_factors(r0)
         return (contract(f1, f1 if symmetric and c0 == r0 else column_factors(c0), outputs),)
 
-    def mirror(block):  # the transpose of a block: pair axes, and output axes for "full"
-        return block.transpose(1, 0, 3, 2) if outputs == "full" else block.T
-
-    (result,) = blockwise_on_host(pair_block, n1, n2, b1, b2, symmetric=symmetric, mirror=mirror)
+    (result,) = blockwise_on_host(pair_block, n1, n2, b1, b2, symmetric=symmetric, mirror=_mirror)
     return jnp.asarray(result)
 
 
@@ -364,9 +391,8 @@ def empirical_nngp(
     """
     _check_choice("outputs", outputs, OUTPUTS)
     if readout is not None:
-        implementation = "structured" if taps_of(apply_fn) is not None else "jacobian"
-        return empirical_ntk(apply_fn, params, x1, x2, implementation=implementation, batch_size=batch_size,
-                             trainable=readout, outputs=outputs)
+        return empirical_ntk(apply_fn, params, x1, x2, implementation=_readout_implementation(apply_fn),
+                             batch_size=batch_size, trainable=readout, outputs=outputs)
     x1, x2 = _check_inputs(x1, x2)
     return _output_covariance(apply_fn, params, x1, x1 if x2 is None else x2, outputs)
 
@@ -413,6 +439,7 @@ def monte_carlo_kernel(
     batch_size: int | None = None,
     outputs: str = "trace",
     keep_samples: bool = False,
+    draws_per_call: int | None = None,
 ) -> MonteCarloKernel:
     """Average of ``n_samples`` empirical kernels over independent initializations (survey sec. 4.3).
 
@@ -420,39 +447,170 @@ def monte_carlo_kernel(
     draws are the same for every n_samples >= m. ``kind="ntk"`` averages :func:`empirical_ntk`
     (``trainable``: a ``params -> mask`` callable such as ``Network.trainable_mask``); ``kind="nngp"``
     averages :func:`empirical_nngp` (``readout``: ``params -> mask`` callable such as
-    ``Network.readout_mask``; None = output covariance). Mean and std are accumulated with Welford's
-    update, so memory does not grow with n_samples unless ``keep_samples``.
+    ``Network.readout_mask``; None = output covariance). The implementation is chosen once, on draw 0.
+
+    Draws are evaluated ``draws_per_call`` at a time: init and kernel of a chunk of draws in one compiled
+    call (every implementation and kind; vmapped on accelerators, one after another on the CPU, see
+    VMAP_DRAWS_ON_CPU), the chunk's mean and sum of squared deviations merged
+    into the running ones (Chan et al.'s parallel form of Welford's update), so memory does not grow with
+    n_samples unless ``keep_samples``. Default: as many draws as keep a call's parameters, factors
+    (Jacobians or structured factors) and kernels within BLOCK_BYTES. The chunks are balanced (the last
+    one padded with repeats of its last draw, which do not count). A draw whose kernel needs several
+    blocks (``batch_size`` below the number of inputs, or one draw over BLOCK_BYTES), and
+    ``draws_per_call=1``, go one draw at a time through :func:`empirical_ntk` / :func:`empirical_nngp`.
     """
     _check_choice("kind", kind, KINDS)
-    if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    _check_count("n_samples", n_samples, optional=False)
+    _check_count("draws_per_call", draws_per_call)
+    _check_count("batch_size", batch_size)
     x1, x2 = _check_inputs(x1, x2)
     _check_choice("implementation", implementation, IMPLEMENTATIONS)
-    mean = m2 = None
-    kept = []
-    for s, key_s in enumerate(jax.random.split(key, int(n_samples)), start=1):
-        params = init_fn(key_s, x1.shape)
-        if kind == "ntk" and implementation == "auto":  # decided once: every draw has the same costs
-            implementation = _choose_implementation(implementation, apply_fn, params, x1, x2,
-                                                    _resolve_mask(trainable, params), outputs)
-        if kind == "ntk":
-            sample = empirical_ntk(apply_fn, params, x1, x2, implementation=implementation,
-                                   batch_size=batch_size, trainable=trainable, outputs=outputs)
-        else:
-            sample = empirical_nngp(apply_fn, params, x1, x2, readout=readout, batch_size=batch_size,
-                                    outputs=outputs)
-        sample = np.asarray(sample)
+    _check_choice("outputs", outputs, OUTPUTS)
+    n_samples = int(n_samples)
+    keys = jax.random.split(key, n_samples)
+    params = init_fn(keys[0], x1.shape)  # draw 0: the implementation and the memory per draw
+    if kind == "ntk":
+        mask = _resolve_mask(trainable, params)
+        implementation = _choose_implementation(implementation, apply_fn, params, x1, x2, mask, outputs)
+    elif readout is not None:
+        mask = _resolve_mask(readout, params)
+        implementation = _readout_implementation(apply_fn)
+    else:
+        mask, implementation = None, "covariance"
+    fit = _draws_per_call_that_fit(apply_fn, params, x1, x2, mask, implementation, outputs, batch_size)
+    per_call = min(n_samples, fit if draws_per_call is None or fit <= 1 else int(draws_per_call))
+    if per_call == 1:
+        def chunk_stats(start, stop):  # one draw, blocked by empirical_ntk
+            params_s = params if start == 0 else init_fn(keys[start], x1.shape)
+            sample = _one_draw_blocked(apply_fn, params_s, x1, x2, mask, implementation, batch_size, outputs)
+            return sample, np.zeros_like(sample), sample[None] if keep_samples else None
+    else:
+        per_call = -(-n_samples // -(-n_samples // per_call))  # balanced chunks
+        vmapped = per_call if VMAP_DRAWS_ON_CPU or jax.default_backend() != "cpu" else 1
+        plan = _DrawPlan(init_fn, apply_fn, _mask_spec(mask), implementation, outputs, keep_samples, vmapped)
+
+        def chunk_stats(start, stop):
+            chunk = keys[start:stop]
+            chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], per_call - len(chunk), axis=0)])
+            weights = jnp.arange(per_call) < stop - start
+            mean_b, m2_b, samples = _draw_chunk(plan, chunk, weights, x1, x2)
+            return (np.asarray(mean_b), np.asarray(m2_b),
+                    np.asarray(samples)[:stop - start] if keep_samples else None)
+
+    count, mean, m2, kept = 0, None, None, []
+    for start in range(0, n_samples, per_call):
+        stop = min(start + per_call, n_samples)
+        mean_b, m2_b, samples = chunk_stats(start, stop)
+        count, mean, m2 = _merge_moments(count, mean, m2, stop - start, mean_b, m2_b)
         if keep_samples:
-            kept.append(sample)
-        if mean is None:
-            mean, m2 = sample.copy(), np.zeros_like(sample)
-        else:
-            delta = sample - mean
-            mean += delta / s
-            m2 += delta * (sample - mean)
+            kept.append(samples)
     std = np.sqrt(m2 / (n_samples - 1)) if n_samples > 1 else np.zeros_like(mean)
-    return MonteCarloKernel(jnp.asarray(mean), jnp.asarray(std), int(n_samples),
-                            jnp.asarray(np.stack(kept)) if keep_samples else None)
+    return MonteCarloKernel(jnp.asarray(mean), jnp.asarray(std), n_samples,
+                            jnp.asarray(np.concatenate(kept)) if keep_samples else None)
+
+
+def _merge_moments(count_a: int, mean_a, m2_a, count_b: int, mean_b, m2_b):
+    """(count, mean, sum of squared deviations) of two groups of draws merged (Chan, Golub and LeVeque
+    1979; Welford's update when group b is one draw): delta = mean_b - mean_a,
+    mean = mean_a + delta n_b / n, M2 = M2_a + M2_b + delta^2 n_a n_b / n."""
+    if count_a == 0:
+        return count_b, mean_b.copy(), m2_b.copy()
+    count = count_a + count_b
+    delta = mean_b - mean_a
+    return count, mean_a + delta * (count_b / count), m2_a + m2_b + delta**2 * (count_a * count_b / count)
+
+
+def _readout_implementation(apply_fn) -> str:
+    """The readout-features kernel's implementation: structured derivatives where the net has the hook."""
+    return "structured" if taps_of(apply_fn) is not None else "jacobian"
+
+
+def _draws_per_call_that_fit(apply_fn, params, x1, x2, mask, implementation, outputs, batch_size) -> int:
+    """How many draws one compiled call holds within BLOCK_BYTES: per draw its parameters, its factors for
+    x1 and x2 (or its outputs, for the output covariance) and its kernel; 1 when one draw's kernel is
+    more than one block (``batch_size`` or the automatic block size below the number of inputs)."""
+    out = jax.eval_shape(lambda p, x: apply_fn(p, x), params, x1[:1])
+    k = int(out.shape[-1])
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    entry = _entry_bytes(k, outputs, out.dtype)
+    if implementation == "covariance":
+        row = k * jnp.dtype(out.dtype).itemsize
+    else:
+        row = _row_bytes(params, mask, implementation, k)
+        blocks = _auto_batch_size(row, entry) if batch_size is None else int(batch_size)
+        if blocks < max(n1, n2):
+            return 1
+    per_draw = (sum(leaf.nbytes for leaf in jax.tree.leaves(params)) + row * (n1 + (0 if x2 is None else n2))
+                + entry * n1 * n2)
+    return max(1, BLOCK_BYTES // per_draw)
+
+
+def _one_draw_blocked(apply_fn, params, x1, x2, mask, implementation, batch_size, outputs) -> np.ndarray:
+    """One draw's kernel through the blocked :func:`empirical_ntk` (or the output covariance)."""
+    if implementation == "covariance":
+        return np.asarray(empirical_nngp(apply_fn, params, x1, x2, outputs=outputs))
+    return np.asarray(empirical_ntk(apply_fn, params, x1, x2, implementation=implementation,
+                                    batch_size=batch_size, trainable=mask, outputs=outputs))
+
+
+def _mask_spec(mask):
+    """A mask as a hashable (treedef, leaves) for a static argument (None stays None)."""
+    if mask is None:
+        return None
+    leaves, treedef = jax.tree.flatten(mask)
+    return treedef, tuple(bool(m) for m in leaves)
+
+
+@dataclass(frozen=True)
+class _DrawPlan:
+    """What a chunk of draws of :func:`monte_carlo_kernel` compiles for (hashable: a static argument)."""
+
+    init_fn: Callable
+    apply_fn: Callable
+    mask_spec: Any  # (treedef, bools) or None
+    implementation: str  # "jacobian", "ntvp", "structured" or "covariance" (the output covariance)
+    outputs: str
+    keep_samples: bool
+    vmapped: int  # draws vmapped at once inside the call (lax.map's batch_size; 1: one after another)
+
+
+@partial(jax.jit, static_argnames=("plan",))
+def _draw_chunk(plan: _DrawPlan, keys, weights, x1, x2):
+    """Kernels of a chunk of draws (one per key, ``plan.vmapped`` at a time): the mean and sum of squared
+    deviations over the draws where ``weights`` (bool) is True (False: padding), and the kernels if
+    ``plan.keep_samples``."""
+    mask = None if plan.mask_spec is None else jax.tree.unflatten(*plan.mask_spec)
+
+    def one(key):
+        params = plan.init_fn(key, x1.shape)
+        if plan.implementation == "covariance":
+            return _output_covariance(plan.apply_fn, params, x1, x1 if x2 is None else x2, plan.outputs)
+        return _one_block_ntk(plan.apply_fn, params, x1, x2, mask, plan.implementation, plan.outputs)
+
+    samples = jax.lax.map(one, keys, batch_size=plan.vmapped)
+    w = weights.astype(samples.dtype).reshape((-1,) + (1,) * (samples.ndim - 1))
+    mean = jnp.sum(w * samples, axis=0) / jnp.sum(w)
+    m2 = jnp.sum(w * (samples - mean) ** 2, axis=0)
+    return mean, m2, samples if plan.keep_samples else None
+
+
+def _one_block_ntk(apply_fn, params, x1, x2, mask, implementation: str, outputs: str):
+    """Theta_hat(x1, x2) as one block (traceable); for x2 = None the upper triangle mirrored, as
+    :func:`empirical_ntk` assembles its diagonal blocks."""
+    x2_ = x1 if x2 is None else x2
+    if implementation == "ntvp":
+        theta, rest = partition(params, mask)
+        block = _ntvp(apply_fn, theta, rest, x1, x2_, outputs)
+    else:
+        factors, contract = _factors_and_contraction(apply_fn, params, mask, implementation)
+        f1 = factors(x1)
+        block = contract(f1, f1 if x2 is None else factors(x2_), outputs)
+    if x2 is not None:
+        return block
+    n = x1.shape[0]
+    upper = jnp.triu(jnp.ones((n, n), bool)).reshape((n, n) + (1,) * (block.ndim - 2))
+    return jnp.where(upper, block, _mirror(block))
 
 
 def kernel_distance(h1, h2) -> jax.Array:
