@@ -24,7 +24,7 @@ from jax import lax
 
 from ntkrepro.blocks import blockwise
 from ntkrepro.checks import finite_kernel, real_array
-from ntkrepro.kernels.gaussian import Activation, c_sigma, get_activation, gram_expectations
+from ntkrepro.kernels.gaussian import Activation, broadcast_expectations, c_sigma, get_activation
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["nngp", "ntk"], meta_fields=[])
@@ -120,7 +120,7 @@ def layer_sweep(layer, init, *, all_depths: bool, length: int | None = None, xs=
 
 def gaussian_layer(activation: Activation, d1, d2, cross):
     """One nonlinearity on a tile: (E phi phi on the two diagonals, E phi phi and E phi' phi' on the pairs)."""
-    k, kdot = gram_expectations(activation, d1, cross, d2)
+    k, kdot = broadcast_expectations(activation, d1[:, None], cross, d2[None, :])
     k1 = activation.expectations(d1, d1, d1)[0]
     k2 = activation.expectations(d2, d2, d2)[0]
     return k1, k2, k, kdot
@@ -141,7 +141,7 @@ def dense(state: Kernels, sigma_w2, sigma_b2) -> Kernels:
 
 def nonlinearity(state: Kernels, var1, var2, activation: Activation) -> Kernels:
     """phi on pre-activations of variances var1 (rows), var2 (columns): Sigma <- E phi phi, K <- K E phi' phi'."""
-    k, kdot = gram_expectations(activation, var1, state.nngp, var2)
+    k, kdot = broadcast_expectations(activation, var1[:, None], state.nngp, var2[None, :])
     return Kernels(k, kdot * state.ntk)
 
 
