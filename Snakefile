@@ -37,14 +37,6 @@ SCALE = config["scale"]
 RESULTS_ROOT = config["results"]
 DATA_CACHE = config["data_cache"]
 RESULTS = f"{RESULTS_ROOT}/{SCALE}"
-
-# Run locally, the jobs share this machine's memory: their mem_mb (a stage's own estimate, stage_mem_mb below)
-# may add up to its physical memory, so that two large stages never run side by side (--resources mem_mb=N
-# sets another budget; a cluster's jobs each get their own node memory).
-if workflow.local_exec and "mem_mb" not in workflow.global_resources:
-    from ntkrepro.checks import physical_memory
-
-    workflow.register_resource("mem_mb", physical_memory() // 2**20)
 PAPERS = ["jacot2018", "hayou2020", "arora2019", "feng2020_deq", "golikov2022"]
 
 # Each experiments/<paper>/rules.smk appends its artifacts here: ARTIFACTS[paper] = [names].
@@ -58,11 +50,23 @@ def out(paper, artifact, name="metrics.json"):
     return f"{stage_dir(RESULTS_ROOT, SCALE, paper, artifact)}/{name}"
 
 
-def stage_inputs(paper, artifact):
+def stage_files(paper, artifact):
     """A stage re-runs when its script, config, claims registry or an imported sibling module changes."""
     from workflow_rules import stage_inputs as inputs
 
     return inputs(paper, artifact)
+
+
+from gram_requests import gram_stages
+
+STAGES_WITH_GRAMS = gram_stages()  # <paper>/<artifact> of every stage script with a top-level grams(cfg, data)
+
+
+def stage_inputs(paper, artifact):
+    """A stage rule's inputs: its files (stage_files), and for a stage that declares Grams every tile of them,
+    computed first as one job per tile (rules/gram_stages.smk), so the stage reads them from the cache."""
+    grams = [out(paper, artifact, "gram_tiles.done")] if f"{paper}/{artifact}" in STAGES_WITH_GRAMS else []
+    return stage_files(paper, artifact) + grams
 
 
 def stage_mem_mb(paper, artifact):
@@ -152,7 +156,7 @@ rule paper_cost:
         "scripts/cost_table.py",
         sorted(Path("benchmarks/results").glob("*.json")),
         sorted(Path("experiments").glob("*/cost.py")),
-        sorted({path for p in PAPERS for a in ARTIFACTS[p] for path in stage_inputs(p, a)}),
+        sorted({path for p in PAPERS for a in ARTIFACTS[p] for path in stage_files(p, a)}),
     output:
         f"{RESULTS_ROOT}/paper_cost.json",
     localrule: True

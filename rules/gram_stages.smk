@@ -1,21 +1,20 @@
 # Stage Gram matrices as tile jobs: <stage>_grams targets (included by the main Snakefile after rules/gram.smk).
 #
 # The stages come from the stages themselves: every stage script that declares its Grams (a top-level
-# grams(cfg, data), read from the source by scripts/gram_requests.py, nothing imported). Its requests are
-# written by that script from the stage's own declaration, the list its run computes, so the tile jobs
-# fill exactly the cache the stage reads. The stage rules do not wait for the tiles: a stage computes any
-# missing tile itself (and times it), so `make reproduce` runs as before; `<stage>_grams` first fills the
-# cache as one job per tile (a cluster), after which the stage computes none.
-from gram_requests import gram_stages
-
-STAGES_WITH_GRAMS = gram_stages()  # <paper>/<artifact>, derived
+# grams(cfg, data), read from the source by scripts/gram_requests.py, nothing imported: the Snakefile's
+# STAGES_WITH_GRAMS). Its requests are written by that script from the stage's own declaration, the list its
+# run computes, so the tile jobs fill exactly the cache the stage reads. The stage rule depends on its
+# gram_tiles.done (the Snakefile's stage_inputs): every tile is one job (on a cluster, one job each), each
+# tile records its compute seconds (ntkrepro.gram), and the stage assembles its Grams from the cache and
+# reports their cost from those records. `<stage>_grams` fills the cache alone. A stage run outside
+# Snakemake computes its missing tiles itself.
 
 
 checkpoint gram_stage_requests:
     """The request of every Gram a stage declares (scripts/gram_requests.py): data + request JSONs."""
     input:
         "scripts/gram_requests.py",
-        lambda wc: stage_inputs(*wc.stage.split("/")),
+        lambda wc: [f for f in stage_files(*wc.stage.split("/")) if not f.endswith("claims.yaml")],  # not its claims
     output:
         f"{RESULTS}/{{stage}}/gram_requests.json",
     wildcard_constraints:

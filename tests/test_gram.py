@@ -265,3 +265,50 @@ def test_the_gram_library_knows_no_stage():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]"
+
+
+def _fake_clocks(monkeypatch, wall_step: float, cpu_step: float):
+    """gram's perf_counter / process_time advancing by a fixed step per call: a tile's recorded seconds are
+    then exactly (wall_step, cpu_step) (two reads per tile)."""
+    import itertools
+
+    walls, cpus = itertools.count(step=wall_step), itertools.count(step=cpu_step)
+    monkeypatch.setattr(gram, "perf_counter", lambda: next(walls))
+    monkeypatch.setattr(gram, "process_time", lambda: next(cpus))
+
+
+def test_tiles_record_their_compute_seconds_wherever_computed(ints, tmp_path, monkeypatch):
+    """A Gram's ``seconds`` is the sum of its tiles' records: computed now, read back from the cache,
+    resumed (each tile keeps its own record), or filled by a tile job; None when a tile has no record."""
+    _fake_clocks(monkeypatch, 1.0, 2.0)
+    g = gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
+    assert g.seconds == (6.0, 12.0)  # 6 upper tiles, (1, 2) seconds each
+    monkeypatch.undo()
+    again = gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
+    assert (again.computed_tiles, again.seconds) == (0, (6.0, 12.0))  # from the records, not this call's time
+    gram.tile_path(g.cache_dir, 0, 2).unlink()
+    _fake_clocks(monkeypatch, 10.0, 30.0)
+    resumed = gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
+    assert (resumed.computed_tiles, resumed.seconds) == (1, (15.0, 40.0))  # 5 x (1, 2) + (10, 30)
+    into = gram.compute_gram_into(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False)
+    assert into.seconds == (60.0, 180.0)  # its own tiles (one field: another hash), 6 x (10, 30)
+    spec = gram.make_spec(ints, kernel="test_poly", tile=4)
+    arrays = gram.load_tile(spec, g.cache_dir, 0, 0)
+    gram.save_tile(spec, g.cache_dir, 0, 0, arrays)  # a tile written without a record (an older cache)
+    assert gram.compute_gram(ints, kernel="test_poly", cache_root=tmp_path, tile=4, progress=False).seconds is None
+
+
+def test_tile_job_records_seconds_the_stage_reads(tmp_path, monkeypatch):
+    x = np.random.default_rng(1).standard_normal((5, 3))
+    np.save(tmp_path / "x.npy", x)
+    assert gram.main(["plan", "--x1", str(tmp_path / "x.npy"), "--kernel", "fc", "--kwargs",
+                      '{"depth": 2}', "--tile", "3", "--cache-root", str(tmp_path)]) == 0
+    spec = gram.make_spec(x, kernel="fc", kernel_kwargs={"depth": 2}, tile=3)
+    manifest = tmp_path / "gram" / spec.hash / "manifest.json"
+    _fake_clocks(monkeypatch, 0.5, 1.5)
+    for i, j in spec.tiles():
+        assert gram.main(["tile", "--manifest", str(manifest), "--i", str(i), "--j", str(j)]) == 0
+    monkeypatch.undo()
+    assert gram.tile_seconds(manifest.parent, 0, 1) == (0.5, 1.5)
+    g = gram.compute_gram(x, kernel="fc", kernel_kwargs={"depth": 2}, tile=3, cache_root=tmp_path, progress=False)
+    assert (g.computed_tiles, g.seconds) == (0, (1.5, 4.5))  # 3 tiles computed by the jobs

@@ -197,3 +197,16 @@ def test_large_gram_path_gives_the_stage_the_same_results(tmp_path, monkeypatch,
         assert {r.into for pair in module.grams(cfg, data).values() for r in pair} == {None if threshold else "float64"}
         runs[threshold] = {k: v for k, v in module.run(cfg).metrics.items() if k.startswith(("acc", "best", "gap"))}
     assert runs[0] and runs[0] == runs[default]
+
+
+def test_stage_rules_wait_for_their_declared_tiles(tmp_path):
+    """A stage that declares Grams runs after its requests and tiles (rules/gram_stages.smk); one that
+    declares none does not wait for any."""
+    run = subprocess.run([str(BIN / "snakemake"), "-n", "feng2020_deq_table1", "jacot2018_ntk_pd", "--config",
+                          "scale=smoke", f"results={tmp_path}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    jobs = _jobs(run)
+    assert jobs["gram_stage_requests"] == 1 and jobs["gram_stage_tiles"] == 1
+    assert jobs["feng2020_deq_table1"] == 1 and jobs["jacot2018_ntk_pd"] == 1
+    assert f"{tmp_path}/smoke/feng2020_deq/table1/gram_tiles.done" in run.stdout.split("rule feng2020_deq_table1:")[1]

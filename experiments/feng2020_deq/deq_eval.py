@@ -6,7 +6,6 @@ n_train^2/2 + n_test*n_train, the Cholesky solve as n_train^3)."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.config import gram_cache_root
 from ntkrepro.data.registry import get_spec
 from ntkrepro.gram import GramRequest, regression_requests
-from ntkrepro.io import atomic_write_json
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted, predict_in_blocks, solve
 from ntkrepro.stage import load_split
 
@@ -154,26 +152,6 @@ def load_with(cfg, split: str, *, preprocess: str | None, n: int | None = None):
     return load_split(sub, split, n=n)
 
 
-def gram_timing(result, measured: Timed, *, timing_root: Path) -> tuple[float | None, float | None]:
-    """(wall, CPU) seconds of computing the Gram ``result`` of ``ntkrepro.gram.compute_gram``.
-
-    Measured when every tile was computed now (and recorded in ``timing_root/<gram key>.json``); read
-    from that record when every tile came from the cache; scaled by total / computed tiles after a
-    resumed computation; (None, None) for a cache filled elsewhere (e.g. by per-tile cluster jobs)."""
-    record = timing_root / f"{result.hash}.json"
-    total = result.computed_tiles + result.cached_tiles
-    if result.cached_tiles == 0:
-        atomic_write_json(record, {"wall_s": measured.wall_s, "cpu_s": measured.cpu_s})
-        return measured.wall_s, measured.cpu_s
-    if result.computed_tiles == 0:
-        if not record.exists():
-            return None, None
-        saved = json.loads(record.read_text())
-        return saved["wall_s"], saved["cpu_s"]
-    scale = total / result.computed_tiles
-    return measured.wall_s * scale, measured.cpu_s * scale
-
-
 def deq_vectors(train, test):
     """The DEQ-NTK's inputs: every image flattened to a vector (Sec. 3)."""
     return tuple(np.asarray(d.x).reshape(len(d.x), -1) for d in (train, test))
@@ -217,20 +195,20 @@ def gram_regression(pair: tuple[GramRequest, GramRequest], y_tr, y_te, *, num_cl
     before K(test, train) is computed, one Gram alive at a time (the path ``benchmarks/run.py large``
     measures); else both are assembled and solved in float64.
 
-    Returns the accuracy (percent), the Gram's wall/CPU seconds (see :func:`gram_timing`; None if
-    unknown) and the solve's wall/CPU seconds (factor and predictions). The Gram timings include JAX
-    compilation (a few seconds, negligible at scale); the assembled path's solve is timed after one untimed
-    warm-up solve when n_train <= ``warmup_max_n`` (above it compilation is negligible next to the O(n^3)
-    solve)."""
+    Returns the accuracy (percent), the Grams' wall/CPU seconds (the sum of their tiles' recorded compute
+    times, ``ntkrepro.gram.Gram.seconds``, wherever the tiles were computed: in this process or by the
+    workflow's tile jobs; None if unknown) and the solve's wall/CPU seconds (factor and predictions). The
+    Gram timings include JAX compilation (once per process and tile shape: negligible at scale, a few
+    seconds per tile job at small sizes); the assembled path's solve is timed after one untimed warm-up
+    solve when n_train <= ``warmup_max_n`` (above it compilation is negligible next to the O(n^3) solve)."""
     cache_root = Path(gram_cache_root(cfg.results_root))
-    timing_root = cache_root / "feng2020_deq_gram_timing"
     targets = one_hot_shifted(np.asarray(y_tr), num_classes, pos=label_pos, neg=label_neg)
     n_train, n_test = len(pair[0].x1), len(pair[1].x1)
 
     def gram(request: GramRequest):
         """(ntk, (wall, CPU) seconds) of one Gram."""
-        g = timed(request.compute, str(cache_root), progress=cfg.progress)
-        return g.value.ntk, gram_timing(g.value, g, timing_root=timing_root)
+        g = request.compute(str(cache_root), progress=cfg.progress)
+        return g.ntk, g.seconds or (None, None)
 
     k_train, train_time = gram(pair[0])
     if pair[0].into is None:
@@ -240,7 +218,7 @@ def gram_regression(pair: tuple[GramRequest, GramRequest], y_tr, y_te, *, num_cl
             predict()  # compile for these shapes first: at small n compilation would dominate the timing
         steps = [timed(predict)]
     else:
-        steps = [timed(solve, k_train, targets, ridge=ridge, overwrite_k=True)]
+        steps = [timed(solve, k_train, targets, ridge=ridge, overwrite_k=True, progress=cfg.progress)]
         del k_train  # factored: freed before K(test, train) exists
         k_test, test_time = gram(pair[1])
         steps.append(timed(predict_in_blocks, k_test, steps[0].value))

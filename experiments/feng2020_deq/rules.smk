@@ -4,8 +4,9 @@
 # times its own kernels (a timing must not come from a cache).
 register("feng2020_deq", "fig1", "table1", "table2", "cdeq_cost")
 
-# The tables' whole-split Grams (paper, rehearsal: 50,000-60,000 points) compute on every core a job gets
-# (locally capped at --cores); at smaller scales one thread, as every stage.
+# The tables' whole-split Grams (paper, rehearsal: 50,000-60,000 points, 10-14 GB each) compute on every core a
+# job gets; locally Snakemake caps threads at --cores, so on a machine of up to 8 cores the two tables never
+# run side by side (their memory would add up); at smaller scales one thread, as every stage.
 LARGE_GRAM_THREADS = 8 if SCALE in ("paper", "rehearsal") else 1
 
 

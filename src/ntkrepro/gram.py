@@ -5,13 +5,19 @@ A Gram matrix K(x1[subset1], x2[subset2]) of a registered kernel is split into s
 
     <cache_root>/gram/<hash>/manifest.json        identity + tile grid (+ data paths for the CLI)
     <cache_root>/gram/<hash>/tile_<i>_<j>.npz     arrays nngp / ntk (those the kernel returns) + hash, i, j,
-                                                  sha256 (of the contents, checked on every read)
+                                                  sha256 (of the contents, checked on every read), and
+                                                  wall_s / cpu_s: what computing the tile took
 
 ``<hash>`` is the SHA-256 of the canonical JSON (sorted keys, no spaces) of the identity
 (:class:`GramSpec`): kernel name, kernel keyword arguments, data fingerprints (SHA-256 of the array
 bytes + shape + dtype), subset fingerprints, tile side, dtype, the cache format version and, when not all,
 the outputs kept. A symmetric Gram (x2 None) stores the upper-triangle tiles (j >= i) only and is assembled
 exactly symmetric.
+
+Timing: every tile records the wall and CPU seconds its computation took (in whichever process computed
+it: this one, or a tile job of the workflow; a process's first tile of a shape includes the kernel's
+compilation), and :class:`Gram` sums them (``seconds``), so a Gram's cost is known however its cache was
+filled.
 
 Resuming and checking: :func:`compute_gram` computes only the tiles that are missing, so an
 interrupted run restarted with the same arguments recomputes nothing that was written. Every tile carries
@@ -77,6 +83,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter, process_time
 
 import numpy as np
 
@@ -298,8 +305,10 @@ def make_spec(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = None,
 
 @dataclass(frozen=True)
 class Gram:
-    """An assembled Gram: ``nngp`` / ``ntk`` (None if the kernel has no such output), where it lives, and
-    how many tiles this call computed versus found in the cache."""
+    """An assembled Gram: ``nngp`` / ``ntk`` (None if the kernel has no such output), where it lives, how
+    many tiles this call computed versus found in the cache, and ``seconds``: (wall, CPU) seconds of
+    computing all its tiles, summed over the tiles' records wherever they were computed (None when a tile
+    has no record)."""
 
     nngp: np.ndarray | None
     ntk: np.ndarray | None
@@ -307,6 +316,7 @@ class Gram:
     cache_dir: Path
     computed_tiles: int
     cached_tiles: int
+    seconds: tuple[float, float] | None = None
 
 
 def cache_dir(spec: GramSpec, cache_root: str | Path) -> Path:
@@ -488,14 +498,16 @@ def compute_tile(spec: GramSpec, x1, x2, i: int, j: int, *, kernel_fn: Callable 
     return outputs
 
 
-def save_tile(spec: GramSpec, directory: Path, i: int, j: int, arrays: Mapping) -> Path:
-    """Write a tile atomically with its configuration hash, position and SHA-256 (:func:`tile_digest`): a
-    temporary file named by host and process (so a stale one is recognised, :func:`remove_stale_temps`),
-    flushed to disk, then renamed."""
+def save_tile(spec: GramSpec, directory: Path, i: int, j: int, arrays: Mapping,
+              seconds: tuple[float, float] | None = None) -> Path:
+    """Write a tile atomically with its configuration hash, position and SHA-256 (:func:`tile_digest`), and
+    the (wall, CPU) ``seconds`` its computation took: a temporary file named by host and process (so a
+    stale one is recognised, :func:`remove_stale_temps`), flushed to disk, then renamed."""
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    timing = {} if seconds is None else {"wall_s": np.array(seconds[0]), "cpu_s": np.array(seconds[1])}
     buf = io.BytesIO()
     np.savez(buf, hash=np.array(spec.hash), i=np.array(i), j=np.array(j),
-             sha256=np.array(tile_digest(spec.hash, i, j, arrays)), **arrays)
+             sha256=np.array(tile_digest(spec.hash, i, j, arrays)), **timing, **arrays)
     path = tile_path(directory, i, j)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{next(_TEMP_COUNTER)}.tmp"
@@ -509,6 +521,35 @@ def save_tile(spec: GramSpec, directory: Path, i: int, j: int, arrays: Mapping) 
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def compute_and_save_tile(spec: GramSpec, directory: Path, x1, x2, i: int, j: int, *,
+                          kernel_fn: Callable | None = None, subset1=None, subset2=None) -> dict:
+    """:func:`compute_tile`, timed (wall and this process's CPU seconds), saved with its timing
+    (:func:`save_tile`); returns the arrays."""
+    wall, cpu = perf_counter(), process_time()
+    arrays = compute_tile(spec, x1, x2, i, j, kernel_fn=kernel_fn, subset1=subset1, subset2=subset2)
+    save_tile(spec, directory, i, j, arrays, seconds=(perf_counter() - wall, process_time() - cpu))
+    return arrays
+
+
+def tile_seconds(directory: Path, i: int, j: int) -> tuple[float, float] | None:
+    """The (wall, CPU) seconds recorded with cached tile (i, j), None when it has no record."""
+    try:
+        with np.load(tile_path(directory, i, j), allow_pickle=False) as data:
+            if "wall_s" not in data.files or "cpu_s" not in data.files:
+                return None
+            return float(data["wall_s"]), float(data["cpu_s"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        return None
+
+
+def gram_seconds(spec: GramSpec, directory: Path) -> tuple[float, float] | None:
+    """(wall, CPU) seconds of computing every tile of a Gram, from the tiles' records (None if one lacks it)."""
+    records = [tile_seconds(directory, i, j) for i, j in spec.tiles()]
+    if any(r is None for r in records):
+        return None
+    return sum(r[0] for r in records), sum(r[1] for r in records)
 
 
 def missing_tiles(spec: GramSpec, directory: Path) -> list[tuple[int, int]]:
@@ -573,11 +614,11 @@ def compute_gram(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None = No
     remove_stale_temps(directory)
     todo = missing_tiles(spec, directory)
     for i, j in progress_bar(todo, total=len(todo), desc=f"gram {spec.kernel} {spec.hash[:8]}", enabled=progress):
-        save_tile(spec, directory, i, j, compute_tile(spec, x1, x2, i, j, kernel_fn=fn, subset1=subset1,
-                                                      subset2=subset2))
+        compute_and_save_tile(spec, directory, x1, x2, i, j, kernel_fn=fn, subset1=subset1, subset2=subset2)
     full = assemble(spec, directory)
     return Gram(nngp=full.get("nngp"), ntk=full.get("ntk"), hash=spec.hash, cache_dir=directory,
-                computed_tiles=len(todo), cached_tiles=len(spec.tiles()) - len(todo))
+                computed_tiles=len(todo), cached_tiles=len(spec.tiles()) - len(todo),
+                seconds=gram_seconds(spec, directory))
 
 
 TILE_WORK_ARRAYS = 12  # arrays of one tile's size alive while a tile is computed and cached (an estimate)
@@ -677,9 +718,8 @@ def compute_gram_into(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None
             put(i, j, arrays)
     todo += sorted(absent)
     for i, j in progress_bar(todo, total=len(todo), desc=desc, enabled=progress):
-        arrays = compute_tile(spec, x1, x2, i, j, kernel_fn=fn, subset1=subset1, subset2=subset2)
-        save_tile(spec, directory, i, j, arrays)
-        put(i, j, arrays)
+        put(i, j, compute_and_save_tile(spec, directory, x1, x2, i, j, kernel_fn=fn, subset1=subset1,
+                                        subset2=subset2))
     if mirror and spec.symmetric:
         for i, j in spec.tiles():
             if j > i:
@@ -687,7 +727,8 @@ def compute_gram_into(x1, x2=None, *, kernel: str, kernel_kwargs: Mapping | None
     if isinstance(array, np.memmap):
         array.flush()
     return Gram(nngp=array if field == "nngp" else None, ntk=array if field == "ntk" else None, hash=spec.hash,
-                cache_dir=directory, computed_tiles=len(todo), cached_tiles=len(spec.tiles()) - len(todo))
+                cache_dir=directory, computed_tiles=len(todo), cached_tiles=len(spec.tiles()) - len(todo),
+                seconds=gram_seconds(spec, directory))
 
 
 # ---------------------------------------------------------------- command line
@@ -825,7 +866,7 @@ def _cmd_tile(a) -> int:
     remove_stale_temps(directory, (a.i, a.j))
     if load_tile(spec, directory, a.i, a.j) is None:
         x1, x2, s1, s2 = _load_data(manifest)
-        save_tile(spec, directory, a.i, a.j, compute_tile(spec, x1, x2, a.i, a.j, subset1=s1, subset2=s2))
+        compute_and_save_tile(spec, directory, x1, x2, a.i, a.j, subset1=s1, subset2=s2)
         print(f"computed tile ({a.i}, {a.j}) of {spec.hash}")
     else:
         print(f"tile ({a.i}, {a.j}) of {spec.hash} already cached")

@@ -169,22 +169,6 @@ def test_kernels_at_depths_chunked_equals_single_depth_calls():
         np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
 
 
-def _gram_result(key, computed, cached):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(hash=key, computed_tiles=computed, cached_tiles=cached)
-
-
-def test_gram_timing_measures_records_reads_and_scales(tmp_path):
-    measured = deq_eval.Timed(None, wall_s=4.0, cpu_s=6.0)
-    assert deq_eval.gram_timing(_gram_result("k1", 4, 0), measured, timing_root=tmp_path) == (4.0, 6.0)
-    cached = deq_eval.Timed(None, wall_s=0.01, cpu_s=0.01)  # every tile read back: the record counts
-    assert deq_eval.gram_timing(_gram_result("k1", 0, 4), cached, timing_root=tmp_path) == (4.0, 6.0)
-    resumed = deq_eval.Timed(None, wall_s=1.0, cpu_s=1.5)  # 1 of 4 tiles computed now
-    assert deq_eval.gram_timing(_gram_result("k2", 1, 3), resumed, timing_root=tmp_path) == (4.0, 6.0)
-    assert deq_eval.gram_timing(_gram_result("k3", 0, 4), cached, timing_root=tmp_path) == (None, None)
-
-
 def test_deq_beats_ntk_needs_more_than_both_ci_halfwidths():
     panels = [{"sigma_w2": 0.5, "sigma_b2": 0.5}]
     spectrum = pd.DataFrame([{"panel": "w50_b50", "model": m, "depth": 200, "condition_number": 1.0,
