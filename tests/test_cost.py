@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 import sys
+import time
 from itertools import product
 from pathlib import Path
 
@@ -309,3 +310,96 @@ def test_cli(capsys, tmp_path):
     assert cost_table.main(["--json", "--stage", "feng2020_deq/table1"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["stage"] == "feng2020_deq/table1" and rows[0]["cpu_hours"] > 0
+
+
+# ---------------------------------------------------------------- the model against measured small runs
+#
+# Each test runs a stage's dominant workload at a small size, measures its CPU seconds (after a compiling
+# call) and asserts the model's estimate within FACTOR. Why a factor, and why this one: the
+# model gives wall seconds on the idle benchmark machine (2 cores), and a run's CPU seconds lie between that
+# (one core busy) and cores x that (every core); this shared machine's load (8-14 while these were written)
+# inflates CPU time by up to ~2x (caches, memory bandwidth), and the rates come from other runs at other sizes.
+# A factor of 3 on either side of that range still fails the models these tests replaced (Jacot Fig. 1's
+# training 8x under, DEQ Fig. 1's regressions 50x under). This is a check of the model, not of speed.
+
+FACTOR = 3.0
+
+
+def _cpu_seconds(fn, repeats: int = 1) -> float:
+    """CPU seconds of the fastest of ``repeats`` calls after a compiling one."""
+    jax.block_until_ready(fn())
+    best = math.inf
+    for _ in range(repeats):
+        start = time.process_time()
+        jax.block_until_ready(fn())
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def _assert_within_factor(measured_cpu: float, workloads, rates):
+    seconds = sum(cost.seconds(w, rates["cpu"]) for w in workloads)
+    cores = cost._cores(rates["cpu"]["gemm:float64"].machine)
+    assert seconds / FACTOR <= measured_cpu <= cores * seconds * FACTOR, (measured_cpu, seconds)
+
+
+def test_training_model_against_a_measured_gd_run(rates):
+    """Jacot Fig. 1's dominant workload: full-batch GD of a depth-4 ReLU net, here at width 1,500 on 50
+    points, 20 steps (paper: width 10,000, 200 steps): GEMM multiply-adds plus weight traffic per step."""
+    sys.path.insert(0, str(ROOT / "experiments" / "jacot2018"))
+    from jacot_common import gd_stepper, init_key, jacot_net
+
+    width, n, steps = 1500, 50, 20
+    net = jacot_net(depth=4, width=width, beta=0.1, dtype=np.float64)
+    advance = gd_stepper(net.apply_fn, learning_rate=1.0, steps=steps)
+    params = net.init_fn(init_key(0, width, 0), (1, 2))
+    x = np.random.default_rng(0).standard_normal((n, 2))
+    y = (x[:, :1] * x[:, 1:])
+    macs = cost.fc_macs(d=2, width=width, depth=4)
+    w = cost.train(steps * n, arch="fc", macs=macs, params=macs, batch=n, precision="float64")
+    _assert_within_factor(_cpu_seconds(lambda: advance(params, x, y)), [w], rates)
+
+
+def test_deq_fig1_model_against_a_measured_unit(rates):
+    """DEQ Fig. 1's unit (a draw, panel and model): the all-depths iteration of (train + test) x train and a
+    kernel regression per depth, by the stage's own functions, at the paper's 1,000 / 100 points but depths to
+    20 (paper: 300)."""
+    sys.path.insert(0, str(ROOT / "experiments" / "feng2020_deq"))
+    from fig1 import kernels_at_depths
+
+    from ntkrepro.regression import kernel_regression
+
+    n_tr, n_te, depths = 1000, 100, [1, 5, 20]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n_tr + n_te, 3072))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.eye(10)[rng.integers(0, 10, n_tr)] - 0.1
+    variances = {"sigma_w2": 0.5, "sigma_u2": 0.4, "sigma_b2": 0.1}
+
+    def unit():
+        k_all = kernels_at_depths(x, x[:n_tr], depths=depths, row_chunk=32, variances=variances)
+        return [kernel_regression(k[:n_tr], y, k, ridge=1e-3) for k in k_all]
+
+    work = [cost.depth_iteration(n_tr + n_te, n_tr, depth=max(depths)),
+            cost.solve(n_tr, targets=10, n_test=n_te, count=len(depths))]
+    _assert_within_factor(_cpu_seconds(unit, repeats=2), work, rates)  # best of 2: its solves vary most under load
+
+
+def test_cntk_model_against_a_measured_gram_in_fixed_blocks(rates):
+    """golikov2022/gram_cost's CNTK-V m sweep: 1,024 pairs per call at side 16, depth 3, here on 384 images
+    (paper: to 4,096), rated by the table's CNTK-V (side 32, depth 6, default blocks) plus the block calls."""
+    from ntkrepro.kernels.conv import cntk
+
+    m, side = 384, 16
+    x = np.random.default_rng(0).standard_normal((m, side, side, 3)).astype(np.float32)
+    w = cost.cntk_gram(m, side=side, depth=3, readout="vanilla", batch_size=1024)
+    _assert_within_factor(_cpu_seconds(lambda: cntk(x, depth=3, readout="vanilla", batch_size=1024).ntk), [w], rates)
+
+
+def test_fc_model_against_a_measured_gram(rates):
+    """golikov2022/gram_cost's FC m sweep (d = 3,072, depth 3, float32), here at m = 2,000 (paper: to 16,000),
+    rated by the table's FC (depth 10): the input product and the layers scaled apart."""
+    from ntkrepro.kernels.fc import fc_kernels
+
+    x = np.random.default_rng(0).standard_normal((2000, 3072)).astype(np.float32)
+    w = cost.fc_gram(2000, d=3072, depth=3, precision="float32")
+    _assert_within_factor(_cpu_seconds(lambda: fc_kernels(x, depth=3, dtype=np.float32).ntk), [w], rates)
