@@ -8,7 +8,6 @@ import json
 import math
 import shutil
 import sys
-import time
 from itertools import product
 from pathlib import Path
 
@@ -326,14 +325,11 @@ FACTOR = 3.0
 
 
 def _cpu_seconds(fn, repeats: int = 1) -> float:
-    """CPU seconds of the fastest of ``repeats`` calls after a compiling one."""
-    jax.block_until_ready(fn())
-    best = math.inf
-    for _ in range(repeats):
-        start = time.process_time()
-        jax.block_until_ready(fn())
-        best = min(best, time.process_time() - start)
-    return best
+    """CPU seconds of the fastest of ``repeats`` calls after a compiling one (benchmarks/rates.py's timer)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from rates import best_of
+
+    return best_of(fn, repeats)[1]
 
 
 def _assert_within_factor(measured_cpu: float, workloads, rates):
