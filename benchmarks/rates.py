@@ -129,16 +129,24 @@ def main(argv=None) -> int:
     p.add_argument("--depths", default="50,200")
     p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--solve-sizes", default="1000,2000", help="n of the solves (10 targets, n / 10 test rows)")
+    p.add_argument("--only", default="depth_iteration,cntk_call,solve", help="kinds to measure (comma-separated)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
     a = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     load = [os.getloadavg()]
-    rows = depth_iteration_rows(a.rows, a.cols, a.d, [int(v) for v in a.depths.split(",")], a.dtypes.split(","),
-                                a.repeats, a.seed)
-    rows += cntk_call_rows([("vanilla", 512, 16, 1024)], a.repeats, a.seed)
-    rows += solve_rows([int(v) for v in a.solve_sizes.split(",")], a.dtypes.split(","), 10, a.repeats, a.seed)
+    kinds = {
+        "depth_iteration": lambda: depth_iteration_rows(a.rows, a.cols, a.d, [int(v) for v in a.depths.split(",")],
+                                                        a.dtypes.split(","), a.repeats, a.seed),
+        "cntk_call": lambda: cntk_call_rows([("vanilla", 512, 16, 1024)], a.repeats, a.seed),
+        "solve": lambda: solve_rows([int(v) for v in a.solve_sizes.split(",")], a.dtypes.split(","), 10, a.repeats,
+                                    a.seed),
+    }
+    unknown = set(a.only.split(",")) - set(kinds)
+    if unknown:
+        p.error(f"--only: unknown kinds {sorted(unknown)} (kinds: {', '.join(kinds)})")
+    rows = [row for kind, measure in kinds.items() if kind in a.only.split(",") for row in measure()]
     load.append(os.getloadavg())
     result = {"study": "rates", "rows": rows, "loadavg_start_end": load, "machine": machine(), "args": vars(a),
               "note": "best of repeats after a warm-up call; entry_layers_per_s = rows x cols x depth / wall seconds "

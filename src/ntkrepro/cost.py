@@ -51,11 +51,14 @@ rated by the cross path, a symmetric one by the symmetric path (the symmetric pa
 wastes part of its diagonal blocks, so the rate is conservative by up to that share at paper size); a folder
 without a cross record rates a cross Gram by the symmetric path.
 
-The calibration row of each kind is the newest record that has it (file names start with the UTC time),
-the largest size among a file's rows; CPU and GPU records apart (a file's ``machine.backend``: a GPU run of
-``run.py table`` rates the GPU column). Hours are wall hours on the benchmark's machine (its cores are named;
-core-hours = hours x cores). A stage's memory is not modelled here: it is what the stage's own checks estimate
-before allocating (:func:`memory_need` of the estimates ``checks.refuse_oversized`` sees), the one estimate
+The calibration row of each kind is the newest record that has it (file names start with the UTC time) among
+those measured on a quiet machine (:func:`loaded`: a record at a 1-minute load average above 1.5 x its cores,
+e.g. run.py table at load 9-16 on 2 cores with GEMM at a fifth of its idle rate, calibrates only a kind no
+quiet record has), the largest size among a file's rows; CPU and GPU records apart (a file's
+``machine.backend``: a GPU run of ``run.py table`` rates the GPU column). Hours are wall hours on the
+benchmark's machine (its cores are named; core-hours = hours x cores; ``benchmarks/rates.py``'s rates are per
+CPU second of mostly one-core calls). A stage's memory is not modelled here: it is what the stage's own checks
+estimate before allocating (:func:`memory_need` of the estimates ``checks.refuse_oversized`` sees), the one estimate
 that both the cost table's peak and the stage's cluster job (:func:`job_mem_mb`) use.
 """
 
@@ -365,10 +368,21 @@ def _rows(record: Mapping) -> Iterable[tuple[str, float, dict, str, int]]:
                 yield f"train:{arch}", row["ours_pairs_per_s"] / n, ref, arch, n
 
 
+LOADED = 1.5  # a record whose 1-minute load average exceeds LOADED x its cores was measured on a busy machine
+
+
+def loaded(record: Mapping) -> bool:
+    """Whether a benchmark record was measured on a busy machine (its ``machine.loadavg_1m`` above
+    :data:`LOADED` x its cores: other work took a share of the cores and of the memory bandwidth)."""
+    m = record.get("machine") or {}
+    return (m.get("loadavg_1m") or 0) > LOADED * (m.get("cores") or 1)
+
+
 def load_rates(folder: Path | str = BENCHMARKS) -> dict[str, dict[str, Rate]]:
     """``{"cpu": {rate key: Rate}, "gpu": {...}}`` from the benchmark files in ``folder``: per key, the newest
-    file that has it (names start with the UTC time), its row at the largest size. Raises CostError when the
-    folder has no file."""
+    file that has it (names start with the UTC time) among those measured on a quiet machine (:func:`loaded`;
+    a busy machine's record only where no quiet one has the key), its row at the largest size. Raises
+    CostError when the folder has no file."""
     folder = Path(folder)
     files = sorted(folder.glob("*.json"))
     if not files:
@@ -381,7 +395,7 @@ def load_rates(folder: Path | str = BENCHMARKS) -> dict[str, dict[str, Rate]]:
             raise CostError(f"{path}: unreadable benchmark file ({err})") from None
         backend = _backend(record)
         for key, per_s, ref, label, size in _rows(record):
-            rank = (path.name, size)
+            rank = (not loaded(record), path.name, size)
             rate = Rate(key, float(per_s), ref, f"{path.name}" + (f" ({label})" if label else ""),
                         _machine(record.get("machine") or {}))
             if (backend, key) not in best or rank > best[(backend, key)][0]:
