@@ -226,8 +226,9 @@ def test_not_run_claims_show_what_running_them_costs(report):
     from ntkrepro.cost import BENCHMARKS, hours, load_rates
 
     rate = load_rates()["cpu"]["cntk:gap"]
+    label = rate.source.split("(", 1)[1].rstrip(")")  # "<file> (<case>)": the benchmark row that rates it
     row = next(r for r in json.loads((BENCHMARKS / rate.source.split(" ")[0]).read_text())["rows"]
-               if r["readout"] == "gap")
+               if label in (r.get("case"), r.get("readout")))
     expected = hours(row["cifar10_full_gram_depth21_cpu_hours_extrapolated"])
     summaries = [e["text"] for e in report["page"].find("summary") if "not run at this scale" in e["text"]]
     assert any(f"needs ≈ {expected} CPU-h" in t and "no GPU rate measured" in t and "peak ≈ 29 GB" in t
