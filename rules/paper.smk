@@ -24,7 +24,8 @@
 #   jacot2018/fig1               ~4,500   not run to the end (extrapolated), load 11.4 -> 2.0, peak >= 5.8 GB
 #     the 10 width-500 nets took 30 CPU s in all, the width-10,000 ones ~450 CPU s each (two measured: 465 with
 #     compilation, ~440); it uses ~1.9 cores despite threads=1 (4.3 min wall per wide net at load 3-5). The cost
-#     table says 9 min for the whole stage: its model underestimates the wide nets' training ~8x.
+#     table said 9 min for the whole stage (its model underestimated the wide nets' training ~8x); recalibrated
+#     (training = GEMM FLOPs + weight traffic at the measured peaks) it says 31 min of wall on 2 cores.
 # Sum of CPU times: ~1,140 CPU s measured + ~4,500 extrapolated (jacot2018/fig1) = ~1.6 CPU-h, so paper-fits
 # with --cores 2 needs about 50-80 min on an idle machine (jacot2018/fig1 ~45 min on both cores; the other
 # stages ~19 CPU-min). Under this session's load (9-14) cnn_checks alone took 52 min wall.
@@ -38,7 +39,8 @@
 #   feng2020_deq/fig1, cdeq_cost, table1, table2: CIFAR-10 / MNIST are not on this machine (fig1 and cdeq_cost
 #     are refused at paper scale before any compute): the rehearsal runs them on stand-ins.
 #   golikov2022/gram_cost needs no unavailable data but was not measured to the end: 9 of 29 timing points in
-#     442 CPU s, the larger Grams still to come (the cost table says 7 min; peak RSS >= 5.0 GB so far). Its
+#     442 CPU s, the larger Grams still to come (the cost table said 7 min, now 11 min with the
+#     measured cost of each CNTK block call; peak RSS >= 5.0 GB so far). Its
 #     numbers are timing ratios: measure it on an unloaded machine before adding it.
 #
 # rehearsal: the DEQ-NTK stages that need unavailable data, at the paper's sizes on declared stand-ins
@@ -51,7 +53,8 @@
 #     solve took 468 s and 11.75 GB per setting on an idle machine, three settings, then the CDEQ-NTK row on
 #     2,000/10,000 images).
 #   feng2020_deq/fig1 is not in the rehearsal: 3 of 120 (draw, panel, model) units took 115 CPU s (22-45 s
-#     each), i.e. ~0.75-1.5 CPU-h in all (the cost table says 6 min).
+#     each), i.e. ~0.75-1.5 CPU-h in all (the cost table said 6 min; now 21 min, with the
+#     measured all-depths iteration and solve rates).
 
 PAPER_FITS = {
     "hayou2020": ["eoc_curves", "fig1", "theorem_checks", "cnn_checks"],
