@@ -167,7 +167,7 @@ def fc_layers(gram, var1, var2, dim: int, sigma_w2, sigma_b2, *, activation: Act
     stacked; var1, var2: :func:`layer_variances` of the tile's rows and columns. One ``lax.scan`` step per
     hidden layer, fused by XLA into one elementwise pass over the cache-sized tile: the step carries
     (nngp, ntk) as one complex array, since XLA's CPU backend fuses a step with two outputs into two loops,
-    each evaluating the closed form both need (measured 1.6x the time per layer)."""
+    each evaluating the closed form both need (1.3x the time per layer, float64, measured)."""
 
     def layer(packed, variances):
         packed = _packed(dense(nonlinearity(_unpacked(packed), *variances, activation), sigma_w2, sigma_b2))
