@@ -5,6 +5,7 @@ machine info and the load average.
 
     .venv/bin/python benchmarks/mc_draws.py               # every case, 3 rounds
     .venv/bin/python benchmarks/mc_draws.py --only fc_structured --repeats 5
+    .venv/bin/python benchmarks/mc_draws.py --modes auto --threads 1   # as the stages run (threads=1)
 
 The cases are the stages' calls at quick scale (golikov2022/printed_formulas: FC width 1024 on 6 points,
 structured NTK and output covariance; golikov2022/mc_vs_exact: FC and CNN on digits-shaped inputs, float32,
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkrepro import empirical
+from ntkrepro import empirical, set_cpu_threads
 from ntkrepro.empirical import monte_carlo_kernel
 from ntkrepro.io import atomic_write_text
 from ntkrepro.nets import cnn, fc
@@ -74,7 +75,7 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def study(names: list[str], repeats: int) -> list[dict]:
+def study(names: list[str], modes: list[str], repeats: int) -> list[dict]:
     rows = []
     for name, case in cases().items():
         if names and name not in names:
@@ -90,27 +91,28 @@ def study(names: list[str], repeats: int) -> list[dict]:
                                           **case["options"]).mean
             return run
 
-        nets = {mode: case["net"]() for mode in MODES}  # one fresh net per mode: its first call compiles
-        first = {mode: timed(call(nets[mode], mode)) for mode in MODES}
-        warm = {mode: [] for mode in MODES}
+        nets = {mode: case["net"]() for mode in modes}  # one fresh net per mode: its first call compiles
+        first = {mode: timed(call(nets[mode], mode)) for mode in modes}
+        warm = {mode: [] for mode in modes}
         for _ in range(repeats):
-            for mode in MODES:
+            for mode in modes:
                 warm[mode].append(timed(call(nets[mode], mode)))
-        means = {mode: np.asarray(call(nets[mode], mode)()) for mode in MODES}
+        means = {mode: np.asarray(call(nets[mode], mode)()) for mode in modes}
         scale = float(np.max(np.abs(means["per_draw"])))
         median = {mode: statistics.median(times) for mode, times in warm.items()}
         rows.append({
             "case": name, "stage": case["stage"], "x1": list(x1.shape), "x2": None if x2 is None else list(x2.shape),
             **{k: v for k, v in case["options"].items()},
             "first_call_s": first, "warm_median_s": median, "warm_s": warm,
-            "speedup_first_call": {mode: first["per_draw"] / first[mode] for mode in MODES},
-            "speedup_warm": {mode: median["per_draw"] / median[mode] for mode in MODES},
+            "speedup_first_call": {mode: first["per_draw"] / first[mode] for mode in modes},
+            "speedup_warm": {mode: median["per_draw"] / median[mode] for mode in modes},
             "max_rel_diff_of_mean_vs_per_draw": {mode: float(np.max(np.abs(means[mode] - means["per_draw"]))) / scale
-                                                 for mode in MODES},
+                                                 for mode in modes},
         })
+        speedups = " ".join(f"{m} {rows[-1]['speedup_warm'][m]:.2f}x / {rows[-1]['speedup_first_call'][m]:.2f}x"
+                            for m in modes[1:])
         print(f"{name:18s} first call s {' '.join(f'{m}={t:.2f}' for m, t in first.items())} | warm median s "
-              f"{' '.join(f'{m}={t:.3f}' for m, t in median.items())} | warm speedup auto "
-              f"{rows[-1]['speedup_warm']['auto']:.2f}x, first call {rows[-1]['speedup_first_call']['auto']:.2f}x",
+              f"{' '.join(f'{m}={t:.3f}' for m, t in median.items())} | speedup warm / first call: {speedups}",
               flush=True)
     return rows
 
@@ -118,14 +120,20 @@ def study(names: list[str], repeats: int) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", default=[], choices=list(cases()), help="cases to run (default all)")
+    p.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES),
+                   help="modes to time besides per_draw (default all)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved warm rounds")
+    p.add_argument("--threads", type=int, default=0, help="XLA CPU threads, as a stage's threads= (0: all cores)")
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
     a = p.parse_args()
+    set_cpu_threads(a.threads)
+    modes = ["per_draw"] + [m for m in a.modes if m != "per_draw"]
     before = machine()
-    rows = study(a.only, a.repeats)
+    rows = study(a.only, modes, a.repeats)
     after = machine()
-    result = {"study": "mc", "modes": {m: {"draws_per_call": "auto" if n is None else n, "vmap_draws_on_cpu": v}
-                                       for m, (n, v) in MODES.items()},
+    result = {"study": "mc", "threads": a.threads or "all",
+              "modes": {m: {"draws_per_call": "auto" if MODES[m][0] is None else MODES[m][0],
+                            "vmap_draws_on_cpu": MODES[m][1]} for m in modes},
               "machine": before, "loadavg_1m_after": after["loadavg_1m"], "rows": rows}
     out = a.results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-mc.json"
     atomic_write_text(out, json.dumps(result, indent=2, default=str) + "\n")

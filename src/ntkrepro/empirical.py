@@ -46,8 +46,9 @@ COLUMN_CACHE_BYTES = 2**31  # Jacobians of all column blocks are kept when they 
 CONTRACTION_WEIGHT = 6.0
 
 # Monte Carlo draws of one compiled call are vmapped on accelerators and run one after another (lax.map) on the
-# CPU, where vmapped draws measured 0.1-0.8x the speed of one draw per call (batched weights turn GEMMs into
-# batched GEMMs and convolutions into grouped ones; benchmarks/mc_draws.py). True vmaps them on the CPU too.
+# CPU, where vmapped draws ran at 0.07-0.64x the speed of one draw per call (batched weights turn GEMMs into
+# batched GEMMs and convolutions into grouped ones; benchmarks/results/20261206-1750-mc.json). True vmaps them
+# on the CPU too.
 VMAP_DRAWS_ON_CPU = False
 
 Mask = Any  # a pytree of bools matching params, or a callable params -> such a pytree
