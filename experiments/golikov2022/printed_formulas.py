@@ -47,6 +47,9 @@ from ntkrepro.stage import StageResult, main
 
 ACTIVATIONS = ("relu", "erf")
 KER = (-1, 0, 1)  # the survey's example filter (sec. 4.2, after eq. 62)
+# Monte Carlo draws one per call: these wide FC nets' draws cost their initialization, and chunks of draws in one
+# compiled call measured 0.79-1.0x (benchmarks/results/20261206-1800-mc.json, fc_structured / fc_covariance)
+DRAWS_PER_CALL = 1
 
 # phi and phi' in NumPy, for the quadratures of the printed expectations (eq. 18)
 PHI = {"relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
@@ -488,7 +491,7 @@ def run(cfg) -> StageResult:
         exact = np.asarray(fc_kernels(xs[:, None], depth=2, activation=act, sigma_w2=1.0, dtype=jnp.float64).ntk)
         net = fc(depth=2, width=p.scalar.width, activation=act, sigma_w2=1.0)
         mc = monte_carlo_kernel(net.init_fn, net.apply_fn, _key(cfg.seed, "scalar", act), xs[:, None],
-                                n_samples=p.scalar.draws)
+                                n_samples=p.scalar.draws, draws_per_call=DRAWS_PER_CALL)
         mean, se = np.asarray(mc.mean), np.asarray(mc.stderr)
         metrics[f"scalar_ntk_{act}_rel_error"] = relative_error(printed, exact)
         metrics[f"scalar_ntk_{act}_mc_max_z"] = max_abs_z(printed, mean, se)
@@ -502,8 +505,10 @@ def run(cfg) -> StageResult:
         q1_exact = np.asarray(fc_kernels(x_fc, depth=1, sigma_w2=1.0, dtype=jnp.float64).nngp)
         net = fc(depth=p.fc.depth, width=p.fc.width, activation=act, sigma_w2=1.0)
         key = _key(cfg.seed, "fc", act)
-        mc_ntk = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x_fc, n_samples=p.fc.draws)
-        mc_nngp = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x_fc, n_samples=p.fc.draws, kind="nngp")
+        mc_ntk = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x_fc, n_samples=p.fc.draws,
+                                    draws_per_call=DRAWS_PER_CALL)
+        mc_nngp = monte_carlo_kernel(net.init_fn, net.apply_fn, key, x_fc, n_samples=p.fc.draws, kind="nngp",
+                                     draws_per_call=DRAWS_PER_CALL)
         q1_mc = first_layer_covariance_mc(x_fc, width=p.fc.first_layer_width,
                                           seed=zlib.crc32(f"{cfg.seed}:q1".encode()))
         for name, value, corrected, reference, mc_mean in (
