@@ -42,7 +42,7 @@ from ntkrepro.plotting import band, figure
 from ntkrepro.progress import progress
 from ntkrepro.regression import accuracy, kernel_regression, one_hot_shifted
 from ntkrepro.stage import StageResult, load_split, main
-from ntkrepro.stats import Estimate, local_slopes, mean_se
+from ntkrepro.stats import Estimate, local_slopes, loglog_fit, mean_se, relative_error
 
 ARCHS = ("fc", "cnn")
 PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
@@ -104,12 +104,6 @@ def ntk_draws(net, keys, x) -> np.ndarray:
 # ---------------------------------------------------------------- metrics
 
 
-def relative_error(estimate, exact) -> float:
-    """||estimate - exact||_F / ||exact||_F."""
-    exact = np.asarray(exact, dtype=np.float64)
-    return float(np.linalg.norm(np.asarray(estimate, dtype=np.float64) - exact) / np.linalg.norm(exact))
-
-
 def group_means(samples: np.ndarray, size: int) -> np.ndarray:
     """Means of the disjoint consecutive groups of ``size`` draws, (len(samples) // size, ...)."""
     count = len(samples) // size
@@ -143,11 +137,6 @@ def t_statistic(values) -> float:
         raise ValueError("a t-statistic needs at least 2 replicates")
     se = v.std(ddof=1) / math.sqrt(v.size)
     return float(v.mean() / se) if se > 0 else math.copysign(math.inf, v.mean())
-
-
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of log y against log x."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
 def rms(values) -> float:
@@ -438,8 +427,8 @@ def bootstrap_slope_se(errors_by_width: dict, *, n_boot: int, seed: int) -> floa
     every width with replacement (``errors_by_width``: width -> single-draw errors)."""
     rng = np.random.default_rng(seed)
     widths = sorted(errors_by_width)
-    slopes = [loglog_slope(widths, [np.median(rng.choice(errors_by_width[w], len(errors_by_width[w])))
-                                    for w in widths]) for _ in range(n_boot)]
+    slopes = [loglog_fit(widths, [np.median(rng.choice(errors_by_width[w], len(errors_by_width[w])))
+                                    for w in widths]).slope for _ in range(n_boot)]
     return float(np.std(slopes, ddof=1))
 
 
@@ -470,7 +459,7 @@ def summarize_grid(grid: pd.DataFrame, exact_acc: dict, *,
         widths = sorted(s.width.unique())
         for m in m_values:
             by_width = s[s.M == m].sort_values("width")
-            slope = loglog_slope(by_width.width, by_width.error) if len(widths) > 1 else math.nan
+            slope = loglog_fit(by_width.width, by_width.error).slope if len(widths) > 1 else math.nan
             if m == m_values[0]:
                 name = f"err_slope_width_m{m}_{tag}"
                 metrics[name] = slope
@@ -489,7 +478,7 @@ def summarize_grid(grid: pd.DataFrame, exact_acc: dict, *,
         for w in widths:
             by_m = s[s.width == w].sort_values("M")
             if len(m_values) > 1:
-                slopes_samples.append(loglog_slope(by_m.M, by_m.error))
+                slopes_samples.append(loglog_fit(by_m.M, by_m.error).slope)
         metrics[f"err_slope_samples_max_{tag}"] = (
             float(np.max(slopes_samples[-len(widths):])) if len(m_values) > 1 else math.nan)
         narrow = s[s.width == widths[0]].set_index("M")

@@ -44,6 +44,7 @@ from ntkrepro.kernels.fc import fc_kernels
 from ntkrepro.kernels.gaussian import c_sigma, get_activation
 from ntkrepro.nets import fc
 from ntkrepro.stage import StageResult, main
+from ntkrepro.stats import relative_error
 
 ACTIVATIONS = ("relu", "erf")
 KER = (-1, 0, 1)  # the survey's example filter (sec. 4.2, after eq. 62)
@@ -54,12 +55,6 @@ DRAWS_PER_CALL = 1
 # phi and phi' in NumPy, for the quadratures of the printed expectations (eq. 18)
 PHI = {"relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
        "erf": (special.erf, lambda z: 2.0 / np.sqrt(np.pi) * np.exp(-z * z))}
-
-
-def relative_error(value, reference) -> float:
-    """||value - reference||_F / ||reference||_F."""
-    reference = np.asarray(reference, dtype=np.float64)
-    return float(np.linalg.norm(np.asarray(value, dtype=np.float64) - reference) / np.linalg.norm(reference))
 
 
 # ---------------------------------------------------------------- sec. 4.3: ReLU expectations, as printed
