@@ -152,7 +152,9 @@ def test_stage_memory_follows_scale_and_attempt():
     assert memory_estimates("golikov2022/printed_formulas", "paper") == ()  # no estimate: the floor
     assert stage_mem_mb("golikov2022/printed_formulas", "paper") == MEM_BASE_MB
     (_, n_train, itemsize, power, _), = memory_estimates("feng2020_deq/table1", "paper")  # n_train null: the split
-    assert (n_train, itemsize, power) == (60_000, 8, 2)
+    assert (n_train, itemsize, power) == (60_000, 4, 2)  # the whole split's Gram in float32 at paper scale
+    (_, _, itemsize, _, _), = memory_estimates("feng2020_deq/table1", "quick")
+    assert itemsize == 8  # float64 at the reduced scales
 
 
 def test_slurm_dry_run_shows_each_stage_memory(tmp_path, capsys):
@@ -250,4 +252,6 @@ def test_each_target_set_runs_exactly_its_stages_and_the_cost_table(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         stats = proc.stdout.split("Job stats:")[1].split("total")[0]  # the job table: "<rule>  <count>" lines
         jobs = {m.group(1) for m in re.finditer(r"^([\w-]+)\s+\d+$", stats, re.M)}
-        assert jobs - {target, target.replace("-", "_")} == sets[name] | {"paper_cost"}, proc.stdout[-3000:]
+        grams = {"gram_stage_requests", "gram_stage_tiles"}  # the tiles of the stages that declare Grams
+        assert jobs - {target, target.replace("-", "_")} - grams == sets[name] | {"paper_cost"}, proc.stdout[-3000:]
+        assert (grams <= jobs) == (name == "REHEARSAL_STAGES")  # the DEQ tables declare Grams; paper-fits none
