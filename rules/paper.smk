@@ -47,11 +47,13 @@
 # (conf/scale/rehearsal.yaml; Fashion-MNIST 60,000/10,000 for MNIST, cifar10_shaped 50,000/10,000 for CIFAR-10).
 #   stage                          CPU s   wall      load (start -> end)   peak RSS
 #   feng2020_deq/cdeq_cost           26      4:37     11.7 -> 13.4           0.85 GB
-#   feng2020_deq/table1, table2: not measured in this session (their Gram + solve were being switched to
-#     gram.compute_gram_into + the in-place solve); estimates: table1 ~44 CPU-min (60,000/10,000 Fashion-MNIST,
-#     a 14.4 GB float32 Gram), table2 ~1.9 CPU-h (50,000/10,000 cifar10_shaped: the benchmark's DEQ-NTK Gram +
-#     solve took 468 s and 11.75 GB per setting on an idle machine, three settings, then the CDEQ-NTK row on
-#     2,000/10,000 images).
+#   feng2020_deq/table1 (stop 16, fresh clone of eea4607, float32, threads=2, load ~5): 60,000/10,000 Fashion-MNIST
+#     in 9.9 min wall (866 CPU s user), peak RSS 14.8 GB: Gram 248 s (sum of its tiles' records), in-place Cholesky
+#     of the 60,000^2 float32 K + predictions 441 s (run as the stage after 35 of its 165 tiles came from tile jobs).
+#   feng2020_deq/table2 (stop 16, fresh clone of 030f655, float32, load 5-17): the three DEQ-NTK rows at
+#     50,000/10,000 cifar10_shaped in 84 min wall (train Grams 1.8 / 4.5 / 6.6 min, test Grams 0.9-1.7 min, peak
+#     RSS ~11.5 GB); the CDEQ-NTK row (2,000/10,000 images) was stopped: train Gram ~14 min, the test Gram's 80
+#     tiles projected at over an hour under that load (the cost table says 38 CPU-min for both: to be checked).
 #   feng2020_deq/fig1 is not in the rehearsal: 3 of 120 (draw, panel, model) units took 115 CPU s (22-45 s
 #     each), i.e. ~0.75-1.5 CPU-h in all (the cost table said 6 min; now 21 min, with the
 #     measured all-depths iteration and solve rates).
