@@ -4,7 +4,7 @@
 # grams(cfg, data), read from the source by scripts/gram_requests.py, nothing imported: the Snakefile's
 # STAGES_WITH_GRAMS). Its requests are written by that script from the stage's own declaration, the list its
 # run computes, so the tile jobs fill exactly the cache the stage reads. The stage rule depends on its
-# gram_tiles.done (the Snakefile's stage_inputs): every tile is one job (on a cluster, one job each), each
+# gram_tiles.done (the Snakefile's stage_inputs): every tile is one job (locally or on a cluster), each
 # tile records its compute seconds (ntkrepro.gram), and the stage assembles its Grams from the cache and
 # reports their cost from those records. `<stage>_grams` fills the cache alone. A stage run outside
 # Snakemake computes its missing tiles itself.

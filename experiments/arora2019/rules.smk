@@ -7,7 +7,6 @@ register("arora2019", "table1", "table2", "theory_checks")
 rule arora2019_table1:
     input:
         stage_inputs("arora2019", "table1"),
-        "experiments/arora2019/arora_common.py",
     output:
         out("arora2019", "table1"),
         out("arora2019", "table1", "table1.md"),
@@ -24,7 +23,6 @@ rule arora2019_table1:
 rule arora2019_table2:
     input:
         stage_inputs("arora2019", "table2"),
-        "experiments/arora2019/arora_common.py",
     output:
         out("arora2019", "table2"),
         out("arora2019", "table2", "table2.md"),
@@ -41,7 +39,6 @@ rule arora2019_table2:
 rule arora2019_theory_checks:
     input:
         stage_inputs("arora2019", "theory_checks"),
-        "experiments/arora2019/arora_common.py",
     output:
         out("arora2019", "theory_checks"),
         out("arora2019", "theory_checks", "theory_checks.png"),

@@ -13,7 +13,6 @@ LARGE_GRAM_THREADS = 8 if SCALE in ("paper", "rehearsal") else 1
 rule feng2020_deq_fig1:
     input:
         stage_inputs("feng2020_deq", "fig1"),
-        "experiments/feng2020_deq/deq_eval.py",
     output:
         out("feng2020_deq", "fig1"),
         out("feng2020_deq", "fig1", "fig1.png"),
@@ -30,7 +29,6 @@ rule feng2020_deq_fig1:
 rule feng2020_deq_table1:
     input:
         stage_inputs("feng2020_deq", "table1"),
-        "experiments/feng2020_deq/deq_eval.py",
     output:
         out("feng2020_deq", "table1"),
         out("feng2020_deq", "table1", "table1.md"),
@@ -46,7 +44,6 @@ rule feng2020_deq_table1:
 rule feng2020_deq_table2:
     input:
         stage_inputs("feng2020_deq", "table2"),
-        "experiments/feng2020_deq/deq_eval.py",
     output:
         out("feng2020_deq", "table2"),
         out("feng2020_deq", "table2", "table2.md"),
@@ -62,7 +59,6 @@ rule feng2020_deq_table2:
 rule feng2020_deq_cdeq_cost:
     input:
         stage_inputs("feng2020_deq", "cdeq_cost"),
-        "experiments/feng2020_deq/deq_eval.py",
     output:
         out("feng2020_deq", "cdeq_cost"),
         out("feng2020_deq", "cdeq_cost", "timings.csv"),

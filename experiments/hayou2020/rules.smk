@@ -54,7 +54,6 @@ rule hayou2020_theorem_checks:
 rule hayou2020_cnn_checks:
     input:
         stage_inputs("hayou2020", "cnn_checks"),
-        "experiments/hayou2020/cnn_kernels.py",
     output:
         out("hayou2020", "cnn_checks"),
         out("hayou2020", "cnn_checks", "cnn_checks.md"),
@@ -87,8 +86,6 @@ rule hayou2020_table1:
 rule hayou2020_table2:
     input:
         stage_inputs("hayou2020", "table2"),
-        "experiments/hayou2020/hayou_common.py",
-        "experiments/hayou2020/cifar_resnet.py",
     output:
         out("hayou2020", "table2"),
         out("hayou2020", "table2", "table2.md"),

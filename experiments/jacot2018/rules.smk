@@ -8,7 +8,6 @@ register("jacot2018", "fig1", "fig2", "fig3", "ntk_pd")
 rule jacot2018_fig1:
     input:
         stage_inputs("jacot2018", "fig1"),
-        "experiments/jacot2018/jacot_common.py",
     output:
         out("jacot2018", "fig1"),
         out("jacot2018", "fig1", "fig1.png"),
@@ -25,7 +24,6 @@ rule jacot2018_fig1:
 rule jacot2018_fig2:
     input:
         stage_inputs("jacot2018", "fig2"),
-        "experiments/jacot2018/jacot_common.py",
     output:
         out("jacot2018", "fig2"),
         out("jacot2018", "fig2", "fig2.png"),
@@ -42,7 +40,6 @@ rule jacot2018_fig2:
 rule jacot2018_fig3:
     input:
         stage_inputs("jacot2018", "fig3"),
-        "experiments/jacot2018/jacot_common.py",
     output:
         out("jacot2018", "fig3"),
         out("jacot2018", "fig3", "fig3.png"),
