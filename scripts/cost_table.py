@@ -23,7 +23,6 @@ from pathlib import Path
 
 from ntkrepro import config, cost
 from ntkrepro.checks import array_bytes, recording_estimates
-from ntkrepro.config import CONF_DIR
 from ntkrepro.stage import stage_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,11 +38,6 @@ def paper_models(paper: str, experiments: Path | str = EXPERIMENTS) -> dict[str,
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return dict(getattr(module, "WORKLOADS", {}))
-
-
-def stages() -> list[str]:
-    """Every ``<paper>/<artifact>`` with a config in conf/experiment (the stages Snakemake runs)."""
-    return sorted(f"{p.parent.name}/{p.stem}" for p in (CONF_DIR / "experiment").glob("*/*.yaml"))
 
 
 def workloads(stage: str, scale: str, experiments: Path | str = EXPERIMENTS) -> list[cost.Workload]:
@@ -108,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rates = cost.load_rates(a.benchmarks)
         costs, errors = [], {}
-        for stage in a.stage or stages():
+        for stage in a.stage or config.experiments():
             try:
                 costs.append(estimate(stage, a.scale, rates=rates))
             except Exception as err:  # noqa: BLE001 - one stage that cannot be estimated leaves the others

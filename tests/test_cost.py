@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from ntkrepro import cost
+from ntkrepro import config, cost
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))  # the cost table, as the Snakefile runs it
@@ -247,7 +247,7 @@ def test_gram_workloads_are_the_grams_the_stage_declares(stage, kinds):
 
 @pytest.mark.parametrize("scale", ["smoke", "paper"])
 def test_every_stage_has_a_cost_model(rates, scale):
-    for stage in cost_table.stages():
+    for stage in config.experiments():
         c = cost_table.estimate(stage, scale, rates=rates)
         assert c.workloads, stage
         assert c.cpu_hours is None or (math.isfinite(c.cpu_hours) and c.cpu_hours > 0), stage
