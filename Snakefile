@@ -13,7 +13,7 @@
 # scale (smoke|quick|paper|rehearsal, default quick; rehearsal: the paper's sizes on declared stand-ins, results in
 # <results>/rehearsal), results (root folder, default "results"), data_cache
 # (download cache, default "data_cache"); tracking (sqlite|server|disabled) and tracking_uri (MLflow, see
-# below); mlflow_ui (the MLflow UI the report links to); gram_threads (rules/gram.smk).
+# below); mlflow_ui (the MLflow UI the report links to); gram_jobs (tile|stage, below); gram_threads (rules/gram.smk).
 import shlex
 import sys
 from pathlib import Path
@@ -62,11 +62,18 @@ from gram_requests import gram_stages
 STAGES_WITH_GRAMS = gram_stages()  # <paper>/<artifact> of every stage script with a top-level grams(cfg, data)
 
 
+# How the tiles of a stage's declared Grams run (--config gram_jobs): "tile", one job per tile before the
+# stage (rules/gram_stages.smk: a cluster fans them out; the default at paper and rehearsal scale), or
+# "stage", in the stage's own job (the default at smoke and quick, whose ~40 small Grams would otherwise
+# cost one JAX start and compilation per tile). Both fill the same cache, and every tile records its seconds.
+GRAM_JOBS = config.get("gram_jobs") or ("tile" if SCALE in ("paper", "rehearsal") else "stage")
+
+
 def stage_inputs(paper, artifact):
-    """A stage rule's inputs: its files (stage_files), and for a stage that declares Grams every tile of them,
-    computed first as one job per tile (rules/gram_stages.smk), so the stage reads them from the cache."""
-    grams = [out(paper, artifact, "gram_tiles.done")] if f"{paper}/{artifact}" in STAGES_WITH_GRAMS else []
-    return stage_files(paper, artifact) + grams
+    """A stage rule's inputs: its files (stage_files), and with gram_jobs=tile, for a stage that declares Grams,
+    every tile of them, computed first as one job per tile, so the stage reads them from the cache."""
+    tiled = GRAM_JOBS == "tile" and f"{paper}/{artifact}" in STAGES_WITH_GRAMS
+    return stage_files(paper, artifact) + ([out(paper, artifact, "gram_tiles.done")] if tiled else [])
 
 
 def stage_mem_mb(paper, artifact):

@@ -199,14 +199,19 @@ def test_large_gram_path_gives_the_stage_the_same_results(tmp_path, monkeypatch,
     assert runs[0] and runs[0] == runs[default]
 
 
-def test_stage_rules_wait_for_their_declared_tiles(tmp_path):
-    """A stage that declares Grams runs after its requests and tiles (rules/gram_stages.smk); one that
-    declares none does not wait for any."""
+@pytest.mark.parametrize("gram_jobs", [None, "tile", "stage"])
+def test_stage_rules_wait_for_their_declared_tiles(tmp_path, gram_jobs):
+    """With gram_jobs=tile, a stage that declares Grams runs after its requests and tiles (rules/gram_stages.smk);
+    one that declares none does not wait for any. With gram_jobs=stage (smoke's default) the stage computes its
+    tiles in its own job: no request or tile job."""
+    extra = [f"gram_jobs={gram_jobs}"] if gram_jobs else []
     run = subprocess.run([str(BIN / "snakemake"), "-n", "feng2020_deq_table1", "jacot2018_ntk_pd", "--config",
-                          "scale=smoke", f"results={tmp_path}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                         timeout=600)
+                          "scale=smoke", f"results={tmp_path}", *extra], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     jobs = _jobs(run)
-    assert jobs["gram_stage_requests"] == 1 and jobs["gram_stage_tiles"] == 1
     assert jobs["feng2020_deq_table1"] == 1 and jobs["jacot2018_ntk_pd"] == 1
-    assert f"{tmp_path}/smoke/feng2020_deq/table1/gram_tiles.done" in run.stdout.split("rule feng2020_deq_table1:")[1]
+    tiled = gram_jobs == "tile"
+    assert jobs.get("gram_stage_requests", 0) == jobs.get("gram_stage_tiles", 0) == int(tiled)
+    waits = f"{tmp_path}/smoke/feng2020_deq/table1/gram_tiles.done" in run.stdout.split("rule feng2020_deq_table1:")[1]
+    assert waits == tiled

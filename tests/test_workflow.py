@@ -198,11 +198,13 @@ def test_min_version_matches_the_declared_dependency():
 @pytest.mark.parametrize("config,line", [
     ({"scale": "huge"}, "error: --config scale='huge': must be one of smoke, quick, paper, rehearsal"),
     ({"sclae": "paper", "scale": "smoke"}, "error: --config sclae: unknown key (keys: scale, results, data_cache, "
-                                           "tracking, tracking_uri, mlflow_ui, gram_threads)"),
+                                           "tracking, tracking_uri, mlflow_ui, gram_jobs, "
+                                           "gram_threads)"),
     ({"gram_threads": 0}, "error: --config gram_threads=0: must be >= 1"),
     ({"gram_threads": "4x"}, "error: --config gram_threads='4x': must be an integer"),
     ({"results": ""}, "error: --config results='': must not be empty"),
     ({"tracking": "nfs"}, "error: --config tracking='nfs': must be one of sqlite, server, disabled"),
+    ({"gram_jobs": "gram"}, "error: --config gram_jobs='gram': must be one of tile, stage"),
 ])
 def test_config_error_is_one_line_naming_the_key(config, line):
     assert config_error(config, SCHEMA) == line
@@ -210,7 +212,7 @@ def test_config_error_is_one_line_naming_the_key(config, line):
 
 def test_config_error_accepts_every_key():
     good = {"scale": "paper", "results": "r", "data_cache": "d", "tracking": "server", "tracking_uri": "http://h:5000",
-            "mlflow_ui": "http://h:5000", "gram_threads": 4}
+            "mlflow_ui": "http://h:5000", "gram_jobs": "tile", "gram_threads": 4}
     assert config_error(good, SCHEMA) is None
 
 

@@ -161,8 +161,8 @@ say "mlflow server at $URI"
 SMK_FLAGS=(--profile profiles/slurm --slurm-init-seconds-before-status-checks 5 --seconds-between-status-checks 5)
 if part pipeline; then
 say "snakemake reproduce-all on SLURM (smoke)"
-timeout -s INT -k 60 1800 snakemake "${SMK_FLAGS[@]}" reproduce-all --config scale=smoke "results=$RESULTS" tracking=server \
-  "tracking_uri=$URI" >"$W/log/reproduce_all.log" 2>&1 || { tail -n 40 "$W/log/reproduce_all.log"; exit 1; }
+timeout -s INT -k 60 1800 snakemake "${SMK_FLAGS[@]}" reproduce-all --config scale=smoke gram_jobs=tile "results=$RESULTS" \
+  tracking=server "tracking_uri=$URI" >"$W/log/reproduce_all.log" 2>&1 || { tail -n 40 "$W/log/reproduce_all.log"; exit 1; }
 [ -s "$RESULTS/smoke/report.md" ] && [ -s "$RESULTS/smoke/report.html" ] || { say "no report"; exit 1; }
 n_stages=$(find "$RESULTS/smoke" -name metrics.json -not -path "*/multirun/*" | wc -l)
 submitted=$(grep -c "Job .* has been submitted with SLURM jobid" "$W/log/reproduce_all.log" || true)
