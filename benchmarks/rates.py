@@ -12,6 +12,10 @@
   Gram in the default blocks and in small fixed ones (``batch_size``, as golikov2022/gram_cost sets it):
   (t_small - t_default) / (calls_small - calls_default), the calls counted by ``ntkrepro.cost.block_calls``.
   (Not for CNTK-GAP: its 64-pair blocks ran faster than one block of the whole Gram, cache effects.)
+- ``cdeq``: the CDEQ-NTK Gram (``ntkrepro.kernels.cdeq.cdeq_ntk``, Feng & Kolter Table 2's CDEQ-NTK row), in
+  distinct pairs per CPU second on both paths, with the mean Sigma and Theta iterations per pair of its inputs
+  (Gaussian images with unit pixel vectors: ~20 and ~13). Its cost per pair is that of ~33 fixed-point
+  iterations of per-pixel work, and scales with the pixels (side^2: measured 4.1x from side 16 to 32).
 
     nice -n 10 .venv/bin/python benchmarks/rates.py            # writes results/<YYYYMMDD-HHMM>-rates.json
 
@@ -121,6 +125,35 @@ def cntk_call_rows(cases: list[tuple[str, int, int, int]], repeats: int, seed: i
     return out
 
 
+def cdeq_rows(cases: list[tuple[str, int, int]], repeats: int, seed: int) -> list[dict]:
+    """(path, n, side) per case: the CDEQ-NTK of n images (sym) or n x n images (cross), float32, Table 2's
+    variances (0.65, 0.35), tol 1e-6."""
+    from ntkrepro.kernels.cdeq import cdeq_ntk
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for path, n, side in cases:
+        x = rng.standard_normal((2 * n, side, side, 3)).astype("float32")
+        x /= np.linalg.norm(x, axis=-1, keepdims=True)
+        args = (x[:n],) if path == "sym" else (x[:n], x[n:])
+        result = {}
+
+        def gram(args=args, result=result):
+            result["k"] = cdeq_ntk(*args, sigma_w2=0.65, sigma_u2=0.35)
+            return result["k"].ntk
+
+        wall, cpu = best_of(gram, repeats)
+        pairs = n * (n + 1) // 2 if path == "sym" else n * n
+        k = result["k"]
+        out.append({"kind": "cdeq", "path": path, "n": n, "side": side, "pairs": pairs, "seconds": wall,
+                    "cpu_seconds": cpu, "pairs_per_cpu_s": pairs / cpu,
+                    "sigma_iterations_mean": float(np.mean(k.sigma_iterations)),
+                    "theta_iterations_mean": float(np.mean(k.theta_iterations))})
+        print(f"[rates] cdeq {path} n = {n} side {side}: {wall:.3f} s ({cpu:.3f} CPU s), "
+              f"{1e6 * cpu / pairs:.1f} CPU us per pair", file=sys.stderr, flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=64, help="rows per call (Fig. 1's row_chunk is 32-64)")
@@ -129,7 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--depths", default="50,200")
     p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--solve-sizes", default="1000,2000", help="n of the solves (10 targets, n / 10 test rows)")
-    p.add_argument("--only", default="depth_iteration,cntk_call,solve", help="kinds to measure (comma-separated)")
+    p.add_argument("--only", default="depth_iteration,cntk_call,solve,cdeq", help="kinds to measure (comma-separated)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
@@ -140,6 +173,7 @@ def main(argv=None) -> int:
         "depth_iteration": lambda: depth_iteration_rows(a.rows, a.cols, a.d, [int(v) for v in a.depths.split(",")],
                                                         a.dtypes.split(","), a.repeats, a.seed),
         "cntk_call": lambda: cntk_call_rows([("vanilla", 512, 16, 1024)], a.repeats, a.seed),
+        "cdeq": lambda: cdeq_rows([("sym", 256, 16), ("cross", 128, 16)], a.repeats, a.seed),
         "solve": lambda: solve_rows([int(v) for v in a.solve_sizes.split(",")], a.dtypes.split(","), 10, a.repeats,
                                     a.seed),
     }

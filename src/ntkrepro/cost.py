@@ -25,8 +25,10 @@ amount relative to the benchmark's own configuration ``ref``):
   small blocks measured no slower).
 - ``deq_gram``: distinct pairs, at the DEQ Gram's rate of the path (float64; the fixed point per pair
   dominates, d is ignored: an input dimension below the benchmark's 3,072 makes the estimate an upper bound).
-- ``cdeq_gram``: a CNTK-V of (Sigma iterations + 1) layers: the CDEQ Sigma iteration is one conv layer of
-  the CNTK recursion (no CDEQ benchmark).
+- ``cdeq_gram``: distinct pairs x (P Q / P_ref Q_ref), at the CDEQ-NTK Gram's rate of the path
+  (``benchmarks/rates.py``): its fixed points' iterations per pair are those of the benchmark's inputs
+  (~20 Sigma and ~13 Theta iterations; the stage's max_iter only caps them). (Modelled before as a CNTK-V of
+  max_iter + 1 layers, it came out 2.3x below the measured rehearsal: a CDEQ iteration costs ~5 CNTK-V layers.)
 - ``depth_iteration``: entries x depth at the all-depths iteration's rate (``benchmarks/rates.py``: every
   depth kept, ~3-4x the FC Gram's cost per entry-layer, which keeps only the last).
 - ``empirical_ntk``: pairs x forward multiply-adds per example / the benchmark net's, rated by the empirical
@@ -172,13 +174,13 @@ def deq_gram(n1: int, n2: int | None = None, *, count: int = 1, what: str = "") 
                     {"pairs": distinct_pairs(n1, n2), "path": _path(n2)}, _positive_int("count", count))
 
 
-def cdeq_gram(n1: int, n2: int | None = None, *, side: int, iterations: int, count: int = 1,
-              what: str = "") -> Workload:
-    """The convolutional DEQ-NTK Gram: ``iterations`` Sigma iterations per pair on ``side`` x ``side`` images."""
-    w = cntk_gram(n1, n2, side=side, depth=_positive_int("iterations", iterations) + 1, readout="vanilla",
-                  count=count)
-    return Workload("cdeq_gram", what or f"CDEQ-NTK Gram {n1} x {n2 or n1}, {side}x{side}, {iterations} iterations",
-                    w.size, w.count)
+def cdeq_gram(n1: int, n2: int | None = None, *, side: int, count: int = 1, what: str = "") -> Workload:
+    """The convolutional DEQ-NTK Gram (both fixed points per pair) of ``side`` x ``side`` images."""
+    n1 = _positive_int("n1", n1)
+    n2 = None if n2 is None else _positive_int("n2", n2)
+    return Workload("cdeq_gram", what or f"CDEQ-NTK Gram {n1} x {n2 or n1}, {side}x{side}",
+                    {"pairs": distinct_pairs(n1, n2), "side": _positive_int("side", side), "path": _path(n2)},
+                    _positive_int("count", count))
 
 
 def fc_macs(*, d: int, width: int, depth: int, out: int = 1) -> int:
@@ -351,6 +353,9 @@ def _rows(record: Mapping) -> Iterable[tuple[str, float, dict, str, int]]:
             elif row["kind"] == "cntk_call":  # calls per CPU second of the extra block calls
                 yield (f"cntk_call:{row['readout']}", 1 / row["call_cpu_seconds"], {},
                        f"batch_size {row['batch_size']}", row["n"])
+            elif row["kind"] == "cdeq":
+                yield (_gram_key("cdeq_gram", row["path"]), row["pairs_per_cpu_s"], {"side": row["side"]},
+                       f"CDEQ-NTK {row['path']} n = {row['n']} side {row['side']}", row["n"])
             elif row["kind"] == "solve":
                 yield f"solve:{row['dtype']}", row["macs_per_cpu_s"], {}, f"kernel_regression n = {row['n']}", row["n"]
     elif study == "empirical":
@@ -414,7 +419,9 @@ def _terms(w: Workload) -> list[tuple[tuple[str, ...], Any]]:
             share = ref["input_share"]
             return s["pairs"] * (share * s["d"] / ref["d"] + (1 - share) * s["depth"] / ref["depth"])
         return [(_gram_keys(f"fc_gram:{s['precision']}", s["path"]), fc)]
-    if w.kind in ("cntk", "cdeq_gram"):
+    if w.kind == "cdeq_gram":
+        return [(_gram_keys("cdeq_gram", s["path"]), lambda ref: s["pairs"] * (s["side"] / ref["side"]) ** 2)]
+    if w.kind == "cntk":
         def conv(ref):
             spatial = (s["side"] / ref["side"]) ** (2 if s["readout"] == "vanilla" else 4)
             return s["pairs"] * (s["depth"] - 1) / (ref["depth"] - 1) * spatial
