@@ -25,7 +25,6 @@ from ntkrepro.kernels.conv import (
     check_filter_size,
     check_images,
     expectations,
-    pixel_products,
 )
 from ntkrepro.kernels.fc import check_variances
 from ntkrepro.kernels.gaussian import get_activation
@@ -51,11 +50,12 @@ def normalization_squares(p_side: int, q_side: int, *, filter_size: int = 3) -> 
     return np.asarray(box_sum(ones, filter_size=filter_size))
 
 
-def _cdeq_map(s, d1, d2, pix, s_sq, sigma_w2, sigma_u2, *, filter_size, activation):
-    """One step of eqs. 17-20 at offset 0: (K, Kdot, next Sigma); s (..., P, Q), d1 / d2 broadcastable."""
+def _cdeq_map(s, d1, d2, pix, s_sq, sigma_w2, sigma_u2, *, filter_size, activation, axes=(-2, -1)):
+    """One step of eqs. 17-20 at offset 0: (K, Kdot, next Sigma); s, pix and s_sq with the pixels (P, Q) on
+    ``axes``, d1 / d2 broadcastable to s."""
     k, kdot = expectations(activation, d1, s, d2)
     big_k = (sigma_w2 * k + sigma_u2 * pix) / s_sq
-    return big_k, sigma_w2 * kdot / s_sq, box_sum(big_k, filter_size=filter_size)
+    return big_k, sigma_w2 * kdot / s_sq, box_sum(big_k, filter_size=filter_size, axes=axes)
 
 
 def _cdeq_history(x, s_sq, sigma_w2, sigma_u2, *, filter_size, activation, max_iter):
@@ -72,10 +72,9 @@ def _cdeq_history(x, s_sq, sigma_w2, sigma_u2, *, filter_size, activation, max_i
     return jnp.concatenate([d0[:, None], jnp.moveaxis(later, 0, 1)], axis=1)
 
 
-def _until_converged(step, state, max_iter):
+def _until_converged(step, state, pairs_shape, max_iter):
     """Iterate ``step(state, it) -> (state, change per pair)`` until every pair's change <= 0 (the step
     folds its tolerance in) or ``max_iter`` steps; returns (state, per-pair iterations, 0 = not converged)."""
-    pairs = state[0].shape[0]
 
     def cond(carry):
         _, iters, it = carry
@@ -86,50 +85,48 @@ def _until_converged(step, state, max_iter):
         state, excess = step(state, it)
         return state, jnp.where((iters == 0) & (excess <= 0), it + 1, iters), it + 1
 
-    state, iters, it = lax.while_loop(cond, body, (state, jnp.zeros(pairs, jnp.int32), jnp.asarray(0)))
+    state, iters, it = lax.while_loop(cond, body, (state, jnp.zeros(pairs_shape, jnp.int32), jnp.asarray(0)))
     return state, iters, it
 
 
-def _cdeq_chunk(x1, h1, x2, h2, s_sq, sigma_w2, sigma_u2, tol, *, filter_size, activation, max_iter):
-    """CDEQ-NTK of the pairs x1 (r, ...) x x2 (b, ...), offset 0, with the diagonal iterates h1 (r, H, P, Q),
-    h2 (b, H, P, Q) of :func:`_cdeq_history`: (nngp, ntk, sigma iterations, theta iterations), each (r, b)."""
-    r, b = x1.shape[0], x2.shape[0]
-    shape = (r * b, *x1.shape[1:3])
-    pix = pixel_products(x1, x2).reshape(shape)
+def _cdeq_chunk(x1, h1, x2t, h2t, s_sq, sigma_w2, sigma_u2, tol, *, filter_size, activation, max_iter):
+    """CDEQ-NTK of the pairs x1 (r, P, Q, C) x the columns x2t (P, Q, C, b), offset 0, with the diagonal
+    iterates h1 (r, H, P, Q), h2t (H, P, Q, b) of :func:`_cdeq_history`: (nngp, ntk, sigma iterations, theta
+    iterations), each (r, b). Pair arrays are (r, P, Q, b), the columns' pairs in the minor axis, as
+    :func:`ntkrepro.kernels.conv._plane_chunk`'s: the box sums shift whole vectors and the expectations
+    vectorize over pairs (2.4-2.9x the pairs per second of (r b, P, Q) on a 2-core CPU)."""
+    pix = jnp.sum(x1[..., None] * x2t, axis=3)
+    s_sq = s_sq[..., None]
+    pixels = (1, 2)
+    pairs_shape = (x1.shape[0], x2t.shape[-1])
 
-    def diagonals(it):
-        e1 = jnp.broadcast_to(h1[:, None, it], (r, b, *shape[1:])).reshape(shape)
-        e2 = jnp.broadcast_to(h2[None, :, it], (r, b, *shape[1:])).reshape(shape)
-        return e1, e2
-
-    def diagonal_change(h, it):
-        return jnp.max(jnp.abs(h[:, it + 1] - h[:, it]), axis=(1, 2))
+    def diagonal_change(it):
+        c1 = jnp.max(jnp.abs(h1[:, it + 1] - h1[:, it]), axis=(1, 2))
+        c2 = jnp.max(jnp.abs(h2t[it + 1] - h2t[it]), axis=(0, 1))
+        return jnp.maximum(c1[:, None], c2[None])
 
     def mapping(sigma, it):
-        e1, e2 = diagonals(it)
-        return _cdeq_map(sigma, e1, e2, pix, s_sq, sigma_w2, sigma_u2, filter_size=filter_size,
-                         activation=activation)
+        return _cdeq_map(sigma, h1[:, it][..., None], h2t[it][None], pix, s_sq, sigma_w2, sigma_u2,
+                         filter_size=filter_size, activation=activation, axes=pixels)
 
     def sigma_step(state, it):
         (sigma,) = state
         new = mapping(sigma, it)[2]
-        change = jnp.maximum(jnp.max(jnp.abs(new - sigma), axis=(1, 2)),
-                             jnp.maximum(diagonal_change(h1, it)[:, None], diagonal_change(h2, it)[None]).ravel())
+        change = jnp.maximum(jnp.max(jnp.abs(new - sigma), axis=pixels), diagonal_change(it))
         return (new,), change - tol
 
-    sigma0 = box_sum(pix, filter_size=filter_size) / s_sq
-    (sigma,), sigma_iters, steps = _until_converged(sigma_step, (sigma0,), max_iter)
+    sigma0 = box_sum(pix, filter_size=filter_size, axes=pixels) / s_sq
+    (sigma,), sigma_iters, steps = _until_converged(sigma_step, (sigma0,), pairs_shape, max_iter)
     big_k, kdot, _ = mapping(sigma, steps)
 
     def theta_step(state, _):
         (theta,) = state
-        new = kdot * box_sum(theta, filter_size=filter_size) + big_k
-        change = jnp.max(jnp.abs(new - theta), axis=(1, 2))
-        return (new,), change - tol * jnp.maximum(1.0, jnp.max(jnp.abs(new), axis=(1, 2)))
+        new = kdot * box_sum(theta, filter_size=filter_size, axes=pixels) + big_k
+        change = jnp.max(jnp.abs(new - theta), axis=pixels)
+        return (new,), change - tol * jnp.maximum(1.0, jnp.max(jnp.abs(new), axis=pixels))
 
-    (theta,), theta_iters, _ = _until_converged(theta_step, (big_k,), max_iter)
-    return tuple(v.reshape(r, b) for v in (jnp.sum(big_k, axis=(1, 2)), jnp.sum(theta, axis=(1, 2)),
-                                           sigma_iters, theta_iters))
+    (theta,), theta_iters, _ = _until_converged(theta_step, (big_k,), pairs_shape, max_iter)
+    return jnp.sum(big_k, axis=pixels), jnp.sum(theta, axis=pixels), sigma_iters, theta_iters
 
 
 @functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "max_iter"))
@@ -139,9 +136,10 @@ def _cdeq_block(x1, x2, s_sq, sigma_w2, sigma_u2, tol, *, rows_per_step, filter_
 
     def local(x1, x2, s_sq, sigma_w2, sigma_u2, tol):
         h1, h2 = (_cdeq_history(x, s_sq, sigma_w2, sigma_u2, **options) for x in (x1, x2))
+        x2t, h2t = jnp.moveaxis(x2, 0, -1), jnp.moveaxis(h2, 0, -1)  # columns' pairs in the minor axis
 
         def chunk(xa, ha):
-            return _cdeq_chunk(xa, ha, x2, h2, s_sq, sigma_w2, sigma_u2, tol, **options)
+            return _cdeq_chunk(xa, ha, x2t, h2t, s_sq, sigma_w2, sigma_u2, tol, **options)
 
         return map_row_chunks(chunk, rows_per_step, x1, h1)
 
