@@ -28,7 +28,7 @@ amount relative to the benchmark's own configuration ``ref``):
 - ``cdeq_gram``: distinct pairs x (P Q / P_ref Q_ref), at the CDEQ-NTK Gram's rate of the path
   (``benchmarks/rates.py``): its fixed points' iterations per pair are those of the benchmark's inputs
   (~20 Sigma and ~13 Theta iterations; the stage's max_iter only caps them). (Modelled before as a CNTK-V of
-  max_iter + 1 layers, it came out 2.3x below the measured rehearsal: a CDEQ iteration costs ~5 CNTK-V layers.)
+  max_iter + 1 layers, it came out 2.3x below the rehearsal's measured Gram of the code of that time.)
 - ``depth_iteration``: entries x depth at the all-depths iteration's rate (``benchmarks/rates.py``: every
   depth kept, ~3-4x the FC Gram's cost per entry-layer, which keeps only the last).
 - ``empirical_ntk``: pairs x forward multiply-adds per example / the benchmark net's, rated by the empirical
