@@ -3,11 +3,12 @@
 # The stages come from the stages themselves: every stage script that declares its Grams (a top-level
 # grams(cfg, data), read from the source by scripts/gram_requests.py, nothing imported: the Snakefile's
 # STAGES_WITH_GRAMS). Its requests are written by that script from the stage's own declaration, the list its
-# run computes, so the tile jobs fill exactly the cache the stage reads. The stage rule depends on its
-# gram_tiles.done (the Snakefile's stage_inputs): every tile is one job (locally or on a cluster), each
-# tile records its compute seconds (ntkrepro.gram), and the stage assembles its Grams from the cache and
-# reports their cost from those records. `<stage>_grams` fills the cache alone. A stage run outside
-# Snakemake computes its missing tiles itself.
+# run computes, so the tile jobs fill exactly the cache the stage reads. With gram_jobs=tile (the default at
+# paper and rehearsal scale) the stage rule depends on its gram_tiles.done (the Snakefile's stage_inputs):
+# every tile is one job (locally or on a cluster), each tile records its compute seconds (ntkrepro.gram),
+# and the stage assembles its Grams from the cache and reports their cost from those records. With
+# gram_jobs=stage (smoke, quick), and whenever a stage runs outside Snakemake, the stage computes its
+# missing tiles itself, recording the same seconds. `<stage>_grams` fills the cache alone.
 
 
 checkpoint gram_stage_requests:
