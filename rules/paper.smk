@@ -52,8 +52,16 @@
 #     of the 60,000^2 float32 K + predictions 441 s (run as the stage after 35 of its 165 tiles came from tile jobs).
 #   feng2020_deq/table2 (stop 16, fresh clone of 030f655, float32, load 5-17): the three DEQ-NTK rows at
 #     50,000/10,000 cifar10_shaped in 84 min wall (train Grams 1.8 / 4.5 / 6.6 min, test Grams 0.9-1.7 min, peak
-#     RSS ~11.5 GB); the CDEQ-NTK row (2,000/10,000 images) was stopped: train Gram ~14 min, the test Gram's 80
-#     tiles projected at over an hour under that load (the cost table says 38 CPU-min for both: to be checked).
+#     RSS ~11.5 GB); the CDEQ-NTK row stopped then (old layout: ~90 CPU-min for its Grams).
+#   The whole `snakemake rehearsal` (stop 17, fresh clone, e0cb895 then 24bee38, load 5-9 beside CI and make
+#     reproduce): 101 min wall in two invocations, exit 0, peak RSS 14.2 GB, DEQ-NTK Gram tiles resumed from stop
+#     16's caches. table1 22.7 min (its 60,000^2 Cholesky under load); table2 58 min: three 50,000^2 Choleskys
+#     13.0 / 12.5 / 8.8 min, the CDEQ-NTK test Gram (10,000 x 2,000, 80 tiles; 71 computed in the stage's own
+#     process, see below) 20.0 min on ~1 core. Its report: 9 claims data unavailable, none reproduced.
+#     Seen once on resuming: the gram_tiles rule of two Grams whose tile jobs the first invocation had left
+#     unfinished ran at once with its input "<TBD>" (Snakemake's checkpoint), marking them done; the stage then
+#     computed the missing tiles itself (compute_gram: values and tile records as from tile jobs, one process).
+#     Not reproduced by a killed-and-rerun small Gram; the cause is not known.
 #   feng2020_deq/fig1 is not in the rehearsal: 3 of 120 (draw, panel, model) units took 115 CPU s (22-45 s
 #     each), i.e. ~0.75-1.5 CPU-h in all (the cost table said 6 min; now 21 min, with the
 #     measured all-depths iteration and solve rates).
