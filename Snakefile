@@ -37,6 +37,7 @@ SCALE = config["scale"]
 RESULTS_ROOT = config["results"]
 DATA_CACHE = config["data_cache"]
 RESULTS = f"{RESULTS_ROOT}/{SCALE}"
+PAPER_SIZED = SCALE in ("paper", "rehearsal")  # the papers' sizes (rehearsal: on stand-ins)
 PAPERS = ["jacot2018", "hayou2020", "arora2019", "feng2020_deq", "golikov2022"]
 
 # Each experiments/<paper>/rules.smk appends its artifacts here: ARTIFACTS[paper] = [names].
@@ -66,7 +67,7 @@ STAGES_WITH_GRAMS = gram_stages()  # <paper>/<artifact> of every stage script wi
 # stage (rules/gram_stages.smk: a cluster fans them out; the default at paper and rehearsal scale), or
 # "stage", in the stage's own job (the default at smoke and quick, whose ~40 small Grams would otherwise
 # cost one JAX start and compilation per tile). Both fill the same cache, and every tile records its seconds.
-GRAM_JOBS = config.get("gram_jobs") or ("tile" if SCALE in ("paper", "rehearsal") else "stage")
+GRAM_JOBS = config.get("gram_jobs") or ("tile" if PAPER_SIZED else "stage")
 
 
 def stage_inputs(paper, artifact):

@@ -7,7 +7,7 @@ register("feng2020_deq", "fig1", "table1", "table2", "cdeq_cost")
 # The tables' whole-split Grams (paper, rehearsal: 50,000-60,000 points, 10-14 GB each) compute on every core a
 # job gets; locally Snakemake caps threads at --cores, so on a machine of up to 8 cores the two tables never
 # run side by side (their memory would add up); at smaller scales one thread, as every stage.
-LARGE_GRAM_THREADS = 8 if SCALE in ("paper", "rehearsal") else 1
+LARGE_GRAM_THREADS = 8 if PAPER_SIZED else 1
 
 
 rule feng2020_deq_fig1:
