@@ -30,11 +30,9 @@ their CPU time (a call that uses both cores is rated conservatively, by up to 2x
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import jax
@@ -42,9 +40,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import machine  # noqa: E402  (benchmarks/run.py: the machine record every benchmark file carries)
-
-from ntkrepro.io import atomic_write_text  # noqa: E402
+from run import machine, write_record  # noqa: E402  (benchmarks/run.py: the machine record, the record file)
 
 VARIANCES = {"sigma_w2": 0.5, "sigma_u2": 0.4, "sigma_b2": 0.1}  # a Fig. 1 DEQ panel (0.5, 0.5)
 
@@ -186,9 +182,7 @@ def main(argv=None) -> int:
               "note": "best of repeats after a warm-up call; entry_layers_per_s = rows x cols x depth / wall seconds "
                       "(all cores JAX uses), *_per_cpu_s per CPU second (what the cost model reads: the module "
                       "docstring); the cost model takes the deepest / largest row of each kind"}
-    out = a.results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-rates.json"
-    atomic_write_text(out, json.dumps(result, indent=2, default=str) + "\n")
-    print(out)
+    print(write_record(a.results_dir, "rates", result))
     return 0
 
 

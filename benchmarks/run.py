@@ -63,6 +63,14 @@ def machine() -> dict:
             "git_commit": commit, "git_uncommitted_changes": bool(changed)}
 
 
+def write_record(results_dir: Path, study: str, result: dict) -> Path:
+    """Write a benchmark record, atomically, as ``<results_dir>/<YYYYMMDD-HHMM UTC>-<study>.json`` (the name
+    the cost model orders records by) and return its path."""
+    out = results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{study}.json"
+    atomic_write_text(out, json.dumps(result, indent=2, default=str) + "\n")
+    return out
+
+
 def best_of(fn, repeats: int) -> float:
     jax.block_until_ready(fn())
     best = np.inf
@@ -662,8 +670,7 @@ def main(argv=None) -> None:
               "large": study_large}[a.study](a)
     result["machine"] = machine()
     result["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}  # sizes, seed, repeats
-    out = a.results_dir / f"{datetime.now(timezone.utc):%Y%m%d-%H%M}-{a.study}.json"
-    atomic_write_text(out, json.dumps(result, indent=2, default=str) + "\n")
+    out = write_record(a.results_dir, a.study, result)
     if "markdown" in result:
         atomic_write_text(out.with_suffix(".md"), result["markdown"])
         print(result["markdown"])

@@ -85,7 +85,7 @@ def test_cntk_full_cifar_gram_matches_the_benchmarks_own_extrapolation(rates, re
 STUDIES = {"fc_gram": ("fc", "table"), "cntk": ("cntk", "table"), "deq_gram": ("deq", "table"), "gemm": ("table",),
            "copy": ("table",), "empirical_ntk": ("empirical",), "train": ("empirical",), "solve_in_place": ("large",),
            "solve": ("rates",), "depth_iteration": ("rates",), "cntk_call": ("rates",),
-           "cdeq_gram": ("rates",)}
+           "cdeq_gram": ("rates",), "stage_run": ("stages",)}
 
 
 def test_each_rate_comes_from_the_newest_quiet_record_of_its_study(rates):
@@ -127,6 +127,55 @@ def test_a_cross_gram_without_a_cross_record_takes_the_symmetric_rate(tmp_path):
     sym = cost.seconds(cost.fc_gram(1000, d=8, depth=3), r["cpu"])
     cross = cost.seconds(cost.fc_gram(1000, 1000, d=8, depth=3), r["cpu"])
     assert sym == pytest.approx(2.0) and cross == pytest.approx(2.0 * 1000**2 / (1000 * 1001 / 2))
+
+
+@pytest.mark.parametrize("fixed,slopes", [(7.5, {"steps": 0.0}), (3.0, {"steps": 2e-6}),
+                                          (10.0, {"a": 1e-7, "b": 3e-5})])
+def test_stage_runs_fit_recovers_an_exact_line(fixed, slopes):
+    """Runs lying on a line give back its fixed cost and slopes (non-negative least squares), and the
+    stage_run workload reads the paper scale's units off it."""
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(len(slopes) + 2):
+        units = {k: float(rng.integers(10**3, 10**7)) for k in slopes}
+        runs.append({"units": units, "cpu_seconds": fixed + sum(slopes[k] * v for k, v in units.items())})
+    fit = cost.fit_stage_runs(runs)
+    assert fit["fixed_s"] == pytest.approx(fixed, rel=1e-6, abs=1e-9) and fit["max_ratio"] == pytest.approx(1.0)
+    assert fit["slopes"] == pytest.approx(slopes, rel=1e-6, abs=1e-12)
+    target = {k: 1e9 for k in slopes}
+    w = cost.stage_run("p/s", target, what="a stage")
+    rate = cost.Rate("stage_run:p/s", 1.0, fit, "test", "test CPU, 2 cores")
+    assert cost.seconds(w, {"stage_run:p/s": rate}) == pytest.approx(fixed + sum(slopes.values()) * 1e9, rel=1e-6)
+
+
+def test_matvec_reads_the_matrix_once_per_product_at_the_copy_bandwidth(rates):
+    w = cost.matvec(10_000, steps=20, precision="float32", count=6)
+    assert w.size["bytes"] == 20 * 10_000**2 * 4
+    assert cost.seconds(w, rates["cpu"]) == pytest.approx(6 * 20 * 4e8 / rates["cpu"]["copy"].per_s)
+
+
+def test_unrated_work_is_listed_never_given_hours(rates):
+    c = cost.stage_cost("p/s", [cost.unrated("a scalar recursion")], rates)
+    assert c.cpu_hours is None and c.gpu_hours is None and c.summary() == "not estimated: a scalar recursion"
+    both = cost.stage_cost("p/s", [cost.unrated("x"), cost.matvec(100, steps=1)], rates)
+    assert both.cpu_hours > 0 and both.summary().endswith("; not estimated: x")
+
+
+def test_stage_runs_that_cannot_determine_the_line_give_no_rate(tmp_path):
+    one = [{"units": {"steps": 100.0}, "cpu_seconds": 2.0}]
+    assert cost.fit_stage_runs(one) is None  # two unknowns, one run
+    assert cost.fit_stage_runs(one * 3) is None  # the unit never varies
+    assert cost.fit_stage_runs([{"units": {"a": 1.0}, "cpu_seconds": 1.0}, {"units": {"b": 2.0}, "cpu_seconds": 2.0},
+                                {"units": {"a": 3.0}, "cpu_seconds": 3.0}]) is None  # different units
+    rows = [{"stage": "p/s", "units": {"steps": float(n)}, "cpu_seconds": 1.0 + n / 1e6} for n in (10**4, 10**5)]
+    rows.append({"stage": "p/t", "units": {"steps": 5.0}, "cpu_seconds": 1.0})
+    record = {"study": "stages", "rows": rows, "machine": {"cpu": "test CPU", "cores": 2, "backend": "cpu"}}
+    (tmp_path / "20990101-0000-stages.json").write_text(json.dumps(record))
+    r = cost.load_rates(tmp_path)["cpu"]
+    assert "stage_run:p/t" not in r and r["stage_run:p/s"].ref["fixed_s"] == pytest.approx(1.0)
+    assert cost.seconds(cost.stage_run("p/t", {"steps": 1.0}, what="t"), r) is None
+    with pytest.raises(cost.CostError, match="timed with units \\['steps'\\], the workload has \\['depth'\\]"):
+        cost.seconds(cost.stage_run("p/s", {"depth": 1.0}, what="s"), r)
 
 
 def test_gpu_records_rate_the_gpu_column(tmp_path, rates):
@@ -285,6 +334,9 @@ def test_memory_need_sums_the_checked_arrays_and_the_job_adds_base_and_safety():
     (lambda: cost.depth_iteration(10, 0, depth=3), "n2 must be an integer >= 1"),
     (lambda: cost.empirical_ntk(3, arch="rnn", macs=3), "arch must be"),
     (lambda: cost.solve(10, targets=0), "targets must be"),
+    (lambda: cost.matvec(10, steps=0), "steps must be an integer >= 1"),
+    (lambda: cost.stage_run("p/s", {}, what="s"), "p/s: a stage_run needs at least one unit"),
+    (lambda: cost.stage_run("p/s", {"steps": -1}, what="s"), "unit steps must be a number >= 0"),
     (lambda: cost_table.estimate("jacot2018", "paper"), "stage must be '<paper>/<artifact>'"),
     (lambda: cost_table.estimate("jacot2018/nope", "paper"), "no cost model for jacot2018/nope"),
     (lambda: cost_table.estimate("jacot2018/fig1", "huge"), "scale must be one of"),
@@ -431,3 +483,18 @@ def test_cdeq_model_against_a_measured_gram(rates, n2):
     w = cost.cdeq_gram(24, n2, side=16)
     _assert_within_factor(_cpu_seconds(lambda: cdeq_ntk(*args, sigma_w2=0.65, sigma_u2=0.35).ntk, repeats=2), [w],
                           rates)
+
+
+def test_stage_run_model_against_a_measured_stage(rates):
+    """Hayou's Fig. 1 at a depth between the timed runs of benchmarks/stages.py (10^4, 10^5, 10^6): the stage
+    itself in its own process (as stages.py times it), against the line fitted to those runs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import tempfile
+
+    import stages
+
+    overrides = ["params.max_depth=300000"]
+    w = cost.stage_run("hayou2020/fig1", stages.stage_units("hayou2020/fig1", overrides), what="Fig. 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        measured = stages.timed_run("hayou2020/fig1", overrides, Path(tmp))["cpu_seconds"]
+    _assert_within_factor(measured, [w], rates)

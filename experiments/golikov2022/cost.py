@@ -1,6 +1,16 @@
 """What the survey's stages (Golikov et al. 2022) compute, as workloads for ``ntkrepro.cost``."""
 
-from ntkrepro.cost import cnn_macs, cntk_gram, empirical_ntk, fc_gram, fc_macs, image_side, split_size, unrated
+from ntkrepro.cost import (
+    cnn_macs,
+    cntk_gram,
+    empirical_ntk,
+    fc_gram,
+    fc_macs,
+    image_side,
+    matvec,
+    split_size,
+    stage_run,
+)
 
 
 def gram_cost(cfg):
@@ -45,34 +55,36 @@ def mc_vs_exact(cfg):
 
 
 def printed_formulas(cfg):
-    """Empirical NTKs of the survey's nets (net 13, FC net 53 and its wide first layer, the 1-D CNN 62) over
-    their draws; the scalar Monte Carlo of eqs. 79-86 is not rated."""
+    """The whole stage, timed at smaller settings (benchmarks/stages.py): its time is the scalar Monte Carlo
+    of eqs. 79-86 (samples x cases), the empirical NTKs of the survey's nets over their draws (draws x
+    points^2 x weights: net 13, FC net 53 and its wide first layer, the 1-D CNN 62), quadratures and
+    compilation, which no single kernel benchmark rates."""
     p = cfg["params"]
-    s, f, c = p["scalar"], p["fc"], p["cnn"]
+    s, f, c, r = p["scalar"], p["fc"], p["cnn"], p["relu"]
     taps = c["channels"] * c["width"] + (c["convs"] - 1) * c["width"] ** 2  # 3-tap filters of every conv layer
-    conv_macs = 3 * c["pixels"] * taps + c["width"] * c["pixels"]
-    return [unrated(f"ReLU Monte Carlo of eqs. 79-86: {p['relu']['mc_samples']:,} samples per case"),
-            empirical_ntk(len(s["inputs"]), arch="fc", macs=fc_macs(d=1, width=s["width"], depth=2), count=s["draws"],
-                          what=f"net 13: width {s['width']}, {s['draws']} draws"),
-            empirical_ntk(f["n_points"], arch="fc", macs=fc_macs(d=f["input_dim"], width=f["width"], depth=f["depth"]),
-                          count=f["draws"], what=f"net 53: width {f['width']}, {f['draws']} draws"),
-            empirical_ntk(f["n_points"], arch="fc", count=f["draws"],
-                          macs=fc_macs(d=f["input_dim"], width=f["first_layer_width"], depth=2),
-                          what=f"net 53's first layer: width {f['first_layer_width']}, {f['draws']} draws"),
-            empirical_ntk(c["n_points"], arch="cnn", macs=conv_macs, count=c["draws"],
-                          what=f"net 62 (1-D CNN): {c['width']} channels, {c['draws']} draws")]
+    nets = [(s["draws"], len(s["inputs"]), fc_macs(d=1, width=s["width"], depth=2)),
+            (f["draws"], f["n_points"], fc_macs(d=f["input_dim"], width=f["width"], depth=f["depth"])),
+            (f["draws"], f["n_points"], fc_macs(d=f["input_dim"], width=f["first_layer_width"], depth=2)),
+            (c["draws"], c["n_points"], 3 * taps + c["width"])]
+    cases = len(r["lambdas"]) + len(r["variances"])
+    return [stage_run("golikov2022/printed_formulas",
+                      {"mc_samples": r["mc_samples"] * cases,
+                       "ntk_weight_entries": sum(draws * n * n * w for draws, n, w in nets)},
+                      what=f"ReLU Monte Carlo of eqs. 79-86 ({r['mc_samples']:,} samples x {cases} cases) and the "
+                           f"empirical NTKs of nets 13, 53 and 62 ({s['draws']}, {f['draws']}, {c['draws']} draws)")]
 
 
 def training_costs(cfg):
-    """The timed Grams (FC at fc_m points; CNTK-V and CNTK-GAP blocks of block x block images) and the timed
-    Euler steps (a matrix-vector product with the integration_m Gram each), ``repeats`` times."""
+    """The timed Grams (FC at fc_m points; CNTK-V and CNTK-GAP blocks of block x block images), each timed for
+    the NNGP alone and for both kernels, and the timed Euler steps (a matrix-vector product with the
+    integration_m Gram each), ``repeats`` times after a compiling call."""
     p = cfg["params"]
     b, calls = p["block"], p["repeats"] + 1
-    return [fc_gram(p["fc_m"], d=p["fc_input_dim"], depth=p["depth"], precision=cfg["precision"], count=calls),
-            *[cntk_gram(b, b, side=p["side"], depth=p["depth"], readout=r, count=calls)
+    return [fc_gram(p["fc_m"], d=p["fc_input_dim"], depth=p["depth"], precision=cfg["precision"], count=2 * calls),
+            *[cntk_gram(b, b, side=p["side"], depth=p["depth"], readout=r, count=2 * calls)
               for r in ("vanilla", "gap")],
-            unrated(f"{p['timed_steps']} Euler steps on the {p['integration_m']:,}-point Gram, x {calls} "
-                    "(matrix-vector products: no benchmark rates them)")]
+            matvec(p["integration_m"], steps=p["timed_steps"], precision=cfg["precision"], count=calls,
+                   what=f"{p['timed_steps']} Euler steps on the {p['integration_m']:,}-point Gram")]
 
 
 WORKLOADS = {"gram_cost": gram_cost, "mc_vs_exact": mc_vs_exact, "printed_formulas": printed_formulas,

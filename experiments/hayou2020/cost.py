@@ -1,12 +1,45 @@
 """What Hayou et al. 2020's stages compute, as workloads for ``ntkrepro.cost``."""
 
-from ntkrepro.cost import fc_macs, image_side, split_size, train, unrated
+from ntkrepro.cost import fc_macs, image_side, split_size, stage_run, train
 
 
-def _recursion(what, size):
-    def workloads(cfg):
-        return [unrated(f"{what} ({size(cfg['params'])}; sequential scalar recursions: no benchmark rates them)")]
-    return workloads
+def eoc_curves(cfg):
+    """One fixed-point variance q* per grid point and activation (Gauss quadrature of each)."""
+    p = cfg["params"]
+    return [stage_run("hayou2020/eoc_curves", {"q_points": p["n_q"] * len(p["activations"])},
+                      what=f"EOC curves: {p['n_q']} fixed-point variances x {len(p['activations'])} activations")]
+
+
+def fig1(cfg):
+    """One sequential recursion to max_depth per EOC and ResNet curve (the ordered phase's 200 depths are
+    part of the fixed cost)."""
+    p = cfg["params"]
+    curves = len(p["eoc"]) + len(p["resnet_sigma_w2"])
+    return [stage_run("hayou2020/fig1", {"recursion_steps": p["max_depth"] * curves},
+                      what=f"Fig. 1: {curves} recursions to depth {p['max_depth']:,}")]
+
+
+def theorem_checks(cfg):
+    """One recursion to max_depth per input pair and EOC / ResNet case (the phase recursions to
+    phase_depth are part of the fixed cost)."""
+    p = cfg["params"]
+    cases = len(p["pairs"]) * (len(p["eoc"]) + len(p["resnet_sigma_w2"]))
+    return [stage_run("hayou2020/theorem_checks", {"recursion_steps": p["max_depth"] * cases},
+                      what=f"theorem checks: {cases} recursions to depth {p['max_depth']:,}")]
+
+
+def cnn_checks(cfg):
+    """The infinite-channel CNN recursions to max_depth (every input and position pair at once, per EOC /
+    ResNet case) and the Monte Carlo nets (weights of each net x nets)."""
+    p = cfg["params"]
+    cases = len(p["eoc"]) + len(p["resnet_sigma_w2"])
+    entries = (p["n_inputs"] * p["positions"]) ** 2
+    nets = p["mc_samples"] * len(p["mc"])
+    weights = p["mc_depth"] * (2 * p["half_width"] + 1) * p["mc_channels"] ** 2
+    return [stage_run("hayou2020/cnn_checks", {"recursion_entry_steps": p["max_depth"] * cases * entries,
+                                               "mc_net_weights": nets * weights},
+                      what=f"CNN checks: {cases} recursions to depth {p['max_depth']:,} over {entries} position "
+                           f"pairs; {nets} Monte Carlo nets of {p['mc_channels']} channels")]
 
 
 def table1(cfg):
@@ -58,9 +91,5 @@ def table2(cfg):
     return work
 
 
-WORKLOADS = {"table1": table1, "table2": table2,
-             "fig1": _recursion("Fig. 1 curves", lambda p: f"to depth {p['max_depth']:,}"),
-             "eoc_curves": _recursion("EOC curves", lambda p: f"{p['n_q']} fixed-point variances per activation"),
-             "theorem_checks": _recursion("theorem checks", lambda p: f"to depth {p['max_depth']:,}"),
-             "cnn_checks": _recursion("CNN checks", lambda p: f"to depth {p['max_depth']:,}, and "
-                                      f"{p['mc_samples']} Monte Carlo nets of {p['mc_channels']} channels per case")}
+WORKLOADS = {"table1": table1, "table2": table2, "eoc_curves": eoc_curves, "fig1": fig1,
+             "theorem_checks": theorem_checks, "cnn_checks": cnn_checks}

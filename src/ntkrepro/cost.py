@@ -7,10 +7,11 @@ the cost model, knowing no paper. The table of every stage (and the memory of it
 
 A stage's cost is the sum of its *workloads*: a Gram matrix of a kernel (:func:`fc_gram`, :func:`cntk_gram`,
 :func:`deq_gram`, :func:`cdeq_gram`), the all-depths kernel iteration (:func:`depth_iteration`), empirical NTKs
-of finite nets (:func:`empirical_ntk`), gradient steps (:func:`train`), a dense solve (:func:`solve`), or work no
-benchmark rates (:func:`unrated`). Each paper says which workloads its artifacts imply in
-``experiments/<paper>/cost.py``: ``WORKLOADS = {artifact: fn}`` with ``fn(cfg) -> list[Workload]`` (``cfg``: the
-stage's resolved config as a dict, :func:`stage_config`).
+of finite nets (:func:`empirical_ntk`), gradient steps (:func:`train`), a dense solve (:func:`solve`),
+matrix-vector products (:func:`matvec`), a whole
+stage timed at smaller settings (:func:`stage_run`), or work no benchmark rates (:func:`unrated`). Each paper
+says which workloads its artifacts imply in ``experiments/<paper>/cost.py``: ``WORKLOADS = {artifact: fn}`` with
+``fn(cfg) -> list[Workload]`` (``cfg``: the stage's resolved config as a dict, :func:`stage_config`).
 
 A workload is one or more *terms*, each an amount of work over a measured rate (seconds = amount / rate, the
 amount relative to the benchmark's own configuration ``ref``):
@@ -38,6 +39,13 @@ amount relative to the benchmark's own configuration ``ref``):
   autodiff path), plus :data:`PARAM_PASSES` passes over the parameters at the measured copy bandwidth
   (read W forward and backward, write dW, the update reads W and dW and writes W): a small batch of a wide
   net moves its weights more than it multiplies them (Jacot Fig. 1: width 10,000, 50 points).
+- ``matvec``: the bytes of the matrix read per product, at the measured copy bandwidth (memory-bound).
+- ``stage_run``: a whole stage whose time is compilation and the per-step overhead of sequential scalar
+  recursions (Hayou et al.'s curves to depth 10^6-10^7: 10^5 -> 10^6 layers cost 0.21 -> 0.41 CPU s, so no
+  per-step rate of a kernel benchmark applies): CPU seconds = fixed + sum_k slope_k x units_k, the units
+  declared by the paper's cost model (recursion steps, Monte Carlo multiply-adds), the line fitted (non-negative
+  least squares, :func:`fit_stage_runs`) to timed runs of the stage itself at smaller settings
+  (``benchmarks/stages.py``, each run's units computed from its own config by the same cost model).
 - ``solve``: a Cholesky of K (n^3/3) and the triangular solves (n^2 targets + n_test n targets) in
   multiply-adds; a Gram above ``ntkrepro.gram.LARGE_GRAM_BYTES`` (float64) is factored in place, at the rate of
   ``run.py large``'s factor and solve of the same dtype (else the measured GEMM rate of the dtype), a smaller
@@ -72,6 +80,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ntkrepro.checks import array_bytes
 
@@ -257,6 +267,50 @@ def solve(n: int, *, targets: int, n_test: int = 0, precision: str = "float64", 
                     _positive_int("count", count))
 
 
+def matvec(n: int, *, steps: int, precision: str = "float64", count: int = 1, what: str = "") -> Workload:
+    """``steps`` products of an n x n matrix with a vector (e.g. explicit Euler steps of kernel gradient
+    descent): each reads the whole matrix once, memory-bound."""
+    n, steps = _positive_int("n", n), _positive_int("steps", steps)
+    return Workload("matvec", what or f"{steps} matrix-vector products with an {n:,} x {n:,} matrix",
+                    {"bytes": steps * n * n * ITEMSIZE[_precision(precision)]}, _positive_int("count", count))
+
+
+def stage_run(stage: str, units: Mapping[str, float], *, what: str) -> Workload:
+    """A whole stage whose time is its own: compilation and the per-step overhead of sequential scalar
+    recursions, which no kernel benchmark rates. Estimated from timed runs of the stage itself at smaller
+    settings (``benchmarks/stages.py``): CPU seconds = fixed + sum_k slope_k x ``units[k]``, the line fitted
+    to those runs (each run's units computed by this same function from its config)."""
+    if not units:
+        raise CostError(f"{stage}: a stage_run needs at least one unit")
+    clean = {}
+    for name, value in units.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise CostError(f"{stage}: unit {name} must be a number >= 0, got {value!r}")
+        clean[name] = float(value)
+    return Workload("stage_run", what, {"stage": stage, "units": clean})
+
+
+def fit_stage_runs(runs: list[Mapping]) -> dict | None:
+    """The line ``cpu_seconds = fixed + sum_k slope_k units_k`` through a stage's timed runs (``[{"units":
+    {k: v}, "cpu_seconds": s}, ...]``), non-negative least squares; None when the runs cannot determine it
+    (fewer runs than unknowns, or a unit that never varies)."""
+    from scipy.optimize import nnls
+
+    names = sorted(runs[0]["units"]) if runs else []
+    if not names or any(sorted(r["units"]) != names for r in runs) or len(runs) < len(names) + 1:
+        return None
+    a = np.array([[1.0] + [float(r["units"][k]) for k in names] for r in runs])
+    if np.linalg.matrix_rank(a / np.maximum(np.abs(a).max(axis=0), 1e-300)) < a.shape[1]:
+        return None
+    b = np.array([float(r["cpu_seconds"]) for r in runs])
+    scale = np.abs(a).max(axis=0)
+    coef, _ = nnls(a / scale, b)
+    coef = coef / scale
+    fitted = a @ coef
+    return {"fixed_s": float(coef[0]), "slopes": dict(zip(names, map(float, coef[1:]), strict=True)),
+            "runs": len(runs), "max_ratio": float(np.max(np.maximum(fitted / b, b / fitted)))}
+
+
 def unrated(what: str, *, count: int = 1) -> Workload:
     """Work no benchmark rates (e.g. a sequential scalar recursion): listed, never given hours."""
     return Workload("unrated", what, {}, _positive_int("count", count))
@@ -358,6 +412,14 @@ def _rows(record: Mapping) -> Iterable[tuple[str, float, dict, str, int]]:
                        f"CDEQ-NTK {row['path']} n = {row['n']} side {row['side']}", row["n"])
             elif row["kind"] == "solve":
                 yield f"solve:{row['dtype']}", row["macs_per_cpu_s"], {}, f"kernel_regression n = {row['n']}", row["n"]
+    elif study == "stages":  # benchmarks/stages.py: timed runs of whole stages, fitted per stage
+        by_stage: dict[str, list] = {}
+        for row in record["rows"]:
+            by_stage.setdefault(row["stage"], []).append(row)
+        for stage, runs in by_stage.items():
+            fit = fit_stage_runs(runs)
+            if fit:
+                yield f"stage_run:{stage}", 1.0, fit, f"{stage}, {len(runs)} runs", len(runs)
     elif study == "empirical":
         for row in record["rows"]:
             n, arch = row["n"], row["arch"]
@@ -438,6 +500,15 @@ def _terms(w: Workload) -> list[tuple[tuple[str, ...], Any]]:
         if s["arch"] == "fc":
             return [((f"gemm:{s['precision']}",), lambda ref: 3 * s["examples"] * s["macs"]), weights]
         return [(("train:cnn",), lambda ref: s["examples"] * s["macs"] / ref["macs"]), weights]
+    if w.kind == "matvec":
+        return [(("copy",), lambda ref: s["bytes"])]
+    if w.kind == "stage_run":
+        def fitted(ref):
+            if set(ref["slopes"]) != set(s["units"]):
+                raise CostError(f"{s['stage']}: its runs were timed with units {sorted(ref['slopes'])}, the "
+                                f"workload has {sorted(s['units'])} (rerun benchmarks/stages.py)")
+            return ref["fixed_s"] + sum(ref["slopes"][k] * v for k, v in s["units"].items())
+        return [((f"stage_run:{s['stage']}",), fitted)]
     if w.kind == "solve":
         keys = (f"solve_in_place:{s['precision']}", f"gemm:{s['precision']}") if s["in_place"] else \
             (f"solve:{s['precision']}",)
@@ -574,15 +645,16 @@ def _cores(machine: str) -> int | None:
         return None
 
 
-def stage_config(stage: str, scale: str) -> dict:
-    """The registered config of ``<paper>/<artifact>`` at ``scale``, resolved, as a plain dict."""
+def stage_config(stage: str, scale: str, overrides: Iterable[str] = ()) -> dict:
+    """The registered config of ``<paper>/<artifact>`` at ``scale`` (and Hydra ``overrides``), resolved, as a
+    plain dict."""
     from omegaconf import OmegaConf
 
     from ntkrepro.config import SCALES, compose
 
     if scale not in SCALES:
         raise CostError(f"scale must be one of {SCALES}, got {scale!r}")
-    return OmegaConf.to_container(compose(stage, [f"scale={scale}"]), resolve=True)
+    return OmegaConf.to_container(compose(stage, [f"scale={scale}", *overrides]), resolve=True)
 
 
 def split_size(data: Mapping, split: str) -> int:
