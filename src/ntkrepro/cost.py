@@ -6,12 +6,12 @@ the cost model, knowing no paper. The table of every stage (and the memory of it
     python scripts/cost_table.py --scale paper --stage arora2019/table1 --detail
 
 A stage's cost is the sum of its *workloads*: a Gram matrix of a kernel (:func:`fc_gram`, :func:`cntk_gram`,
-:func:`deq_gram`, :func:`cdeq_gram`), the all-depths kernel iteration (:func:`depth_iteration`), empirical NTKs
-of finite nets (:func:`empirical_ntk`), gradient steps (:func:`train`), a dense solve (:func:`solve`),
-matrix-vector products (:func:`matvec`), a whole
-stage timed at smaller settings (:func:`stage_run`), or work no benchmark rates (:func:`unrated`). Each paper
-says which workloads its artifacts imply in ``experiments/<paper>/cost.py``: ``WORKLOADS = {artifact: fn}`` with
-``fn(cfg) -> list[Workload]`` (``cfg``: the stage's resolved config as a dict, :func:`stage_config`).
+:func:`deq_gram`, :func:`cdeq_gram`), the all-depths kernel iteration (:func:`depth_iteration`), empirical NTKs of
+finite nets (:func:`empirical_ntk`), gradient steps (:func:`train`), a dense solve (:func:`solve`), matrix-vector
+products (:func:`matvec`), a whole stage timed at smaller settings (:func:`stage_run`), or work no benchmark rates
+(:func:`unrated`). Each paper says which workloads its artifacts imply in ``experiments/<paper>/cost.py``:
+``WORKLOADS = {artifact: fn}`` with ``fn(cfg) -> list[Workload]`` (``cfg``: the stage's resolved config as a dict,
+:func:`stage_config`).
 
 A workload is one or more *terms*, each an amount of work over a measured rate (seconds = amount / rate, the
 amount relative to the benchmark's own configuration ``ref``):
@@ -40,11 +40,11 @@ amount relative to the benchmark's own configuration ``ref``):
   (read W forward and backward, write dW, the update reads W and dW and writes W): a small batch of a wide
   net moves its weights more than it multiplies them (Jacot Fig. 1: width 10,000, 50 points).
 - ``matvec``: the bytes of the matrix read per product, at the measured copy bandwidth (memory-bound).
-- ``stage_run``: a whole stage whose time is compilation and the per-step overhead of sequential scalar
-  recursions (Hayou et al.'s curves to depth 10^6-10^7: 10^5 -> 10^6 layers cost 0.21 -> 0.41 CPU s, so no
-  per-step rate of a kernel benchmark applies): CPU seconds = fixed + sum_k slope_k x units_k, the units
-  declared by the paper's cost model (recursion steps, Monte Carlo multiply-adds), the line fitted (non-negative
-  least squares, :func:`fit_stage_runs`) to timed runs of the stage itself at smaller settings
+- ``stage_run``: a whole stage whose time no kernel benchmark rates: compilation and the per-step overhead of
+  sequential scalar recursions (Hayou et al.'s curves to depth 10^6-10^7: 10^5 -> 10^6 layers cost 0.21 -> 0.41
+  CPU s), small Monte Carlo and quadratures (the survey's printed formulas): CPU seconds = fixed + sum_k slope_k x
+  units_k, the units declared by the paper's cost model (recursion steps, Monte Carlo multiply-adds), the line fitted
+  (non-negative least squares, :func:`fit_stage_runs`) to timed runs of the stage itself at smaller settings
   (``benchmarks/stages.py``, each run's units computed from its own config by the same cost model).
 - ``solve``: a Cholesky of K (n^3/3) and the triangular solves (n^2 targets + n_test n targets) in
   multiply-adds; a Gram above ``ntkrepro.gram.LARGE_GRAM_BYTES`` (float64) is factored in place, at the rate of
@@ -276,10 +276,10 @@ def matvec(n: int, *, steps: int, precision: str = "float64", count: int = 1, wh
 
 
 def stage_run(stage: str, units: Mapping[str, float], *, what: str) -> Workload:
-    """A whole stage whose time is its own: compilation and the per-step overhead of sequential scalar
-    recursions, which no kernel benchmark rates. Estimated from timed runs of the stage itself at smaller
-    settings (``benchmarks/stages.py``): CPU seconds = fixed + sum_k slope_k x ``units[k]``, the line fitted
-    to those runs (each run's units computed by this same function from its config)."""
+    """A whole stage whose time no kernel benchmark rates (compilation, sequential scalar recursions, small Monte
+    Carlo), estimated from timed runs of the stage itself at smaller settings (``benchmarks/stages.py``): CPU
+    seconds = fixed + sum_k slope_k x ``units[k]``, the line fitted to those runs (each run's units computed by this
+    same function from its config)."""
     if not units:
         raise CostError(f"{stage}: a stage_run needs at least one unit")
     clean = {}
@@ -300,12 +300,11 @@ def fit_stage_runs(runs: list[Mapping]) -> dict | None:
     if not names or any(sorted(r["units"]) != names for r in runs) or len(runs) < len(names) + 1:
         return None
     a = np.array([[1.0] + [float(r["units"][k]) for k in names] for r in runs])
-    if np.linalg.matrix_rank(a / np.maximum(np.abs(a).max(axis=0), 1e-300)) < a.shape[1]:
+    scale = np.maximum(np.abs(a).max(axis=0), 1e-300)  # columns of comparable size for the rank and the fit
+    if np.linalg.matrix_rank(a / scale) < a.shape[1]:
         return None
     b = np.array([float(r["cpu_seconds"]) for r in runs])
-    scale = np.abs(a).max(axis=0)
-    coef, _ = nnls(a / scale, b)
-    coef = coef / scale
+    coef = nnls(a / scale, b)[0] / scale
     fitted = a @ coef
     return {"fixed_s": float(coef[0]), "slopes": dict(zip(names, map(float, coef[1:]), strict=True)),
             "runs": len(runs), "max_ratio": float(np.max(np.maximum(fitted / b, b / fitted)))}
