@@ -19,7 +19,6 @@ threads=1: an idle machine's wall time is about the CPU time, which is what the 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "scripts"))
+import cost_table  # noqa: E402  (scripts/cost_table.py: the papers' cost models, as the cost table loads them)
 from run import machine, write_record  # noqa: E402  (benchmarks/run.py: the machine record, the record file)
 
 from ntkrepro import cost  # noqa: E402
@@ -56,12 +57,7 @@ RUNS = {
 
 def stage_units(stage: str, overrides: list[str]) -> dict:
     """The units the paper's cost model declares for ``stage`` at scale=paper with ``overrides``."""
-    paper, artifact = stage.split("/")
-    spec = importlib.util.spec_from_file_location(f"{paper}_cost", ROOT / "experiments" / paper / "cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    work = [w for w in module.WORKLOADS[artifact](cost.stage_config(stage, "paper", overrides))
-            if w.kind == "stage_run"]
+    work = [w for w in cost_table.workloads(stage, "paper", overrides=overrides) if w.kind == "stage_run"]
     if len(work) != 1:
         raise SystemExit(f"stages.py: {stage}'s cost model declares {len(work)} stage_run workloads, not one")
     return dict(work[0].size["units"])

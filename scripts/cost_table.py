@@ -17,7 +17,7 @@ import argparse
 import importlib.util
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
@@ -40,9 +40,10 @@ def paper_models(paper: str, experiments: Path | str = EXPERIMENTS) -> dict[str,
     return dict(getattr(module, "WORKLOADS", {}))
 
 
-def workloads(stage: str, scale: str, experiments: Path | str = EXPERIMENTS) -> list[cost.Workload]:
+def workloads(stage: str, scale: str, experiments: Path | str = EXPERIMENTS,
+              overrides: Iterable[str] = ()) -> list[cost.Workload]:
     """What ``stage`` (``<paper>/<artifact>``) computes at ``scale``, from its paper's cost model and its
-    registered config. Raises CostError when the paper declares no cost model for it."""
+    registered config (with Hydra ``overrides``). Raises CostError when the paper declares no cost model for it."""
     if stage.count("/") != 1:
         raise cost.CostError(f"stage must be '<paper>/<artifact>', got {stage!r}")
     paper, artifact = stage.split("/")
@@ -50,7 +51,7 @@ def workloads(stage: str, scale: str, experiments: Path | str = EXPERIMENTS) -> 
     if artifact not in models:
         raise cost.CostError(f"no cost model for {stage}: experiments/{paper}/cost.py declares "
                              f"{sorted(models) or 'none'}")
-    return list(models[artifact](cost.stage_config(stage, scale)))
+    return list(models[artifact](cost.stage_config(stage, scale, overrides)))
 
 
 @cache
