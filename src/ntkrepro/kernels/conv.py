@@ -248,7 +248,25 @@ def dense_readout(kernel: PlaneKernel, *, scale, trained: bool, axes) -> PlaneKe
     ntk = (c/q^2) sum(Kdot (.) Theta + K), without the K term if the readout is not trained, summed over the
     plane's pixel ``axes`` (one sum of the :func:`packed` state)."""
     ntk = None if kernel.ntk is None else scale * (kernel.ntk + kernel.nngp if trained else kernel.ntk)
-    return unpacked(jnp.sum(packed(PlaneKernel(scale * kernel.nngp, ntk)), axis=axes))
+    return unpacked(plane_sum(packed(PlaneKernel(scale * kernel.nngp, ntk)), axes=axes))
+
+
+def plane_sum(m, *, axes):
+    """Sum of ``m`` over ``axes`` as a tree of halves (an odd one out carried to the next round).
+
+    Elementwise adds of slices, which XLA's CPU backend fuses into vectorized loops with the activation
+    before them; ``jnp.sum`` evaluates that activation inside a reduction loop instead: the readout took ~40%
+    of a CNTK-V Gram (n = 200, depth 6, 32 x 32; 0.42 -> 0.29 s wall with the tree on the 2-core CPU).
+    """
+    axes = tuple(a % m.ndim for a in axes)
+    for axis in axes:
+        while m.shape[axis] > 1:
+            half = m.shape[axis] // 2
+            head = lax.slice_in_dim(m, 0, half, axis=axis) + lax.slice_in_dim(m, half, 2 * half, axis=axis)
+            if m.shape[axis] % 2:
+                head = jnp.concatenate([head, lax.slice_in_dim(m, 2 * half, 2 * half + 1, axis=axis)], axis=axis)
+            m = head
+    return jnp.squeeze(m, axis=axes)
 
 
 def cntk_plane(products, covs1, covs2, scale, *, trace, activation: Activation, fix_first_last: bool,
