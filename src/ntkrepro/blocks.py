@@ -2,8 +2,8 @@
 
 Two levels, for two reasons to split:
 - :func:`blockwise` runs *inside* one compiled call: the fully connected, ResNet and DEQ recursions are
-  memory-bound elementwise work, so each cache-sized tile (``BLOCK_BYTES``) runs its whole layer
-  recursion before the next (``lax.map`` over tiles).
+  memory-bound elementwise work, so each cache-sized tile (``BLOCK_BYTES``; a cross Gram's tiles are row
+  slabs, :func:`column_grid`) runs its whole layer recursion before the next (``lax.map`` over tiles).
 - :func:`blockwise_on_host` is a Python loop of compiled calls, one per block: for kernels whose block
   is sized by device memory (the convolutional kernels, the empirical NTK, the DEQ-NTK root solve) and
   whose blocks have their own per-block results.
@@ -44,6 +44,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
 BLOCK_BYTES = 2**21  # one (b, b) tile array of :func:`blockwise`: ~2 MiB, so a tile's recursion stays in cache
+SLAB_BYTES = 2**25   # at most one cross-Gram tile array of :func:`blockwise` (a row slab, :func:`column_grid`)
 
 
 # ---------------------------------------------------------------- memory estimates
@@ -218,6 +219,16 @@ def block_grid(n: int, itemsize: int) -> tuple[int, int]:
     return count, -(-n // count)
 
 
+def column_grid(n2: int, rows: int, itemsize: int) -> tuple[int, int]:
+    """(number of blocks, block size) of a cross Gram's columns for row blocks of ``rows``: all n2 columns
+    while a tile of rows x n2 stays within SLAB_BYTES per array, else equal blocks within it. A tile slices
+    its rows and columns out of the inputs (a copy each, which XLA does not fold into the input Gram's matmul):
+    per row slab instead of per square tile this is ~12% of an FC cross Gram (n = 4,000, d = 3,072, float64:
+    1.82 -> 1.50 s wall on the 2-core CPU), and its layers run as fast on the wider tile."""
+    count = -(-n2 * rows * itemsize // SLAB_BYTES)
+    return count, -(-n2 // count)
+
+
 def tile_index(count1: int, count2: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
     """Block rows and columns of every tile, row by row (upper triangle j >= i when symmetric), as two
     integer arrays (no per-pair Python objects)."""
@@ -243,7 +254,7 @@ def blockwise(tile_fn, x1, x2):
     xb_all = x1 if symmetric else x2
     n1, n2 = x1.shape[0], xb_all.shape[0]
     count1, size1 = block_grid(n1, x1.dtype.itemsize)
-    count2, size2 = (count1, size1) if symmetric else block_grid(n2, x1.dtype.itemsize)
+    count2, size2 = (count1, size1) if symmetric else column_grid(n2, size1, x1.dtype.itemsize)
     # the memory of the plan before any of it exists: one abstract tile gives the outputs' shapes
     out = jax.eval_shape(tile_fn, jax.ShapeDtypeStruct((size1, *x1.shape[1:]), x1.dtype),
                          jax.ShapeDtypeStruct((size2, *x1.shape[1:]), x1.dtype), jax.ShapeDtypeStruct((), bool))
