@@ -279,15 +279,33 @@ def test_cntk_block_is_a_block_of_the_gram(images):
         conv.cntk_block(x, x, d, d, readout="max")
 
 
-def test_gap_planes_side_by_side_equal_planes_in_turn():
-    """A block of 16 columns walks the offset planes one by one, a block of 5 columns several side by side
-    (plane_group): the same GAP kernel."""
+def test_gap_planes_side_by_side_equal_planes_in_turn(monkeypatch):
+    """Offset planes one by one (a minor axis of 16 lanes: GROUP_LANES = 16), several side by side (the
+    default), and a block of 5 columns: the same GAP kernel."""
     x = np.random.default_rng(4).standard_normal((16, 4, 4, 2))
-    assert conv.plane_group(16, 16, rows=16) == 1 and conv.plane_group(16, 5, rows=16) > 1
-    full = cntk(x, depth=3, readout="gap", fix_first_last=True, dtype=jnp.float64)
+    grouped = cntk(x, depth=3, readout="gap", fix_first_last=True, dtype=jnp.float64)
     few = cntk(x, x[:5], depth=3, readout="gap", fix_first_last=True, dtype=jnp.float64)
-    np.testing.assert_allclose(few.ntk, full.ntk[:, :5], rtol=1e-13)
-    np.testing.assert_allclose(few.nngp, full.nngp[:, :5], rtol=1e-13)
+    assert conv.plane_group(4, 4, 16, rows=2) == 16 and conv.plane_group(4, 4, 5, rows=2) > 1
+    monkeypatch.setattr(conv, "GROUP_LANES", 16)
+    jax.clear_caches()  # the jitted block reads GROUP_LANES when traced
+    assert conv.plane_group(4, 4, 16, rows=2) == 1
+    one_by_one = cntk(x, depth=3, readout="gap", fix_first_last=True, dtype=jnp.float64)
+    jax.clear_caches()
+    np.testing.assert_allclose(grouped.ntk, one_by_one.ntk, rtol=1e-13)
+    np.testing.assert_allclose(grouped.nngp, one_by_one.nngp, rtol=1e-13)
+    np.testing.assert_allclose(few.ntk, one_by_one.ntk[:, :5], rtol=1e-13)
+    np.testing.assert_allclose(few.nngp, one_by_one.nngp[:, :5], rtol=1e-13)
+
+
+def test_gap_rows_per_step_widest_minor_axis_within_a_chunk():
+    """Two rows per step with 16 planes of 16 columns side by side (256 lanes, 2^19 entries); a Gram too
+    wide for planes side by side keeps its steps within CHUNK_ENTRIES; one row only if nothing else fits."""
+    assert conv.gap_rows_per_step(32, 32, 16, 16) == 2
+    assert conv.plane_group(32, 32, 16, rows=2) == 16
+    r = conv.gap_rows_per_step(32, 32, 200, 200)
+    assert r == 2 and r * 32 * 32 * 200 * conv.plane_group(32, 32, 200, rows=r) <= conv.CHUNK_ENTRIES
+    assert conv.gap_rows_per_step(32, 32, 1024, 8) == 1
+    assert conv.plane_group(28, 28, 10, rows=2) == 14  # divides Q = 28: one dynamic window per group
 
 
 # ---------------------------------------------------------------- invariants, batching, devices

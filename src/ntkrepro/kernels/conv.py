@@ -33,8 +33,9 @@ holds M[i, j, (i + u) mod P, (j + v) mod Q] for all (i, j), i.e. the offset-0 ma
 by (u, v), so every entry appears exactly once. On a plane L is a q x q box sum that must not cross the
 wrap point (i = P - u, j = Q - v: there the true neighbour is out of range, 0), a box sum with 0/1
 neighbour weights (:func:`plane_masks`). GAP is then the vanilla computation over the P*Q planes in
-turn, each in cache (a small Gram's few columns with a few planes side by side in the minor axis, so that
-they fill the vector lanes: :func:`plane_group`), with the mean of all entries as readout: O((P Q)^2 L)
+groups, each in cache (several planes side by side in the minor axis, which the elementwise layers need
+long: :func:`plane_group`, :func:`gap_rows_per_step`; the columns rolled to a group's planes are windows of
+the doubled column arrays, :func:`group_planes`), with the mean of all entries as readout: O((P Q)^2 L)
 per pair with no (P, Q, P, Q) tensor in memory (2-2.3x the dense 4-D computation on the project's CPU from
 16 images on). Per-image diagonals are computed once per image and reused for every pair.
 
@@ -73,7 +74,7 @@ from ntkrepro.kernels.gaussian import Activation, broadcast_expectations, c_sigm
 READOUTS = ("vanilla", "gap")
 OUTPUTS = ("nngp", "ntk")
 LIVE_ARRAYS = 12  # pair-sized arrays alive at once in a layer (inputs, temporaries, outputs)
-GROUP_LANES = 8 * LANES  # GAP: minor-axis width of a group of offset planes side by side (plane_group)
+GROUP_LANES = 16 * LANES  # GAP: the widest minor axis of a group of offset planes side by side (plane_group)
 
 
 # ---------------------------------------------------------------- input checks (before any compute)
@@ -164,12 +165,25 @@ def plane_box_sum(m, ok_i, ok_j, *, filter_size: int):
     if r == 0:
         return m
     p_side, q_side = m.shape[1:3]
+    m = materialized(m)
     padded = jnp.pad(m, [(0, 0), (r, r), (0, 0), (0, 0)])
     m = sum(_weighted(lax.slice_in_dim(padded, a, a + p_side, axis=1), ok_i[a].reshape(1, p_side, 1, -1))
             for a in range(filter_size))
     padded = jnp.pad(m, [(0, 0), (0, 0), (r, r), (0, 0)])
     return sum(_weighted(lax.slice_in_dim(padded, b, b + q_side, axis=2), ok_j[b].reshape(1, 1, q_side, -1))
                for b in range(filter_size))
+
+
+def materialized(m):
+    """``m`` (real or :func:`packed`) unchanged, but computed once into memory before its consumers: its
+    parts divided by a 1 the compiler cannot see. XLA copies cheap elementwise producers into each of their
+    consumer fusions, so the masked box sums' slices each evaluated the activation's closed form before
+    them (3x per layer); a division is expensive to XLA, which does not duplicate it (CNTK-GAP 4 x 4, depth
+    6: -8%; the plain box sum of the vanilla CNTK runs as fast without it)."""
+    one = lax.optimization_barrier(jnp.ones((), jnp.real(m).dtype))
+    if jnp.iscomplexobj(m):
+        return lax.complex(jnp.real(m) / one, jnp.imag(m) / one)
+    return m / one
 
 
 def _weighted(m, w):
@@ -356,16 +370,53 @@ def _plane_chunk(x1, x2t, d1, d2t, scale, masks, *, filter_size, activation, fix
     return tuple(getattr(kernel, name) for name in outputs)
 
 
-def plane_group(planes: int, columns: int, *, rows: int) -> int:
-    """Offset planes a GAP block evaluates at once, side by side in the minor axis: 1 when the block's
-    ``columns`` fill whole vectors; else (a small Gram: few columns leave vector lanes idle) the largest
-    divisor of ``planes`` (= P*Q, also the entries of one plane) with group * columns <= ``GROUP_LANES``
-    and a step's ``rows`` x planes x group x columns entries within ``CHUNK_ENTRIES`` (10 images of 32 x 32:
-    4 planes, 1.5x the throughput of one; 8 or 16, out of cache, less)."""
-    if columns % LANES == 0:
-        return 1
+def plane_group(p_side: int, q_side: int, columns: int, *, rows: int) -> int:
+    """Offset planes a GAP block evaluates at once, side by side in the minor axis: the largest divisor of
+    P*Q (the planes, also the entries of one plane) that divides Q or is a multiple of it (a group is then a
+    run of whole plane rows or part of one, :func:`group_planes`) with group * columns <= ``GROUP_LANES``
+    and a step's ``rows`` x P*Q x group x columns entries within ``CHUNK_ENTRIES``; 1 if none.
+
+    A long minor axis is what the elementwise layers need on the CPU: 16 x 16 images of 32 x 32 at depth 6,
+    one plane (16 lanes) per step took 5.6 s, 8 planes side by side 3.5 s, 16 planes 3.2 s; 32 (512 lanes,
+    out of cache) 4.3 s."""
+    planes = p_side * q_side
     most = min(GROUP_LANES // columns, CHUNK_ENTRIES // (rows * planes * columns))
-    return max(g for g in range(1, min(planes, max(1, most)) + 1) if planes % g == 0)
+    return max([g for g in range(1, min(planes, most) + 1)
+                if planes % g == 0 and (q_side % g == 0 or g % q_side == 0)], default=1)
+
+
+def gap_rows_per_step(p_side: int, q_side: int, columns: int, rows: int) -> int:
+    """Rows per ``lax.map`` step of a GAP block with ``rows`` rows per device: among the divisors of
+    ``rows`` whose steps stay within ``CHUNK_ENTRIES`` per array, the one with the widest minor axis
+    (:func:`plane_group` x columns), then the most rows; one row per step only if no other divisor fits (a
+    step of one row ran 3x slower)."""
+    def width(r):
+        return plane_group(p_side, q_side, columns, rows=r) * columns
+
+    fits = [r for r in range(1, rows + 1) if rows % r == 0 and r * p_side * q_side * width(r) <= CHUNK_ENTRIES]
+    candidates = [r for r in fits if r > 1] or [1]
+    return max(candidates, key=lambda r: (width(r), r))
+
+
+def group_planes(a, axes, first, group: int, p_side: int, q_side: int):
+    """The columns' arrays ``a`` (..., b), doubled along ``axes`` (2P, 2Q), rolled to the offset planes
+    first .. first + group - 1 (plane u * Q + v rolls by (u, v)) and set side by side: (..., group b) with
+    P, Q on ``axes``. A group is a run of plane rows (group a multiple of Q) or part of one, so one dynamic
+    window of the doubled array and static slices of it give every plane (a gather of rolls cost ~8% of a
+    small GAP Gram)."""
+    rows, cols = max(1, group // q_side), min(group, q_side)
+    window = lax.dynamic_slice_in_dim(a, first // q_side, p_side + rows - 1, axis=axes[0])
+    window = lax.dynamic_slice_in_dim(window, first % q_side, q_side + cols - 1, axis=axes[1])
+    planes = [lax.slice_in_dim(lax.slice_in_dim(window, u, u + p_side, axis=axes[0]), v, v + q_side, axis=axes[1])
+              for u in range(rows) for v in range(cols)]
+    return jnp.stack(planes, axis=-2).reshape(*planes[0].shape[:-1], group * a.shape[-1])
+
+
+def doubled(a, axes):
+    """``a`` tiled twice along each of ``axes``: every cyclic roll of it is a window (:func:`group_planes`)."""
+    for axis in axes:
+        a = jnp.concatenate([a, a], axis=axis)
+    return a
 
 
 @functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "fix_first_last",
@@ -386,26 +437,24 @@ def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation
         if readout == "vanilla":
             return plane(x1, d1, x2, d2, scale, None)
         columns = x2.shape[-1]
-        group = plane_group(p_side * q_side, columns, rows=rows_per_step)
+        group = plane_group(p_side, q_side, columns, rows=rows_per_step)
+        x2d, d2d = doubled(x2, (0, 1)), doubled(d2, (1, 2))
+        firsts = np.arange(0, p_side * q_side, group)
+        # each group's neighbour weights (q, P, group b), (q, Q, group b) (one plane: (q, P, 1)), computed once
+        # for all groups, so that no layer evaluates them inside its fusions
+        uv = firsts[:, None] + np.arange(group)
+        ok_i, ok_j = (jnp.repeat(jnp.moveaxis(jax.vmap(jax.vmap(functools.partial(
+            plane_masks, size=size, filter_size=filter_size, dtype=x1.dtype)))(shifts), 1, -1), columns if group > 1 else 1,
+            axis=-1) for shifts, size in ((uv // q_side, p_side), (uv % q_side, q_side)))
 
-        def side_by_side(a, axes, u, v):
-            """The columns' arrays (..., b) rolled to each plane of the group, side by side: (..., group b)."""
-            rolled = jax.vmap(lambda s, t: jnp.roll(a, (-s, -t), axis=axes))(u, v)
-            return jnp.moveaxis(rolled, 0, -2).reshape(*a.shape[:-1], group * columns)
-
-        def masks(shifts, size):
-            ok = jax.vmap(lambda s: plane_masks(s, size, filter_size=filter_size, dtype=x1.dtype))(shifts)
-            return jnp.repeat(jnp.moveaxis(ok, 0, -1), columns, axis=-1)  # (q, size, group b)
-
-        def add_planes(sums, first):
-            uv = first + jnp.arange(group)
-            u, v = uv // q_side, uv % q_side
-            found = plane(x1, d1, side_by_side(x2, (0, 1), u, v), side_by_side(d2, (1, 2), u, v), scale,
-                          (masks(u, p_side), masks(v, q_side)))
+        def add_planes(sums, group_args):
+            first, masks_i, masks_j = group_args
+            found = plane(x1, d1, group_planes(x2d, (0, 1), first, group, p_side, q_side),
+                          group_planes(d2d, (1, 2), first, group, p_side, q_side), scale, (masks_i, masks_j))
             return tuple(a + f.reshape(-1, group, columns).sum(axis=1) for a, f in zip(sums, found, strict=True)), None
 
         zeros = (jnp.zeros((x1.shape[0], columns), x1.dtype),) * len(outputs)
-        sums, _ = lax.scan(add_planes, zeros, jnp.arange(0, p_side * q_side, group))
+        sums, _ = lax.scan(add_planes, zeros, (jnp.asarray(firsts), ok_i, ok_j))
         return tuple(a / (p_side * q_side) ** 2 for a in sums)
 
     return over_devices(local, (x1, d1), (x2, d2, scale))
@@ -507,8 +556,10 @@ def cntk(x1, x2=None, *, depth: int, readout: str = "vanilla", fix_first_last: b
     entries = p_side * q_side  # per pair and array, both readouts (GAP walks the offset planes in turn)
     pairs = batch_size or auto_pairs_per_batch(entries, x1.dtype.itemsize)
     plan = plan_pair_blocks(x1.shape[0], x2.shape[0], pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
+    rows_per_step = plan.rows_per_step if readout == "vanilla" else \
+        gap_rows_per_step(p_side, q_side, plan.b2, plan.b1 // jax.device_count())
     block = functools.partial(cntk_block, readout=readout, fix_first_last=fix_first_last, filter_size=q,
-                              activation=act, get=outputs, rows_per_step=plan.rows_per_step)
+                              activation=act, get=outputs, rows_per_step=rows_per_step)
 
     def pair_block(r0, c0):
         a, da = (row_block(v, r0, plan.b1) for v in (x1, d1))
