@@ -443,9 +443,13 @@ def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation
         # each group's neighbour weights (q, P, group b), (q, Q, group b) (one plane: (q, P, 1)), computed once
         # for all groups, so that no layer evaluates them inside its fusions
         uv = firsts[:, None] + np.arange(group)
-        ok_i, ok_j = (jnp.repeat(jnp.moveaxis(jax.vmap(jax.vmap(functools.partial(
-            plane_masks, size=size, filter_size=filter_size, dtype=x1.dtype)))(shifts), 1, -1), columns if group > 1 else 1,
-            axis=-1) for shifts, size in ((uv // q_side, p_side), (uv % q_side, q_side)))
+
+        def group_masks(shifts, size):  # (groups, group) shifts -> (groups, q, size, group b or 1)
+            masks = functools.partial(plane_masks, size=size, filter_size=filter_size, dtype=x1.dtype)
+            ok = jnp.moveaxis(jax.vmap(jax.vmap(masks))(shifts), 1, -1)
+            return jnp.repeat(ok, columns if group > 1 else 1, axis=-1)
+
+        ok_i, ok_j = group_masks(uv // q_side, p_side), group_masks(uv % q_side, q_side)
 
         def add_planes(sums, group_args):
             first, masks_i, masks_j = group_args
