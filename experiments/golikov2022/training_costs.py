@@ -60,7 +60,8 @@ def cntk_block_fn(*, side: int, depth: int, readout: str, block: int, nngp_only:
         raise ValueError(f"params.block = {block}: cntk's blocks of {block}^2 pairs are {plan.b1} images wide "
                          f"(use a multiple of {LANES})")
     compute = functools.partial(conv.cntk_block, readout=readout, filter_size=FILTER, activation="relu",
-                                get="nngp" if nngp_only else ("nngp", "ntk"), rows_per_step=plan.rows_per_step)
+                                get="nngp" if nngp_only else ("nngp", "ntk"),
+                                rows_per_step=conv.block_rows_per_step(plan, readout=readout, p_side=side, q_side=side))
     if nngp_only:
         return jax.jit(lambda x1, x2, d1, d2: compute(x1, x2, d1, d2)[0])
     return jax.jit(compute)

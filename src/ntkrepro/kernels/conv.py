@@ -398,6 +398,14 @@ def gap_rows_per_step(p_side: int, q_side: int, columns: int, rows: int) -> int:
     return max(candidates, key=lambda r: (width(r), r))
 
 
+def block_rows_per_step(plan, *, readout: str, p_side: int, q_side: int) -> int:
+    """Rows per ``lax.map`` step of the blocks of a :class:`~ntkrepro.blocks.PairBlockPlan` (what :func:`cntk`
+    passes to :func:`cntk_block`): the plan's for the vanilla readout, :func:`gap_rows_per_step` for GAP."""
+    if readout == "vanilla":
+        return plan.rows_per_step
+    return gap_rows_per_step(p_side, q_side, plan.b2, plan.b1 // jax.device_count())
+
+
 def group_planes(a, axes, first, group: int, p_side: int, q_side: int):
     """The columns' arrays ``a`` (..., b), doubled along ``axes`` (2P, 2Q), rolled to the offset planes
     first .. first + group - 1 (plane u * Q + v rolls by (u, v)) and set side by side: (..., group b) with
@@ -560,10 +568,9 @@ def cntk(x1, x2=None, *, depth: int, readout: str = "vanilla", fix_first_last: b
     entries = p_side * q_side  # per pair and array, both readouts (GAP walks the offset planes in turn)
     pairs = batch_size or auto_pairs_per_batch(entries, x1.dtype.itemsize)
     plan = plan_pair_blocks(x1.shape[0], x2.shape[0], pairs=pairs, entries_per_pair=entries, symmetric=symmetric)
-    rows_per_step = plan.rows_per_step if readout == "vanilla" else \
-        gap_rows_per_step(p_side, q_side, plan.b2, plan.b1 // jax.device_count())
     block = functools.partial(cntk_block, readout=readout, fix_first_last=fix_first_last, filter_size=q,
-                              activation=act, get=outputs, rows_per_step=rows_per_step)
+                              activation=act, get=outputs,
+                              rows_per_step=block_rows_per_step(plan, readout=readout, p_side=p_side, q_side=q_side))
 
     def pair_block(r0, c0):
         a, da = (row_block(v, r0, plan.b1) for v in (x1, d1))
