@@ -420,13 +420,6 @@ def group_planes(a, axes, first, group: int, p_side: int, q_side: int):
     return jnp.stack(planes, axis=-2).reshape(*planes[0].shape[:-1], group * a.shape[-1])
 
 
-def doubled(a, axes):
-    """``a`` tiled twice along each of ``axes``: every cyclic roll of it is a window (:func:`group_planes`)."""
-    for axis in axes:
-        a = jnp.concatenate([a, a], axis=axis)
-    return a
-
-
 @functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "fix_first_last",
                                              "readout", "outputs"))
 def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation, fix_first_last, readout,
@@ -446,7 +439,7 @@ def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation
             return plane(x1, d1, x2, d2, scale, None)
         columns = x2.shape[-1]
         group = plane_group(p_side, q_side, columns, rows=rows_per_step)
-        x2d, d2d = doubled(x2, (0, 1)), doubled(d2, (1, 2))
+        x2d, d2d = jnp.tile(x2, (2, 2, 1, 1)), jnp.tile(d2, (1, 2, 2, 1))  # every cyclic roll is a window
         firsts = np.arange(0, p_side * q_side, group)
         # each group's neighbour weights (q, P, group b), (q, Q, group b) (one plane: (q, P, 1)), computed once
         # for all groups, so that no layer evaluates them inside its fusions
