@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
-from ntkrepro.blocks import LANES, plan_pair_blocks
+from ntkrepro.blocks import LANES, kernel_jit, plan_pair_blocks
 from ntkrepro.checks import bad, param, refuse_oversized
 from ntkrepro.kernels import conv
 from ntkrepro.kernels.fc import fc_kernels
@@ -63,15 +63,15 @@ def cntk_block_fn(*, side: int, depth: int, readout: str, block: int, nngp_only:
                                 get="nngp" if nngp_only else ("nngp", "ntk"),
                                 rows_per_step=conv.block_rows_per_step(plan, readout=readout, p_side=side, q_side=side))
     if nngp_only:
-        return jax.jit(lambda x1, x2, d1, d2: compute(x1, x2, d1, d2)[0])
-    return jax.jit(compute)
+        return kernel_jit(lambda x1, x2, d1, d2: compute(x1, x2, d1, d2)[0])
+    return kernel_jit(compute)
 
 
 def fc_fn(*, depth: int, nngp_only: bool) -> Callable:
     """x -> the FC NNGP Gram alone, or both Grams (float32)."""
     if nngp_only:
-        return jax.jit(lambda x: fc_kernels(x, depth=depth, dtype=jnp.float32).nngp)
-    return jax.jit(lambda x: fc_kernels(x, depth=depth, dtype=jnp.float32))
+        return kernel_jit(lambda x: fc_kernels(x, depth=depth, dtype=jnp.float32).nngp)
+    return kernel_jit(lambda x: fc_kernels(x, depth=depth, dtype=jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnames="steps")

@@ -30,6 +30,7 @@ estimators (:func:`gram_bytes`, :func:`full_batch_mlp_bytes`) are for stages to 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -42,6 +43,32 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
+
+VECTOR_BITS = 512
+"""The vector width XLA's CPU backend is asked to vectorize the kernels' loops for (``xla_cpu_prefer_vector_width``;
+its default, 256, leaves half of an AVX-512 register unused). The elementwise layers of the recursions run
+1.04-1.3x faster at 512 bits on the project's AVX-512 CPU (benchmarks/README); a CPU without 512-bit vectors keeps
+its widest, and other backends do not read the option."""
+
+
+def kernel_jit(fun=None, **jit_kwargs):
+    """``jax.jit`` with the kernels' compiler options (:data:`VECTOR_BITS`): how every exact kernel compiles. Use
+    as ``jax.jit`` (``kernel_jit(f)``, ``functools.partial(kernel_jit, static_argnames=...)``). JAX takes compiler
+    options only at the top level: called on traced values (inside a caller's ``jit``, ``vmap``, ``grad``) the
+    function is a plain ``jax.jit`` and compiles with the caller's options."""
+    if fun is None:
+        return functools.partial(kernel_jit, **jit_kwargs)
+    top = jax.jit(fun, compiler_options={"xla_cpu_prefer_vector_width": VECTOR_BITS}, **jit_kwargs)
+    nested = jax.jit(fun, **jit_kwargs)
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))
+        return (nested if traced else top)(*args, **kwargs)
+
+    call.lower = top.lower
+    return call
+
 
 BLOCK_BYTES = 2**21  # one (b, b) tile array of :func:`blockwise`: ~2 MiB, so a tile's recursion stays in cache
 SLAB_BYTES = 2**25   # at most one cross-Gram tile array of :func:`blockwise` (a row slab, :func:`column_grid`)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ntkrepro.blocks import blockwise_on_host, map_row_chunks, over_devices, plan_pair_blocks, row_block
+from ntkrepro.blocks import blockwise_on_host, kernel_jit, map_row_chunks, over_devices, plan_pair_blocks, row_block
 from ntkrepro.kernels.conv import (
     auto_pairs_per_batch,
     box_sum,
@@ -130,7 +130,7 @@ def _cdeq_chunk(x1, h1, x2t, h2t, s_sq, sigma_w2, sigma_u2, tol, *, filter_size,
     return jnp.sum(big_k, axis=pixels), jnp.sum(theta, axis=pixels), sigma_iters, theta_iters
 
 
-@functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "max_iter"))
+@functools.partial(kernel_jit, static_argnames=("rows_per_step", "filter_size", "activation", "max_iter"))
 def _cdeq_block(x1, x2, s_sq, sigma_w2, sigma_u2, tol, *, rows_per_step, filter_size, activation, max_iter):
     params = (s_sq, sigma_w2, sigma_u2)
     options = dict(filter_size=filter_size, activation=activation, max_iter=max_iter)

@@ -61,6 +61,7 @@ from ntkrepro.blocks import (
     LANES,
     auto_pairs_per_block,
     blockwise_on_host,
+    kernel_jit,
     map_row_chunks,
     over_devices,
     plan_pair_blocks,
@@ -316,7 +317,7 @@ def cntk_plane(products, covs1, covs2, scale, *, trace, activation: Activation, 
 # ---------------------------------------------------------------- per-image diagonals
 
 
-@functools.partial(jax.jit, static_argnames=("num_layers", "filter_size", "activation"))
+@functools.partial(kernel_jit, static_argnames=("num_layers", "filter_size", "activation"))
 def _cntk_diagonals(x, scale, *, num_layers, filter_size, activation):
     """The layers on the x-x kernel's offset-0 map, its own diagonal: (n, num_layers, P, Q)."""
     trace = functools.partial(box_sum, filter_size=filter_size)
@@ -420,7 +421,7 @@ def group_planes(a, axes, first, group: int, p_side: int, q_side: int):
     return jnp.stack(planes, axis=-2).reshape(*planes[0].shape[:-1], group * a.shape[-1])
 
 
-@functools.partial(jax.jit, static_argnames=("rows_per_step", "filter_size", "activation", "fix_first_last",
+@functools.partial(kernel_jit, static_argnames=("rows_per_step", "filter_size", "activation", "fix_first_last",
                                              "readout", "outputs"))
 def _cntk_block(x1, x2, d1, d2, scale, *, rows_per_step, filter_size, activation, fix_first_last, readout,
                 outputs=OUTPUTS):

@@ -37,11 +37,11 @@ import math
 from dataclasses import dataclass
 from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ntkrepro.blocks import kernel_jit
 from ntkrepro.kernels import meanfield
 from ntkrepro.kernels.chebyshev import clenshaw
 from ntkrepro.kernels.gaussian import Activation, get_activation, polar_expectations
@@ -166,7 +166,7 @@ def smooth_map(
 # ------------------------------------------------------------------ deep FFNN on the EOC
 
 
-@partial(jax.jit, static_argnames=("kind",))
+@partial(kernel_jit, static_argnames=("kind",))
 def _ffnn_steps(kind, params, state, start, stop):
     """Advance (gamma, k12, k11, k22) from layer ``start`` to ``stop`` (exclusive loop bounds)."""
 
@@ -291,7 +291,7 @@ def ffnn_eoc(
 # ------------------------------------------------------------------ deep ReLU ResNets
 
 
-@partial(jax.jit, static_argnames=("scaled",))
+@partial(kernel_jit, static_argnames=("scaled",))
 def _resnet_steps(scaled, params, state, start, stop):
     alpha, q, q11, q22 = params
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ntkrepro.blocks import blockwise, blockwise_on_host, row_block
+from ntkrepro.blocks import blockwise, blockwise_on_host, kernel_jit, row_block
 from ntkrepro.checks import finite_kernel
 from ntkrepro.kernels.chebyshev import clenshaw
 from ntkrepro.kernels.fc import (
@@ -51,7 +51,7 @@ class DEQFixedPoint:
     max_residual: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "activation", "all_depths"))
+@functools.partial(kernel_jit, static_argnames=("depth", "activation", "all_depths"))
 def _deq_iteration(x1, x2, sigma_w2, sigma_u2, sigma_b2, *, depth, activation, all_depths):
     def tile(xa, xb, same):
         g1, g2, g12 = tile_gram(xa, xb, same)
@@ -137,7 +137,7 @@ def _chebyshev_fixed_point(sigma_w2: float, sigma_u2: float) -> np.ndarray:
     return coeffs[: significant[-1] + 1] if significant.size else coeffs[:1]  # sigma_u2 = 0: phi* = 0
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter",))
+@functools.partial(kernel_jit, static_argnames=("max_iter",))
 def _fixed_point_tile(xa, xb, coeffs, sigma_w2, sigma_u2, tol, *, max_iter):
     """(Sigma*, Theta*, Newton steps, max |F|, converged) for the tile x_a x_b^T."""
     t = jnp.clip(jnp.matmul(xa, xb.T, precision=lax.Precision.HIGHEST), -1.0, 1.0)

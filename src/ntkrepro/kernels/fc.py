@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ntkrepro.blocks import blockwise
+from ntkrepro.blocks import blockwise, kernel_jit
 from ntkrepro.checks import finite_kernel, real_array
 from ntkrepro.kernels.gaussian import Activation, broadcast_expectations, c_sigma, get_activation
 
@@ -180,7 +180,7 @@ def fc_layers(gram, var1, var2, dim: int, sigma_w2, sigma_b2, *, activation: Act
     return jax.tree_util.tree_map(lambda a, rest: jnp.concatenate([a[None], rest]), first, _unpacked(stacked))
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "activation", "all_depths"))
+@functools.partial(kernel_jit, static_argnames=("depth", "activation", "all_depths"))
 def _fc(x1, x2, sigma_w2, sigma_b2, *, depth, activation, all_depths):
     dim = x1.shape[1]
     variances = functools.partial(layer_variances, dim=dim, sigma_w2=sigma_w2, sigma_b2=sigma_b2, depth=depth,

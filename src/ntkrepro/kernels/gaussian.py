@@ -26,6 +26,8 @@ import mpmath
 import numpy as np
 from jax import lax
 
+from ntkrepro.blocks import kernel_jit
+
 RADIAL_NODES = 40
 ANGULAR_NODES = 32
 VECTORIZED_RADIAL_LIMIT = 2**18  # batch x radial nodes above which the radial sum is a loop
@@ -216,7 +218,7 @@ def broadcast_expectations(activation: Activation, var1, s12, var2):
     return k * (root1 * root2), kdot
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "deriv", "radial_nodes", "angular_nodes"))
+@functools.partial(kernel_jit, static_argnames=("fn", "deriv", "radial_nodes", "angular_nodes"))
 def polar_expectations(fn: Callable, deriv: Callable, s11, s12, s22, *,
                        radial_nodes: int = RADIAL_NODES, angular_nodes: int = ANGULAR_NODES):
     """(E[phi(u)phi(v)], E[phi'(u)phi'(v)]) by quadrature in polar coordinates, kinks of phi at 0 exact.

@@ -18,11 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
+from ntkrepro.blocks import kernel_jit
 from ntkrepro.kernels.fc import check_depth, check_variances, fc_kernels
 from ntkrepro.kernels.gaussian import Activation, gaussian_mean, get_activation
 
@@ -33,7 +33,7 @@ def _act(activation) -> Activation:
     return get_activation(activation)
 
 
-@functools.partial(jax.jit, static_argnames=("act",))
+@functools.partial(kernel_jit, static_argnames=("act",))
 def _moment_arrays(q, *, act: Activation):
     """(E[phi(sqrt q Z)^2], E[phi'(sqrt q Z)^2]) elementwise in q, float64."""
     second = act.second_moment(q)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 
-from ntkrepro.blocks import blockwise
+from ntkrepro.blocks import blockwise, kernel_jit
 from ntkrepro.checks import finite_kernel
 from ntkrepro.kernels import fc
 from ntkrepro.kernels.gaussian import get_activation
@@ -27,7 +26,7 @@ from ntkrepro.kernels.gaussian import get_activation
 BRANCH_SCALES = ("standard", "scaled")
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "activation", "all_depths", "scaled"))
+@functools.partial(kernel_jit, static_argnames=("depth", "activation", "all_depths", "scaled"))
 def _resnet(x1, x2, sigma_w2, sigma_b2, *, depth, activation, all_depths, scaled):
     dim = x1.shape[1]
 
