@@ -1,9 +1,11 @@
 """ntkrepro.blocks: the host block loop against a one-shot Gram (brute force), padding, mirroring, the pair
 block plan and its memory."""
 
+import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given
@@ -104,10 +106,6 @@ def test_kernel_jit_top_level_calls_and_composes_under_transforms():
     """A kernel compiled by ``kernel_jit`` gives the same values called directly (with the 512-bit vector option:
     a misspelt option would fail the compile) and inside a caller's jit, vmap and grad (where JAX refuses
     compiler options on a nested jit), and keeps static arguments static."""
-    import functools
-
-    import jax.numpy as jnp
-
     @functools.partial(blocks.kernel_jit, static_argnames=("power",))
     def f(x, *, power):
         return jnp.sum(jnp.sqrt(x) ** power)
