@@ -161,22 +161,25 @@ def plane_masks(shift, size: int, *, filter_size: int, dtype=jnp.float32):
 
 def plane_box_sum(m, ok_i, ok_j, *, filter_size: int):
     """The trace operator on cyclic offset planes kept with a border: ``m`` (r, P + q - 1, Q + q - 1, ..., b),
-    the (P, Q) planes in its interior, whatever finite values in its border of (q - 1) / 2 -> q x q window sums
+    the (P, Q) planes in its interior, whatever values in its border of (q - 1) / 2 -> q x q window sums
     over axes 1 and 2 with the neighbour weights ``ok_i`` (q, P) and ``ok_j`` (q, Q) of :func:`plane_masks`
     (0 for every neighbour in the border), in the same layout with a zero border; weights (q, P, b) and
     (q, Q, b) give every minor position its own plane (planes side by side). Axes between Q and b (the parts
     of a stacked :func:`packed` state, (r, P', Q', 2, b)) share the weights.
 
-    The border makes the trace one pass: the window's slices read it instead of a padded copy, and the pad
-    of the output fuses into the loop that writes it (with the border added per layer, the input's padded
-    copy and each axis took a pass of their own: 1.4x the time per CNTK-GAP layer, A/B on the project's CPU,
-    benchmarks/README)."""
+    With the border a layer is two passes (the optimized HLO): the activation on the interior, fused with
+    the pad of its output that starts this function (the input's border replaced by zeros), and the nine
+    masked slices, fused with the output's pad. With the border added per layer, the padded copy and each
+    axis took a pass of their own (1.4x the time per CNTK-GAP layer, A/B on the project's CPU,
+    benchmarks/README). XLA does not fuse that pad into the nine slices that read it; the activation of the
+    NNGP alone (one part: no concatenate between them) was otherwise fused into the box sum, nine evaluations
+    per entry (14x slower)."""
     r = filter_size // 2
     if r == 0:
         return m
     p_side, q_side = m.shape[1] - 2 * r, m.shape[2] - 2 * r
     shared = (1,) * (m.ndim - 4)
-    m = materialized(m)
+    m = bordered(interior(m, r), r)
     m = sum(lax.slice_in_dim(m, a, a + p_side, axis=1) * ok_i[a].reshape(1, p_side, 1, *shared, -1)
             for a in range(filter_size))
     m = sum(lax.slice_in_dim(m, b, b + q_side, axis=2) * ok_j[b].reshape(1, 1, q_side, *shared, -1)
@@ -195,15 +198,6 @@ def interior(m, width: int, axes=(1, 2)):
     for axis in axes:
         m = lax.slice_in_dim(m, width, m.shape[axis] - width, axis=axis)
     return m
-
-
-def materialized(m):
-    """``m`` unchanged, but computed once into memory before its consumers: divided by a 1 the compiler cannot
-    see. XLA copies cheap elementwise producers into each of their consumer fusions, so the masked box sums'
-    slices each evaluated the activation's closed form before them (3x per layer); a division is expensive to
-    XLA, which does not duplicate it (CNTK-GAP 4 x 4, depth 6: -8%; the plain box sum of the vanilla CNTK runs
-    as fast without it)."""
-    return m / lax.optimization_barrier(jnp.ones((), m.dtype))
 
 
 # ---------------------------------------------------------------- Gaussian expectations
@@ -238,7 +232,7 @@ def packed(kernel: PlaneKernel, *, stacked: bool = False):
     ``stacked`` False: nngp + i ntk (nngp alone without ntk), and XLA fuses the activation's closed form into
     that pass once (with two real outputs its CPU backend emits two loops, each evaluating the closed form):
     the vanilla CNTK's plain box sum. True: the parts stacked on a new axis -2 before the minor one (nngp alone:
-    an axis of 1), for a trace that materializes its input anyway (:func:`plane_box_sum`): real shifts
+    an axis of 1), for a trace that copies its input anyway (:func:`plane_box_sum`): real shifts
     vectorize without splitting complex pairs (CNTK-GAP 1.1-1.2x faster, the vanilla CNTK 1.4x slower: A/B in one
     process on the project's CPU, benchmarks/README)."""
     if stacked:
