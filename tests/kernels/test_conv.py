@@ -207,11 +207,11 @@ def test_plane_box_sum_is_the_cyclic_window_sum_whatever_the_border_holds():
     p_side, q_side = 4, 5
     m = rng.standard_normal((p_side, q_side, p_side, q_side))
     traced = np.zeros_like(m)
-    for i, j, k, l in np.ndindex(m.shape):
+    for i, j, i2, j2 in np.ndindex(m.shape):
         for a in (-1, 0, 1):
             for b in (-1, 0, 1):
-                if 0 <= i + a < p_side and 0 <= k + a < p_side and 0 <= j + b < q_side and 0 <= l + b < q_side:
-                    traced[i, j, k, l] += m[i + a, j + b, k + a, l + b]
+                if 0 <= i + a < p_side and 0 <= i2 + a < p_side and 0 <= j + b < q_side and 0 <= j2 + b < q_side:
+                    traced[i, j, i2, j2] += m[i + a, j + b, i2 + a, j2 + b]
     uv = np.array([(u, v) for u in range(p_side) for v in range(q_side)])
     ii, jj = np.arange(p_side)[:, None], np.arange(q_side)[None, :]
 
