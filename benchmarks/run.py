@@ -387,7 +387,7 @@ def study_trace(a) -> dict:
     import jax.numpy as jnp
     from jax import lax
 
-    from ntkrepro.kernels.conv import bordered, interior, plane_box_sum, plane_masks
+    from ntkrepro.kernels.conv import plane_box_sum, plane_masks
 
     q, r, side = 3, 1, 32
 
@@ -419,12 +419,12 @@ def study_trace(a) -> dict:
     cols = (np.arange(side)[None, None, :] + (uv % side)[:, None, None]) % side  # (planes, 1, j)
     ii, jj = np.arange(side)[None, :, None], np.arange(side)[None, None, :]
 
-    def to_planes(m):  # (pairs, P, Q, P, Q) -> (planes, 1, P + 2r, Q + 2r, pairs), plane_box_sum's border
-        return bordered(jnp.moveaxis(m[:, ii, jj, rows, cols], 0, -1)[:, None], r, axes=(2, 3))
+    def to_planes(m):  # (pairs, P, Q, P, Q) -> (planes, 1, P, Q, pairs)
+        return jnp.moveaxis(m[:, ii, jj, rows, cols], 0, -1)[:, None]
 
     def from_planes(t):
         out = np.zeros((t.shape[-1], side, side, side, side), np.float32)
-        out[:, ii, jj, rows, cols] = np.moveaxis(np.asarray(interior(t, r, axes=(2, 3))[:, 0]), -1, 0)
+        out[:, ii, jj, rows, cols] = np.moveaxis(np.asarray(t[:, 0]), -1, 0)
         return out
 
     def offset_planes(t):

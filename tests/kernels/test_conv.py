@@ -191,18 +191,17 @@ def test_packed_state_unpacks_to_itself_and_its_trace_is_the_trace_of_each_part(
     shifts = np.arange(8) % 5
     ok_i = jnp.moveaxis(jax.vmap(lambda u: conv.plane_masks(u, 5, filter_size=3, dtype=jnp.float64))(shifts), 0, -1)
     ok_j = jnp.moveaxis(jax.vmap(lambda v: conv.plane_masks(v, 6, filter_size=3, dtype=jnp.float64))(shifts), 0, -1)
-    traced = conv.unpacked(conv.plane_box_sum(conv.bordered(state, 1), ok_i, ok_j, filter_size=3), stacked=True)
+    traced = conv.unpacked(conv.plane_box_sum(state, ok_i, ok_j, filter_size=3), stacked=True)
     for part, ref in ((traced.nngp, nngp), (traced.ntk, ntk if with_ntk else None)):
         if ref is not None:
-            alone = conv.plane_box_sum(conv.bordered(ref, 1), ok_i, ok_j, filter_size=3)
+            alone = conv.plane_box_sum(ref, ok_i, ok_j, filter_size=3)
             np.testing.assert_allclose(part, alone, rtol=1e-14)
 
 
-def test_plane_box_sum_is_the_cyclic_window_sum_whatever_the_border_holds():
-    """The trace on bordered cyclic offset planes against brute force: plane (u, v) of a (P, Q, P, Q) tensor
-    M (plane[i, j] = M[i, j, (i + u) % P, (j + v) % Q]) traced is the same plane of L(M), L summed term by
-    term over in-range windows (Arora eq. 7); the border's values (random here) never enter, the output's
-    border is 0."""
+def test_plane_box_sum_is_the_cyclic_window_sum():
+    """The trace on cyclic offset planes against brute force: plane (u, v) of a (P, Q, P, Q) tensor M
+    (plane[i, j] = M[i, j, (i + u) % P, (j + v) % Q]) traced is the same plane of L(M), L summed term by
+    term over in-range windows (Arora eq. 7): no window crosses a plane's wrap point."""
     rng = np.random.default_rng(5)
     p_side, q_side = 4, 5
     m = rng.standard_normal((p_side, q_side, p_side, q_side))
@@ -222,11 +221,8 @@ def test_plane_box_sum_is_the_cyclic_window_sum_whatever_the_border_holds():
                         0, -1)
     ok_j = jnp.moveaxis(jax.vmap(lambda v: conv.plane_masks(v, q_side, filter_size=3, dtype=jnp.float64))(uv[:, 1]),
                         0, -1)
-    state = rng.standard_normal((1, p_side + 2, q_side + 2, len(uv)))
-    state[:, 1:-1, 1:-1] = planes(m)
-    out = np.asarray(conv.plane_box_sum(jnp.asarray(state), ok_i, ok_j, filter_size=3))
-    np.testing.assert_allclose(conv.interior(out, 1), planes(traced), rtol=1e-13, atol=1e-13)
-    np.testing.assert_array_equal(out - np.asarray(conv.bordered(conv.interior(out, 1), 1)), 0.0)
+    out = np.asarray(conv.plane_box_sum(jnp.asarray(planes(m)), ok_i, ok_j, filter_size=3))
+    np.testing.assert_allclose(out, planes(traced), rtol=1e-13, atol=1e-13)
 
 
 # ---------------------------------------------------------------- analytic vs a wide finite CNN

@@ -25,20 +25,20 @@ threaded through pure layer transforms: :func:`conv_input` (Sigma(0), Theta(0)),
 :func:`cntk_plane` composes them. ``get=("nngp",)`` threads no ntk: the NNGP alone. The per-pixel
 diagonals are the same composition on the x-x kernel's offset-0 map (:func:`cntk_diagonals`).
 
-The vanilla kernel needs only the P*Q offset-0 entries: L preserves offsets, so Sigma and Theta at
-offset 0 depend only on offset-0 entries and on the per-pixel diagonals (the offset-0 entries of the x-x
-kernel), and every trace operator becomes a q x q box sum of a (P, Q) map: O(P Q L) per pair. GAP needs
-all (P Q)^2 entries, which split the same way into P*Q independent *cyclic offset planes*: plane (u, v)
-holds M[i, j, (i + u) mod P, (j + v) mod Q] for all (i, j), i.e. the offset-0 map of x against x' rolled
-by (u, v), so every entry appears exactly once. On a plane L is a q x q box sum that must not cross the
-wrap point (i = P - u, j = Q - v: there the true neighbour is out of range, 0), a box sum with 0/1
-neighbour weights (:func:`plane_masks`), on planes that carry a border of (q - 1) / 2 so that a layer's
-trace is one pass (:func:`plane_box_sum`). GAP is then the vanilla computation over the P*Q planes in
-groups, each in cache (several planes side by side in the minor axis, which the elementwise layers need
-long: :func:`plane_group`, :func:`gap_rows_per_step`; the columns rolled to a group's planes are windows of
-the doubled column arrays, :func:`group_planes`), with the mean of all entries as readout: O((P Q)^2 L)
-per pair with no (P, Q, P, Q) tensor in memory (2-2.3x the dense 4-D computation on the project's CPU from
-16 images on). Per-image diagonals are computed once per image and reused for every pair.
+The vanilla kernel needs only the P*Q offset-0 entries: L preserves offsets, so Sigma and Theta at offset 0
+depend only on offset-0 entries and on the per-pixel diagonals (the offset-0 entries of the x-x kernel), and
+every trace operator becomes a q x q box sum of a (P, Q) map: O(P Q L) per pair. GAP needs all (P Q)^2
+entries, which split the same way into P*Q independent *cyclic offset planes*: plane (u, v) holds M[i, j,
+(i+u) mod P, (j+v) mod Q] for all (i, j), i.e. the offset-0 map of x against x' rolled by (u, v), so every
+entry appears exactly once. On a plane L is a q x q box sum that must not cross the wrap point (i = P - u, j =
+Q - v: there the true neighbour is out of range, 0), a box sum with 0/1 neighbour weights
+(:func:`plane_masks`), one pass per layer after the activation (:func:`plane_box_sum`). GAP is then the
+vanilla computation over the P*Q planes in groups, each in cache (several planes side by side in the minor
+axis, which the elementwise layers need long: :func:`plane_group`, :func:`gap_rows_per_step`; the columns
+rolled to a group's planes are windows of the doubled column arrays, :func:`group_planes`), with the mean of
+all entries as readout: O((P Q)^2 L) per pair with no (P, Q, P, Q) tensor in memory (2-2.3x the dense 4-D
+computation on the project's CPU from 16 images on). Per-image diagonals are computed once per image and
+reused for every pair.
 
 Scheduling lives in :mod:`ntkrepro.blocks` (``batch_size`` = pairs per compiled call; None = automatic):
 a call evaluates a block of b1 x b2 pairs (:func:`~ntkrepro.blocks.plan_pair_blocks`), ``lax.map`` walks
@@ -160,44 +160,26 @@ def plane_masks(shift, size: int, *, filter_size: int, dtype=jnp.float32):
 
 
 def plane_box_sum(m, ok_i, ok_j, *, filter_size: int):
-    """The trace operator on cyclic offset planes kept with a border: ``m`` (r, P + q - 1, Q + q - 1, ..., b),
-    the (P, Q) planes in its interior, whatever values in its border of (q - 1) / 2 -> q x q window sums
-    over axes 1 and 2 with the neighbour weights ``ok_i`` (q, P) and ``ok_j`` (q, Q) of :func:`plane_masks`
-    (0 for every neighbour in the border), in the same layout with a zero border; weights (q, P, b) and
-    (q, Q, b) give every minor position its own plane (planes side by side). Axes between Q and b (the parts
-    of a stacked :func:`packed` state, (r, P', Q', 2, b)) share the weights.
+    """The trace operator on cyclic offset planes: ``m`` (r, P, Q, ..., b) -> q x q window sums over axes 1
+    and 2 with the neighbour weights ``ok_i`` (q, P) and ``ok_j`` (q, Q) of :func:`plane_masks`; weights
+    (q, P, b) and (q, Q, b) give every minor position its own plane (planes side by side). Axes between Q and
+    b (the parts of a stacked :func:`packed` state, (r, P, Q, 2, b)) share the weights.
 
-    With the border a layer is two passes (the optimized HLO): the activation on the interior, fused with
-    the pad of its output that starts this function (the input's border replaced by zeros), and the nine
-    masked slices, fused with the output's pad. With the border added per layer, the padded copy and each
-    axis took a pass of their own (1.4x the time per CNTK-GAP layer, A/B on the project's CPU,
-    benchmarks/README). XLA does not fuse that pad into the nine slices that read it; the activation of the
-    NNGP alone (one part: no concatenate between them) was otherwise fused into the box sum, nine evaluations
-    per entry (14x slower)."""
+    One zero pad of the input, then nine masked slices of it: a layer is two passes (the optimized HLO), the
+    activation fused with that pad and the box sum. XLA does not fuse the pad into the slices that read it;
+    without it the activation of the NNGP alone (one part: no concatenate between them) was fused into the
+    nine slices, nine evaluations per entry (14x slower). Separate passes for the padded copy and each axis
+    took 1.4x the time per CNTK-GAP layer (A/B on the project's CPU, benchmarks/README)."""
     r = filter_size // 2
     if r == 0:
         return m
-    p_side, q_side = m.shape[1] - 2 * r, m.shape[2] - 2 * r
+    p_side, q_side = m.shape[1:3]
     shared = (1,) * (m.ndim - 4)
-    m = bordered(interior(m, r), r)
+    m = jnp.pad(m, [(r, r) if a in (1, 2) else (0, 0) for a in range(m.ndim)])
     m = sum(lax.slice_in_dim(m, a, a + p_side, axis=1) * ok_i[a].reshape(1, p_side, 1, *shared, -1)
             for a in range(filter_size))
-    m = sum(lax.slice_in_dim(m, b, b + q_side, axis=2) * ok_j[b].reshape(1, 1, q_side, *shared, -1)
-            for b in range(filter_size))
-    return bordered(m, r)
-
-
-def bordered(m, width: int, axes=(1, 2)):
-    """``m`` with a zero border of ``width`` on ``axes``: the layout of :func:`plane_box_sum`."""
-    axes = tuple(a % m.ndim for a in axes)
-    return jnp.pad(m, [(width, width) if a in axes else (0, 0) for a in range(m.ndim)])
-
-
-def interior(m, width: int, axes=(1, 2)):
-    """``m`` without its border of ``width`` on ``axes`` (the inverse of :func:`bordered`)."""
-    for axis in axes:
-        m = lax.slice_in_dim(m, width, m.shape[axis] - width, axis=axis)
-    return m
+    return sum(lax.slice_in_dim(m, b, b + q_side, axis=2) * ok_j[b].reshape(1, 1, q_side, *shared, -1)
+               for b in range(filter_size))
 
 
 # ---------------------------------------------------------------- Gaussian expectations
@@ -302,7 +284,7 @@ def plane_sum(m, *, axes):
 
 
 def cntk_plane(products, covs1, covs2, scale, *, trace, activation: Activation, fix_first_last: bool,
-               ntk: bool = True, axes=(1, 2), stacked: bool = False, border: int = 0) -> PlaneKernel:
+               ntk: bool = True, axes=(1, 2), stacked: bool = False) -> PlaneKernel:
     """The CNTK sums of one plane as the composition conv_input -> (activation_layer -> conv_layer) x (L - 1)
     -> activation_layer -> dense_readout (module docstring; the hidden layers in one ``lax.scan``).
 
@@ -313,8 +295,6 @@ def cntk_plane(products, covs1, covs2, scale, *, trace, activation: Activation, 
         scale: c/q^2; fix_first_last: first and last layer not trained; ntk: False for the NNGP alone.
         stacked: the layout of the :func:`packed` state (True for a trace that takes arrays with the parts
             on axis -2).
-        border: the width of the border the planes carry on ``axes`` (:func:`plane_box_sum`'s layout; the
-            products and covariances come :func:`bordered`), dropped before the readout.
     Returns:
         :class:`PlaneKernel` of the readout sums over ``axes``.
     """
@@ -333,8 +313,6 @@ def cntk_plane(products, covs1, covs2, scale, *, trace, activation: Activation, 
     else:
         state, _ = lax.scan(hidden, packed(kernel, stacked=stacked), (covs1[:-1], covs2[:-1]))
     kernel = activation_layer(unpacked(state, stacked=stacked), covs1[-1], covs2[-1], activation=activation)
-    if border:
-        kernel = jax.tree.map(functools.partial(interior, width=border, axes=axes), kernel)
     return dense_readout(kernel, scale=scale, trained=not fix_first_last, axes=axes, stacked=stacked)
 
 
@@ -387,15 +365,11 @@ def _plane_chunk(x1, x2t, d1, d2t, scale, masks, *, filter_size, activation, fix
     """
     products, covs1, covs2 = pixel_products(x1, x2t), jnp.moveaxis(d1, 1, 0)[..., None], d2t[:, None]
     if masks is None:
-        trace, border = functools.partial(box_sum, filter_size=filter_size, axes=(1, 2)), 0
-    else:  # the planes keep a border (plane_box_sum); zero variances there give correlation 0, no NaN
-        trace, border = functools.partial(plane_box_sum, ok_i=masks[0], ok_j=masks[1], filter_size=filter_size), \
-            filter_size // 2
-        products, covs1, covs2 = bordered(products, border), bordered(covs1, border, (2, 3)), \
-            bordered(covs2, border, (2, 3))
+        trace = functools.partial(box_sum, filter_size=filter_size, axes=(1, 2))
+    else:
+        trace = functools.partial(plane_box_sum, ok_i=masks[0], ok_j=masks[1], filter_size=filter_size)
     kernel = cntk_plane(products, covs1, covs2, scale, trace=trace, activation=activation,
-                        fix_first_last=fix_first_last, ntk="ntk" in outputs, stacked=masks is not None,
-                        border=border)
+                        fix_first_last=fix_first_last, ntk="ntk" in outputs, stacked=masks is not None)
     return tuple(getattr(kernel, name) for name in outputs)
 
 
