@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from ntkrepro import config, cost
+from ntkrepro.stage import stage_module
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))  # the cost table, as the Snakefile runs it
@@ -442,9 +443,7 @@ def test_deq_fig1_model_against_a_measured_unit(rates):
     """DEQ Fig. 1's unit (a draw, panel and model): the all-depths iteration of (train + test) x train and a
     kernel regression per depth, by the stage's own functions, at the paper's 1,000 / 100 points but depths to
     20 (paper: 300)."""
-    sys.path.insert(0, str(ROOT / "experiments" / "feng2020_deq"))
-    from fig1 import kernels_at_depths
-
+    kernels_at_depths = stage_module("feng2020_deq/fig1").kernels_at_depths  # other papers have a fig1 too
     from ntkrepro.regression import kernel_regression
 
     n_tr, n_te, depths = 1000, 100, [1, 5, 20]
