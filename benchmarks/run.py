@@ -213,12 +213,16 @@ def table_cases(a) -> list[dict]:
 DEQ_VARIANCES = {"sigma_w2": 0.25, "sigma_u2": 0.25, "sigma_b2": 0.5}
 
 
+def device_inputs(case: dict, seed: int):
+    """The case's (X, Y) already on the device, as the peer's (``nt_peer.case_fn``): a numpy input's copy to the
+    device is not the kernel's work (FC n = 4,000, d = 3,072, float32: ~25 ms per input on the 2-core CPU, a
+    fifth of its recursion after the GEMM)."""
+    return tuple(None if x is None else jax.device_put(x) for x in case_inputs(case, seed))
+
+
 def ours_fn(case: dict, seed: int):
-    """A no-argument callable computing the case's NTK with this project's public kernels, on inputs already
-    on the device, as the peer's (``nt_peer.case_fn``) and the input GEMM's: a numpy input's copy to the device
-    is not the kernel's work (FC n = 4,000, d = 3,072, float32: ~25 ms per input on the 2-core CPU, a fifth of
-    its recursion after the GEMM)."""
-    x1, x2 = (None if x is None else jax.device_put(x) for x in case_inputs(case, seed))
+    """A no-argument callable computing the case's NTK with this project's public kernels (:func:`device_inputs`)."""
+    x1, x2 = device_inputs(case, seed)
     if case["kernel"] == "fc":
         from ntkrepro.kernels.fc import fc_kernels
 
@@ -237,9 +241,8 @@ def input_gemm_fn(case: dict, seed: int):
     import jax.numpy as jnp
     from jax import lax
 
-    x1, x2 = case_inputs(case, seed)
-    j1 = jax.device_put(x1)
-    j2 = j1 if x2 is None else jax.device_put(x2)
+    j1, j2 = device_inputs(case, seed)
+    j2 = j1 if j2 is None else j2
     matmul = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision=lax.Precision.HIGHEST))
     return lambda: matmul(j1, j2)
 

@@ -291,11 +291,11 @@ def blockwise(tile_fn, x1, x2):
     if not symmetric:
         return _cross_tiles(tile_fn, x1, x2, out, (count1, size1), (count2, size2))
     xa_all = pad_rows(x1, count1 * size1)
-    index = jnp.asarray(np.stack(tile_index(count1, count2, symmetric), axis=1).astype(np.int32))
+    index = jnp.asarray(np.stack(tile_index(count1, count1, symmetric=True), axis=1).astype(np.int32))
 
     def tile(ij):
         xa = lax.dynamic_slice_in_dim(xa_all, ij[0] * size1, size1)
-        xb = lax.dynamic_slice_in_dim(xa_all, ij[1] * size2, size2)
+        xb = lax.dynamic_slice_in_dim(xa_all, ij[1] * size1, size1)
         return tile_fn(xa, xb, ij[0] == ij[1])
 
     tiles = lax.map(tile, index)  # leaves (tiles, ..., size1, size2)
@@ -326,12 +326,13 @@ def _cross_tiles(tile_fn, x1, x2, out, grid1, grid2):
     (FC n = 4,000 float32 K(X, Y): 132 -> 31 MB of temporaries, the ~25,000 page faults a call of them cost)."""
     (count1, size1), (count2, size2) = grid1, grid2
     n1, n2 = x1.shape[0], x2.shape[0]
-    starts1 = jnp.asarray(np.minimum(np.arange(count1) * size1, n1 - size1).astype(np.int32))
-    starts2 = jnp.asarray(np.minimum(np.arange(count2) * size2, n2 - size2).astype(np.int32))
+    rows, cols = tile_index(count1, count2, symmetric=False)
+    starts1 = jnp.asarray(np.minimum(rows * size1, n1 - size1).astype(np.int32))
+    starts2 = jnp.asarray(np.minimum(cols * size2, n2 - size2).astype(np.int32))
     gram = jax.tree_util.tree_map(lambda leaf: jnp.zeros((*leaf.shape[:-2], n1, n2), leaf.dtype), out)
 
     def write_tile(t, gram):
-        r0, c0 = starts1[t // count2], starts2[t % count2]
+        r0, c0 = starts1[t], starts2[t]
         values = tile_fn(lax.dynamic_slice_in_dim(x1, r0, size1), lax.dynamic_slice_in_dim(x2, c0, size2),
                          jnp.asarray(False))
         return jax.tree_util.tree_map(
