@@ -176,9 +176,13 @@ def plane_box_sum(m, ok_i, ok_j, *, filter_size: int):
     p_side, q_side = m.shape[1:3]
     shared = (1,) * (m.ndim - 4)
     m = jnp.pad(m, [(r, r) if a in (1, 2) else (0, 0) for a in range(m.ndim)])
-    m = sum(lax.slice_in_dim(m, a, a + p_side, axis=1) * ok_i[a].reshape(1, p_side, 1, *shared, -1)
+
+    def weighted(part, ok, a, shape):  # the centre (a = r) is always in range: weight 1, no multiply
+        return part if a == r else part * ok[a].reshape(shape)
+
+    m = sum(weighted(lax.slice_in_dim(m, a, a + p_side, axis=1), ok_i, a, (1, p_side, 1, *shared, -1))
             for a in range(filter_size))
-    return sum(lax.slice_in_dim(m, b, b + q_side, axis=2) * ok_j[b].reshape(1, 1, q_side, *shared, -1)
+    return sum(weighted(lax.slice_in_dim(m, b, b + q_side, axis=2), ok_j, b, (1, 1, q_side, *shared, -1))
                for b in range(filter_size))
 
 
