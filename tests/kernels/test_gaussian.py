@@ -4,6 +4,7 @@ scipy adaptive quadrature (kinked ELU included), registry and bad input."""
 import math
 
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,7 @@ from ntkrepro.kernels.gaussian import (
     get_activation,
     half_line_gauss_rule,
     polar_expectations,
+    relu_moments,
     unit_second_moment,
 )
 
@@ -266,6 +268,29 @@ def test_arccos_and_sine_match_extended_precision_to_a_few_ulps(dtype):
     inside = exact > 0
     assert np.max(np.abs(sine[inside] - exact[inside]) / exact[inside]) <= 4 * eps
     assert np.all(sine[~inside] == 0) and np.all(sine >= 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_moments_match_40_digit_arithmetic(dtype):
+    """sqrt(1 - c^2) + c (pi - arccos c) and pi - arccos c against mpmath: the angle to a few ulps absolute; the
+    first moment to a few ulps absolute, and in float32 (one square root, the cancelling terms folded into a
+    polynomial) to a few ulps relative everywhere, also near c = -1 where it vanishes like (1 + c)^1.5."""
+    near_one = 1 - np.logspace(-17, -1, 300)
+    x = np.unique(np.concatenate([np.linspace(-1, 1, 4_001), near_one, -near_one, np.logspace(-30, -1, 100),
+                                  -np.logspace(-30, -1, 100)]).astype(dtype))
+    eps = np.finfo(dtype).eps
+    first, angle = (np.asarray(v, np.float64) for v in relu_moments(jnp.asarray(x)))
+    with mpmath.workdps(40):
+        exact = [(mpmath.sqrt(1 - c * c) + c * (mpmath.pi - mpmath.acos(c)), mpmath.pi - mpmath.acos(c))
+                 for c in map(mpmath.mpf, x.astype(np.float64))]
+    exact_first, exact_angle = (np.array([float(v[k]) for v in exact]) for k in (0, 1))
+    assert np.max(np.abs(angle - exact_angle)) <= 4 * eps
+    assert np.max(np.abs(first - exact_first)) <= 6 * eps
+    assert np.all(first[exact_first == 0] == 0)
+    if dtype == np.float32:
+        inside = exact_first > 0
+        assert np.all(first >= 0)
+        assert np.max(np.abs(first[inside] / exact_first[inside] - 1)) <= 4 * eps
 
 
 @pytest.mark.parametrize("name", ["relu", "leaky_relu:0.2", "relu_like:-0.5,2", "identity", "normalized_relu",
