@@ -272,17 +272,21 @@ def test_arccos_and_sine_match_extended_precision_to_a_few_ulps(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_relu_moments_match_40_digit_arithmetic(dtype):
-    """sqrt(1 - c^2) + c (pi - arccos c) and pi - arccos c against mpmath: the angle to a few ulps absolute; the
-    first moment to a few ulps absolute, and in float32 (one square root, the cancelling terms folded into a
-    polynomial) to a few ulps relative everywhere, also near c = -1 where it vanishes like (1 + c)^1.5."""
+    """sqrt(1 - c^2) + c (pi - arccos c) and pi - arccos c against mpmath at the snapped correlation (raw ones past
+    +-1, as rounding leaves them, included): the angle to a few ulps absolute; the first moment to a few ulps
+    absolute, and in float32 (one square root, the cancelling terms folded into a polynomial) to a few ulps
+    relative everywhere, also near c = -1 where it vanishes like (1 + c)^1.5."""
     near_one = 1 - np.logspace(-17, -1, 300)
     x = np.unique(np.concatenate([np.linspace(-1, 1, 4_001), near_one, -near_one, np.logspace(-30, -1, 100),
                                   -np.logspace(-30, -1, 100)]).astype(dtype))
     eps = np.finfo(dtype).eps
+    past = np.array([np.nextafter(dtype(1), dtype(2)), np.nextafter(dtype(-1), dtype(-2))], dtype)
+    x = np.concatenate([x, past])
     first, angle = (np.asarray(v, np.float64) for v in relu_moments(jnp.asarray(x)))
+    snapped = np.where(1 - np.abs(x) <= 8 * eps, np.sign(x), x)  # within 8 ulps of +-1: +-1 (snap_correlation)
     with mpmath.workdps(40):
         exact = [(mpmath.sqrt(1 - c * c) + c * (mpmath.pi - mpmath.acos(c)), mpmath.pi - mpmath.acos(c))
-                 for c in map(mpmath.mpf, x.astype(np.float64))]
+                 for c in map(mpmath.mpf, snapped.astype(np.float64))]
     exact_first, exact_angle = (np.array([float(v[k]) for v in exact]) for k in (0, 1))
     assert np.max(np.abs(angle - exact_angle)) <= 4 * eps
     assert np.max(np.abs(first - exact_first)) <= 6 * eps

@@ -47,8 +47,9 @@ class Activation:
         mp_expectations: the closed form in mpmath (scalar ``(s11, s12, s22) -> (k, kdot)``) for
             high-precision recursions, or None.
         unit_expectations: for a positively homogeneous phi (phi(t x) = t phi(x), t > 0): ``c -> (k, kdot)``
-            at unit variances and correlation c, elementwise; then k(s11, s12, s22) = sqrt(s11 s22) k(1, c, 1)
-            and kdot(s11, s12, s22) = kdot(1, c, 1) (:func:`broadcast_expectations`). None otherwise.
+            at unit variances and correlation c, elementwise (c as computed: clipped and snapped there); then
+            k(s11, s12, s22) = sqrt(s11 s22) k(1, c, 1) and kdot(s11, s12, s22) = kdot(1, c, 1)
+            (:func:`broadcast_expectations`). None otherwise.
     """
 
     name: str
@@ -195,8 +196,9 @@ def arccos_and_sine(x):
 
 
 def relu_moments(c):
-    """(sqrt(1 - c^2) + c (pi - arccos c), pi - arccos c) for -1 <= c <= 1: 2 pi E[relu(u) relu(v)] and
-    2 pi E[relu'(u) relu'(v)] at unit variances and correlation c (Cho & Saul 2009; Arora eqs. 12-13).
+    """(sqrt(1 - c^2) + c (pi - arccos c), pi - arccos c): 2 pi E[relu(u) relu(v)] and 2 pi E[relu'(u) relu'(v)]
+    at unit variances and correlation c (Cho & Saul 2009; Arora eqs. 12-13), c by :func:`snap_correlation`'s
+    rule (applied here, on |c|: a raw correlation that rounding took past +-1 is fine).
 
     float32, one square root per entry: with a = |c| and r = sqrt(1 - a), arccos a = r P(a) (A&S 4.4.46) and
     the first moment is [c >= 0] pi a + r (1 - a) S(a) (:func:`_relu_moment_coefficients`: the sine's and the
@@ -204,13 +206,15 @@ def relu_moments(c):
     near c = -1, where it vanishes like (1 + c)^1.5, and each moment needs only its own polynomial (the NNGP
     part of a CNTK layer evaluates no arccos). Square roots were the costliest operations of a ReLU layer on the
     project's CPU (benchmarks/README). float64: from :func:`arccos_and_sine`."""
+    a = jnp.minimum(jnp.abs(c), 1.0)
+    a = jnp.where(1.0 - a <= 8 * jnp.finfo(c.dtype).eps, 1.0, a)
+    positive = c >= 0
     if c.dtype != jnp.float32:
+        c = jnp.where(positive, a, -a)
         theta, sine = arccos_and_sine(c)
         return sine + c * (jnp.pi - theta), jnp.pi - theta
-    a = jnp.abs(c)
     one_minus = 1.0 - a
     r = jnp.sqrt(one_minus)
-    positive = c >= 0
     first = jnp.where(positive, jnp.pi * a, 0.0) + r * one_minus * _horner(_relu_moment_coefficients(6), a)
     angle = r * _horner(_ACOS_COEFFS_AS, a)  # arccos |c|
     return first, jnp.where(positive, jnp.pi - angle, angle)
@@ -250,7 +254,7 @@ def broadcast_expectations(activation: Activation, var1, s12, var2):
     if activation.unit_expectations is None:
         return activation.expectations(var1, s12, var2)
     (root1, inverse1), (root2, inverse2) = _root_and_inverse(var1), _root_and_inverse(var2)
-    k, kdot = activation.unit_expectations(snap_correlation(s12 * inverse1 * inverse2))
+    k, kdot = activation.unit_expectations(s12 * inverse1 * inverse2)  # snapped there
     return k * (root1 * root2), kdot
 
 
@@ -323,7 +327,8 @@ def _relu_like_expectations(neg_slope: float, pos_slope: float):
         first, angle = relu_moments(c)
         k, kdot = same * first, same * angle
         if cross != 0.0:  # ReLU: no flipped kernel
-            k, kdot = (same - cross) * first + cross * jnp.pi * c, (same - cross) * angle + cross * jnp.pi
+            k = (same - cross) * first + cross * jnp.pi * snap_correlation(c)
+            kdot = (same - cross) * angle + cross * jnp.pi
         return k / (2.0 * jnp.pi), kdot / (2.0 * jnp.pi)
 
     def expectations(s11, s12, s22):
