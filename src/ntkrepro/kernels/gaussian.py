@@ -195,6 +195,12 @@ def arccos_and_sine(x):
     return arccos(x), jnp.sqrt(jnp.maximum((1.0 - a) * (1.0 + a), 0.0))
 
 
+def _snapped_magnitude(c):
+    """|c| clipped to 1, within 8 ulps of 1 snapped to 1 (:func:`snap_correlation`'s rule, on the magnitude)."""
+    a = jnp.minimum(jnp.abs(c), 1.0)
+    return jnp.where(1.0 - a <= 8 * jnp.finfo(c.dtype).eps, 1.0, a)
+
+
 def relu_moments(c):
     """(sqrt(1 - c^2) + c (pi - arccos c), pi - arccos c): 2 pi E[relu(u) relu(v)] and 2 pi E[relu'(u) relu'(v)]
     at unit variances and correlation c (Cho & Saul 2009; Arora eqs. 12-13), c by :func:`snap_correlation`'s
@@ -206,8 +212,7 @@ def relu_moments(c):
     near c = -1, where it vanishes like (1 + c)^1.5, and each moment needs only its own polynomial (the NNGP
     part of a CNTK layer evaluates no arccos). Square roots were the costliest operations of a ReLU layer on the
     project's CPU (benchmarks/README). float64: from :func:`arccos_and_sine`."""
-    a = jnp.minimum(jnp.abs(c), 1.0)
-    a = jnp.where(1.0 - a <= 8 * jnp.finfo(c.dtype).eps, 1.0, a)
+    a = _snapped_magnitude(c)
     positive = c >= 0
     if c.dtype != jnp.float32:
         c = jnp.where(positive, a, -a)
@@ -224,8 +229,7 @@ def snap_correlation(c):
     """c clipped to [-1, 1], |c| within 8 ulps of 1 snapped to +-1: arccos amplifies a rounding error e of
     c near 1 to sqrt(2e) (~1e-8), so an input paired with itself (c = 1 up to rounding of x.x) would
     otherwise be off by that much; the snap changes any result by at most the same amount."""
-    c = jnp.clip(c, -1.0, 1.0)
-    return jnp.where(1.0 - jnp.abs(c) <= 8 * jnp.finfo(c.dtype).eps, jnp.sign(c), c)
+    return jnp.copysign(_snapped_magnitude(c), c)
 
 
 def _correlation(s11, s12, s22):
