@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from ntkrepro import blocks
 from ntkrepro.kernels import conv
 from ntkrepro.kernels.conv import cntk
+from ntkrepro.kernels.gaussian import variance_factors
 
 # ---------------------------------------------------------------- references (plain numpy, explicit loops)
 
@@ -172,26 +173,23 @@ def test_plane_masks_cut_the_window_at_the_wrap_point(shift):
             assert ok[a, i] == (0 <= j < 5 and same_side), (shift, i, offset)
 
 
-@pytest.mark.parametrize("stacked", [False, True])
 @pytest.mark.parametrize("with_ntk", [False, True])
-def test_packed_state_unpacks_to_itself_and_its_trace_is_the_trace_of_each_part(stacked, with_ntk):
-    """A packed kernel state (either layout) unpacks to the same parts, and the offset-plane trace operator on it
-    equals the trace of each part alone (the layers apply L once to the packed state)."""
+def test_packed_state_unpacks_to_itself_and_its_trace_is_the_trace_of_each_part(with_ntk):
+    """A packed kernel state unpacks to the same parts, and the offset-plane trace operator on it (complex with
+    the NTK) equals the trace of each part alone (the layers apply L once to the packed state)."""
     rng = np.random.default_rng(4)
     nngp, ntk = (rng.standard_normal((2, 5, 6, 8)) for _ in range(2))
     kernel = conv.PlaneKernel(nngp, ntk if with_ntk else None)
-    state = conv.packed(kernel, stacked=stacked)
-    back = conv.unpacked(state, stacked=stacked)
+    state = conv.packed(kernel)
+    back = conv.unpacked(state)
     np.testing.assert_array_equal(back.nngp, nngp)
     assert (back.ntk is None) == (not with_ntk)
     if with_ntk:
         np.testing.assert_array_equal(back.ntk, ntk)
-    if not stacked:
-        return
     shifts = np.arange(8) % 5
     ok_i = jnp.moveaxis(jax.vmap(lambda u: conv.plane_masks(u, 5, filter_size=3, dtype=jnp.float64))(shifts), 0, -1)
     ok_j = jnp.moveaxis(jax.vmap(lambda v: conv.plane_masks(v, 6, filter_size=3, dtype=jnp.float64))(shifts), 0, -1)
-    traced = conv.unpacked(conv.plane_box_sum(state, ok_i, ok_j, filter_size=3), stacked=True)
+    traced = conv.unpacked(conv.plane_box_sum(state, ok_i, ok_j, filter_size=3))
     for part, ref in ((traced.nngp, nngp), (traced.ntk, ntk if with_ntk else None)):
         if ref is not None:
             alone = conv.plane_box_sum(ref, ok_i, ok_j, filter_size=3)
@@ -290,7 +288,8 @@ def test_layers_composed_by_hand_give_cntk_and_its_diagonals(images):
             for h in range(depth - 1):
                 if a == b:
                     np.testing.assert_allclose(kernel.nngp, diagonals[a, h], rtol=1e-13)
-                kernel = conv.activation_layer(kernel, diagonals[a, h], diagonals[b, h], activation=act)
+                factors = (variance_factors(act, diagonals[a, h]), variance_factors(act, diagonals[b, h]))
+                kernel = conv.activation_layer(kernel, *factors, activation=act)
                 if h < depth - 2:
                     kernel = conv.conv_layer(kernel, trace=trace, scale=2.0 / 9)
             out = conv.dense_readout(kernel, scale=2.0 / 9, trained=False, axes=(0, 1))

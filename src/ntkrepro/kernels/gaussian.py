@@ -249,17 +249,32 @@ def _root_and_inverse(var):
     return root, jnp.where(positive, 1.0 / jnp.where(positive, root, 1.0), 0.0)
 
 
-def broadcast_expectations(activation: Activation, var1, s12, var2):
-    """``activation.expectations(var1, s12, var2)`` where the variances are small arrays broadcast against the
-    pairs s12 (a Gram tile's rows and columns, an image's pixels). For a positively homogeneous activation
-    (``unit_expectations``) the correlation comes from the variances' reciprocal square roots and the scale
-    from their roots, computed once per variance: no square root or division per pair but the closed
-    form's own."""
+def variance_factors(activation: Activation, var) -> tuple:
+    """What the closed form of ``activation`` uses of a per-pixel (or per-input) variance array: for a
+    positively homogeneous activation (``unit_expectations``) its root and inverse root
+    (:func:`_root_and_inverse`), else ``(var,)``. Computed once per variance array and reused for every pair
+    it meets (:func:`factored_expectations`)."""
     if activation.unit_expectations is None:
-        return activation.expectations(var1, s12, var2)
-    (root1, inverse1), (root2, inverse2) = _root_and_inverse(var1), _root_and_inverse(var2)
+        return (var,)
+    return _root_and_inverse(var)
+
+
+def factored_expectations(activation: Activation, factors1: tuple, s12, factors2: tuple):
+    """``activation.expectations(var1, s12, var2)`` from the :func:`variance_factors` of the variances, small
+    arrays broadcast against the pairs s12 (a Gram tile's rows and columns, an image's pixels). For a
+    positively homogeneous activation the correlation is s12 times the inverse roots and the scale the roots'
+    product: no square root or division per pair but the closed form's own."""
+    if activation.unit_expectations is None:
+        return activation.expectations(factors1[0], s12, factors2[0])
+    (root1, inverse1), (root2, inverse2) = factors1, factors2
     k, kdot = activation.unit_expectations(s12 * inverse1 * inverse2)  # snapped there
     return k * (root1 * root2), kdot
+
+
+def broadcast_expectations(activation: Activation, var1, s12, var2):
+    """:func:`factored_expectations` of the variances var1, var2 (small arrays broadcast against s12)."""
+    return factored_expectations(activation, variance_factors(activation, var1), s12,
+                                 variance_factors(activation, var2))
 
 
 @functools.partial(kernel_jit, static_argnames=("fn", "deriv", "radial_nodes", "angular_nodes"))
