@@ -693,9 +693,9 @@ def _multiplies_and_compiled_text(fn, *args) -> tuple[int, str]:
 
 def test_nngp_only_computations_drop_the_ntk_part():
     """What the NNGP-only timing measures: the NTK recursion is not computed (CNTK-GAP carries (nngp, ntk) as
-    one plane state with the parts stacked on an axis of 2, the NNGP alone on an axis of 1: no such axis of 2 in
-    the compiled NNGP-only block, and fewer multiplications in its program), so the NNGP time is that of the
-    NNGP alone, not of both kernels.
+    one complex plane state nngp + i ntk, the NNGP alone as a real one: no complex array in the compiled
+    NNGP-only block, and fewer multiplications in its program), so the NNGP time is that of the NNGP alone, not
+    of both kernels.
     (The program before XLA is compared: XLA's FLOP count includes the elementwise producers it copies into
     several fusions, which differs between the two programs.)"""
     block, side = 16, 4
@@ -704,7 +704,7 @@ def test_nngp_only_computations_drop_the_ntk_part():
     both = tc.cntk_block_fn(side=side, depth=3, readout="gap", block=block, nngp_only=False)
     only = tc.cntk_block_fn(side=side, depth=3, readout="gap", block=block, nngp_only=True)
     (mul_both, text_both), (mul_only, text_only) = (_multiplies_and_compiled_text(f, x, x, d, d) for f in (both, only))
-    two_parts = re.compile(r"f32\[\d+,\d+,\d+,2,\d+\]")  # (rows, P, Q, parts, lanes)
+    two_parts = re.compile(r"c64\[\d+,\d+,\d+,\d+\]")  # (rows, P, Q, lanes), nngp + i ntk
     assert two_parts.search(text_both) and not two_parts.search(text_only) and mul_only < mul_both
     from ntkrepro.kernels.fc import fc_kernels
 
