@@ -370,9 +370,10 @@ def pixel_products(x1, x2t):
     return jnp.sum(x1[..., None] * x2t, axis=3)
 
 
-def _plane_chunk(x1, x2t, d1, d2t, scale, masks, *, filter_size, activation, fix_first_last, outputs):
-    """CNTK sums over one offset plane: x1 (r, P, Q, C), d1 (r, L, P, Q) against the columns x2t (P, Q, C, b),
-    d2t (L, P, Q, b) rolled to the plane -> the ``outputs`` (nngp[, ntk]) sums (r, b), times c/q^2.
+def _plane_chunk(x1, x2t, f1, f2t, scale, masks, *, filter_size, activation, fix_first_last, outputs):
+    """CNTK sums over one offset plane: x1 (r, P, Q, C) with the :func:`~ntkrepro.kernels.gaussian.variance_factors`
+    ``f1`` of its per-pixel diagonals (each (r, L, P, Q)) against the columns x2t (P, Q, C, b) with theirs,
+    ``f2t`` (each (L, P, Q, b)), rolled to the plane -> the ``outputs`` (nngp[, ntk]) sums (r, b), times c/q^2.
     ``masks`` None: offset 0 (plain box sums), else (ok_i, ok_j) of :func:`plane_masks`. Pair arrays are
     (r, P, Q, b): the columns' pairs in the minor axis, so the box sums shift whole vectors and the
     expectations vectorize over pairs (3x the throughput of (r, b, P, Q)).
@@ -380,13 +381,13 @@ def _plane_chunk(x1, x2t, d1, d2t, scale, masks, *, filter_size, activation, fix
     products = pixel_products(x1, x2t)
 
     def layer_factors(h):  # rows' (r, P, Q, 1) and columns' (1, P, Q, b), indexed in place (no transposed copy)
-        return tuple(f[:, h, ..., None] for f in d1), tuple(f[None, h] for f in d2t)
+        return tuple(f[:, h, ..., None] for f in f1), tuple(f[None, h] for f in f2t)
 
     if masks is None:
         trace = functools.partial(box_sum, filter_size=filter_size, axes=(1, 2))
     else:
         trace = functools.partial(plane_box_sum, ok_i=masks[0], ok_j=masks[1], filter_size=filter_size)
-    kernel = cntk_plane(products, layer_factors, d2t[0].shape[0], scale, trace=trace, activation=activation,
+    kernel = cntk_plane(products, layer_factors, f2t[0].shape[0], scale, trace=trace, activation=activation,
                         fix_first_last=fix_first_last, ntk="ntk" in outputs)
     return tuple(getattr(kernel, name) for name in outputs)
 
