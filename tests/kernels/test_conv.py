@@ -461,3 +461,21 @@ def test_cntk_non_finite_pixels(images, bad):
 def test_cntk_rejects_non_image_arrays():
     with pytest.raises(ValueError, match=r"\(n, P, Q, C\)"):
         cntk(np.ones((3, 4, 4)), depth=3)
+
+
+@settings(max_examples=20, deadline=None)
+@given(p_side=st.integers(1, 5), q_side=st.integers(1, 5), seed=st.integers(0, 10_000), data=st.data())
+def test_group_planes_are_the_rolled_columns(p_side, q_side, seed, data):
+    """A group of offset planes side by side is each plane's columns rolled by (u, v) (np.roll, the definition
+    of plane u * Q + v), for every admissible group size (a run of plane rows or part of one) and start."""
+    planes = p_side * q_side
+    groups = [g for g in range(1, planes + 1) if planes % g == 0 and (q_side % g == 0 or g % q_side == 0)]
+    group = data.draw(st.sampled_from(groups))
+    first = data.draw(st.sampled_from(range(0, planes, group)))
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((2, p_side, q_side, 3)).astype(np.float32)  # (..., P, Q, b): axes (1, 2)
+    got = np.asarray(conv.group_planes(jnp.asarray(np.tile(a, (1, 2, 2, 1))), (1, 2), jnp.int32(first), group,
+                                       p_side, q_side))
+    want = np.concatenate([np.roll(a, (-(k // q_side), -(k % q_side)), axis=(1, 2))
+                           for k in range(first, first + group)], axis=-1)
+    np.testing.assert_array_equal(got, want)
