@@ -12,6 +12,12 @@
   Gram in the default blocks and in small fixed ones (``batch_size``, as golikov2022/gram_cost sets it):
   (t_small - t_default) / (calls_small - calls_default), the calls counted by ``ntkrepro.cost.block_calls``.
   (Not for CNTK-GAP: its 64-pair blocks ran faster than one block of the whole Gram, cache effects.)
+- ``cntk_block``: the CNTK-GAP in the blocks a large Gram is cut into (``ntkrepro.blocks.plan_pair_blocks`` at
+  ``MAX_PAIRS_PER_BLOCK``: 64 x 64 pairs for a symmetric Gram of thousands of images, whose off-diagonal blocks
+  are cross blocks; 250 x 16 for a cross Gram of 10,000 test against 50,000 training images), one such block per
+  call, 32 x 32 x 3 images, float32, at two depths: pairs per CPU second. The table study's 4-image GAP Grams
+  rate small Grams, whose per-plane work is mostly fixed (products, plane groups, readout); a block of a large
+  Gram spreads that work over 64 or 250 rows (the 4-image rate overstates a 50,000^2 Gram's cost ~2.5x).
 - ``cdeq``: the CDEQ-NTK Gram (``ntkrepro.kernels.cdeq.cdeq_ntk``, Feng & Kolter Table 2's CDEQ-NTK row), in
   distinct pairs per CPU second on both paths, with the mean Sigma and Theta iterations per pair of its inputs
   (Gaussian images with unit pixel vectors: ~20 and ~13). Its cost per pair is that of ~33 fixed-point
@@ -121,6 +127,33 @@ def cntk_call_rows(cases: list[tuple[str, int, int, int]], repeats: int, seed: i
     return out
 
 
+def cntk_block_rows(cases: list[tuple[str, int, int]], depths: list[int], repeats: int, seed: int) -> list[dict]:
+    """(path rated, rows, columns) per case: one cross call of the GAP CNTK on that block (``fix_first_last``,
+    Arora et al.'s setting), float32, 32 x 32 x 3 standard-normal images, at each depth."""
+    from ntkrepro.blocks import MAX_PAIRS_PER_BLOCK, plan_pair_blocks
+    from ntkrepro.kernels.conv import block_rows_per_step, cntk, plane_group
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for path, n1, n2 in cases:
+        x1, x2 = (rng.standard_normal((n, 32, 32, 3)).astype("float32") for n in (n1, n2))
+        plan = plan_pair_blocks(n1, n2, pairs=MAX_PAIRS_PER_BLOCK, entries_per_pair=32 * 32, symmetric=False)
+        if (plan.b1, plan.b2) != (n1, n2):
+            raise SystemExit(f"cntk_block {n1} x {n2}: the plan cuts it into {plan.b1} x {plan.b2} blocks, not one")
+        rows = block_rows_per_step(plan, readout="gap", p_side=32, q_side=32)
+        for depth in depths:
+            wall, cpu = best_of(lambda x1=x1, x2=x2, depth=depth: cntk(x1, x2, depth=depth, readout="gap",
+                                                                      fix_first_last=True).ntk, repeats)
+            pairs = n1 * n2
+            out.append({"kind": "cntk_block", "readout": "gap", "path": path, "n1": n1, "n2": n2, "side": 32,
+                        "depth": depth, "pairs": pairs, "rows_per_step": rows,
+                        "planes_per_group": plane_group(32, 32, n2, rows=rows), "seconds": wall,
+                        "cpu_seconds": cpu, "pairs_per_cpu_s": pairs / cpu})
+            print(f"[rates] cntk_block gap {n1} x {n2} depth {depth}: {wall:.1f} s ({cpu:.1f} CPU s), "
+                  f"{1e3 * cpu / pairs:.2f} CPU ms per pair", file=sys.stderr, flush=True)
+    return out
+
+
 def cdeq_rows(cases: list[tuple[str, int, int]], repeats: int, seed: int) -> list[dict]:
     """(path, n, side) per case: the CDEQ-NTK of n images (sym) or n x n images (cross), float32, Table 2's
     variances (0.65, 0.35), tol 1e-6."""
@@ -158,7 +191,9 @@ def main(argv=None) -> int:
     p.add_argument("--depths", default="50,200")
     p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--solve-sizes", default="1000,2000", help="n of the solves (10 targets, n / 10 test rows)")
-    p.add_argument("--only", default="depth_iteration,cntk_call,solve,cdeq", help="kinds to measure (comma-separated)")
+    p.add_argument("--block-depths", default="6,21", help="depths of the cntk_block rows (Arora et al.: 21 deepest)")
+    p.add_argument("--only", default="depth_iteration,cntk_call,cntk_block,solve,cdeq",
+                   help="kinds to measure (comma-separated)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
@@ -169,6 +204,8 @@ def main(argv=None) -> int:
         "depth_iteration": lambda: depth_iteration_rows(a.rows, a.cols, a.d, [int(v) for v in a.depths.split(",")],
                                                         a.dtypes.split(","), a.repeats, a.seed),
         "cntk_call": lambda: cntk_call_rows([("vanilla", 512, 16, 1024)], a.repeats, a.seed),
+        "cntk_block": lambda: cntk_block_rows([("sym", 64, 64), ("cross", 250, 16)],
+                                              [int(v) for v in a.block_depths.split(",")], a.repeats, a.seed),
         "cdeq": lambda: cdeq_rows([("sym", 256, 16), ("cross", 128, 16)], a.repeats, a.seed),
         "solve": lambda: solve_rows([int(v) for v in a.solve_sizes.split(",")], a.dtypes.split(","), 10, a.repeats,
                                     a.seed),

@@ -80,16 +80,46 @@ def test_cntk_full_cifar_gram_matches_the_benchmarks_own_extrapolation(rates, re
     key = f"cntk:{readout}" + (":cross" if path == "cross" else "")
     row = _table_row(rates["cpu"][key])
     w = cost.cntk_gram(60000, None if path == "sym" else 30000, side=32, depth=21, readout=readout)
-    hours = cost.seconds(w, rates["cpu"]) / 3600
+    table_only = {k: r for k, r in rates["cpu"].items() if not k.startswith("cntk_block")}
+    hours = cost.seconds(w, table_only) / 3600
     at_fastest = cost.fastest_round(_record(rates["cpu"][key].source), row) / row["ours_s"]  # run.py: the median's
     assert hours == pytest.approx(row["cifar10_full_gram_depth21_cpu_hours_extrapolated"] * at_fastest, rel=1e-4)
+
+
+@pytest.mark.parametrize("path", ["sym", "cross"])
+def test_a_large_gap_gram_is_rated_by_a_block_of_its_plan_a_small_one_by_the_table(tmp_path, path):
+    """A CNTK-GAP Gram of at least one default block takes ``rates.py``'s ``cntk_block`` rate of its path (the
+    deepest row), scaled by conv layers and (side / 32)^4; a smaller one the table's rate; without a block
+    record the table rates both."""
+    block = {"kind": "cntk_block", "readout": "gap", "n2": 16, "side": 32, "pairs": 4000}
+    rows = [{**block, "path": p, "n1": 250, "depth": d, "pairs_per_cpu_s": per_s}
+            for p in ("sym", "cross") for d, per_s in ((6, 100.0), (21, 50.0 if p == "sym" else 40.0))]
+    machine = {"cpu": "test CPU", "cores": 2, "backend": "cpu"}
+    (tmp_path / "20990101-0000-rates.json").write_text(json.dumps({"study": "rates", "rows": rows,
+                                                                   "machine": machine}))
+    table_row = {"case": f"cntk-gap-float32-{path}", "kernel": "cntk", "readout": "gap", "path": path, "n": 4,
+                 "side": 32, "depth": 6, "dtype": "float32", "ours_s": 0.2}
+    (tmp_path / "20990101-0000-table.json").write_text(json.dumps({"study": "table", "peak": {},
+                                                                   "rows": [table_row], "machine": machine}))
+    rates = cost.load_rates(tmp_path)["cpu"]
+    n2 = None if path == "sym" else 3000
+    large = cost.cntk_gram(3000, n2, side=16, depth=11, readout="gap")
+    pairs = cost.distinct_pairs(3000, n2)
+    assert cost.seconds(large, rates) == pytest.approx(pairs * 10 / 20 / 16 / (50.0 if path == "sym" else 40.0))
+    small = cost.cntk_gram(40, None if path == "sym" else 40, side=32, depth=6, readout="gap")
+    assert small.size["pairs"] < cost.LARGE_GRAM_PAIRS
+    table_pairs_per_s = (10 if path == "sym" else 16) / 0.2
+    assert cost.seconds(small, rates) == pytest.approx(small.size["pairs"] / table_pairs_per_s)
+    (tmp_path / "20990101-0000-rates.json").unlink()
+    rates = cost.load_rates(tmp_path)["cpu"]
+    assert cost.seconds(large, rates) == pytest.approx(pairs * 10 / 5 / 16 / table_pairs_per_s)
 
 
 # rate key prefix -> the benchmark studies that record it
 STUDIES = {"fc_gram": ("fc", "table"), "cntk": ("cntk", "table"), "deq_gram": ("deq", "table"), "gemm": ("table",),
            "copy": ("table",), "empirical_ntk": ("empirical",), "train": ("empirical",), "solve_in_place": ("large",),
            "solve": ("rates",), "depth_iteration": ("rates",), "cntk_call": ("rates",),
-           "cdeq_gram": ("rates",), "stage_run": ("stages",)}
+           "cdeq_gram": ("rates",), "cntk_block": ("rates",), "stage_run": ("stages",)}
 
 
 def test_each_rate_comes_from_the_newest_quiet_record_of_its_study(rates):

@@ -23,7 +23,10 @@ amount relative to the benchmark's own configuration ``ref``):
   x (P Q / P_ref Q_ref)^2 for GAP (all P Q offsets), at the CNTK rate of the same readout and path; a Gram
   in fixed small blocks (``batch_size``) adds its block calls (:func:`block_calls`) at the measured cost of
   one more call (``benchmarks/rates.py``: the benchmark Grams ran the default blocks; CNTK-V only: CNTK-GAP's
-  small blocks measured no slower).
+  small blocks measured no slower). A CNTK-GAP Gram of at least :data:`LARGE_GRAM_PAIRS` distinct pairs is
+  rated by one block of the plan a large Gram runs (``benchmarks/rates.py``'s ``cntk_block``: 64 x 64 for the
+  symmetric path, 250 x 16 for the cross one, its deepest row) where a file has it: the table's 4-image Grams
+  spend most of their time on per-plane work that a large Gram's blocks spread over 64-250 rows.
 - ``deq_gram``: distinct pairs, at the DEQ Gram's rate of the path (float64; the fixed point per pair
   dominates, d is ignored: an input dimension below the benchmark's 3,072 makes the estimate an upper bound).
 - ``cdeq_gram``: distinct pairs x (P Q / P_ref Q_ref), at the CDEQ-NTK Gram's rate of the path
@@ -417,6 +420,10 @@ def _rows(record: Mapping) -> Iterable[tuple[str, float, dict, str, int]]:
             elif row["kind"] == "cntk_call":  # calls per CPU second of the extra block calls
                 yield (f"cntk_call:{row['readout']}", 1 / row["call_cpu_seconds"], {},
                        f"batch_size {row['batch_size']}", row["n"])
+            elif row["kind"] == "cntk_block":  # the deepest row: the per-plane work spread over more layers
+                ref = {"side": row["side"], "depth": row["depth"], "n": row["n1"]}
+                yield (_gram_key(f"cntk_block:{row['readout']}", row["path"]), row["pairs_per_cpu_s"], ref,
+                       f"{row['n1']} x {row['n2']} block depth {row['depth']}", row["depth"])
             elif row["kind"] == "cdeq":
                 yield (_gram_key("cdeq_gram", row["path"]), row["pairs_per_cpu_s"], {"side": row["side"]},
                        f"CDEQ-NTK {row['path']} n = {row['n']} side {row['side']}", row["n"])
@@ -444,6 +451,8 @@ def _rows(record: Mapping) -> Iterable[tuple[str, float, dict, str, int]]:
             if arch == "cnn":  # examples per second: n examples in n^2 / pps s (its autodiff path)
                 yield f"train:{arch}", row["ours_pairs_per_s"] / n, ref, arch, n
 
+
+LARGE_GRAM_PAIRS = 4096  # a CNTK-GAP Gram of at least one default block (MAX_PAIRS_PER_BLOCK): the block's rate
 
 LOADED = 1.5  # a record whose 1-minute load average exceeds LOADED x its cores was measured on a busy machine
 
@@ -497,7 +506,10 @@ def _terms(w: Workload) -> list[tuple[tuple[str, ...], Any]]:
         def conv(ref):
             spatial = (s["side"] / ref["side"]) ** (2 if s["readout"] == "vanilla" else 4)
             return s["pairs"] * (s["depth"] - 1) / (ref["depth"] - 1) * spatial
-        pairs = [(_gram_keys(f"cntk:{s['readout']}", s["path"]), conv)]
+        keys = _gram_keys(f"cntk:{s['readout']}", s["path"])
+        if s["readout"] == "gap" and s["pairs"] >= LARGE_GRAM_PAIRS:
+            keys = _gram_keys("cntk_block:gap", s["path"]) + keys
+        pairs = [(keys, conv)]
         return pairs + ([((f"cntk_call:{s['readout']}",), lambda ref: s["calls"])] if s.get("calls") else [])
     if w.kind == "deq_gram":
         return [(_gram_keys("deq_gram", s["path"]), lambda ref: s["pairs"])]
