@@ -17,7 +17,7 @@
   are cross blocks; 250 x 16 for a cross Gram of 10,000 test against 50,000 training images), one such block per
   call, 32 x 32 x 3 images, float32, at two depths: pairs per CPU second. The table study's 4-image GAP Grams
   rate small Grams, whose per-plane work is mostly fixed (products, plane groups, readout); a block of a large
-  Gram spreads that work over 64 or 250 rows (the 4-image rate overstates a 50,000^2 Gram's cost ~2.5x).
+  Gram spreads that work over 64 or 250 rows (the 4-image rate overstated a 50,000^2 Gram's cost ~2x).
 - ``cdeq``: the CDEQ-NTK Gram (``ntkrepro.kernels.cdeq.cdeq_ntk``, Feng & Kolter Table 2's CDEQ-NTK row), in
   distinct pairs per CPU second on both paths, with the mean Sigma and Theta iterations per pair of its inputs
   (Gaussian images with unit pixel vectors: ~20 and ~13). Its cost per pair is that of ~33 fixed-point

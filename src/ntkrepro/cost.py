@@ -89,6 +89,7 @@ from typing import Any
 
 import numpy as np
 
+from ntkrepro.blocks import MAX_PAIRS_PER_BLOCK, plan_pair_blocks
 from ntkrepro.checks import array_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,8 +174,6 @@ def cntk_gram(n1: int, n2: int | None = None, *, side: int, depth: int, readout:
 def block_calls(n1: int, n2: int | None, *, side: int, batch_size: int | None = None) -> int:
     """Block calls of a CNTK Gram as ``ntkrepro.blocks.plan_pair_blocks`` cuts it (``batch_size`` pairs per
     block; None: ``MAX_PAIRS_PER_BLOCK``, the default where memory is ample)."""
-    from ntkrepro.blocks import MAX_PAIRS_PER_BLOCK, plan_pair_blocks
-
     symmetric = n2 is None
     plan = plan_pair_blocks(n1, n1 if symmetric else n2, pairs=batch_size or MAX_PAIRS_PER_BLOCK,
                             entries_per_pair=side * side, symmetric=symmetric)
@@ -452,7 +451,7 @@ def _rows(record: Mapping) -> Iterable[tuple[str, float, dict, str, int]]:
                 yield f"train:{arch}", row["ours_pairs_per_s"] / n, ref, arch, n
 
 
-LARGE_GRAM_PAIRS = 4096  # a CNTK-GAP Gram of at least one default block (MAX_PAIRS_PER_BLOCK): the block's rate
+LARGE_GRAM_PAIRS = MAX_PAIRS_PER_BLOCK  # a CNTK-GAP Gram of at least one default block: the block's rate
 
 LOADED = 1.5  # a record whose 1-minute load average exceeds LOADED x its cores was measured on a busy machine
 
